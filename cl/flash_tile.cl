@@ -1,0 +1,240 @@
+/* Flash-attention forward for one tile of queries, shared by the dense and block-sparse kernels.
+ *
+ * A work-group of WG_ROWS x WG_COLS work-items owns BLOCK_M queries. Work-item (ty, tx) holds
+ * the scores of rows ty*TM.. and keys tx*TN.. of each key tile, and the output of rows ty*TM..
+ * and dims tx*TD... Key tiles of BLOCK_N keys are given as a list of source rows (so the sparse
+ * kernel can gather through the permutation) and processed with an online softmax in fp32:
+ * Q.K^T through local memory in chunks of KCHUNK dims, then P.V in chunks of VCHUNK keys. */
+
+#ifndef HEAD_DIM
+#define HEAD_DIM 128
+#endif
+#ifndef BLOCK_M
+#define BLOCK_M 64
+#endif
+#ifndef BLOCK_N
+#define BLOCK_N 64
+#endif
+#ifndef WG_ROWS
+#define WG_ROWS 16
+#endif
+#ifndef WG_COLS
+#define WG_COLS 16
+#endif
+#ifndef KCHUNK
+#define KCHUNK 16
+#endif
+#ifndef VCHUNK
+#define VCHUNK 16
+#endif
+#ifndef CAUSAL
+#define CAUSAL 1
+#endif
+
+#define WG_SIZE (WG_ROWS * WG_COLS)
+#define TM (BLOCK_M / WG_ROWS)
+#define TN (BLOCK_N / WG_COLS)
+#define TD (HEAD_DIM / WG_COLS)
+
+#if TM % 4 != 0 || TN % 4 != 0 || TD % 4 != 0
+#error "each work-item's rows, keys and dims must come in groups of 4"
+#endif
+#if HEAD_DIM % KCHUNK != 0 || BLOCK_N % VCHUNK != 0
+#error "KCHUNK must divide HEAD_DIM and VCHUNK must divide BLOCK_N"
+#endif
+
+/* Row pitches padded by 4 floats: keeps float4 alignment and spreads transposed writes over banks. */
+#define QS_PITCH (BLOCK_M + 4)
+#define KS_PITCH (BLOCK_N + 4)
+#define VS_PITCH (HEAD_DIM + 4)
+#define PS_PITCH (BLOCK_M + 4)
+#define STAGE_QK (KCHUNK * (QS_PITCH + KS_PITCH))
+#define STAGE_V (VCHUNK * VS_PITCH)
+#define STAGE_FLOATS (STAGE_QK > STAGE_V ? STAGE_QK : STAGE_V)
+
+typedef struct __attribute__((aligned(16))) flash_local {
+    float stage[STAGE_FLOATS];       /* Q and K chunks (transposed), then V chunks */
+    float p[BLOCK_N * PS_PITCH];     /* probabilities of the tile, transposed: p[key][row] */
+    float row_max[BLOCK_M * WG_COLS];
+    float row_sum[BLOCK_M * WG_COLS];
+    int key_row[BLOCK_N];            /* source row of each key of the tile, -1 when absent */
+    int key_pos[BLOCK_N];            /* original position of that key, for the causal test */
+} flash_local;
+
+typedef struct flash_state {
+    float o[TM][TD];
+    float m[TM]; /* running max of the scaled scores (log2 units) */
+    float l[TM]; /* running sum of exp2(score - m) */
+} flash_state;
+
+inline void flash_state_init(flash_state *st)
+{
+#pragma unroll
+    for (int i = 0; i < TM; i++) {
+        st->m[i] = -INFINITY;
+        st->l[i] = 0.0f;
+#pragma unroll
+        for (int e = 0; e < TD; e++)
+            st->o[i][e] = 0.0f;
+    }
+}
+
+/* Describes where one head's rows live: element (s, d) is at base + s*stride_seq + d. */
+typedef struct head_view {
+    ulong base;
+    ulong stride_seq;
+} head_view;
+
+/* Q.K^T for the tile: s[i][j] = q(row ty*TM+i) . k(key tx*TN+j). */
+inline void flash_scores(__local flash_local *shm, float s[TM][TN], __global const storage_t *q,
+                         head_view qv, int q_rows, __global const storage_t *k, head_view kv)
+{
+    const int lid = get_local_id(0);
+    const int ty = lid / WG_COLS, tx = lid % WG_COLS;
+    __local float *qs = shm->stage;
+    __local float *ks = shm->stage + KCHUNK * QS_PITCH;
+#pragma unroll
+    for (int i = 0; i < TM; i++)
+#pragma unroll
+        for (int j = 0; j < TN; j++)
+            s[i][j] = 0.0f;
+    for (int d0 = 0; d0 < HEAD_DIM; d0 += KCHUNK) {
+        for (int idx = lid; idx < BLOCK_M * KCHUNK; idx += WG_SIZE) {
+            int r = idx / KCHUNK, kk = idx % KCHUNK;
+            qs[kk * QS_PITCH + r] =
+                r < q_rows ? load_element(q, qv.base + (ulong)r * qv.stride_seq + d0 + kk) : 0.0f;
+        }
+        for (int idx = lid; idx < BLOCK_N * KCHUNK; idx += WG_SIZE) {
+            int n = idx / KCHUNK, kk = idx % KCHUNK;
+            int row = shm->key_row[n];
+            ks[kk * KS_PITCH + n] =
+                row >= 0 ? load_element(k, kv.base + (ulong)row * kv.stride_seq + d0 + kk) : 0.0f;
+        }
+        barrier(CLK_LOCAL_MEM_FENCE);
+#pragma unroll 4
+        for (int kk = 0; kk < KCHUNK; kk++) {
+            float a[TM], b[TN];
+#pragma unroll
+            for (int i = 0; i < TM; i += 4)
+                vstore4(vload4(0, qs + kk * QS_PITCH + ty * TM + i), 0, a + i);
+#pragma unroll
+            for (int j = 0; j < TN; j += 4)
+                vstore4(vload4(0, ks + kk * KS_PITCH + tx * TN + j), 0, b + j);
+#pragma unroll
+            for (int i = 0; i < TM; i++)
+#pragma unroll
+                for (int j = 0; j < TN; j++)
+                    s[i][j] = mad(a[i], b[j], s[i][j]);
+        }
+        barrier(CLK_LOCAL_MEM_FENCE);
+    }
+}
+
+/* One key tile: the caller has filled shm->key_row / key_pos and synchronised. q_pos0 is the
+ * absolute position of the tile's first query, used by the causal test. */
+inline void flash_key_tile(__local flash_local *shm, flash_state *st, __global const storage_t *q,
+                           head_view qv, int q_rows, int q_pos0, __global const storage_t *k,
+                           head_view kv, __global const storage_t *v, head_view vv,
+                           float scale_log2)
+{
+    const int lid = get_local_id(0);
+    const int ty = lid / WG_COLS, tx = lid % WG_COLS;
+    float s[TM][TN];
+    flash_scores(shm, s, q, qv, q_rows, k, kv);
+
+    /* Scale, mask, and the work-item's share of each row's maximum. */
+#pragma unroll
+    for (int i = 0; i < TM; i++) {
+        float local_max = -INFINITY;
+#pragma unroll
+        for (int j = 0; j < TN; j++) {
+            int n = tx * TN + j;
+            bool valid = shm->key_row[n] >= 0;
+#if CAUSAL
+            valid = valid && shm->key_pos[n] <= q_pos0 + ty * TM + i;
+#endif
+            s[i][j] = valid ? s[i][j] * scale_log2 : -INFINITY;
+            local_max = fmax(local_max, s[i][j]);
+        }
+        shm->row_max[(ty * TM + i) * WG_COLS + tx] = local_max;
+    }
+    barrier(CLK_LOCAL_MEM_FENCE);
+
+    float alpha[TM];
+#pragma unroll
+    for (int i = 0; i < TM; i++) {
+        float tile_max = -INFINITY;
+        for (int t = 0; t < WG_COLS; t++)
+            tile_max = fmax(tile_max, shm->row_max[(ty * TM + i) * WG_COLS + t]);
+        float m_new = fmax(st->m[i], tile_max);
+        /* A row that has seen no valid key yet keeps m = -inf; use 0 so no inf - inf appears. */
+        float m_use = m_new == -INFINITY ? 0.0f : m_new;
+        alpha[i] = exp2(st->m[i] - m_use);
+        st->m[i] = m_new;
+        float partial = 0.0f;
+#pragma unroll
+        for (int j = 0; j < TN; j++) {
+            float p = exp2(s[i][j] - m_use);
+            partial += p;
+            shm->p[(tx * TN + j) * PS_PITCH + ty * TM + i] = p;
+        }
+        shm->row_sum[(ty * TM + i) * WG_COLS + tx] = partial;
+    }
+    barrier(CLK_LOCAL_MEM_FENCE);
+
+#pragma unroll
+    for (int i = 0; i < TM; i++) {
+        float sum = 0.0f;
+        for (int t = 0; t < WG_COLS; t++)
+            sum += shm->row_sum[(ty * TM + i) * WG_COLS + t];
+        st->l[i] = st->l[i] * alpha[i] + sum;
+#pragma unroll
+        for (int e = 0; e < TD; e++)
+            st->o[i][e] *= alpha[i];
+    }
+
+    /* P.V in chunks of VCHUNK keys staged in local memory. */
+    __local float *vs = shm->stage;
+    for (int n0 = 0; n0 < BLOCK_N; n0 += VCHUNK) {
+        for (int idx = lid; idx < VCHUNK * HEAD_DIM; idx += WG_SIZE) {
+            int nn = idx / HEAD_DIM, d = idx % HEAD_DIM;
+            int row = shm->key_row[n0 + nn];
+            vs[nn * VS_PITCH + d] =
+                row >= 0 ? load_element(v, vv.base + (ulong)row * vv.stride_seq + d) : 0.0f;
+        }
+        barrier(CLK_LOCAL_MEM_FENCE);
+#pragma unroll 2
+        for (int nn = 0; nn < VCHUNK; nn++) {
+            float a[TM], b[TD];
+#pragma unroll
+            for (int i = 0; i < TM; i += 4)
+                vstore4(vload4(0, shm->p + (n0 + nn) * PS_PITCH + ty * TM + i), 0, a + i);
+#pragma unroll
+            for (int e = 0; e < TD; e += 4)
+                vstore4(vload4(0, vs + nn * VS_PITCH + tx * TD + e), 0, b + e);
+#pragma unroll
+            for (int i = 0; i < TM; i++)
+#pragma unroll
+                for (int e = 0; e < TD; e++)
+                    st->o[i][e] = mad(a[i], b[e], st->o[i][e]);
+        }
+        barrier(CLK_LOCAL_MEM_FENCE);
+    }
+}
+
+/* Writes O = o / l for the work-item's rows and dims; a row that saw no key gets zeros. */
+inline void flash_store(const flash_state *st, __global storage_t *o, head_view ov, int q_rows)
+{
+    const int lid = get_local_id(0);
+    const int ty = lid / WG_COLS, tx = lid % WG_COLS;
+#pragma unroll
+    for (int i = 0; i < TM; i++) {
+        int r = ty * TM + i;
+        if (r >= q_rows)
+            continue;
+        float inv = st->l[i] > 0.0f ? 1.0f / st->l[i] : 0.0f;
+#pragma unroll
+        for (int e = 0; e < TD; e++)
+            store_element(o, ov.base + (ulong)r * ov.stride_seq + tx * TD + e, st->o[i][e] * inv);
+    }
+}

@@ -1,0 +1,270 @@
+/*
+ * pbsattn: portable OpenCL kernels for dense and Permuted Block-Sparse Attention.
+ *
+ * The library runs on the caller's OpenCL context, device, queue and buffers. It never creates
+ * an OpenCL context of its own unless asked through pbsa_helper_create_cl_context().
+ *
+ * General rules for every function below, unless its comment says otherwise:
+ *  - Ownership: the caller owns every cl_context, cl_device_id, cl_command_queue and cl_mem it
+ *    passes in; the library retains the context and device of a pbsa_context for its lifetime and
+ *    never retains buffers or queues beyond the call. Host pointers passed in are only read during
+ *    the call.
+ *  - Errors: a function returns PBSA_SUCCESS or a status code. On error nothing has been enqueued,
+ *    no caller buffer has been written and nothing has been leaked. The text of the last error,
+ *    naming the bad argument, is kept per context (pbsa_context_last_error()) and also sent to the
+ *    log callback.
+ *  - Thread safety: one pbsa_context may be used from several threads at once, each with its own
+ *    command queue; pbsa_context_last_error() then reports the last error of the calling thread.
+ *    Creating and releasing a context must not race with other calls on the same context.
+ */
+#ifndef PBSATTN_H
+#define PBSATTN_H
+
+#ifndef CL_TARGET_OPENCL_VERSION
+#define CL_TARGET_OPENCL_VERSION 120
+#endif
+#include <CL/cl.h>
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(_WIN32)
+#define PBSA_API __declspec(dllexport)
+#elif defined(__GNUC__)
+#define PBSA_API __attribute__((visibility("default")))
+#else
+#define PBSA_API
+#endif
+
+#define PBSA_VERSION_MAJOR 0
+#define PBSA_VERSION_MINOR 1
+#define PBSA_VERSION_PATCH 0
+#define PBSA_VERSION_NUMBER (PBSA_VERSION_MAJOR * 10000 + PBSA_VERSION_MINOR * 100 + PBSA_VERSION_PATCH)
+
+/* Version of the library actually linked, to catch a header/library mismatch. Thread-safe. */
+PBSA_API unsigned pbsa_version_number(void);
+PBSA_API const char *pbsa_version_string(void);
+
+/*
+ * Status codes. OpenCL errors (negative values) are passed through unchanged; the library's own
+ * codes are positive and grouped in ranges.
+ */
+typedef enum pbsa_status {
+    PBSA_SUCCESS = 0,
+
+    /* 1000-1999: the caller passed something invalid. */
+    PBSA_ERROR_NULL_ARGUMENT = 1000,
+    PBSA_ERROR_INVALID_VALUE = 1001,     /* a size, flag or parameter out of its range */
+    PBSA_ERROR_SHAPE_MISMATCH = 1002,    /* tensors that must agree do not */
+    PBSA_ERROR_DTYPE_MISMATCH = 1003,    /* tensors that must share a dtype do not */
+    PBSA_ERROR_BUFFER_TOO_SMALL = 1004,  /* a cl_mem smaller than the tensor it describes */
+    PBSA_ERROR_SIZE_OVERFLOW = 1005,     /* a size computation overflows 64 bits */
+    PBSA_ERROR_WRONG_DEVICE = 1006,      /* a queue or buffer of another context or device */
+
+    /* 2000-2999: valid, but not supported by this library or device. */
+    PBSA_ERROR_UNSUPPORTED_HEAD_DIM = 2000,
+    PBSA_ERROR_UNSUPPORTED_DTYPE = 2001,
+    PBSA_ERROR_UNSUPPORTED_DEVICE = 2002,
+
+    /* 3000-3999: failures of the device, compiler or host. */
+    PBSA_ERROR_BUILD_FAILED = 3000,      /* kernel compilation failed: see pbsa_context_build_log() */
+    PBSA_ERROR_OUT_OF_HOST_MEMORY = 3001,
+    PBSA_ERROR_NO_DEVICE = 3002,         /* no OpenCL platform or device matches */
+} pbsa_status;
+
+/* Static English text for a status code, never NULL. Thread-safe. */
+PBSA_API const char *pbsa_status_string(int status);
+
+/* Storage type of tensor elements. Arithmetic is always fp32 or wider. */
+typedef enum pbsa_dtype {
+    PBSA_DTYPE_F32 = 0,
+    PBSA_DTYPE_F16 = 1,  /* IEEE binary16 */
+    PBSA_DTYPE_BF16 = 2, /* bfloat16, stored as its 16 raw bits */
+} pbsa_dtype;
+
+/* Size in bytes of one element of dtype, 0 for an unknown dtype. Thread-safe. */
+PBSA_API size_t pbsa_dtype_size(pbsa_dtype dtype);
+
+/*
+ * A 4-D tensor [batch, heads, seq, head_dim] in a caller-owned cl_mem. Element (b, h, s, d) lives
+ * at element index offset + b*stride_batch + h*stride_head + s*stride_seq + d (head_dim is
+ * contiguous). BHSD and BSHD layouts are both expressible, as is a view into a larger buffer.
+ * All counts and strides are in elements, not bytes.
+ */
+typedef struct pbsa_tensor {
+    cl_mem buffer;
+    uint64_t offset;
+    pbsa_dtype dtype;
+    int64_t batch;
+    int64_t heads;
+    int64_t seq;
+    int64_t head_dim;
+    int64_t stride_batch;
+    int64_t stride_head;
+    int64_t stride_seq;
+} pbsa_tensor;
+
+/* A contiguous BHSD descriptor (strides filled in from the sizes). Thread-safe. */
+PBSA_API pbsa_tensor pbsa_tensor_bhsd(cl_mem buffer, pbsa_dtype dtype, int64_t batch, int64_t heads,
+                                      int64_t seq, int64_t head_dim);
+/* A contiguous BSHD descriptor ([batch, seq, heads, head_dim] in memory). Thread-safe. */
+PBSA_API pbsa_tensor pbsa_tensor_bshd(cl_mem buffer, pbsa_dtype dtype, int64_t batch, int64_t heads,
+                                      int64_t seq, int64_t head_dim);
+
+typedef struct pbsa_context pbsa_context;
+
+/* Severity of a message sent to the log callback. */
+typedef enum pbsa_log_level {
+    PBSA_LOG_ERROR = 0,
+    PBSA_LOG_WARNING = 1,
+    PBSA_LOG_INFO = 2,
+} pbsa_log_level;
+
+/*
+ * Log callback: receives every error message and warning of every context. The library never
+ * prints. The message is valid only during the call. Pass NULL to stop logging.
+ * Thread safety: set it before creating contexts; the callback itself may be called from any
+ * thread that calls into the library, concurrently.
+ */
+typedef void (*pbsa_log_fn)(pbsa_log_level level, const char *message, void *user_data);
+PBSA_API void pbsa_set_log_callback(pbsa_log_fn fn, void *user_data);
+
+/* Options for pbsa_context_create(); zero-initialised means defaults. */
+typedef struct pbsa_context_options {
+    /* Set to sizeof(pbsa_context_options), so the struct can grow without breaking callers;
+     * 0 is accepted as the current size. */
+    size_t struct_size;
+    /* Non-zero: never use vendor-specific kernels, even where they are available. */
+    int force_portable;
+} pbsa_context_options;
+
+/*
+ * Creates a library context on the caller's OpenCL context and device.
+ * options may be NULL for the defaults. On success *out receives the new context, which the
+ * caller releases with pbsa_context_release(); the library retains cl_ctx and device until then.
+ * Errors: PBSA_ERROR_NULL_ARGUMENT (cl_ctx, device or out NULL), PBSA_ERROR_WRONG_DEVICE (device
+ * not in cl_ctx), PBSA_ERROR_INVALID_VALUE (bad options), PBSA_ERROR_OUT_OF_HOST_MEMORY, or an
+ * OpenCL error from querying the device. On error *out is set to NULL (when out is not NULL); the
+ * message is sent to the log callback, since there is no context to hold it.
+ * Thread safety: may be called from any thread.
+ */
+PBSA_API int pbsa_context_create(cl_context cl_ctx, cl_device_id device,
+                                 const pbsa_context_options *options, pbsa_context **out);
+
+/* Releases a context and every program it compiled. NULL is a no-op. The caller must make sure
+ * no other thread uses the context during or after the call and that work it enqueued is done. */
+PBSA_API void pbsa_context_release(pbsa_context *ctx);
+
+/* Text of the last error the calling thread met on ctx ("" if none); valid until the next call on
+ * ctx from the same thread. ctx NULL gives the last error of a failed pbsa_context_create() on
+ * this thread. Thread-safe. */
+PBSA_API const char *pbsa_context_last_error(const pbsa_context *ctx);
+
+/* Compiler log of the last kernel build that failed on ctx ("" if none); valid until the next
+ * failing build on ctx. Thread-safe to call; the text may be replaced by another thread's build. */
+PBSA_API const char *pbsa_context_build_log(const pbsa_context *ctx);
+
+/* What the library knows of a device, read once when a context is created. */
+typedef struct pbsa_device_info {
+    char name[256];
+    char vendor[256];
+    char driver_version[128];
+    cl_uint vendor_id;
+    cl_uint compute_units;
+    cl_ulong local_mem_bytes;
+    cl_ulong global_mem_bytes;
+    cl_ulong max_alloc_bytes;
+    size_t max_work_group_size;
+    int is_gpu;
+    int is_nvidia;
+    int nv_compute_major; /* NVIDIA compute capability, 0 when not NVIDIA or not reported */
+    int nv_compute_minor;
+    int has_fp16_arithmetic; /* cl_khr_fp16; storage of f16 and bf16 works on every device */
+    int tensor_core_capable; /* NVIDIA with compute capability 8.0 or more */
+} pbsa_device_info;
+
+/* Copies the device information of ctx into *out. Errors: PBSA_ERROR_NULL_ARGUMENT. Thread-safe. */
+PBSA_API int pbsa_context_device_info(const pbsa_context *ctx, pbsa_device_info *out);
+
+/* Reads the information of any device without creating a context (used by pbsa-info).
+ * Errors: PBSA_ERROR_NULL_ARGUMENT or an OpenCL error. Thread-safe. */
+PBSA_API int pbsa_query_device_info(cl_device_id device, pbsa_device_info *out);
+
+/*
+ * Helper for programs that have no OpenCL context of their own (tools, tests, simple users):
+ * picks a device and creates a context on it. selector: NULL or "" means the environment variable
+ * PBSA_DEVICE if set, else the first GPU, else the first device of any type. Otherwise it is
+ * "P:D" (platform and device indices, as pbsa-info lists them), "D" (device index over all
+ * platforms), or a case-insensitive substring of the device or platform name.
+ * On success the caller owns *cl_ctx_out and releases it with clReleaseContext(); *device_out
+ * belongs to that context.
+ * Errors: PBSA_ERROR_NULL_ARGUMENT, PBSA_ERROR_NO_DEVICE (no platform, or nothing matches the
+ * selector; the message says which), or an OpenCL error. Messages go to the log callback and to
+ * pbsa_context_last_error(NULL). Thread-safe.
+ */
+PBSA_API int pbsa_helper_create_cl_context(const char *selector, cl_context *cl_ctx_out,
+                                           cl_device_id *device_out);
+
+/* Parameters of dense attention; zero-initialised means non-causal with the default scale. */
+typedef struct pbsa_dense_params {
+    int causal;  /* non-zero: query i (at position i + Skv - Sq) sees keys 0 .. i + Skv - Sq */
+    float scale; /* softmax scale; 0 means 1/sqrt(head_dim) */
+} pbsa_dense_params;
+
+/*
+ * Dense attention forward: O = softmax(Q K^T * scale [+ causal mask]) V, per batch and query head.
+ * Shapes: q [B, Hq, Sq, D], k and v [B, Hkv, Skv, D], o [B, Hq, Sq, D], with Hq a multiple of Hkv
+ * (grouped-query attention: query head h reads KV head h / (Hq / Hkv)), 1 <= Sq <= Skv (the
+ * queries are the last Sq positions), D in {64, 96, 128, 256}. All four tensors share one dtype;
+ * o must not overlap q, k or v. params NULL means causal with the default scale.
+ * The work is enqueued on queue, which must belong to the context and device of ctx. If event is
+ * not NULL it receives an event of the enqueued work that the caller must release.
+ * Errors: PBSA_ERROR_NULL_ARGUMENT, PBSA_ERROR_INVALID_VALUE, PBSA_ERROR_SHAPE_MISMATCH,
+ * PBSA_ERROR_DTYPE_MISMATCH, PBSA_ERROR_UNSUPPORTED_HEAD_DIM, PBSA_ERROR_UNSUPPORTED_DTYPE,
+ * PBSA_ERROR_BUFFER_TOO_SMALL, PBSA_ERROR_SIZE_OVERFLOW, PBSA_ERROR_WRONG_DEVICE,
+ * PBSA_ERROR_BUILD_FAILED, or an OpenCL error from the enqueue.
+ * Thread-safe as described at the top of this header.
+ */
+PBSA_API int pbsa_dense_attention(pbsa_context *ctx, cl_command_queue queue, const pbsa_tensor *q,
+                                  const pbsa_tensor *k, const pbsa_tensor *v, const pbsa_tensor *o,
+                                  const pbsa_dense_params *params, cl_event *event);
+
+
+/* ---------------------------------------------------------------------------------------------
+ * Permuted Block-Sparse Attention (PBS-Attn)
+ * ------------------------------------------------------------------------------------------- */
+
+/* How grouped-query attention is permuted. */
+typedef enum pbsa_gqa_mode {
+    /* Every query head has its own key permutation (the reference's semantics), computed without
+     * replicating K/V. */
+    PBSA_GQA_PER_QUERY_HEAD = 0,
+    /* One permutation per KV head, from scores averaged over the query heads of its group. */
+    PBSA_GQA_SHARED_PER_KV_GROUP = 1,
+} pbsa_gqa_mode;
+
+/* Parameters of PBS attention. Start from pbsa_params_default() and change what you need. */
+typedef struct pbsa_params {
+    size_t struct_size;    /* sizeof(pbsa_params); 0 is accepted as the current size */
+    int block_size;        /* logical block b: 16, 32, 64 or 128 (default 128) */
+    int segment_size;      /* permutation segment s, a positive multiple of block_size (256) */
+    float threshold;       /* cumulative attention mass tau to keep, > 0 (0.9); >= 1 keeps all */
+    int causal;            /* non-zero for causal attention (default 1) */
+    int force_first_block; /* non-zero: always keep the block that holds key 0 (default 1) */
+    pbsa_gqa_mode gqa_mode; /* default PBSA_GQA_PER_QUERY_HEAD */
+    float scale;           /* softmax scale; 0 means 1/sqrt(head_dim) */
+} pbsa_params;
+
+/* The paper's defaults: block 128, segment 256, threshold 0.9, causal, sink block on, per query
+ * head permutation, scale 1/sqrt(D). Thread-safe. */
+PBSA_API pbsa_params pbsa_params_default(void);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* PBSATTN_H */

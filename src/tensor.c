@@ -1,0 +1,34 @@
+/* Tensor descriptor constructors and dtype sizes. */
+#include "pbsattn.h"
+
+size_t pbsa_dtype_size(pbsa_dtype dtype)
+{
+    switch (dtype) {
+    case PBSA_DTYPE_F32: return 4;
+    case PBSA_DTYPE_F16:
+    case PBSA_DTYPE_BF16: return 2;
+    }
+    return 0;
+}
+
+pbsa_tensor pbsa_tensor_bhsd(cl_mem buffer, pbsa_dtype dtype, int64_t batch, int64_t heads,
+                             int64_t seq, int64_t head_dim)
+{
+    pbsa_tensor t = {.buffer = buffer, .dtype = dtype, .batch = batch, .heads = heads,
+                     .seq = seq, .head_dim = head_dim};
+    t.stride_seq = head_dim;
+    t.stride_head = seq * head_dim;
+    t.stride_batch = heads * seq * head_dim;
+    return t;
+}
+
+pbsa_tensor pbsa_tensor_bshd(cl_mem buffer, pbsa_dtype dtype, int64_t batch, int64_t heads,
+                             int64_t seq, int64_t head_dim)
+{
+    pbsa_tensor t = {.buffer = buffer, .dtype = dtype, .batch = batch, .heads = heads,
+                     .seq = seq, .head_dim = head_dim};
+    t.stride_head = head_dim;
+    t.stride_seq = heads * head_dim;
+    t.stride_batch = seq * heads * head_dim;
+    return t;
+}

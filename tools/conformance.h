@@ -1,0 +1,43 @@
+/* Conformance cases: device kernels against the CPU reference. One case list, used both by the
+ * cmocka tests and by the installed pbsa-conformance tool. */
+#ifndef PBSA_CONFORMANCE_H
+#define PBSA_CONFORMANCE_H
+
+#include "pbsattn.h"
+
+typedef enum conformance_layout {
+    LAYOUT_BHSD = 0,
+    LAYOUT_BSHD = 1,
+    LAYOUT_PADDED = 2, /* BHSD view with gaps between rows, heads and batches and an offset */
+} conformance_layout;
+
+typedef struct conformance_case {
+    const char *name;
+    pbsa_dtype dtype;
+    int batch, q_heads, kv_heads, q_len, kv_len, head_dim;
+    int causal;
+    conformance_layout layout;
+} conformance_case;
+
+typedef struct conformance_result {
+    int status;         /* what the library call returned */
+    double rel_l2;      /* ||out - ref|| / ||ref|| */
+    double max_abs;     /* max |out - ref| */
+    double tolerance;   /* the rel_l2 limit for the case's dtype */
+    long unwritten;     /* output elements left as the poison value (or NaN) */
+    long guard_damage;  /* bytes outside the output tensor that changed */
+    int passed;
+} conformance_result;
+
+extern const conformance_case conformance_dense_cases[];
+extern const int conformance_dense_case_count;
+
+/* The rel_l2 limit for dtype: output rounding of the storage type plus fp32 accumulation. */
+double conformance_tolerance(pbsa_dtype dtype);
+
+/* Runs one dense case on ctx/queue with fresh random inputs drawn from seed, against the float64
+ * reference. Returns PBSA_SUCCESS when the case could be run (result says whether it passed). */
+int conformance_run_dense(pbsa_context *ctx, cl_command_queue queue, const conformance_case *c,
+                          unsigned long long seed, conformance_result *result);
+
+#endif
