@@ -263,6 +263,110 @@ typedef struct pbsa_params {
  * head permutation, scale 1/sqrt(D). Thread-safe. */
 PBSA_API pbsa_params pbsa_params_default(void);
 
+
+/*
+ * Sizes used below, for q [B, Hq, Sq, D] and k [B, Hkv, Skv, D] with b = block_size and
+ * s = segment_size: nqb = ceil(Sq / b) query blocks, nkb = ceil(Skv / b) key blocks,
+ * nseg = Skv / s complete segments, Hp = Hq (PBSA_GQA_PER_QUERY_HEAD) or Hkv (shared mode).
+ * PBS attention needs Sq == Skv, or chunked prefill with (Skv - Sq) a multiple of b (query block i
+ * then sits at key block i + nkb - nqb).
+ *
+ * Block lists: for row r = (batch * Hq + head) * nqb + i, counts[r] is the number of key blocks
+ * query block i attends to and blocks[r * nkb + t], t < counts[r], are those key block indices
+ * (ascending, each < nkb), as cl_int. Key block j covers permuted positions j*b .. j*b + b - 1.
+ */
+typedef struct pbsa_block_list {
+    cl_mem counts;          /* cl_int [B * Hq * nqb] */
+    cl_mem blocks;          /* cl_int [B * Hq * nqb * nkb] */
+    uint64_t counts_offset; /* element offsets into the two buffers */
+    uint64_t blocks_offset;
+} pbsa_block_list;
+
+/*
+ * Bytes of device workspace pbsa_attention() needs for these shapes and params (the permutation,
+ * its scores, the block means and the block lists). Writes *bytes. Errors as pbsa_attention()'s
+ * argument checks. Thread-safe.
+ */
+PBSA_API int pbsa_workspace_size(pbsa_context *ctx, const pbsa_tensor *q, const pbsa_tensor *k,
+                                 const pbsa_params *params, size_t *bytes);
+
+/*
+ * PBS attention, the whole pipeline: segmented key permutation, block selection and block-sparse
+ * attention through the permutation (no permuted copy of K or V is made). Same tensor rules as
+ * pbsa_dense_attention(); params NULL means pbsa_params_default(). If Skv <= segment_size the
+ * result is dense attention (the short-sequence fallback).
+ * workspace: a caller-owned buffer of at least pbsa_workspace_size() bytes, used from byte 0; no
+ * device memory is allocated by the call. NULL: the library allocates a workspace for the call
+ * and releases it when the work completes. After the call completes, the permutation and block
+ * lists can be read from the workspace with pbsa_workspace_read().
+ * Errors: those of pbsa_dense_attention(), plus PBSA_ERROR_INVALID_VALUE for bad params (named),
+ * PBSA_ERROR_BUFFER_TOO_SMALL for a small workspace.
+ */
+PBSA_API int pbsa_attention(pbsa_context *ctx, cl_command_queue queue, const pbsa_tensor *q,
+                            const pbsa_tensor *k, const pbsa_tensor *v, const pbsa_tensor *o,
+                            const pbsa_params *params, cl_mem workspace, cl_event *event);
+
+/* What pbsa_workspace_read() copies out. */
+typedef enum pbsa_workspace_part {
+    PBSA_PART_PERMUTATION = 0, /* cl_int [B, Hp, Skv]: pi, original key index at each position */
+    PBSA_PART_BLOCK_COUNTS = 1, /* cl_int [B * Hq * nqb] */
+    PBSA_PART_BLOCKS = 2,       /* cl_int [B * Hq * nqb * nkb], see pbsa_block_list */
+} pbsa_workspace_part;
+
+/*
+ * Blocking read of one part of a workspace that pbsa_attention() filled for the same shapes and
+ * params (not meaningful after the short-sequence fallback, which fills nothing). host must have
+ * room for capacity bytes; the part's size is written to *size_out when not NULL.
+ * Errors: PBSA_ERROR_NULL_ARGUMENT, PBSA_ERROR_INVALID_VALUE (bad part, capacity too small),
+ * or an OpenCL error. Thread-safe.
+ */
+PBSA_API int pbsa_workspace_read(pbsa_context *ctx, cl_command_queue queue, const pbsa_tensor *q,
+                                 const pbsa_tensor *k, const pbsa_params *params, cl_mem workspace,
+                                 pbsa_workspace_part part, void *host, size_t capacity,
+                                 size_t *size_out);
+
+/*
+ * Density per query head: selected key blocks over the blocks that causal (or, non-causal, full)
+ * attention would visit, from block counts read back by the caller. counts: B*Hq*nqb values;
+ * density: Hq*B doubles, written in (batch, head) order. Errors: PBSA_ERROR_NULL_ARGUMENT,
+ * PBSA_ERROR_INVALID_VALUE. Thread-safe (host only).
+ */
+PBSA_API int pbsa_block_density(int64_t batch, int64_t q_heads, int64_t q_len, int64_t kv_len,
+                                const pbsa_params *params, const cl_int *counts, double *density);
+
+/*
+ * Stage 1, the segmented key permutation: writes pi (cl_int [B, Hp, Skv], at element offset
+ * pi_offset of the caller's buffer pi) for q, k and params; the tail and short inputs get the
+ * identity. workspace as in pbsa_attention() (it holds the scores), or NULL.
+ */
+PBSA_API int pbsa_permutation(pbsa_context *ctx, cl_command_queue queue, const pbsa_tensor *q,
+                              const pbsa_tensor *k, const pbsa_params *params, cl_mem pi,
+                              uint64_t pi_offset, cl_mem workspace, cl_event *event);
+
+/*
+ * Stage 2, block selection: from q, k and the permutation pi (as written by pbsa_permutation()),
+ * writes the final block set of every query block (threshold selection, sink block and the
+ * query's own segment) into out. workspace as in pbsa_attention() (it holds the block means), or
+ * NULL.
+ */
+PBSA_API int pbsa_block_selection(pbsa_context *ctx, cl_command_queue queue, const pbsa_tensor *q,
+                                  const pbsa_tensor *k, const pbsa_params *params, cl_mem pi,
+                                  uint64_t pi_offset, const pbsa_block_list *out, cl_mem workspace,
+                                  cl_event *event);
+
+/*
+ * Stage 3, block-sparse attention over any block list (ours or a caller's): query block i attends
+ * to the keys at permuted positions of its listed blocks, key index pi[position], with the token
+ * causal rule pi[position] <= query position when params->causal. pi NULL means the identity
+ * (plain block-sparse attention). Uses block_size, causal, gqa_mode and scale of params; counts
+ * over nkb and indices outside 0..nkb-1 are the caller's error and are clamped away by the kernel
+ * (never read out of bounds). A query row whose blocks hold no visible key gets zeros.
+ */
+PBSA_API int pbsa_sparse_attention(pbsa_context *ctx, cl_command_queue queue, const pbsa_tensor *q,
+                                   const pbsa_tensor *k, const pbsa_tensor *v, const pbsa_tensor *o,
+                                   const pbsa_params *params, cl_mem pi, uint64_t pi_offset,
+                                   const pbsa_block_list *blocks, cl_event *event);
+
 #ifdef __cplusplus
 }
 #endif

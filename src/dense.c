@@ -11,11 +11,11 @@ int pbsa_dense_attention(pbsa_context *ctx, cl_command_queue queue, const pbsa_t
                          const pbsa_dense_params *params, cl_event *event)
 {
     static const char fn[] = "pbsa_dense_attention";
+    if (event)
+        *event = NULL;
     if (!ctx)
         return pbsa_fail(NULL, PBSA_ERROR_NULL_ARGUMENT, "%s: ctx is NULL", fn);
     pbsa_clear_error(ctx);
-    if (event)
-        *event = NULL;
     int status = pbsa_check_queue(ctx, fn, queue);
     if (status == PBSA_SUCCESS)
         status = pbsa_check_attention_tensors(ctx, fn, q, k, v, o);
@@ -29,7 +29,7 @@ int pbsa_dense_attention(pbsa_context *ctx, cl_command_queue queue, const pbsa_t
     float scale = p.scale > 0.0f ? p.scale : 1.0f / sqrtf((float)q->head_dim);
 
     const int head_dim = (int)q->head_dim;
-    pbsa_flash_config config = pbsa_flash_config_default(&ctx->info, head_dim);
+    pbsa_flash_config config = pbsa_flash_config_default(&ctx->info, head_dim, 0);
     if (!pbsa_flash_config_valid(&config, head_dim, &ctx->info))
         return pbsa_fail(ctx, PBSA_ERROR_UNSUPPORTED_DEVICE,
                          "%s: the device's local memory (%llu bytes) or work-group size (%zu) is "
@@ -43,9 +43,7 @@ int pbsa_dense_attention(pbsa_context *ctx, cl_command_queue queue, const pbsa_t
                          (unsigned long long)groups_bh, INT32_MAX);
 
     char options[512] = "";
-    pbsa_append_option(options, sizeof options, "%s -DHEAD_DIM=%d -DCAUSAL=%d",
-                       pbsa_dtype_define(q->dtype), head_dim, p.causal ? 1 : 0);
-    pbsa_flash_config_options(&config, options, sizeof options);
+    pbsa_flash_options(options, sizeof options, q->dtype, head_dim, p.causal, &config);
     cl_kernel kernel;
     status = pbsa_get_kernel(ctx, dense_files, 3, options, "dense_attention", &kernel);
     if (status != PBSA_SUCCESS)

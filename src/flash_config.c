@@ -34,7 +34,13 @@ bool pbsa_flash_config_valid(const pbsa_flash_config *c, int head_dim, const pbs
            pbsa_flash_local_bytes(c, head_dim) <= info->local_mem_bytes;
 }
 
-pbsa_flash_config pbsa_flash_config_default(const pbsa_device_info *info, int head_dim)
+static bool fits_tile(const pbsa_flash_config *c, int max_tile)
+{
+    return max_tile == 0 || (divides(c->block_m, max_tile) && divides(c->block_n, max_tile));
+}
+
+pbsa_flash_config pbsa_flash_config_default(const pbsa_device_info *info, int head_dim,
+                                            int max_tile)
 {
     /* Candidates from the largest to the smallest; the first that is valid wins. */
     static const pbsa_flash_config gpu[] = {
@@ -50,15 +56,17 @@ pbsa_flash_config pbsa_flash_config_default(const pbsa_device_info *info, int he
     const pbsa_flash_config *list = info->is_gpu ? gpu : cpu;
     size_t count = info->is_gpu ? sizeof gpu / sizeof gpu[0] : sizeof cpu / sizeof cpu[0];
     for (size_t i = 0; i < count; i++)
-        if (pbsa_flash_config_valid(&list[i], head_dim, info))
+        if (fits_tile(&list[i], max_tile) && pbsa_flash_config_valid(&list[i], head_dim, info))
             return list[i];
     return list[count - 1];
 }
 
-bool pbsa_flash_config_options(const pbsa_flash_config *c, char *options, size_t capacity)
+bool pbsa_flash_options(char *options, size_t capacity, pbsa_dtype dtype, int head_dim, int causal,
+                        const pbsa_flash_config *c)
 {
     return pbsa_append_option(options, capacity,
-                              " -DBLOCK_M=%d -DBLOCK_N=%d -DWG_ROWS=%d -DWG_COLS=%d -DKCHUNK=%d"
-                              " -DVCHUNK=%d",
-                              c->block_m, c->block_n, c->wg_rows, c->wg_cols, c->kchunk, c->vchunk);
+                              " %s -DHEAD_DIM=%d -DCAUSAL=%d -DBLOCK_M=%d -DBLOCK_N=%d"
+                              " -DWG_ROWS=%d -DWG_COLS=%d -DKCHUNK=%d -DVCHUNK=%d",
+                              pbsa_dtype_define(dtype), head_dim, causal ? 1 : 0, c->block_m,
+                              c->block_n, c->wg_rows, c->wg_cols, c->kchunk, c->vchunk);
 }

@@ -18,9 +18,12 @@ size_t pbsa_flash_local_bytes(const pbsa_flash_config *config, int head_dim);
 /* Whether config satisfies the kernel's shape rules for head_dim and fits the device. */
 bool pbsa_flash_config_valid(const pbsa_flash_config *config, int head_dim,
                              const pbsa_device_info *info);
-/* The default configuration for this device and head dim. */
-pbsa_flash_config pbsa_flash_config_default(const pbsa_device_info *info, int head_dim);
-/* Appends the -D options of config to options. */
-bool pbsa_flash_config_options(const pbsa_flash_config *config, char *options, size_t capacity);
+/* The default configuration for this device and head dim whose tiles divide max_tile (the logical
+ * block of the sparse kernel; 0 for no limit). Check the result with pbsa_flash_config_valid(). */
+pbsa_flash_config pbsa_flash_config_default(const pbsa_device_info *info, int head_dim,
+                                            int max_tile);
+/* Writes the build options of a flash kernel variant (dtype, head dim, causal and tiles). */
+bool pbsa_flash_options(char *options, size_t capacity, pbsa_dtype dtype, int head_dim, int causal,
+                        const pbsa_flash_config *config);
 
 #endif

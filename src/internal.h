@@ -43,6 +43,10 @@ int pbsa_check_queue(const pbsa_context *ctx, const char *fn, cl_command_queue q
 /* Fails when the element ranges of a and b may overlap in one buffer. */
 int pbsa_check_no_overlap(const pbsa_context *ctx, const char *fn, const char *name_a,
                           const pbsa_tensor *a, const char *name_b, const pbsa_tensor *b);
+/* Checks q [B,Hq,Sq,D] and k [B,Hkv,Skv,D]: agreeing dtypes, batch and head dim, a supported head
+ * dim, Hq a multiple of Hkv, Sq <= Skv. */
+int pbsa_check_query_key(const pbsa_context *ctx, const char *fn, const pbsa_tensor *q,
+                         const pbsa_tensor *k);
 /* Checks q [B,Hq,Sq,D], k and v [B,Hkv,Skv,D], o like q: agreeing shapes and dtypes, Hq a
  * multiple of Hkv, Sq <= Skv, supported head dim, o not overlapping the inputs. */
 int pbsa_check_attention_tensors(const pbsa_context *ctx, const char *fn, const pbsa_tensor *q,

@@ -117,42 +117,66 @@ int pbsa_check_no_overlap(const pbsa_context *ctx, const char *fn, const char *n
     return PBSA_SUCCESS;
 }
 
-int pbsa_check_attention_tensors(const pbsa_context *ctx, const char *fn, const pbsa_tensor *q,
-                                 const pbsa_tensor *k, const pbsa_tensor *v, const pbsa_tensor *o)
+static int shape_mismatch(const pbsa_context *ctx, const char *fn, const char *name,
+                          const char *field, int64_t value, const char *other_name,
+                          int64_t other_value)
 {
-    const char *names[4] = {"q", "k", "v", "o"};
-    const pbsa_tensor *tensors[4] = {q, k, v, o};
+    return pbsa_fail(ctx, PBSA_ERROR_SHAPE_MISMATCH,
+                     "%s: %s.%s = %" PRId64 " differs from %s.%s = %" PRId64, fn, name, field,
+                     value, other_name, field, other_value);
+}
+
+/* Fails when two elements of an output may share an address (a zero stride, or rows or heads
+ * that interleave). Conservative: with the dimensions of more than one element ordered by
+ * stride, each stride must step past everything the smaller ones span. t was checked, so
+ * nothing overflows. */
+static int check_no_self_overlap(const pbsa_context *ctx, const char *fn, const char *name,
+                                 const pbsa_tensor *t)
+{
+    const char *stride_names[4] = {"head_dim", "stride_seq", "stride_head", "stride_batch"};
+    const int64_t extent[4] = {t->head_dim, t->seq, t->heads, t->batch};
+    const int64_t stride[4] = {1, t->stride_seq, t->stride_head, t->stride_batch};
+    int order[4], count = 0;
     for (int i = 0; i < 4; i++) {
-        int status = pbsa_check_tensor(ctx, fn, names[i], tensors[i]);
-        if (status != PBSA_SUCCESS)
-            return status;
+        if (extent[i] == 1)
+            continue;
+        int at = count++;
+        while (at > 0 && stride[order[at - 1]] > stride[i]) {
+            order[at] = order[at - 1];
+            at--;
+        }
+        order[at] = i;
     }
-    for (int i = 1; i < 4; i++)
-        if (tensors[i]->dtype != q->dtype)
-            return pbsa_fail(ctx, PBSA_ERROR_DTYPE_MISMATCH, "%s: %s.dtype differs from q.dtype",
-                             fn, names[i]);
+    uint64_t span = 1;
+    for (int j = 0; j < count; j++) {
+        int i = order[j];
+        if ((uint64_t)stride[i] < span)
+            return pbsa_fail(ctx, PBSA_ERROR_INVALID_VALUE,
+                             "%s: %s.%s = %" PRId64 " makes elements of %s overlap each other",
+                             fn, name, stride_names[i], stride[i], name);
+        span += (uint64_t)(extent[i] - 1) * (uint64_t)stride[i];
+    }
+    return PBSA_SUCCESS;
+}
+
+int pbsa_check_query_key(const pbsa_context *ctx, const char *fn, const pbsa_tensor *q,
+                         const pbsa_tensor *k)
+{
+    int status = pbsa_check_tensor(ctx, fn, "q", q);
+    if (status == PBSA_SUCCESS)
+        status = pbsa_check_tensor(ctx, fn, "k", k);
+    if (status != PBSA_SUCCESS)
+        return status;
+    if (k->dtype != q->dtype)
+        return pbsa_fail(ctx, PBSA_ERROR_DTYPE_MISMATCH, "%s: k.dtype differs from q.dtype", fn);
     if (!pbsa_head_dim_supported(q->head_dim))
         return pbsa_fail(ctx, PBSA_ERROR_UNSUPPORTED_HEAD_DIM,
                          "%s: q.head_dim = %" PRId64 " is not supported (64, 96, 128 or 256)", fn,
                          q->head_dim);
-    for (int i = 1; i < 4; i++) {
-        const pbsa_tensor *t = tensors[i];
-        if (t->batch != q->batch || t->head_dim != q->head_dim)
-            return pbsa_fail(ctx, PBSA_ERROR_SHAPE_MISMATCH,
-                             "%s: %s is [%" PRId64 ", _, _, %" PRId64 "] but q is [%" PRId64
-                             ", _, _, %" PRId64 "] (batch and head_dim must agree)",
-                             fn, names[i], t->batch, t->head_dim, q->batch, q->head_dim);
-    }
-    if (v->heads != k->heads || v->seq != k->seq)
-        return pbsa_fail(ctx, PBSA_ERROR_SHAPE_MISMATCH,
-                         "%s: v has %" PRId64 " heads x %" PRId64 " positions, k has %" PRId64
-                         " x %" PRId64,
-                         fn, v->heads, v->seq, k->heads, k->seq);
-    if (o->heads != q->heads || o->seq != q->seq)
-        return pbsa_fail(ctx, PBSA_ERROR_SHAPE_MISMATCH,
-                         "%s: o has %" PRId64 " heads x %" PRId64 " positions, q has %" PRId64
-                         " x %" PRId64,
-                         fn, o->heads, o->seq, q->heads, q->seq);
+    if (k->batch != q->batch)
+        return shape_mismatch(ctx, fn, "k", "batch", k->batch, "q", q->batch);
+    if (k->head_dim != q->head_dim)
+        return shape_mismatch(ctx, fn, "k", "head_dim", k->head_dim, "q", q->head_dim);
     if (q->heads % k->heads != 0)
         return pbsa_fail(ctx, PBSA_ERROR_SHAPE_MISMATCH,
                          "%s: q.heads = %" PRId64 " is not a multiple of k.heads = %" PRId64, fn,
@@ -162,10 +186,41 @@ int pbsa_check_attention_tensors(const pbsa_context *ctx, const char *fn, const 
                          "%s: q.seq = %" PRId64 " exceeds k.seq = %" PRId64
                          " (queries are the last q.seq positions)",
                          fn, q->seq, k->seq);
-    for (int i = 0; i < 3; i++) {
-        int status = pbsa_check_no_overlap(ctx, fn, "o", o, names[i], tensors[i]);
-        if (status != PBSA_SUCCESS)
-            return status;
-    }
     return PBSA_SUCCESS;
+}
+
+int pbsa_check_attention_tensors(const pbsa_context *ctx, const char *fn, const pbsa_tensor *q,
+                                 const pbsa_tensor *k, const pbsa_tensor *v, const pbsa_tensor *o)
+{
+    int status = pbsa_check_query_key(ctx, fn, q, k);
+    if (status == PBSA_SUCCESS)
+        status = pbsa_check_tensor(ctx, fn, "v", v);
+    if (status == PBSA_SUCCESS)
+        status = pbsa_check_tensor(ctx, fn, "o", o);
+    if (status != PBSA_SUCCESS)
+        return status;
+    const char *names[4] = {"q", "k", "v", "o"};
+    const pbsa_tensor *tensors[4] = {q, k, v, o};
+    for (int i = 2; i < 4; i++) {
+        const pbsa_tensor *t = tensors[i];
+        if (t->dtype != q->dtype)
+            return pbsa_fail(ctx, PBSA_ERROR_DTYPE_MISMATCH, "%s: %s.dtype differs from q.dtype",
+                             fn, names[i]);
+        if (t->batch != q->batch)
+            return shape_mismatch(ctx, fn, names[i], "batch", t->batch, "q", q->batch);
+        if (t->head_dim != q->head_dim)
+            return shape_mismatch(ctx, fn, names[i], "head_dim", t->head_dim, "q", q->head_dim);
+    }
+    if (v->heads != k->heads)
+        return shape_mismatch(ctx, fn, "v", "heads", v->heads, "k", k->heads);
+    if (v->seq != k->seq)
+        return shape_mismatch(ctx, fn, "v", "seq", v->seq, "k", k->seq);
+    if (o->heads != q->heads)
+        return shape_mismatch(ctx, fn, "o", "heads", o->heads, "q", q->heads);
+    if (o->seq != q->seq)
+        return shape_mismatch(ctx, fn, "o", "seq", o->seq, "q", q->seq);
+    status = check_no_self_overlap(ctx, fn, "o", o);
+    for (int i = 0; i < 3 && status == PBSA_SUCCESS; i++)
+        status = pbsa_check_no_overlap(ctx, fn, "o", o, names[i], tensors[i]);
+    return status;
 }

@@ -1,0 +1,81 @@
+/* Permuted block-sparse attention (PBS stage 3). Needs common.cl and flash_tile.cl first.
+ * Each query block attends to the key blocks of its list; key block j covers permuted positions
+ * j*LOGICAL_BLOCK.., read through pi (no permuted copy of K or V). Grid: dimension 0 = query
+ * tiles x WG_SIZE (LOGICAL_BLOCK / BLOCK_M tiles per query block), dimension 1 = batch x heads. */
+
+#ifndef LOGICAL_BLOCK
+#define LOGICAL_BLOCK 128
+#endif
+#ifndef HAS_PI
+#define HAS_PI 1
+#endif
+
+#if LOGICAL_BLOCK % BLOCK_M != 0 || LOGICAL_BLOCK % BLOCK_N != 0
+#error "the kernel tiles must divide the logical block"
+#endif
+
+__kernel __attribute__((reqd_work_group_size(WG_SIZE, 1, 1)))
+void pbs_attention(__global const storage_t *q, __global const storage_t *k,
+                   __global const storage_t *v, __global storage_t *o,
+                   ulong q_offset, ulong q_stride_batch, ulong q_stride_head, ulong q_stride_seq,
+                   ulong k_offset, ulong k_stride_batch, ulong k_stride_head, ulong k_stride_seq,
+                   ulong v_offset, ulong v_stride_batch, ulong v_stride_head, ulong v_stride_seq,
+                   ulong o_offset, ulong o_stride_batch, ulong o_stride_head, ulong o_stride_seq,
+                   int q_heads, int kv_heads, int perm_heads, int q_len, int kv_len,
+                   float scale_log2, __global const int *pi, ulong pi_offset,
+                   __global const int *counts, ulong counts_offset, __global const int *blocks,
+                   ulong blocks_offset)
+{
+    __local flash_local shm;
+    const int lid = get_local_id(0);
+    const int tiles = get_num_groups(0);
+    /* Causal: later query tiles usually have the longest lists, so start them first. */
+    const int tile = CAUSAL ? tiles - 1 - (int)get_group_id(0) : (int)get_group_id(0);
+    const int bh = get_group_id(1);
+    const int batch = bh / q_heads, head = bh % q_heads;
+    const int kv_head = head / (q_heads / kv_heads);
+    const int perm = perm_heads == q_heads ? head : head / (q_heads / perm_heads);
+    const int q0 = tile * BLOCK_M;
+    if (q0 >= q_len)
+        return;
+    const int q_rows = min(BLOCK_M, q_len - q0);
+    const int q_pos0 = q0 + kv_len - q_len;
+    const int q_blocks = (q_len + LOGICAL_BLOCK - 1) / LOGICAL_BLOCK;
+    const int k_blocks = (kv_len + LOGICAL_BLOCK - 1) / LOGICAL_BLOCK;
+    const ulong row = (ulong)bh * q_blocks + q0 / LOGICAL_BLOCK;
+    __global const int *perm_row = pi + pi_offset + ((ulong)batch * perm_heads + perm) * kv_len;
+    __global const int *list = blocks + blocks_offset + row * k_blocks;
+    const int count = clamp(counts[counts_offset + row], 0, k_blocks);
+
+    head_view qv = {q_offset + batch * q_stride_batch + head * q_stride_head + (ulong)q0 * q_stride_seq,
+                    q_stride_seq};
+    head_view ov = {o_offset + batch * o_stride_batch + head * o_stride_head + (ulong)q0 * o_stride_seq,
+                    o_stride_seq};
+    head_view kv = {k_offset + batch * k_stride_batch + kv_head * k_stride_head, k_stride_seq};
+    head_view vv = {v_offset + batch * v_stride_batch + kv_head * v_stride_head, v_stride_seq};
+
+    flash_state st;
+    flash_state_init(&st);
+    /* One flat loop over (listed block, key tile): barriers inside nested loops with early
+     * exits are not handled by every OpenCL implementation. */
+    const int tiles_per_block = LOGICAL_BLOCK / BLOCK_N;
+    for (int step = 0; step < count * tiles_per_block; step++) {
+        const int j = list[step / tiles_per_block];
+        const int p0 = j * LOGICAL_BLOCK + (step % tiles_per_block) * BLOCK_N;
+        /* A malformed caller list entry yields no keys: never read outside the tensors. */
+        const bool block_ok = j >= 0 && j < k_blocks;
+        for (int n = lid; n < BLOCK_N; n += WG_SIZE) {
+            int p = p0 + n;
+            int key = -1;
+            if (block_ok && p < kv_len) {
+                key = HAS_PI ? perm_row[p] : p;
+                key = key >= 0 && key < kv_len ? key : -1;
+            }
+            shm.key_row[n] = key;
+            shm.key_pos[n] = key;
+        }
+        barrier(CLK_LOCAL_MEM_FENCE);
+        flash_key_tile(&shm, &st, q, qv, q_rows, q_pos0, k, kv, v, vv, scale_log2);
+    }
+    flash_store(&st, o, ov, q_rows);
+}

@@ -1,0 +1,164 @@
+/* Permutation scores (PBS stage 1a): for the last L queries of a head, the softmax over the keys
+ * of the complete segments, averaged over those L rows. Needs common.cl and flash_tile.cl first.
+ * Three kernels: per key tile row statistics, their reduction, then the averaged probabilities.
+ * Grid of the tile kernels: dimension 0 = key tiles x WG_SIZE, dimension 1 = batch x heads. */
+
+/* Fills the tile's key list: keys k0.. below key_count, -1 beyond. */
+inline void score_tile_keys(__local flash_local *shm, int k0, int key_count)
+{
+    for (int n = get_local_id(0); n < BLOCK_N; n += WG_SIZE) {
+        shm->key_row[n] = k0 + n < key_count ? k0 + n : -1;
+        shm->key_pos[n] = k0 + n;
+    }
+    barrier(CLK_LOCAL_MEM_FENCE);
+}
+
+/* Partial (max, sum of exp2) of every one of the L rows over one key tile, in log2 units. */
+__kernel __attribute__((reqd_work_group_size(WG_SIZE, 1, 1)))
+void pbs_score_stats(__global const storage_t *q, __global const storage_t *k,
+                     ulong q_offset, ulong q_stride_batch, ulong q_stride_head, ulong q_stride_seq,
+                     ulong k_offset, ulong k_stride_batch, ulong k_stride_head, ulong k_stride_seq,
+                     int q_heads, int kv_heads, int q_len, int last_rows, int key_count,
+                     float scale_log2, __global float2 *partials)
+{
+    __local flash_local shm;
+    const int lid = get_local_id(0);
+    const int ty = lid / WG_COLS, tx = lid % WG_COLS;
+    const int tile = get_group_id(0), tiles = get_num_groups(0);
+    const int bh = get_group_id(1);
+    const int batch = bh / q_heads, head = bh % q_heads;
+    const int kv_head = head / (q_heads / kv_heads);
+    head_view kv = {k_offset + batch * k_stride_batch + kv_head * k_stride_head, k_stride_seq};
+    score_tile_keys(&shm, tile * BLOCK_N, key_count);
+
+    for (int r0 = 0; r0 < last_rows; r0 += BLOCK_M) {
+        const int first = q_len - last_rows + r0;
+        head_view qv = {q_offset + batch * q_stride_batch + head * q_stride_head +
+                            (ulong)first * q_stride_seq, q_stride_seq};
+        float s[TM][TN];
+        flash_scores(&shm, s, q, qv, min(BLOCK_M, last_rows - r0), k, kv);
+#pragma unroll
+        for (int i = 0; i < TM; i++) {
+            float m = -INFINITY;
+#pragma unroll
+            for (int j = 0; j < TN; j++) {
+                s[i][j] = shm.key_row[tx * TN + j] >= 0 ? s[i][j] * scale_log2 : -INFINITY;
+                m = fmax(m, s[i][j]);
+            }
+            shm.row_max[(ty * TM + i) * WG_COLS + tx] = m;
+        }
+        barrier(CLK_LOCAL_MEM_FENCE);
+#pragma unroll
+        for (int i = 0; i < TM; i++) {
+            float m = -INFINITY;
+            for (int t = 0; t < WG_COLS; t++)
+                m = fmax(m, shm.row_max[(ty * TM + i) * WG_COLS + t]);
+            float sum = 0.0f;
+#pragma unroll
+            for (int j = 0; j < TN; j++)
+                sum += m == -INFINITY ? 0.0f : exp2(s[i][j] - m);
+            shm.row_sum[(ty * TM + i) * WG_COLS + tx] = sum;
+        }
+        barrier(CLK_LOCAL_MEM_FENCE);
+        if (tx == 0) {
+#pragma unroll
+            for (int i = 0; i < TM; i++) {
+                int r = r0 + ty * TM + i;
+                if (r >= last_rows)
+                    continue;
+                float m = -INFINITY, sum = 0.0f;
+                for (int t = 0; t < WG_COLS; t++) {
+                    m = fmax(m, shm.row_max[(ty * TM + i) * WG_COLS + t]);
+                    sum += shm.row_sum[(ty * TM + i) * WG_COLS + t];
+                }
+                partials[((ulong)bh * last_rows + r) * tiles + tile] = (float2)(m, sum);
+            }
+        }
+        barrier(CLK_LOCAL_MEM_FENCE);
+    }
+}
+
+/* Combines the per-tile statistics of each row: stats[row] = (max, sum of exp2(x - max)). */
+__kernel void pbs_score_stats_reduce(__global const float2 *partials, int tiles, int rows,
+                                     __global float2 *stats)
+{
+    const int row = get_global_id(0);
+    if (row >= rows)
+        return;
+    float m = -INFINITY, sum = 0.0f;
+    for (int t = 0; t < tiles; t++) {
+        float2 p = partials[(ulong)row * tiles + t];
+        if (p.x == -INFINITY)
+            continue;
+        float m_new = fmax(m, p.x);
+        sum = sum * exp2(m - m_new) + p.y * exp2(p.x - m_new);
+        m = m_new;
+    }
+    stats[row] = (float2)(m, sum);
+}
+
+/* score[key] = mean over the L rows (and, shared per KV group, over the group's query heads) of
+ * the softmax probability of the key. Dimension 1 of the grid: batch x permutation heads. */
+__kernel __attribute__((reqd_work_group_size(WG_SIZE, 1, 1)))
+void pbs_scores(__global const storage_t *q, __global const storage_t *k,
+                ulong q_offset, ulong q_stride_batch, ulong q_stride_head, ulong q_stride_seq,
+                ulong k_offset, ulong k_stride_batch, ulong k_stride_head, ulong k_stride_seq,
+                int q_heads, int kv_heads, int perm_heads, int q_len, int last_rows, int key_count,
+                float scale_log2, __global const float2 *stats, __global float *scores)
+{
+    __local flash_local shm;
+    const int lid = get_local_id(0);
+    const int ty = lid / WG_COLS, tx = lid % WG_COLS;
+    const int tile = get_group_id(0);
+    const int bp = get_group_id(1);
+    const int batch = bp / perm_heads, perm_head = bp % perm_heads;
+    const int group = q_heads / kv_heads;
+    /* Per query head: one head. Shared per KV group: all query heads of the group. */
+    const int heads_in_perm = perm_heads == q_heads ? 1 : group;
+    const int first_head = perm_heads == q_heads ? perm_head : perm_head * group;
+    const int kv_head = first_head / group;
+    head_view kv = {k_offset + batch * k_stride_batch + kv_head * k_stride_head, k_stride_seq};
+    score_tile_keys(&shm, tile * BLOCK_N, key_count);
+
+    float column[TN];
+#pragma unroll
+    for (int j = 0; j < TN; j++)
+        column[j] = 0.0f;
+    for (int g = 0; g < heads_in_perm; g++) {
+        const int head = first_head + g;
+        const ulong stats_row0 = ((ulong)batch * q_heads + head) * last_rows;
+        for (int r0 = 0; r0 < last_rows; r0 += BLOCK_M) {
+            const int first = q_len - last_rows + r0;
+            head_view qv = {q_offset + batch * q_stride_batch + head * q_stride_head +
+                                (ulong)first * q_stride_seq, q_stride_seq};
+            float s[TM][TN];
+            flash_scores(&shm, s, q, qv, min(BLOCK_M, last_rows - r0), k, kv);
+#pragma unroll
+            for (int i = 0; i < TM; i++) {
+                int r = r0 + ty * TM + i;
+                if (r >= last_rows)
+                    continue;
+                float2 st = stats[stats_row0 + r];
+                float inv = 1.0f / st.y;
+#pragma unroll
+                for (int j = 0; j < TN; j++)
+                    if (shm.key_row[tx * TN + j] >= 0)
+                        column[j] += exp2(s[i][j] * scale_log2 - st.x) * inv;
+            }
+        }
+    }
+    /* Sum the columns over the WG_ROWS work-items that share them (p is free here). */
+#pragma unroll
+    for (int j = 0; j < TN; j++)
+        shm.p[(tx * TN + j) * PS_PITCH + ty] = column[j];
+    barrier(CLK_LOCAL_MEM_FENCE);
+    for (int n = lid; n < BLOCK_N; n += WG_SIZE) {
+        int key = tile * BLOCK_N + n;
+        if (key >= key_count)
+            continue;
+        float total = 0.0f;
+        for (int t = 0; t < WG_ROWS; t++)
+            total += shm.p[n * PS_PITCH + t];
+        scores[(ulong)bp * key_count + key] = total / (float)(last_rows * heads_in_perm);
+    }
+}

@@ -1,0 +1,208 @@
+/* PBS stage 3 (cl/pbs_attention.cl) and the whole pipeline: pbsa_attention(), its workspace and
+ * what can be read back from it. */
+#include "pbs_plan.h"
+
+#include <math.h>
+#include <stdlib.h>
+
+static const char *const sparse_files[] = {"common.cl", "flash_tile.cl", "pbs_attention.cl"};
+
+int pbsa_pbs_enqueue_sparse(pbsa_context *ctx, const char *fn, const pbsa_pbs_plan *plan,
+                            const pbsa_tensor *q, const pbsa_tensor *k, const pbsa_tensor *v,
+                            const pbsa_tensor *o, cl_mem pi, uint64_t pi_offset,
+                            const pbsa_block_list *blocks, pbsa_launch_chain *chain)
+{
+    const pbsa_flash_config *c = &plan->sparse_config;
+    char options[512] = "";
+    pbsa_flash_options(options, sizeof options, plan->dtype, plan->head_dim, plan->params.causal,
+                       c);
+    pbsa_append_option(options, sizeof options, " -DLOGICAL_BLOCK=%d -DHAS_PI=%d", plan->block,
+                       pi ? 1 : 0);
+    cl_kernel kernel;
+    int status = pbsa_get_kernel(ctx, sparse_files, 3, options, "pbs_attention", &kernel);
+    if (status != PBSA_SUCCESS)
+        return status;
+    pbsa_kernel_args a = {kernel, 0, CL_SUCCESS};
+    pbsa_arg_mem(&a, q->buffer);
+    pbsa_arg_mem(&a, k->buffer);
+    pbsa_arg_mem(&a, v->buffer);
+    pbsa_arg_mem(&a, o->buffer);
+    pbsa_arg_tensor_layout(&a, q);
+    pbsa_arg_tensor_layout(&a, k);
+    pbsa_arg_tensor_layout(&a, v);
+    pbsa_arg_tensor_layout(&a, o);
+    pbsa_arg_i32(&a, plan->q_heads);
+    pbsa_arg_i32(&a, plan->kv_heads);
+    pbsa_arg_i32(&a, plan->perm_heads);
+    pbsa_arg_i32(&a, plan->q_len);
+    pbsa_arg_i32(&a, plan->kv_len);
+    pbsa_arg_f32(&a, plan->scale * (float)M_LOG2E);
+    /* Without pi the kernel never reads it; any valid buffer stands in. */
+    pbsa_arg_mem(&a, pi ? pi : blocks->counts);
+    pbsa_arg_u64(&a, pi ? pi_offset : 0);
+    pbsa_arg_mem(&a, blocks->counts);
+    pbsa_arg_u64(&a, blocks->counts_offset);
+    pbsa_arg_mem(&a, blocks->blocks);
+    pbsa_arg_u64(&a, blocks->blocks_offset);
+    if (a.status != CL_SUCCESS) {
+        clReleaseKernel(kernel);
+        return pbsa_fail(ctx, a.status, "%s: clSetKernelArg failed (%d)", fn, a.status);
+    }
+    size_t wg = (size_t)c->wg_rows * (size_t)c->wg_cols;
+    size_t tiles = (size_t)plan->q_blocks * (size_t)(plan->block / c->block_m);
+    size_t global[2] = {tiles * wg, (size_t)plan->batch * (size_t)plan->q_heads};
+    size_t local[2] = {wg, 1};
+    return pbsa_chain_enqueue(ctx, fn, chain, kernel, 2, global, local);
+}
+
+int pbsa_sparse_attention(pbsa_context *ctx, cl_command_queue queue, const pbsa_tensor *q,
+                          const pbsa_tensor *k, const pbsa_tensor *v, const pbsa_tensor *o,
+                          const pbsa_params *params, cl_mem pi, uint64_t pi_offset,
+                          const pbsa_block_list *blocks, cl_event *event)
+{
+    static const char fn[] = "pbsa_sparse_attention";
+    if (!ctx)
+        return pbsa_fail(NULL, PBSA_ERROR_NULL_ARGUMENT, "%s: ctx is NULL", fn);
+    pbsa_clear_error(ctx);
+    if (event)
+        *event = NULL;
+    pbsa_pbs_plan plan;
+    int status = pbsa_check_queue(ctx, fn, queue);
+    if (status == PBSA_SUCCESS)
+        status = pbsa_pbs_plan_make(ctx, fn, q, k, v, o, params, &plan);
+    if (status == PBSA_SUCCESS && pi)
+        status = pbsa_check_int_buffer(ctx, fn, "pi", pi, pi_offset,
+                                       (uint64_t)plan.batch * plan.perm_heads * plan.kv_len);
+    if (status == PBSA_SUCCESS)
+        status = pbsa_pbs_check_block_list(ctx, fn, &plan, blocks);
+    if (status != PBSA_SUCCESS)
+        return status;
+    pbsa_launch_chain chain = {queue, NULL};
+    status = pbsa_pbs_enqueue_sparse(ctx, fn, &plan, q, k, v, o, pi, pi_offset, blocks, &chain);
+    pbsa_chain_finish(&chain, status == PBSA_SUCCESS ? event : NULL);
+    return status;
+}
+
+int pbsa_workspace_size(pbsa_context *ctx, const pbsa_tensor *q, const pbsa_tensor *k,
+                        const pbsa_params *params, size_t *bytes)
+{
+    static const char fn[] = "pbsa_workspace_size";
+    if (!ctx)
+        return pbsa_fail(NULL, PBSA_ERROR_NULL_ARGUMENT, "%s: ctx is NULL", fn);
+    pbsa_clear_error(ctx);
+    if (!bytes)
+        return pbsa_fail(ctx, PBSA_ERROR_NULL_ARGUMENT, "%s: bytes is NULL", fn);
+    pbsa_pbs_plan plan;
+    int status = pbsa_pbs_plan_make(ctx, fn, q, k, NULL, NULL, params, &plan);
+    if (status != PBSA_SUCCESS)
+        return status;
+    if (plan.layout.total > SIZE_MAX / 4)
+        return pbsa_fail(ctx, PBSA_ERROR_SIZE_OVERFLOW, "%s: the workspace size overflows", fn);
+    *bytes = (size_t)plan.layout.total * 4;
+    return PBSA_SUCCESS;
+}
+
+int pbsa_attention(pbsa_context *ctx, cl_command_queue queue, const pbsa_tensor *q,
+                   const pbsa_tensor *k, const pbsa_tensor *v, const pbsa_tensor *o,
+                   const pbsa_params *params, cl_mem workspace, cl_event *event)
+{
+    static const char fn[] = "pbsa_attention";
+    if (!ctx)
+        return pbsa_fail(NULL, PBSA_ERROR_NULL_ARGUMENT, "%s: ctx is NULL", fn);
+    pbsa_clear_error(ctx);
+    if (event)
+        *event = NULL;
+    pbsa_pbs_plan plan;
+    int status = pbsa_check_queue(ctx, fn, queue);
+    if (status == PBSA_SUCCESS)
+        status = pbsa_pbs_plan_make(ctx, fn, q, k, v, o, params, &plan);
+    if (status != PBSA_SUCCESS)
+        return status;
+    if (plan.fallback) {
+        pbsa_dense_params dense = {.causal = plan.params.causal, .scale = plan.scale};
+        return pbsa_dense_attention(ctx, queue, q, k, v, o, &dense, event);
+    }
+    pbsa_pbs_views views = {0};
+    status = pbsa_pbs_workspace_views(ctx, fn, &plan, workspace, &views);
+    if (status != PBSA_SUCCESS)
+        return status;
+    pbsa_block_list blocks = {views.counts, views.blocks, 0, 0};
+    pbsa_launch_chain chain = {queue, NULL};
+    status = pbsa_pbs_enqueue_permutation(ctx, fn, &plan, q, k, views.pi, 0, &views, &chain);
+    if (status == PBSA_SUCCESS)
+        status = pbsa_pbs_enqueue_selection(ctx, fn, &plan, q, k, views.pi, 0, &blocks, &views,
+                                            &chain);
+    if (status == PBSA_SUCCESS)
+        status = pbsa_pbs_enqueue_sparse(ctx, fn, &plan, q, k, v, o, views.pi, 0, &blocks, &chain);
+    pbsa_chain_finish(&chain, status == PBSA_SUCCESS ? event : NULL);
+    pbsa_pbs_views_release(&views);
+    return status;
+}
+
+int pbsa_workspace_read(pbsa_context *ctx, cl_command_queue queue, const pbsa_tensor *q,
+                        const pbsa_tensor *k, const pbsa_params *params, cl_mem workspace,
+                        pbsa_workspace_part part, void *host, size_t capacity, size_t *size_out)
+{
+    static const char fn[] = "pbsa_workspace_read";
+    if (!ctx)
+        return pbsa_fail(NULL, PBSA_ERROR_NULL_ARGUMENT, "%s: ctx is NULL", fn);
+    pbsa_clear_error(ctx);
+    if (!host)
+        return pbsa_fail(ctx, PBSA_ERROR_NULL_ARGUMENT, "%s: host is NULL", fn);
+    pbsa_pbs_plan plan;
+    int status = pbsa_check_queue(ctx, fn, queue);
+    if (status == PBSA_SUCCESS)
+        status = pbsa_pbs_plan_make(ctx, fn, q, k, NULL, NULL, params, &plan);
+    if (status == PBSA_SUCCESS)
+        status = pbsa_pbs_check_workspace(ctx, fn, &plan, workspace);
+    if (status != PBSA_SUCCESS)
+        return status;
+    const pbsa_pbs_layout *l = &plan.layout;
+    uint64_t start, count;
+    switch (part) {
+    case PBSA_PART_PERMUTATION: start = l->pi; count = (uint64_t)plan.batch * plan.perm_heads * plan.kv_len; break;
+    case PBSA_PART_BLOCK_COUNTS: start = l->counts; count = (uint64_t)plan.batch * plan.q_heads * plan.q_blocks; break;
+    case PBSA_PART_BLOCKS: start = l->blocks; count = (uint64_t)plan.batch * plan.q_heads * plan.q_blocks * plan.k_blocks; break;
+    default:
+        return pbsa_fail(ctx, PBSA_ERROR_INVALID_VALUE, "%s: part = %d is not a pbsa_workspace_part",
+                         fn, (int)part);
+    }
+    size_t bytes = (size_t)count * 4;
+    if (size_out)
+        *size_out = bytes;
+    if (capacity < bytes)
+        return pbsa_fail(ctx, PBSA_ERROR_INVALID_VALUE, "%s: capacity = %zu is below the %zu bytes "
+                         "of the part", fn, capacity, bytes);
+    cl_int err = clEnqueueReadBuffer(queue, workspace, CL_TRUE, (size_t)start * 4, bytes, host, 0,
+                                     NULL, NULL);
+    if (err != CL_SUCCESS)
+        return pbsa_fail(ctx, err, "%s: clEnqueueReadBuffer failed (%d)", fn, err);
+    return PBSA_SUCCESS;
+}
+
+int pbsa_block_density(int64_t batch, int64_t q_heads, int64_t q_len, int64_t kv_len,
+                       const pbsa_params *params, const cl_int *counts, double *density)
+{
+    static const char fn[] = "pbsa_block_density";
+    if (!params || !counts || !density)
+        return pbsa_fail(NULL, PBSA_ERROR_NULL_ARGUMENT, "%s: %s is NULL", fn,
+                         !params ? "params" : !counts ? "counts" : "density");
+    int64_t b = params->block_size;
+    if (batch <= 0 || q_heads <= 0 || q_len <= 0 || kv_len < q_len || b <= 0 ||
+        batch > INT32_MAX || q_heads > INT32_MAX || kv_len > INT32_MAX)
+        return pbsa_fail(NULL, PBSA_ERROR_INVALID_VALUE,
+                         "%s: needs batch, q_heads, q_len > 0, kv_len >= q_len and "
+                         "params->block_size > 0", fn);
+    int64_t q_blocks = (q_len + b - 1) / b, k_blocks = (kv_len + b - 1) / b;
+    /* Blocks that dense attention visits: up to the diagonal when causal, else all. */
+    double visited = 0.0;
+    for (int64_t i = 0; i < q_blocks; i++)
+        visited += params->causal ? (double)(i + k_blocks - q_blocks + 1) : (double)k_blocks;
+    for (int64_t bh = 0; bh < batch * q_heads; bh++) {
+        double selected = 0.0;
+        for (int64_t i = 0; i < q_blocks; i++)
+            selected += counts[bh * q_blocks + i];
+        density[bh] = selected / visited;
+    }
+    return PBSA_SUCCESS;
+}

@@ -1,0 +1,160 @@
+/* PBS stage 1: permutation scores (cl/pbs_scores.cl) and the segmented sort (cl/pbs_sort.cl). */
+#include "pbs_plan.h"
+
+#include <math.h>
+
+static const char *const score_files[] = {"common.cl", "flash_tile.cl", "pbs_scores.cl"};
+static const char *const sort_files[] = {"pbs_sort.cl"};
+
+enum { SORT_WG_MAX = 256 };
+
+static size_t round_up(size_t x, size_t to) { return (x + to - 1) / to * to; }
+
+static int enqueue_scores(pbsa_context *ctx, const char *fn, const pbsa_pbs_plan *plan,
+                          const pbsa_tensor *q, const pbsa_tensor *k, const pbsa_pbs_views *views,
+                          pbsa_launch_chain *chain)
+{
+    const pbsa_flash_config *c = &plan->scores_config;
+    char options[512] = "";
+    pbsa_flash_options(options, sizeof options, plan->dtype, plan->head_dim, 0, c);
+    const float scale_log2 = plan->scale * (float)M_LOG2E;
+    const size_t wg = (size_t)c->wg_rows * (size_t)c->wg_cols;
+    const size_t tiles = (size_t)plan->score_tiles;
+    const int q_rows = plan->batch * plan->q_heads;
+
+    cl_kernel kernel;
+    int status = pbsa_get_kernel(ctx, score_files, 3, options, "pbs_score_stats", &kernel);
+    if (status != PBSA_SUCCESS)
+        return status;
+    pbsa_kernel_args a = {kernel, 0, CL_SUCCESS};
+    pbsa_arg_mem(&a, q->buffer);
+    pbsa_arg_mem(&a, k->buffer);
+    pbsa_arg_tensor_layout(&a, q);
+    pbsa_arg_tensor_layout(&a, k);
+    pbsa_arg_i32(&a, plan->q_heads);
+    pbsa_arg_i32(&a, plan->kv_heads);
+    pbsa_arg_i32(&a, plan->q_len);
+    pbsa_arg_i32(&a, plan->last_rows);
+    pbsa_arg_i32(&a, plan->key_count);
+    pbsa_arg_f32(&a, scale_log2);
+    pbsa_arg_mem(&a, views->partials);
+    if (a.status != CL_SUCCESS) {
+        clReleaseKernel(kernel);
+        return pbsa_fail(ctx, a.status, "%s: clSetKernelArg failed (%d)", fn, a.status);
+    }
+    size_t global[2] = {tiles * wg, (size_t)q_rows}, local[2] = {wg, 1};
+    status = pbsa_chain_enqueue(ctx, fn, chain, kernel, 2, global, local);
+    if (status != PBSA_SUCCESS)
+        return status;
+
+    status = pbsa_get_kernel(ctx, score_files, 3, options, "pbs_score_stats_reduce", &kernel);
+    if (status != PBSA_SUCCESS)
+        return status;
+    const int stat_rows = q_rows * plan->last_rows;
+    a = (pbsa_kernel_args){kernel, 0, CL_SUCCESS};
+    pbsa_arg_mem(&a, views->partials);
+    pbsa_arg_i32(&a, plan->score_tiles);
+    pbsa_arg_i32(&a, stat_rows);
+    pbsa_arg_mem(&a, views->stats);
+    if (a.status != CL_SUCCESS) {
+        clReleaseKernel(kernel);
+        return pbsa_fail(ctx, a.status, "%s: clSetKernelArg failed (%d)", fn, a.status);
+    }
+    size_t reduce_global = round_up((size_t)stat_rows, 64), reduce_local = 64;
+    status = pbsa_chain_enqueue(ctx, fn, chain, kernel, 1, &reduce_global, &reduce_local);
+    if (status != PBSA_SUCCESS)
+        return status;
+
+    status = pbsa_get_kernel(ctx, score_files, 3, options, "pbs_scores", &kernel);
+    if (status != PBSA_SUCCESS)
+        return status;
+    a = (pbsa_kernel_args){kernel, 0, CL_SUCCESS};
+    pbsa_arg_mem(&a, q->buffer);
+    pbsa_arg_mem(&a, k->buffer);
+    pbsa_arg_tensor_layout(&a, q);
+    pbsa_arg_tensor_layout(&a, k);
+    pbsa_arg_i32(&a, plan->q_heads);
+    pbsa_arg_i32(&a, plan->kv_heads);
+    pbsa_arg_i32(&a, plan->perm_heads);
+    pbsa_arg_i32(&a, plan->q_len);
+    pbsa_arg_i32(&a, plan->last_rows);
+    pbsa_arg_i32(&a, plan->key_count);
+    pbsa_arg_f32(&a, scale_log2);
+    pbsa_arg_mem(&a, views->stats);
+    pbsa_arg_mem(&a, views->scores);
+    if (a.status != CL_SUCCESS) {
+        clReleaseKernel(kernel);
+        return pbsa_fail(ctx, a.status, "%s: clSetKernelArg failed (%d)", fn, a.status);
+    }
+    global[1] = (size_t)plan->batch * (size_t)plan->perm_heads;
+    return pbsa_chain_enqueue(ctx, fn, chain, kernel, 2, global, local);
+}
+
+int pbsa_pbs_enqueue_permutation(pbsa_context *ctx, const char *fn, const pbsa_pbs_plan *plan,
+                                 const pbsa_tensor *q, const pbsa_tensor *k, cl_mem pi,
+                                 uint64_t pi_offset, const pbsa_pbs_views *views,
+                                 pbsa_launch_chain *chain)
+{
+    if (!plan->identity) {
+        int status = enqueue_scores(ctx, fn, plan, q, k, views, chain);
+        if (status != PBSA_SUCCESS)
+            return status;
+    }
+    size_t sort_wg = (size_t)plan->sort_size / 2;
+    if (sort_wg > SORT_WG_MAX)
+        sort_wg = SORT_WG_MAX;
+    if (sort_wg > ctx->info.max_work_group_size)
+        sort_wg = ctx->info.max_work_group_size;
+    char options[128] = "";
+    pbsa_append_option(options, sizeof options, "-DSORT_SIZE=%d -DSORT_WG=%zu", plan->sort_size,
+                       sort_wg);
+    cl_kernel kernel;
+    int status = pbsa_get_kernel(ctx, sort_files, 1, options, "pbs_segment_sort", &kernel);
+    if (status != PBSA_SUCCESS)
+        return status;
+    pbsa_kernel_args a = {kernel, 0, CL_SUCCESS};
+    pbsa_arg_mem(&a, views->scores);
+    pbsa_arg_mem(&a, pi);
+    pbsa_arg_u64(&a, pi_offset);
+    pbsa_arg_i32(&a, plan->kv_len);
+    pbsa_arg_i32(&a, plan->segment);
+    pbsa_arg_i32(&a, plan->segments);
+    pbsa_arg_i32(&a, plan->identity ? 1 : 0);
+    if (a.status != CL_SUCCESS) {
+        clReleaseKernel(kernel);
+        return pbsa_fail(ctx, a.status, "%s: clSetKernelArg failed (%d)", fn, a.status);
+    }
+    size_t groups = ((size_t)plan->kv_len + (size_t)plan->segment - 1) / (size_t)plan->segment;
+    size_t global[2] = {groups * sort_wg, (size_t)plan->batch * (size_t)plan->perm_heads};
+    size_t local[2] = {sort_wg, 1};
+    return pbsa_chain_enqueue(ctx, fn, chain, kernel, 2, global, local);
+}
+
+int pbsa_permutation(pbsa_context *ctx, cl_command_queue queue, const pbsa_tensor *q,
+                     const pbsa_tensor *k, const pbsa_params *params, cl_mem pi,
+                     uint64_t pi_offset, cl_mem workspace, cl_event *event)
+{
+    static const char fn[] = "pbsa_permutation";
+    if (!ctx)
+        return pbsa_fail(NULL, PBSA_ERROR_NULL_ARGUMENT, "%s: ctx is NULL", fn);
+    pbsa_clear_error(ctx);
+    if (event)
+        *event = NULL;
+    pbsa_pbs_plan plan;
+    int status = pbsa_check_queue(ctx, fn, queue);
+    if (status == PBSA_SUCCESS)
+        status = pbsa_pbs_plan_make(ctx, fn, q, k, NULL, NULL, params, &plan);
+    if (status == PBSA_SUCCESS)
+        status = pbsa_check_int_buffer(ctx, fn, "pi", pi, pi_offset,
+                                       (uint64_t)plan.batch * plan.perm_heads * plan.kv_len);
+    pbsa_pbs_views views = {0};
+    if (status == PBSA_SUCCESS)
+        status = pbsa_pbs_workspace_views(ctx, fn, &plan, workspace, &views);
+    if (status != PBSA_SUCCESS)
+        return status;
+    pbsa_launch_chain chain = {queue, NULL};
+    status = pbsa_pbs_enqueue_permutation(ctx, fn, &plan, q, k, pi, pi_offset, &views, &chain);
+    pbsa_chain_finish(&chain, status == PBSA_SUCCESS ? event : NULL);
+    pbsa_pbs_views_release(&views);
+    return status;
+}

@@ -1,0 +1,155 @@
+/* PBS stage 2: block means and threshold selection (cl/pbs_select.cl). */
+#include "pbs_plan.h"
+
+static const char *const select_files[] = {"common.cl", "pbs_select.cl"};
+
+enum { SELECT_WG = 256 };
+
+static size_t round_up(size_t x, size_t to) { return (x + to - 1) / to * to; }
+
+static int enqueue_means(pbsa_context *ctx, const char *fn, const pbsa_pbs_plan *plan,
+                         const char *options, const pbsa_tensor *x, int out_heads, int blocks,
+                         int use_pi, cl_mem pi, uint64_t pi_offset, cl_mem means,
+                         pbsa_launch_chain *chain)
+{
+    cl_kernel kernel;
+    int status = pbsa_get_kernel(ctx, select_files, 2, options, "pbs_block_means", &kernel);
+    if (status != PBSA_SUCCESS)
+        return status;
+    /* Key means read the KV head of each permutation head: one per group in per-query-head mode. */
+    int heads_per_in = out_heads / (int)x->heads;
+    pbsa_kernel_args a = {kernel, 0, CL_SUCCESS};
+    pbsa_arg_mem(&a, x->buffer);
+    pbsa_arg_tensor_layout(&a, x);
+    pbsa_arg_i32(&a, out_heads);
+    pbsa_arg_i32(&a, heads_per_in);
+    pbsa_arg_i32(&a, (int)x->seq);
+    pbsa_arg_i32(&a, plan->block);
+    pbsa_arg_i32(&a, blocks);
+    pbsa_arg_mem(&a, pi);
+    pbsa_arg_u64(&a, pi_offset);
+    pbsa_arg_i32(&a, use_pi);
+    pbsa_arg_mem(&a, means);
+    if (a.status != CL_SUCCESS) {
+        clReleaseKernel(kernel);
+        return pbsa_fail(ctx, a.status, "%s: clSetKernelArg failed (%d)", fn, a.status);
+    }
+    size_t global[2] = {round_up((size_t)blocks * (size_t)plan->head_dim, 64),
+                        (size_t)plan->batch * (size_t)out_heads};
+    size_t local[2] = {64, 1};
+    return pbsa_chain_enqueue(ctx, fn, chain, kernel, 2, global, local);
+}
+
+int pbsa_pbs_enqueue_selection(pbsa_context *ctx, const char *fn, const pbsa_pbs_plan *plan,
+                               const pbsa_tensor *q, const pbsa_tensor *k, cl_mem pi,
+                               uint64_t pi_offset, const pbsa_block_list *out,
+                               const pbsa_pbs_views *views, pbsa_launch_chain *chain)
+{
+    size_t select_wg = SELECT_WG <= ctx->info.max_work_group_size ? SELECT_WG : 64;
+    char options[256] = "";
+    pbsa_append_option(options, sizeof options,
+                       "%s -DHEAD_DIM=%d -DSELECT_SIZE=%d -DSELECT_WG=%zu -DCAUSAL=%d",
+                       pbsa_dtype_define(plan->dtype), plan->head_dim, plan->select_size,
+                       select_wg, plan->params.causal ? 1 : 0);
+    cl_kernel kernel;
+    int status = pbsa_get_kernel(ctx, select_files, 2, options, "pbs_find_sink", &kernel);
+    if (status != PBSA_SUCCESS)
+        return status;
+    pbsa_kernel_args a = {kernel, 0, CL_SUCCESS};
+    pbsa_arg_mem(&a, pi);
+    pbsa_arg_u64(&a, pi_offset);
+    pbsa_arg_i32(&a, plan->kv_len);
+    pbsa_arg_i32(&a, plan->segment);
+    pbsa_arg_i32(&a, plan->block);
+    pbsa_arg_mem(&a, views->sink);
+    if (a.status != CL_SUCCESS) {
+        clReleaseKernel(kernel);
+        return pbsa_fail(ctx, a.status, "%s: clSetKernelArg failed (%d)", fn, a.status);
+    }
+    size_t perm_rows = (size_t)plan->batch * (size_t)plan->perm_heads;
+    size_t sink_global = perm_rows * 64, sink_local = 64;
+    status = pbsa_chain_enqueue(ctx, fn, chain, kernel, 1, &sink_global, &sink_local);
+    if (status == PBSA_SUCCESS)
+        status = enqueue_means(ctx, fn, plan, options, q, plan->q_heads, plan->q_blocks, 0, pi,
+                               pi_offset, views->q_means, chain);
+    if (status == PBSA_SUCCESS)
+        status = enqueue_means(ctx, fn, plan, options, k, plan->perm_heads, plan->k_blocks, 1, pi,
+                               pi_offset, views->k_means, chain);
+    if (status != PBSA_SUCCESS)
+        return status;
+
+    status = pbsa_get_kernel(ctx, select_files, 2, options, "pbs_select_blocks", &kernel);
+    if (status != PBSA_SUCCESS)
+        return status;
+    a = (pbsa_kernel_args){kernel, 0, CL_SUCCESS};
+    pbsa_arg_mem(&a, views->q_means);
+    pbsa_arg_mem(&a, views->k_means);
+    pbsa_arg_mem(&a, views->sink);
+    pbsa_arg_i32(&a, plan->q_heads);
+    pbsa_arg_i32(&a, plan->perm_heads);
+    pbsa_arg_i32(&a, plan->q_blocks);
+    pbsa_arg_i32(&a, plan->k_blocks);
+    pbsa_arg_i32(&a, plan->segment / plan->block);
+    pbsa_arg_f32(&a, plan->scale);
+    pbsa_arg_f32(&a, plan->params.threshold);
+    pbsa_arg_i32(&a, plan->params.force_first_block ? 1 : 0);
+    pbsa_arg_mem(&a, out->counts);
+    pbsa_arg_u64(&a, out->counts_offset);
+    pbsa_arg_mem(&a, out->blocks);
+    pbsa_arg_u64(&a, out->blocks_offset);
+    if (a.status != CL_SUCCESS) {
+        clReleaseKernel(kernel);
+        return pbsa_fail(ctx, a.status, "%s: clSetKernelArg failed (%d)", fn, a.status);
+    }
+    size_t global[2] = {(size_t)plan->q_blocks * select_wg,
+                        (size_t)plan->batch * (size_t)plan->q_heads};
+    size_t local[2] = {select_wg, 1};
+    return pbsa_chain_enqueue(ctx, fn, chain, kernel, 2, global, local);
+}
+
+/* Checks a block list for the plan's shapes. */
+int pbsa_pbs_check_block_list(pbsa_context *ctx, const char *fn, const pbsa_pbs_plan *plan,
+                              const pbsa_block_list *list)
+{
+    if (!list)
+        return pbsa_fail(ctx, PBSA_ERROR_NULL_ARGUMENT, "%s: block list is NULL", fn);
+    uint64_t rows = (uint64_t)plan->batch * plan->q_heads * plan->q_blocks;
+    int status = pbsa_check_int_buffer(ctx, fn, "blocks.counts", list->counts, list->counts_offset,
+                                       rows);
+    if (status == PBSA_SUCCESS)
+        status = pbsa_check_int_buffer(ctx, fn, "blocks.blocks", list->blocks,
+                                       list->blocks_offset, rows * (uint64_t)plan->k_blocks);
+    return status;
+}
+
+int pbsa_block_selection(pbsa_context *ctx, cl_command_queue queue, const pbsa_tensor *q,
+                         const pbsa_tensor *k, const pbsa_params *params, cl_mem pi,
+                         uint64_t pi_offset, const pbsa_block_list *out, cl_mem workspace,
+                         cl_event *event)
+{
+    static const char fn[] = "pbsa_block_selection";
+    if (!ctx)
+        return pbsa_fail(NULL, PBSA_ERROR_NULL_ARGUMENT, "%s: ctx is NULL", fn);
+    pbsa_clear_error(ctx);
+    if (event)
+        *event = NULL;
+    pbsa_pbs_plan plan;
+    int status = pbsa_check_queue(ctx, fn, queue);
+    if (status == PBSA_SUCCESS)
+        status = pbsa_pbs_plan_make(ctx, fn, q, k, NULL, NULL, params, &plan);
+    if (status == PBSA_SUCCESS)
+        status = pbsa_check_int_buffer(ctx, fn, "pi", pi, pi_offset,
+                                       (uint64_t)plan.batch * plan.perm_heads * plan.kv_len);
+    if (status == PBSA_SUCCESS)
+        status = pbsa_pbs_check_block_list(ctx, fn, &plan, out);
+    pbsa_pbs_views views = {0};
+    if (status == PBSA_SUCCESS)
+        status = pbsa_pbs_workspace_views(ctx, fn, &plan, workspace, &views);
+    if (status != PBSA_SUCCESS)
+        return status;
+    pbsa_launch_chain chain = {queue, NULL};
+    status = pbsa_pbs_enqueue_selection(ctx, fn, &plan, q, k, pi, pi_offset, out, &views, &chain);
+    pbsa_chain_finish(&chain, status == PBSA_SUCCESS ? event : NULL);
+    pbsa_pbs_views_release(&views);
+    return status;
+}
