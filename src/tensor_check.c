@@ -104,7 +104,7 @@ int pbsa_check_no_overlap(const pbsa_context *ctx, const char *fn, const char *n
 {
     if (a->buffer != b->buffer)
         return PBSA_SUCCESS;
-    uint64_t last_a, last_b;
+    uint64_t last_a = 0, last_b = 0;
     /* Both were checked, so neither overflows; ranges are conservative for strided views. */
     last_element(a, &last_a);
     last_element(b, &last_b);
