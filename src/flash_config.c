@@ -2,6 +2,7 @@
 #include "flash_config.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 size_t pbsa_flash_local_bytes(const pbsa_flash_config *c, int head_dim)
@@ -39,9 +40,26 @@ static bool fits_tile(const pbsa_flash_config *c, int max_tile)
     return max_tile == 0 || (divides(c->block_m, max_tile) && divides(c->block_n, max_tile));
 }
 
+/* PBSA_FLASH_CONFIG="block_m,block_n,wg_rows,wg_cols,kchunk,vchunk" overrides the default for
+ * kernel development and tuning experiments, where it is valid for the call. */
+static bool config_from_environment(pbsa_flash_config *out)
+{
+    const char *text = getenv("PBSA_FLASH_CONFIG");
+    pbsa_flash_config c;
+    if (!text || sscanf(text, "%d,%d,%d,%d,%d,%d", &c.block_m, &c.block_n, &c.wg_rows,
+                        &c.wg_cols, &c.kchunk, &c.vchunk) != 6)
+        return false;
+    *out = c;
+    return true;
+}
+
 pbsa_flash_config pbsa_flash_config_default(const pbsa_device_info *info, int head_dim,
                                             int max_tile)
 {
+    pbsa_flash_config forced;
+    if (config_from_environment(&forced) && fits_tile(&forced, max_tile) &&
+        pbsa_flash_config_valid(&forced, head_dim, info))
+        return forced;
     /* Candidates from the largest to the smallest; the first that is valid wins. */
     static const pbsa_flash_config gpu[] = {
         {64, 64, 16, 16, 16, 16}, /* D 64, 128, 256 */
