@@ -79,6 +79,13 @@ inline void flash_state_init(flash_state *st)
     }
 }
 
+/* Component i of v; with a constant i (unrolled loops) this folds to a register. Loading into
+ * float4 values rather than through vstore4 into private arrays keeps them out of memory. */
+inline float lane(float4 v, int i)
+{
+    return i == 0 ? v.s0 : i == 1 ? v.s1 : i == 2 ? v.s2 : v.s3;
+}
+
 /* Describes where one head's rows live: element (s, d) is at base + s*stride_seq + d. */
 typedef struct head_view {
     ulong base;
@@ -113,18 +120,18 @@ inline void flash_scores(__local flash_local *shm, float s[TM][TN], __global con
         barrier(CLK_LOCAL_MEM_FENCE);
 #pragma unroll 4
         for (int kk = 0; kk < KCHUNK; kk++) {
-            float a[TM], b[TN];
+            float4 a[TM / 4], b[TN / 4];
 #pragma unroll
-            for (int i = 0; i < TM; i += 4)
-                vstore4(vload4(0, qs + kk * QS_PITCH + ty * TM + i), 0, a + i);
+            for (int g = 0; g < TM / 4; g++)
+                a[g] = vload4(0, qs + kk * QS_PITCH + ty * TM + 4 * g);
 #pragma unroll
-            for (int j = 0; j < TN; j += 4)
-                vstore4(vload4(0, ks + kk * KS_PITCH + tx * TN + j), 0, b + j);
+            for (int g = 0; g < TN / 4; g++)
+                b[g] = vload4(0, ks + kk * KS_PITCH + tx * TN + 4 * g);
 #pragma unroll
             for (int i = 0; i < TM; i++)
 #pragma unroll
                 for (int j = 0; j < TN; j++)
-                    s[i][j] = mad(a[i], b[j], s[i][j]);
+                    s[i][j] = mad(lane(a[i / 4], i % 4), lane(b[j / 4], j % 4), s[i][j]);
         }
         barrier(CLK_LOCAL_MEM_FENCE);
     }
@@ -205,18 +212,18 @@ inline void flash_key_tile(__local flash_local *shm, flash_state *st, __global c
         barrier(CLK_LOCAL_MEM_FENCE);
 #pragma unroll 2
         for (int nn = 0; nn < VCHUNK; nn++) {
-            float a[TM], b[TD];
+            float4 a[TM / 4], b[TD / 4];
 #pragma unroll
-            for (int i = 0; i < TM; i += 4)
-                vstore4(vload4(0, shm->p + (n0 + nn) * PS_PITCH + ty * TM + i), 0, a + i);
+            for (int g = 0; g < TM / 4; g++)
+                a[g] = vload4(0, shm->p + (n0 + nn) * PS_PITCH + ty * TM + 4 * g);
 #pragma unroll
-            for (int e = 0; e < TD; e += 4)
-                vstore4(vload4(0, vs + nn * VS_PITCH + tx * TD + e), 0, b + e);
+            for (int g = 0; g < TD / 4; g++)
+                b[g] = vload4(0, vs + nn * VS_PITCH + tx * TD + 4 * g);
 #pragma unroll
             for (int i = 0; i < TM; i++)
 #pragma unroll
                 for (int e = 0; e < TD; e++)
-                    st->o[i][e] = mad(a[i], b[e], st->o[i][e]);
+                    st->o[i][e] = mad(lane(a[i / 4], i % 4), lane(b[e / 4], e % 4), st->o[i][e]);
         }
         barrier(CLK_LOCAL_MEM_FENCE);
     }
