@@ -328,7 +328,9 @@ PBSA_API int pbsa_workspace_read(pbsa_context *ctx, cl_command_queue queue, cons
 /*
  * Density per query head: selected key blocks over the blocks that causal (or, non-causal, full)
  * attention would visit, from block counts read back by the caller. counts: B*Hq*nqb values;
- * density: Hq*B doubles, written in (batch, head) order. Errors: PBSA_ERROR_NULL_ARGUMENT,
+ * density: Hq*B doubles, written in (batch, head) order. Causal PBS visits the whole of each
+ * query block's own segment (the permutation can move earlier keys into its later blocks), so
+ * the ratio can exceed 1 for short sequences. Errors: PBSA_ERROR_NULL_ARGUMENT,
  * PBSA_ERROR_INVALID_VALUE. Thread-safe (host only).
  */
 PBSA_API int pbsa_block_density(int64_t batch, int64_t q_heads, int64_t q_len, int64_t kv_len,
