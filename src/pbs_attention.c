@@ -61,15 +61,8 @@ int pbsa_sparse_attention(pbsa_context *ctx, cl_command_queue queue, const pbsa_
                           const pbsa_block_list *blocks, cl_event *event)
 {
     static const char fn[] = "pbsa_sparse_attention";
-    if (!ctx)
-        return pbsa_fail(NULL, PBSA_ERROR_NULL_ARGUMENT, "%s: ctx is NULL", fn);
-    pbsa_clear_error(ctx);
-    if (event)
-        *event = NULL;
     pbsa_pbs_plan plan;
-    int status = pbsa_check_queue(ctx, fn, queue);
-    if (status == PBSA_SUCCESS)
-        status = pbsa_pbs_plan_make(ctx, fn, q, k, v, o, params, &plan);
+    int status = pbsa_pbs_begin(ctx, fn, queue, event, q, k, v, o, params, &plan);
     if (status == PBSA_SUCCESS && pi)
         status = pbsa_check_int_buffer(ctx, fn, "pi", pi, pi_offset,
                                        (uint64_t)plan.batch * plan.perm_heads * plan.kv_len);
@@ -107,15 +100,8 @@ int pbsa_attention(pbsa_context *ctx, cl_command_queue queue, const pbsa_tensor 
                    const pbsa_params *params, cl_mem workspace, cl_event *event)
 {
     static const char fn[] = "pbsa_attention";
-    if (!ctx)
-        return pbsa_fail(NULL, PBSA_ERROR_NULL_ARGUMENT, "%s: ctx is NULL", fn);
-    pbsa_clear_error(ctx);
-    if (event)
-        *event = NULL;
     pbsa_pbs_plan plan;
-    int status = pbsa_check_queue(ctx, fn, queue);
-    if (status == PBSA_SUCCESS)
-        status = pbsa_pbs_plan_make(ctx, fn, q, k, v, o, params, &plan);
+    int status = pbsa_pbs_begin(ctx, fn, queue, event, q, k, v, o, params, &plan);
     if (status != PBSA_SUCCESS)
         return status;
     if (plan.fallback) {

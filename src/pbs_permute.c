@@ -135,15 +135,8 @@ int pbsa_permutation(pbsa_context *ctx, cl_command_queue queue, const pbsa_tenso
                      uint64_t pi_offset, cl_mem workspace, cl_event *event)
 {
     static const char fn[] = "pbsa_permutation";
-    if (!ctx)
-        return pbsa_fail(NULL, PBSA_ERROR_NULL_ARGUMENT, "%s: ctx is NULL", fn);
-    pbsa_clear_error(ctx);
-    if (event)
-        *event = NULL;
     pbsa_pbs_plan plan;
-    int status = pbsa_check_queue(ctx, fn, queue);
-    if (status == PBSA_SUCCESS)
-        status = pbsa_pbs_plan_make(ctx, fn, q, k, NULL, NULL, params, &plan);
+    int status = pbsa_pbs_begin(ctx, fn, queue, event, q, k, NULL, NULL, params, &plan);
     if (status == PBSA_SUCCESS)
         status = pbsa_check_int_buffer(ctx, fn, "pi", pi, pi_offset,
                                        (uint64_t)plan.batch * plan.perm_heads * plan.kv_len);

@@ -258,3 +258,16 @@ int pbsa_pbs_workspace_views(pbsa_context *ctx, const char *fn, const pbsa_pbs_p
     clReleaseMemObject(own);
     return status;
 }
+
+int pbsa_pbs_begin(pbsa_context *ctx, const char *fn, cl_command_queue queue, cl_event *event,
+                   const pbsa_tensor *q, const pbsa_tensor *k, const pbsa_tensor *v,
+                   const pbsa_tensor *o, const pbsa_params *params, pbsa_pbs_plan *plan)
+{
+    if (event)
+        *event = NULL;
+    if (!ctx)
+        return pbsa_fail(NULL, PBSA_ERROR_NULL_ARGUMENT, "%s: ctx is NULL", fn);
+    pbsa_clear_error(ctx);
+    int status = pbsa_check_queue(ctx, fn, queue);
+    return status == PBSA_SUCCESS ? pbsa_pbs_plan_make(ctx, fn, q, k, v, o, params, plan) : status;
+}

@@ -43,6 +43,12 @@ int pbsa_pbs_plan_make(pbsa_context *ctx, const char *fn, const pbsa_tensor *q,
                        const pbsa_tensor *k, const pbsa_tensor *v, const pbsa_tensor *o,
                        const pbsa_params *params, pbsa_pbs_plan *plan);
 
+/* The common start of the public PBS calls: checks ctx and queue, clears the calling thread's
+ * error and *event (either may be NULL), then makes the plan as pbsa_pbs_plan_make() does. */
+int pbsa_pbs_begin(pbsa_context *ctx, const char *fn, cl_command_queue queue, cl_event *event,
+                   const pbsa_tensor *q, const pbsa_tensor *k, const pbsa_tensor *v,
+                   const pbsa_tensor *o, const pbsa_params *params, pbsa_pbs_plan *plan);
+
 /* Checks that workspace (not NULL) is a buffer of ctx with room for the plan's layout. */
 int pbsa_pbs_check_workspace(pbsa_context *ctx, const char *fn, const pbsa_pbs_plan *plan,
                              cl_mem workspace);
