@@ -284,8 +284,7 @@ static int measure_fma_peak(pbsa_context *ctx, cl_context cl_ctx, cl_command_que
         result->work_items = global;
         result->iterations = iterations;
     }
-    if (out)
-        clReleaseMemObject(out);
+    bench_release_mem(&out);
     clReleaseKernel(kernel);
     return status;
 }
@@ -373,12 +372,9 @@ done:
 static void release_sets(input_set *sets, int count)
 {
     for (int i = 0; i < count; i++) {
-        if (sets[i].q)
-            clReleaseMemObject(sets[i].q);
-        if (sets[i].k)
-            clReleaseMemObject(sets[i].k);
-        if (sets[i].v)
-            clReleaseMemObject(sets[i].v);
+        bench_release_mem(&sets[i].q);
+        bench_release_mem(&sets[i].k);
+        bench_release_mem(&sets[i].v);
     }
 }
 
@@ -463,12 +459,8 @@ static int run_length(const bench_options *o, const bench_device *d, bench_timer
     free(staging);
     if (err == CL_SUCCESS)
         out = clCreateBuffer(cl_ctx, CL_MEM_READ_WRITE, q_count * element, NULL, &err);
-    if (err == CL_SUCCESS) {
-        /* All ones bits: NaN in every dtype, so rows the kernel does not write are caught. */
-        const unsigned char poison[4] = {0xff, 0xff, 0xff, 0xff};
-        err = clEnqueueFillBuffer(queue, out, poison, element, 0, q_count * element, 0, NULL,
-                                  NULL);
-    }
+    if (err == CL_SUCCESS) /* NaN, so that rows the kernel does not write are caught */
+        err = bench_poison(queue, out, element, q_count * element);
     if (err == CL_SUCCESS)
         err = clFinish(queue);
     double *times = calloc((size_t)o->c.repeats, sizeof *times);
@@ -520,14 +512,13 @@ static int run_length(const bench_options *o, const bench_device *d, bench_timer
     r->tflops = r->flops / (r->ms_median * 1e-3) * 1e-12;
     free(times);
     release_sets(set, sets);
-    clReleaseMemObject(out);
+    bench_release_mem(&out);
     return r->checked && !r->check_ok ? 1 : 0;
 
 fail:
     free(times);
     release_sets(set, sets);
-    if (out)
-        clReleaseMemObject(out);
+    bench_release_mem(&out);
     return 1;
 }
 
@@ -625,8 +616,7 @@ int main(int argc, char **argv)
         return 2;
     }
 
-    printf("device: %s | %s | driver %s | %s\n", ri.device.name, ri.device.vendor,
-           ri.device.driver_version, ri.platform_version);
+    bench_print_device(&ri);
     printf("dense attention: %s, batch %d, heads %d, kv_heads %d, head_dim %d, %s%s\n",
            bench_dtype_name(o.c.dtype), o.batch, o.c.heads, o.c.kv_heads, o.c.head_dim,
            o.causal ? "causal" : "non-causal", o.c.portable ? ", portable kernels" : "");

@@ -281,28 +281,21 @@ static int enqueue_sparse(void *user, cl_command_queue queue, int run, cl_event 
                                  &s->params, s->pi_stage, 0, &s->stage_list, last);
 }
 
-static void release_mem(cl_mem *m)
-{
-    if (*m)
-        clReleaseMemObject(*m);
-    *m = NULL;
-}
-
 static void release_state(length_state *s)
 {
     for (int i = 0; i < MAX_INPUT_SETS; i++) {
-        release_mem(&s->set[i].q);
-        release_mem(&s->set[i].k);
-        release_mem(&s->set[i].v);
+        bench_release_mem(&s->set[i].q);
+        bench_release_mem(&s->set[i].k);
+        bench_release_mem(&s->set[i].v);
     }
-    release_mem(&s->o_dense);
-    release_mem(&s->o_pbs);
-    release_mem(&s->workspace);
-    release_mem(&s->stage_workspace);
-    release_mem(&s->pi_stage);
-    release_mem(&s->pi_identity);
-    release_mem(&s->stage_list.counts);
-    release_mem(&s->stage_list.blocks);
+    bench_release_mem(&s->o_dense);
+    bench_release_mem(&s->o_pbs);
+    bench_release_mem(&s->workspace);
+    bench_release_mem(&s->stage_workspace);
+    bench_release_mem(&s->pi_stage);
+    bench_release_mem(&s->pi_identity);
+    bench_release_mem(&s->stage_list.counts);
+    bench_release_mem(&s->stage_list.blocks);
 }
 
 /* Generates input set `index` head by head on the host and uploads it. */
@@ -451,9 +444,8 @@ static int setup_length(const pbs_options *o, const bench_device *d, const pbsa_
         free(identity);
     }
     if (err == CL_SUCCESS) {
-        /* All ones bits: NaN in every dtype, so rows that are never written show up. */
-        const unsigned char poison[4] = {0xff, 0xff, 0xff, 0xff};
-        err = clEnqueueFillBuffer(d->queue, s->o_pbs, poison, element, 0, q_bytes, 0, NULL, NULL);
+        /* NaN, so that rows PBS attention never writes show up. */
+        err = bench_poison(d->queue, s->o_pbs, element, q_bytes);
         if (err == CL_SUCCESS)
             err = clFinish(d->queue);
     }
@@ -818,14 +810,13 @@ static void json_ops(json_writer *w, const char *key, const double *values, cons
     json_object_end(w);
 }
 
-static void json_patterns(json_writer *w, const char *key, const pbs_options *o,
-                          const double *values, const length_result *r)
+static void json_patterns(json_writer *w, const char *key, const double *values,
+                          const length_result *r)
 {
     json_object_begin(w, key);
     for (int p = 0; p < WORKLOAD_PATTERN_COUNT; p++)
         if (r->pattern_heads[p])
             json_number(w, workload_pattern_name((workload_pattern)p), values[p]);
-    (void)o;
     json_object_end(w);
 }
 
@@ -884,8 +875,8 @@ static int write_json(const char *path, const pbs_options *o, const bench_run_in
         if (r->measured) {
             json_number(&w, "density", r->density);
             json_number(&w, "density_without_permutation", r->density_identity);
-            json_patterns(&w, "density_by_pattern", o, r->pattern_density, r);
-            json_patterns(&w, "density_without_permutation_by_pattern", o,
+            json_patterns(&w, "density_by_pattern", r->pattern_density, r);
+            json_patterns(&w, "density_without_permutation_by_pattern",
                           r->pattern_density_identity, r);
             json_number(&w, "rel_l2", r->rel_l2);
             json_number(&w, "recall", r->recall);
@@ -940,8 +931,7 @@ int main(int argc, char **argv)
         return 2;
     }
 
-    printf("device: %s | %s | driver %s | %s\n", ri.device.name, ri.device.vendor,
-           ri.device.driver_version, ri.platform_version);
+    bench_print_device(&ri);
     printf("PBS vs dense attention: %s, heads %d, kv_heads %d, head_dim %d, causal; workload "
            "%s; block %d, segment %d, threshold %.2f, %s%s\n",
            bench_dtype_name(o.c.dtype), o.c.heads, o.c.kv_heads, o.c.head_dim,

@@ -240,6 +240,19 @@ cl_int bench_read_elements(cl_command_queue queue, cl_mem buffer, size_t element
                                NULL, NULL);
 }
 
+cl_int bench_poison(cl_command_queue queue, cl_mem buffer, size_t element, size_t bytes)
+{
+    const unsigned char ones[4] = {0xff, 0xff, 0xff, 0xff};
+    return clEnqueueFillBuffer(queue, buffer, ones, element, 0, bytes, 0, NULL, NULL);
+}
+
+void bench_release_mem(cl_mem *m)
+{
+    if (*m)
+        clReleaseMemObject(*m);
+    *m = NULL;
+}
+
 cl_mem bench_create_buffer(cl_context cl_ctx, cl_command_queue queue, cl_mem_flags flags,
                            size_t bytes, const void *host, cl_int *err)
 {
@@ -322,6 +335,12 @@ void bench_device_close(bench_device *d)
     if (d->cl_ctx)
         clReleaseContext(d->cl_ctx);
     memset(d, 0, sizeof *d);
+}
+
+void bench_print_device(const bench_run_info *ri)
+{
+    printf("device: %s | %s | driver %s | %s\n", ri->device.name, ri->device.vendor,
+           ri->device.driver_version, ri->platform_version);
 }
 
 static void temp_path(const char *path, char *out, size_t capacity)

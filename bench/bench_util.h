@@ -94,6 +94,11 @@ void bench_store_element(void *data, pbsa_dtype dtype, size_t index, float value
 /* Blocking read of count elements of element size from element first of buffer into host. */
 cl_int bench_read_elements(cl_command_queue queue, cl_mem buffer, size_t element, size_t first,
                            size_t count, void *host);
+/* Fills bytes of buffer (elements of element size) with all-ones bits, NaN in every dtype, so
+ * that elements a kernel never writes show up in a check. Does not wait. */
+cl_int bench_poison(cl_command_queue queue, cl_mem buffer, size_t element, size_t bytes);
+/* Releases *m when not NULL and sets it to NULL. */
+void bench_release_mem(cl_mem *m);
 /* Creates a buffer of bytes with flags and, when host is not NULL, writes host into it. */
 cl_mem bench_create_buffer(cl_context cl_ctx, cl_command_queue queue, cl_mem_flags flags,
                            size_t bytes, const void *host, cl_int *err);
@@ -128,6 +133,8 @@ void bench_run_info_init(bench_run_info *ri, int argc, char **argv);
 int bench_device_open(const char *program, const char *selector, int force_portable,
                       bench_device *d, bench_run_info *ri);
 void bench_device_close(bench_device *d);
+/* Prints the "device: ..." line of a result table. */
+void bench_print_device(const bench_run_info *ri);
 
 /* Opens path.tmp for a JSON document; the caller writes it through w, then calls
  * bench_json_close(), which renames it to path when everything was written. NULL on error

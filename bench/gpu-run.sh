@@ -1,19 +1,22 @@
 #!/usr/bin/env bash
-# The GPU machine's run: build (release), unit and device tests, pbsa-conformance, then the dense
-# attention benchmark. Run from the repository root after `source .devdeps/env.sh`:
+# The GPU machine's run: build (release), unit and device tests, pbsa-conformance, then the PBS
+# benchmark (PBS against dense attention, Llama-3.1-8B shape, bf16) and the dense attention
+# benchmark. Run from the repository root after `source .devdeps/env.sh`:
 #
 #     OUT=/some/dir bash bench/gpu-run.sh
 #
 # Every step logs into $OUT (default ./out) and the run goes on after a failing step; the exit
 # status is non-zero when any step failed. A summary table comes last.
 # Step time limits (seconds) can be changed through TIMEOUT_TESTS, TIMEOUT_CONFORMANCE,
-# TIMEOUT_BENCH and TIMEOUT_BENCH_SHORT; BUILD_DIR (default /tmp/b) moves the build.
+# TIMEOUT_BENCH_PBS, TIMEOUT_BENCH and TIMEOUT_BENCH_SHORT; BUILD_DIR (default /tmp/b) moves the
+# build.
 set -u -o pipefail
 
 OUT=${OUT:-./out}
 BUILD_DIR=${BUILD_DIR:-/tmp/b}
 TIMEOUT_TESTS=${TIMEOUT_TESTS:-150}
 TIMEOUT_CONFORMANCE=${TIMEOUT_CONFORMANCE:-90}
+TIMEOUT_BENCH_PBS=${TIMEOUT_BENCH_PBS:-150}
 TIMEOUT_BENCH=${TIMEOUT_BENCH:-200}
 TIMEOUT_BENCH_SHORT=${TIMEOUT_BENCH_SHORT:-60}
 mkdir -p "$OUT"
@@ -83,6 +86,12 @@ if [ "$BUILT" -eq 1 ]; then
     : >"$OUT/conformance.log"
     run_step conformance conformance.log "$TIMEOUT_CONFORMANCE" "$BUILD_DIR/tools/pbsa-conformance"
 
+    # ---- PBS against dense attention (the main job) --------------------------------------------
+    : >"$OUT/bench-pbs.log"
+    run_step bench-pbs bench-pbs.log "$TIMEOUT_BENCH_PBS" "$BUILD_DIR/bench/pbsa-bench-pbs" \
+        --workload mixed --lengths 8192,16384,32768 --dtype bf16 --heads 32 --kv-heads 8 \
+        --head-dim 128 --json "$OUT/h100-pbs-bf16.json"
+
     # ---- dense attention benchmark -------------------------------------------------------------
     : >"$OUT/bench-dense.log"
     run_step bench-bf16 bench-dense.log "$TIMEOUT_BENCH" "$BENCH" --dtype bf16 --heads 32 \
@@ -110,6 +119,40 @@ fi
     [ "$BUILT" -eq 1 ] || echo "build failed: see $OUT/build.log"
     grep -E '^(Ok|Expected Fail|Fail|Unexpected Pass|Skipped|Timeout):' "$OUT/test.log" 2>/dev/null
     shopt -s nullglob
+    pbs_jsons=("$OUT"/h100-pbs-*.json)
+    [ "${#pbs_jsons[@]}" -gt 0 ] && python3 - "${pbs_jsons[@]}" <<'PBS_EOF'
+import json, sys
+
+def num(value, fmt, scale=1.0):
+    return format(value * scale, fmt) if isinstance(value, (int, float)) else "-"
+
+for path in sys.argv[1:]:
+    try:
+        with open(path) as f:
+            doc = json.load(f)
+    except (OSError, ValueError) as e:
+        print(f"{path}: unreadable ({e})")
+        continue
+    p = doc.get("params", {})
+    print(f"PBS vs dense: {doc.get('device_name', '?')}, {doc.get('dtype')}, heads "
+          f"{doc.get('heads')}/{doc.get('kv_heads')}, D {doc.get('head_dim')}, workload "
+          f"{doc.get('workload')}, block {p.get('block_size')}, segment {p.get('segment_size')}, "
+          f"threshold {p.get('threshold')}")
+    print(f"{'seq':>6} {'dense_ms':>9} {'pbs_ms':>8} {'speedup':>7} {'perm':>7} {'select':>7} "
+          f"{'sparse':>8} {'density':>7} {'no_perm':>7} {'rel_l2':>8} {'recall':>6}")
+    for r in doc.get("results", []):
+        ms = r.get("ms_median", {})
+        line = (f"{r['seq']:>6} {num(r.get('dense_ms'), '9.3f')} {num(r.get('pbs_ms'), '8.3f')} "
+                f"{num(r.get('speedup'), '6.2f')}x {num(ms.get('permutation'), '7.3f')} "
+                f"{num(ms.get('selection'), '7.3f')} {num(ms.get('sparse'), '8.3f')} "
+                f"{num(r.get('density'), '6.1f', 100)}% "
+                f"{num(r.get('density_without_permutation'), '6.1f', 100)}% "
+                f"{num(r.get('rel_l2'), '8.2e')} {num(r.get('recall'), '5.1f', 100)}%")
+        if r.get("error"):
+            line += " error: " + r["error"]
+        print(line)
+    print()
+PBS_EOF
     jsons=("$OUT"/h100-dense-*.json)
     [ "${#jsons[@]}" -gt 0 ] && python3 - "${jsons[@]}" <<'EOF'
 import json, sys

@@ -1,21 +1,28 @@
 /* Storage types and conversions shared by every kernel. Prepended to each program.
+ * load_element4 reads 4 consecutive elements (only element alignment is needed).
  * DTYPE_F32, DTYPE_F16 or DTYPE_BF16 selects how tensors are stored; arithmetic is fp32. */
 
 #if defined(DTYPE_F32)
 typedef float storage_t;
 inline float load_element(__global const storage_t *base, ulong index) { return base[index]; }
 inline void store_element(__global storage_t *base, ulong index, float value) { base[index] = value; }
+inline float4 load_element4(__global const storage_t *base, ulong index) { return vload4(0, base + index); }
 #elif defined(DTYPE_F16)
 /* half is a storage-only type without cl_khr_fp16: vload_half/vstore_half convert. */
 typedef half storage_t;
 inline float load_element(__global const storage_t *base, ulong index) { return vload_half(index, base); }
 inline void store_element(__global storage_t *base, ulong index, float value) { vstore_half_rte(value, index, base); }
+inline float4 load_element4(__global const storage_t *base, ulong index) { return vload_half4(0, base + index); }
 #elif defined(DTYPE_BF16)
 /* bfloat16 as its raw 16 bits: the high half of an IEEE float. */
 typedef ushort storage_t;
 inline float load_element(__global const storage_t *base, ulong index)
 {
     return as_float((uint)base[index] << 16);
+}
+inline float4 load_element4(__global const storage_t *base, ulong index)
+{
+    return as_float4(convert_uint4(vload4(0, base + index)) << 16);
 }
 inline void store_element(__global storage_t *base, ulong index, float value)
 {

@@ -4,7 +4,9 @@
  * the scores of rows ty*TM.. and keys tx*TN.. of each key tile, and the output of rows ty*TM..
  * and dims tx*TD... Key tiles of BLOCK_N keys are given as a list of source rows (so the sparse
  * kernel can gather through the permutation) and processed with an online softmax in fp32:
- * Q.K^T through local memory in chunks of KCHUNK dims, then P.V in chunks of VCHUNK keys. */
+ * Q.K^T through local memory in chunks of KCHUNK dims, then P.V in chunks of VCHUNK keys.
+ * Chunks are double-buffered: the global loads of chunk c+1 are in flight while chunk c is
+ * computed, which hides their latency and needs one barrier per chunk. */
 
 #ifndef HEAD_DIM
 #define HEAD_DIM 128
@@ -52,8 +54,13 @@
 #define STAGE_V (VCHUNK * VS_PITCH)
 #define STAGE_FLOATS (STAGE_QK > STAGE_V ? STAGE_QK : STAGE_V)
 
+/* Work-items load 4 consecutive elements at a time; these are the loads per work-item. */
+#define Q_QUADS ((BLOCK_M * KCHUNK / 4 + WG_SIZE - 1) / WG_SIZE)
+#define K_QUADS ((BLOCK_N * KCHUNK / 4 + WG_SIZE - 1) / WG_SIZE)
+#define V_QUADS ((VCHUNK * HEAD_DIM / 4 + WG_SIZE - 1) / WG_SIZE)
+
 typedef struct __attribute__((aligned(16))) flash_local {
-    float stage[STAGE_FLOATS];       /* Q and K chunks (transposed), then V chunks */
+    float stage[2][STAGE_FLOATS];    /* double buffer: Q and K chunks (transposed), or V chunks */
     float p[BLOCK_N * PS_PITCH];     /* probabilities of the tile, transposed: p[key][row] */
     float row_max[BLOCK_M * WG_COLS];
     float row_sum[BLOCK_M * WG_COLS];
@@ -92,32 +99,81 @@ typedef struct head_view {
     ulong stride_seq;
 } head_view;
 
-/* Q.K^T for the tile: s[i][j] = q(row ty*TM+i) . k(key tx*TN+j). */
+/* Global loads of one Q.K^T chunk (dims d0..d0+KCHUNK) into registers. */
+inline void fetch_qk_chunk(__local flash_local *shm, float4 qr[Q_QUADS], float4 kr[K_QUADS],
+                           __global const storage_t *q, head_view qv, int q_rows,
+                           __global const storage_t *k, head_view kv, int d0)
+{
+    const int lid = get_local_id(0);
+#pragma unroll
+    for (int u = 0; u < Q_QUADS; u++) {
+        int quad = lid + u * WG_SIZE;
+        int r = quad / (KCHUNK / 4), c = quad % (KCHUNK / 4) * 4;
+        bool ok = quad < BLOCK_M * KCHUNK / 4 && r < q_rows;
+        qr[u] = ok ? load_element4(q, qv.base + (ulong)r * qv.stride_seq + d0 + c) : (float4)(0.0f);
+    }
+#pragma unroll
+    for (int u = 0; u < K_QUADS; u++) {
+        int quad = lid + u * WG_SIZE;
+        int n = quad / (KCHUNK / 4), c = quad % (KCHUNK / 4) * 4;
+        int row = quad < BLOCK_N * KCHUNK / 4 ? shm->key_row[n] : -1;
+        kr[u] = row >= 0 ? load_element4(k, kv.base + (ulong)row * kv.stride_seq + d0 + c)
+                         : (float4)(0.0f);
+    }
+}
+
+/* Writes a fetched Q.K^T chunk into a stage buffer, transposed: [dim][row] and [dim][key]. */
+inline void store_qk_chunk(__local float *buffer, const float4 qr[Q_QUADS],
+                           const float4 kr[K_QUADS])
+{
+    const int lid = get_local_id(0);
+    __local float *qs = buffer;
+    __local float *ks = buffer + KCHUNK * QS_PITCH;
+#pragma unroll
+    for (int u = 0; u < Q_QUADS; u++) {
+        int quad = lid + u * WG_SIZE;
+        if (quad >= BLOCK_M * KCHUNK / 4)
+            break;
+        int r = quad / (KCHUNK / 4), c = quad % (KCHUNK / 4) * 4;
+#pragma unroll
+        for (int t = 0; t < 4; t++)
+            qs[(c + t) * QS_PITCH + r] = lane(qr[u], t);
+    }
+#pragma unroll
+    for (int u = 0; u < K_QUADS; u++) {
+        int quad = lid + u * WG_SIZE;
+        if (quad >= BLOCK_N * KCHUNK / 4)
+            break;
+        int n = quad / (KCHUNK / 4), c = quad % (KCHUNK / 4) * 4;
+#pragma unroll
+        for (int t = 0; t < 4; t++)
+            ks[(c + t) * KS_PITCH + n] = lane(kr[u], t);
+    }
+}
+
+/* Q.K^T for the tile: s[i][j] = q(row ty*TM+i) . k(key tx*TN+j). The caller has filled
+ * shm->key_row and synchronised; on return the stage buffers may still be read by other
+ * work-items until the caller's next barrier. */
 inline void flash_scores(__local flash_local *shm, float s[TM][TN], __global const storage_t *q,
                          head_view qv, int q_rows, __global const storage_t *k, head_view kv)
 {
     const int lid = get_local_id(0);
     const int ty = lid / WG_COLS, tx = lid % WG_COLS;
-    __local float *qs = shm->stage;
-    __local float *ks = shm->stage + KCHUNK * QS_PITCH;
 #pragma unroll
     for (int i = 0; i < TM; i++)
 #pragma unroll
         for (int j = 0; j < TN; j++)
             s[i][j] = 0.0f;
-    for (int d0 = 0; d0 < HEAD_DIM; d0 += KCHUNK) {
-        for (int idx = lid; idx < BLOCK_M * KCHUNK; idx += WG_SIZE) {
-            int r = idx / KCHUNK, kk = idx % KCHUNK;
-            qs[kk * QS_PITCH + r] =
-                r < q_rows ? load_element(q, qv.base + (ulong)r * qv.stride_seq + d0 + kk) : 0.0f;
-        }
-        for (int idx = lid; idx < BLOCK_N * KCHUNK; idx += WG_SIZE) {
-            int n = idx / KCHUNK, kk = idx % KCHUNK;
-            int row = shm->key_row[n];
-            ks[kk * KS_PITCH + n] =
-                row >= 0 ? load_element(k, kv.base + (ulong)row * kv.stride_seq + d0 + kk) : 0.0f;
-        }
+    float4 qr[Q_QUADS], kr[K_QUADS];
+    fetch_qk_chunk(shm, qr, kr, q, qv, q_rows, k, kv, 0);
+    for (int c = 0; c < HEAD_DIM / KCHUNK; c++) {
+        __local float *buffer = shm->stage[c & 1];
+        store_qk_chunk(buffer, qr, kr);
         barrier(CLK_LOCAL_MEM_FENCE);
+        if (c + 1 < HEAD_DIM / KCHUNK)
+            fetch_qk_chunk(shm, qr, kr, q, qv, q_rows, k, kv, (c + 1) * KCHUNK);
+        __local const float *qs = buffer;
+        __local const float *ks = buffer + KCHUNK * QS_PITCH;
 #pragma unroll 4
         for (int kk = 0; kk < KCHUNK; kk++) {
             float4 a[TM / 4], b[TN / 4];
@@ -133,7 +189,34 @@ inline void flash_scores(__local flash_local *shm, float s[TM][TN], __global con
                 for (int j = 0; j < TN; j++)
                     s[i][j] = mad(lane(a[i / 4], i % 4), lane(b[j / 4], j % 4), s[i][j]);
         }
-        barrier(CLK_LOCAL_MEM_FENCE);
+    }
+}
+
+/* Global loads of one P.V chunk (keys n0..n0+VCHUNK of the tile) into registers. */
+inline void fetch_v_chunk(__local flash_local *shm, float4 vr[V_QUADS],
+                          __global const storage_t *v, head_view vv, int n0)
+{
+    const int lid = get_local_id(0);
+#pragma unroll
+    for (int u = 0; u < V_QUADS; u++) {
+        int quad = lid + u * WG_SIZE;
+        int nn = quad / (HEAD_DIM / 4), d = quad % (HEAD_DIM / 4) * 4;
+        int row = quad < VCHUNK * HEAD_DIM / 4 ? shm->key_row[n0 + nn] : -1;
+        vr[u] = row >= 0 ? load_element4(v, vv.base + (ulong)row * vv.stride_seq + d)
+                         : (float4)(0.0f);
+    }
+}
+
+inline void store_v_chunk(__local float *buffer, const float4 vr[V_QUADS])
+{
+    const int lid = get_local_id(0);
+#pragma unroll
+    for (int u = 0; u < V_QUADS; u++) {
+        int quad = lid + u * WG_SIZE;
+        if (quad >= VCHUNK * HEAD_DIM / 4)
+            break;
+        int nn = quad / (HEAD_DIM / 4), d = quad % (HEAD_DIM / 4) * 4;
+        vstore4(vr[u], 0, buffer + nn * VS_PITCH + d);
     }
 }
 
@@ -148,6 +231,9 @@ inline void flash_key_tile(__local flash_local *shm, flash_state *st, __global c
     const int ty = lid / WG_COLS, tx = lid % WG_COLS;
     float s[TM][TN];
     flash_scores(shm, s, q, qv, q_rows, k, kv);
+    /* Start the first V loads now; the softmax below hides their latency. */
+    float4 vr[V_QUADS];
+    fetch_v_chunk(shm, vr, v, vv, 0);
 
     /* Scale, mask, and the work-item's share of each row's maximum. */
 #pragma unroll
@@ -200,16 +286,14 @@ inline void flash_key_tile(__local flash_local *shm, flash_state *st, __global c
             st->o[i][e] *= alpha[i];
     }
 
-    /* P.V in chunks of VCHUNK keys staged in local memory. */
-    __local float *vs = shm->stage;
-    for (int n0 = 0; n0 < BLOCK_N; n0 += VCHUNK) {
-        for (int idx = lid; idx < VCHUNK * HEAD_DIM; idx += WG_SIZE) {
-            int nn = idx / HEAD_DIM, d = idx % HEAD_DIM;
-            int row = shm->key_row[n0 + nn];
-            vs[nn * VS_PITCH + d] =
-                row >= 0 ? load_element(v, vv.base + (ulong)row * vv.stride_seq + d) : 0.0f;
-        }
+    /* P.V in chunks of VCHUNK keys staged in local memory, double-buffered. */
+    for (int c = 0; c < BLOCK_N / VCHUNK; c++) {
+        __local float *vs = shm->stage[c & 1];
+        store_v_chunk(vs, vr);
         barrier(CLK_LOCAL_MEM_FENCE);
+        if (c + 1 < BLOCK_N / VCHUNK)
+            fetch_v_chunk(shm, vr, v, vv, (c + 1) * VCHUNK);
+        const int n0 = c * VCHUNK;
 #pragma unroll 2
         for (int nn = 0; nn < VCHUNK; nn++) {
             float4 a[TM / 4], b[TD / 4];
@@ -225,8 +309,9 @@ inline void flash_key_tile(__local flash_local *shm, flash_state *st, __global c
                 for (int e = 0; e < TD; e++)
                     st->o[i][e] = mad(lane(a[i / 4], i % 4), lane(b[e / 4], e % 4), st->o[i][e]);
         }
-        barrier(CLK_LOCAL_MEM_FENCE);
     }
+    /* The next tile rewrites the key list and the stage buffers. */
+    barrier(CLK_LOCAL_MEM_FENCE);
 }
 
 /* Writes O = o / l for the work-item's rows and dims; a row that saw no key gets zeros. */

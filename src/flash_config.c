@@ -11,7 +11,7 @@ size_t pbsa_flash_local_bytes(const pbsa_flash_config *c, int head_dim)
     size_t qs_pitch = (size_t)c->block_m + 4, ks_pitch = (size_t)c->block_n + 4;
     size_t stage_qk = (size_t)c->kchunk * (qs_pitch + ks_pitch);
     size_t stage_v = (size_t)c->vchunk * ((size_t)head_dim + 4);
-    size_t stage = stage_qk > stage_v ? stage_qk : stage_v;
+    size_t stage = 2 * (stage_qk > stage_v ? stage_qk : stage_v); /* double-buffered */
     size_t p = (size_t)c->block_n * qs_pitch;
     size_t reductions = 2 * (size_t)c->block_m * (size_t)c->wg_cols;
     size_t keys = 2 * (size_t)c->block_n;
@@ -28,7 +28,7 @@ bool pbsa_flash_config_valid(const pbsa_flash_config *c, int head_dim, const pbs
     int tm = c->block_m / c->wg_rows, tn = c->block_n / c->wg_cols, td = head_dim / c->wg_cols;
     if (tm % 4 || tn % 4 || td % 4)
         return false;
-    if (!divides(c->kchunk, head_dim) || !divides(c->vchunk, c->block_n))
+    if (!divides(c->kchunk, head_dim) || c->kchunk % 4 || !divides(c->vchunk, c->block_n))
         return false;
     size_t wg = (size_t)c->wg_rows * (size_t)c->wg_cols;
     return wg <= info->max_work_group_size &&
@@ -62,7 +62,8 @@ pbsa_flash_config pbsa_flash_config_default(const pbsa_device_info *info, int he
         return forced;
     /* Candidates from the largest to the smallest; the first that is valid wins. */
     static const pbsa_flash_config gpu[] = {
-        {64, 64, 16, 16, 16, 16}, /* D 64, 128, 256 */
+        {64, 64, 16, 16, 16, 16}, /* D 64, 128 */
+        {64, 64, 16, 16, 16, 8},  /* D 256 */
         {64, 32, 16, 8, 16, 16},  /* D 96 */
         {32, 32, 8, 8, 16, 16},
         {16, 16, 4, 4, 16, 16},
