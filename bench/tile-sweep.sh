@@ -3,8 +3,8 @@
 # choosing defaults: bench/tile-sweep.sh BUILD_DIR OUT_DIR [lengths].
 set -u -o pipefail
 build=$1 out=$2 lengths=${3:-16384}
-for config in 64,64,16,16,16,16 64,64,16,16,32,32 64,64,16,8,16,16 128,32,32,8,16,32 \
-              128,32,32,8,32,32 64,32,16,8,16,16 32,64,8,16,16,16; do
+for config in 64,64,16,16,16,16 64,64,16,16,8,8 64,64,16,16,16,8 64,64,16,8,16,16 \
+              128,32,32,8,16,16 64,32,16,8,16,16 32,64,8,16,16,16; do
     echo "== PBSA_FLASH_CONFIG=$config"
     PBSA_FLASH_CONFIG=$config timeout 60 "$build/bench/pbsa-bench-dense" --lengths "$lengths" \
         --dtype bf16 --heads 32 --head-dim 128 --repeats 5 --check always \
