@@ -280,11 +280,11 @@ void bench_run_info_init(bench_run_info *ri, int argc, char **argv)
     strftime(ri->date, sizeof ri->date, "%Y-%m-%dT%H:%M:%SZ", gmtime(&now));
 }
 
-static void log_warnings(pbsa_log_level level, const char *message, void *user_data)
+static void log_messages(pbsa_log_level level, const char *message, void *user_data)
 {
     (void)user_data;
-    if (level == PBSA_LOG_WARNING)
-        fprintf(stderr, "pbsattn warning: %s\n", message);
+    if (level == PBSA_LOG_WARNING || (level == PBSA_LOG_INFO && getenv("PBSA_BUILD_OPTIONS")))
+        fprintf(stderr, "pbsattn %s: %s\n", level == PBSA_LOG_INFO ? "info" : "warning", message);
 }
 
 static void read_platform_info(cl_device_id device, bench_run_info *ri)
@@ -306,7 +306,7 @@ int bench_device_open(const char *program, const char *selector, int force_porta
                       bench_device *d, bench_run_info *ri)
 {
     memset(d, 0, sizeof *d);
-    pbsa_set_log_callback(log_warnings, NULL);
+    pbsa_set_log_callback(log_messages, NULL);
     if (pbsa_helper_create_cl_context(selector, &d->cl_ctx, &d->device) != PBSA_SUCCESS) {
         fprintf(stderr, "%s: %s\n", program, pbsa_context_last_error(NULL));
         return 2;

@@ -3,10 +3,10 @@
 # choosing defaults: bench/tile-sweep.sh BUILD_DIR OUT_DIR [lengths].
 set -u -o pipefail
 build=$1 out=$2 lengths=${3:-16384}
-for config in 64,64,16,16,16,16 64,64,16,16,8,8 64,64,16,16,16,8 64,64,16,8,16,16 \
-              128,32,32,8,16,16 64,32,16,8,16,16 32,64,8,16,16,16; do
+for config in ${CONFIGS:-64,64,16,16,16,16 64,64,8,16,16,16 64,64,8,16,16,8 32,64,4,16,16,16 \
+              64,64,8,16,8,8 32,64,8,16,16,16}; do
     echo "== PBSA_FLASH_CONFIG=$config"
     PBSA_FLASH_CONFIG=$config timeout 60 "$build/bench/pbsa-bench-dense" --lengths "$lengths" \
         --dtype bf16 --heads 32 --head-dim 128 --repeats 5 --check always \
-        --json "$out/sweep-$config.json" 2>&1 | tail -2
+        --json "$out/sweep-${config//,/-}.json" 2>&1 | tail -2
 done

@@ -101,9 +101,19 @@ static int build_program(pbsa_context *ctx, pbsa_program_entry *entry, const cha
         status = pbsa_fail(ctx, err, "clCreateProgramWithSource failed (%d)", err);
         goto done;
     }
+    /* PBSA_BUILD_OPTIONS adds compiler options for kernel development (e.g. -cl-nv-verbose);
+     * the build log of every program is then sent to the log callback. */
+    const char *extra = getenv("PBSA_BUILD_OPTIONS");
     char full_options[2048];
-    snprintf(full_options, sizeof full_options, "-cl-std=CL1.2 %s", options);
+    snprintf(full_options, sizeof full_options, "-cl-std=CL1.2 %s %s", options, extra ? extra : "");
     err = clBuildProgram(program, 1, &ctx->device, full_options, NULL, NULL);
+    if (err == CL_SUCCESS && extra) {
+        char *log = read_build_log(program, ctx->device);
+        if (log)
+            pbsa_log(PBSA_LOG_INFO, "build log of %s with \"%s\":\n%s", files[file_count - 1],
+                     full_options, log);
+        free(log);
+    }
     if (err != CL_SUCCESS) {
         entry->log = read_build_log(program, ctx->device);
         clReleaseProgram(program);
