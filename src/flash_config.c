@@ -62,7 +62,7 @@ pbsa_flash_config pbsa_flash_config_default(const pbsa_device_info *info, int he
         return forced;
     /* Candidates from the largest to the smallest; the first that is valid wins. */
     static const pbsa_flash_config gpu[] = {
-        {64, 64, 16, 16, 16, 16}, /* D 64, 128 */
+        {64, 64, 8, 16, 16, 16},  /* D 64, 128: 8x4 score and 8x8 output tiles per work-item */
         {64, 64, 16, 16, 16, 8},  /* D 256 */
         {64, 32, 16, 8, 16, 16},  /* D 96 */
         {32, 32, 8, 8, 16, 16},
