@@ -32,6 +32,13 @@
 #ifndef CAUSAL
 #define CAUSAL 1
 #endif
+/* Unrolling of the inner Q.K^T and P.V loops (a tuning parameter). */
+#ifndef UNROLL_QK
+#define UNROLL_QK 4
+#endif
+#ifndef UNROLL_PV
+#define UNROLL_PV 2
+#endif
 
 #define WG_SIZE (WG_ROWS * WG_COLS)
 #define TM (BLOCK_M / WG_ROWS)
@@ -174,7 +181,7 @@ inline void flash_scores(__local flash_local *shm, float s[TM][TN], __global con
             fetch_qk_chunk(shm, qr, kr, q, qv, q_rows, k, kv, (c + 1) * KCHUNK);
         __local const float *qs = buffer;
         __local const float *ks = buffer + KCHUNK * QS_PITCH;
-#pragma unroll 4
+#pragma unroll UNROLL_QK
         for (int kk = 0; kk < KCHUNK; kk++) {
             float4 a[TM / 4], b[TN / 4];
 #pragma unroll
@@ -294,7 +301,7 @@ inline void flash_key_tile(__local flash_local *shm, flash_state *st, __global c
         if (c + 1 < BLOCK_N / VCHUNK)
             fetch_v_chunk(shm, vr, v, vv, (c + 1) * VCHUNK);
         const int n0 = c * VCHUNK;
-#pragma unroll 2
+#pragma unroll UNROLL_PV
         for (int nn = 0; nn < VCHUNK; nn++) {
             float4 a[TM / 4], b[TD / 4];
 #pragma unroll
