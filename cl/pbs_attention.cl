@@ -1,13 +1,22 @@
 /* Permuted block-sparse attention (PBS stage 3). Needs common.cl and flash_tile.cl first.
  * Each query block attends to the key blocks of its list; key block j covers permuted positions
- * j*LOGICAL_BLOCK.., read through pi (no permuted copy of K or V). Grid: dimension 0 = query
- * tiles x WG_SIZE (LOGICAL_BLOCK / BLOCK_M tiles per query block), dimension 1 = batch x heads. */
+ * j*LOGICAL_BLOCK... By default K and V are read through pi (no permuted copy). MATERIALISED: k
+ * and v are K' = K[pi] and V' = V[pi] with one head per permutation head (kv_heads = perm_heads),
+ * read at the permuted position, and pi only gives the key's position for the causal test.
+ * Grid: dimension 0 = query tiles x WG_SIZE (LOGICAL_BLOCK / BLOCK_M tiles per query block),
+ * dimension 1 = batch x heads. */
 
 #ifndef LOGICAL_BLOCK
 #define LOGICAL_BLOCK 128
 #endif
 #ifndef HAS_PI
 #define HAS_PI 1
+#endif
+#ifndef MATERIALISED
+#define MATERIALISED 0
+#endif
+#if MATERIALISED && !HAS_PI
+#error "materialised K' and V' need pi for the causal test"
 #endif
 
 #if LOGICAL_BLOCK % BLOCK_M != 0 || LOGICAL_BLOCK % BLOCK_N != 0
@@ -71,7 +80,7 @@ void pbs_attention(__global const storage_t *q, __global const storage_t *k,
                 key = HAS_PI ? perm_row[p] : p;
                 key = key >= 0 && key < kv_len ? key : -1;
             }
-            shm.key_row[n] = key;
+            shm.key_row[n] = MATERIALISED && key >= 0 ? p : key;
             shm.key_pos[n] = key;
         }
         barrier(CLK_LOCAL_MEM_FENCE);
