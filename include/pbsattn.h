@@ -299,6 +299,9 @@ PBSA_API int pbsa_workspace_size(pbsa_context *ctx, const pbsa_tensor *q, const 
  * device memory is allocated by the call. NULL: the library allocates a workspace for the call
  * and releases it when the work completes. After the call completes, the permutation and block
  * lists can be read from the workspace with pbsa_workspace_read().
+ * Events: the call enqueues several kernels, each waiting for the one before (so it is also
+ * correct on out-of-order queues); *event is the last one's, complete when all the work is. Its
+ * profiling times cover that kernel only: time the whole call with a marker enqueued before it.
  * Errors: those of pbsa_dense_attention(), plus PBSA_ERROR_INVALID_VALUE for bad params (named),
  * PBSA_ERROR_BUFFER_TOO_SMALL for a small workspace.
  */
