@@ -1,5 +1,7 @@
-/* CPU reference: conversions between float and the 16-bit storage formats, and element reads. */
+/* CPU reference: conversions between float and the 16-bit storage formats, and host tensor
+ * element reads and checks. */
 #include "pbsattn_ref.h"
+#include "ref_internal.h"
 
 #include <math.h>
 #include <string.h>
@@ -100,4 +102,15 @@ double pbsa_ref_element(const pbsa_host_tensor *t, int64_t b, int64_t h, int64_t
     case PBSA_DTYPE_BF16: return (double)pbsa_ref_bf16_to_float(((const uint16_t *)t->data)[index]);
     }
     return NAN;
+}
+
+int pbsa_ref_check_tensor(const pbsa_host_tensor *t)
+{
+    if (!t || !t->data)
+        return PBSA_ERROR_NULL_ARGUMENT;
+    if (t->dtype != PBSA_DTYPE_F32 && t->dtype != PBSA_DTYPE_F16 && t->dtype != PBSA_DTYPE_BF16)
+        return PBSA_ERROR_INVALID_VALUE;
+    if (t->batch <= 0 || t->heads <= 0 || t->seq <= 0 || t->head_dim <= 0)
+        return PBSA_ERROR_INVALID_VALUE;
+    return PBSA_SUCCESS;
 }

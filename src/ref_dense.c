@@ -1,19 +1,9 @@
 /* CPU reference: dense attention in float64. */
 #include "pbsattn_ref.h"
+#include "ref_internal.h"
 
 #include <math.h>
 #include <stdlib.h>
-
-static int check_tensor(const pbsa_host_tensor *t)
-{
-    if (!t || !t->data)
-        return PBSA_ERROR_NULL_ARGUMENT;
-    if (t->dtype != PBSA_DTYPE_F32 && t->dtype != PBSA_DTYPE_F16 && t->dtype != PBSA_DTYPE_BF16)
-        return PBSA_ERROR_INVALID_VALUE;
-    if (t->batch <= 0 || t->heads <= 0 || t->seq <= 0 || t->head_dim <= 0)
-        return PBSA_ERROR_INVALID_VALUE;
-    return PBSA_SUCCESS;
-}
 
 /* q [B, Hq, Sq, D], k and v [B, Hkv, Skv, D], Hq a multiple of Hkv, Sq <= Skv. The dtypes may
  * differ: the reference reads every element through pbsa_ref_element(). */
@@ -22,7 +12,7 @@ static int check_shapes(const pbsa_host_tensor *q, const pbsa_host_tensor *k,
 {
     const pbsa_host_tensor *tensors[3] = {q, k, v};
     for (int i = 0; i < 3; i++) {
-        int status = check_tensor(tensors[i]);
+        int status = pbsa_ref_check_tensor(tensors[i]);
         if (status != PBSA_SUCCESS)
             return status;
     }

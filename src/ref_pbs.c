@@ -1,6 +1,7 @@
 /* CPU reference: Permuted Block-Sparse Attention in float64, stage by stage
  * (docs/pbs-algorithm.md: permutation, block selection, sparse attention). */
 #include "pbsattn_ref.h"
+#include "ref_internal.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -38,17 +39,6 @@ static int compare_ranked(const void *pa, const void *pb)
 
 /* ---- argument checks ------------------------------------------------------------------------ */
 
-static int check_tensor(const pbsa_host_tensor *t)
-{
-    if (!t || !t->data)
-        return PBSA_ERROR_NULL_ARGUMENT;
-    if (t->dtype != PBSA_DTYPE_F32 && t->dtype != PBSA_DTYPE_F16 && t->dtype != PBSA_DTYPE_BF16)
-        return PBSA_ERROR_INVALID_VALUE;
-    if (t->batch <= 0 || t->heads <= 0 || t->seq <= 0 || t->head_dim <= 0)
-        return PBSA_ERROR_INVALID_VALUE;
-    return PBSA_SUCCESS;
-}
-
 static int check_params(const pbsa_params *p)
 {
     if (!p)
@@ -71,11 +61,11 @@ static int check_params(const pbsa_params *p)
 static int get_shape(const pbsa_host_tensor *q, const pbsa_host_tensor *k,
                      const pbsa_host_tensor *v, const pbsa_params *params, pbs_shape *sh)
 {
-    int status = check_tensor(q);
+    int status = pbsa_ref_check_tensor(q);
     if (status == PBSA_SUCCESS)
-        status = check_tensor(k);
+        status = pbsa_ref_check_tensor(k);
     if (status == PBSA_SUCCESS && v)
-        status = check_tensor(v);
+        status = pbsa_ref_check_tensor(v);
     if (status == PBSA_SUCCESS)
         status = check_params(params);
     if (status != PBSA_SUCCESS)
