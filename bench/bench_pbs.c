@@ -1,7 +1,8 @@
 /* pbsa-bench-pbs: PBS attention against dense attention on one OpenCL device, speed and
- * accuracy, on synthetic LLM-like heads (workload.h).
+ * accuracy, on synthetic LLM-like heads (workload.h), one or several workloads per run, or on
+ * captured activations from .npy files (pbs_inputs.c).
  *
- * Per sequence length, on the same inputs and in the same run: dense attention
+ * Per workload and sequence length, on the same inputs and in the same run: dense attention
  * (pbsa_dense_attention), the whole PBS pipeline (pbsa_attention with a pre-allocated
  * workspace) and its three stages called one by one (pbsa_permutation, pbsa_block_selection,
  * pbsa_sparse_attention), timed in interleaved rounds with OpenCL profiling events after
@@ -10,10 +11,9 @@
  * it (block selection over the identity permutation); the relative L2 error of the PBS output
  * against the dense output on two whole heads; and the attention recall of sampled query rows:
  * the share of the exact softmax mass (float64 on the host, from the stored inputs) that falls on
- * the keys the selected blocks cover. */
-#include "bench_util.h"
-#include "pbsattn.h"
-#include "workload.h"
+ * the keys the selected blocks cover. The results go to a table on stdout with the issue's
+ * targets checked at the end, and to JSON and CSV files (pbs_output.c). */
+#include "bench_pbs.h"
 
 #include <math.h>
 #include <stdbool.h>
@@ -24,43 +24,29 @@
 static const char PROGRAM[] = "pbsa-bench-pbs";
 
 enum {
-    MAX_INPUT_SETS = 2,
+    MAX_INPUT_SETS = PBS_MAX_INPUT_SETS,
     MIN_TIMED_RUNS = 3,
-    SAMPLED_HEADS = 2,  /* whole heads compared with dense attention */
-    RECALL_ROWS = 16,   /* query rows per sampled head for the recall */
-    OP_COUNT = 5,       /* dense, PBS, and the three stages */
+    SAMPLED_HEADS = PBS_SAMPLED_HEADS,
+    RECALL_ROWS = PBS_RECALL_ROWS,
+    OP_COUNT = PBS_OP_COUNT,
+    EXIT_NO_DEVICE = 3,
 };
 
-enum { OP_DENSE, OP_PBS, OP_PERMUTATION, OP_SELECTION, OP_SPARSE };
-static const char *const op_names[OP_COUNT] = {"dense", "pbs", "permutation", "selection",
-                                               "sparse"};
+const char *const pbs_op_names[PBS_OP_COUNT] = {"dense", "pbs", "permutation", "selection",
+                                                "sparse"};
+
+/* Shapes of attention layers of known models (query heads, key/value heads, head dim). */
+static const struct {
+    const char *name;
+    int heads, kv_heads, head_dim;
+} presets[] = {
+    {"llama3-8b", 32, 8, 128},  /* Llama-3.1-8B */
+    {"qwen2.5-7b", 28, 4, 128}, /* Qwen2.5-7B */
+};
+enum { PRESET_COUNT = sizeof presets / sizeof presets[0] };
 
 /* Share of the device memory the inputs, outputs and workspaces of one length may take. */
 static const double MEMORY_SHARE = 0.6;
-
-typedef struct pbs_options {
-    bench_common_options c;
-    workload w;
-    pbsa_params params;
-} pbs_options;
-
-typedef struct length_result {
-    int64_t seq;
-    int sets, runs;
-    bool fallback; /* seq <= segment: pbsa_attention is dense attention */
-    double ms_median[OP_COUNT], ms_min[OP_COUNT];
-    double speedup;
-    double density, density_identity; /* mean over the query heads */
-    double pattern_density[WORKLOAD_PATTERN_COUNT], pattern_density_identity[WORKLOAD_PATTERN_COUNT];
-    int pattern_heads[WORKLOAD_PATTERN_COUNT];
-    int sampled[SAMPLED_HEADS], sampled_count;
-    double head_rel_l2[SAMPLED_HEADS], head_recall[SAMPLED_HEADS];
-    double head_recall_identity[SAMPLED_HEADS];
-    double rel_l2, recall, recall_min, recall_identity;
-    long non_finite; /* NaN or Inf in the read-back heads of the PBS output */
-    bool measured;   /* the accuracy pass ran */
-    char error[512];
-} length_result;
 
 /* ---------------------------------------------------------------------------------------------
  * Command line
@@ -70,43 +56,96 @@ static void usage(FILE *to)
 {
     fprintf(to,
             "usage: pbsa-bench-pbs [options]\n"
-            "PBS attention (pbsa_attention) against dense attention on the same synthetic\n"
-            "LLM-like inputs: time, speedup, stage times, block density, and accuracy.\n"
+            "PBS attention (pbsa_attention) against dense attention on the same inputs,\n"
+            "synthetic LLM-like heads or .npy files: time, speedup, stage times, block density,\n"
+            "and accuracy, with the benchmark's targets checked at the end.\n"
             "  --device SELECTOR   'P:D', a device index or a name substring (see pbsa-info);\n"
             "                      default: $PBSA_DEVICE, else the first GPU, else any device\n"
             "  --lengths L1,L2,..  sequence lengths (default: 8192,16384,32768 on a GPU,\n"
-            "                      1024,2048 on other devices)\n"
+            "                      1024,2048 on other devices; with --q, the files' length)\n"
             "  --dtype T           f32, f16 or bf16 (default: bf16 on a GPU, else f32)\n"
+            "  --preset NAME       a model's attention shape: llama3-8b (32 query heads, 8\n"
+            "                      key/value heads, head_dim 128) or qwen2.5-7b (28, 4, 128);\n"
+            "                      --heads, --kv-heads and --head-dim override its values\n"
             "  --heads N           query heads (default: 32 on a GPU, else 4)\n"
             "  --kv-heads N        key/value heads, dividing --heads (default: 8 on a GPU and\n"
             "                      1 elsewhere when --heads is not given, else --heads)\n"
             "  --head-dim N        64, 96, 128 or 256 (default: 128 on a GPU, else 64)\n"
-            "  --workload W        sink-local, vertical, vertical-slash, topics, random or mixed\n"
-            "                      (default mixed; bench/workload.h describes them)\n"
+            "  --workload W1,W2,.. synthetic workloads, each run over every length: sink-local,\n"
+            "                      vertical, vertical-slash, topics, random or mixed (default\n"
+            "                      mixed; bench/workload.h describes them)\n"
+            "  --q, --k, --v PATH  captured activations instead: Q [1, Hq, S, D], K and V\n"
+            "                      [1, Hkv, S, D] in pbsa-run's .npy format ('<f4', '<f2', or\n"
+            "                      '<u2' holding bfloat16 bits); they set the shape and dtype,\n"
+            "                      and a length below S takes the first positions\n"
             "  --block N           PBS block size: 16, 32, 64 or 128 (default 128)\n"
             "  --segment N         permutation segment, a multiple of --block (default 256)\n"
             "  --threshold T       attention mass the block selection keeps (default 0.9)\n"
             "  --gqa MODE          per-head (one permutation per query head, the default) or\n"
             "                      shared (one per key/value head)\n"
             "  --repeats N         timed rounds per length, median reported (default: 3 off a\n"
-            "                      GPU; on a GPU 10, 5 above 16384 tokens)\n"
+            "                      GPU; on a GPU 10 up to 16384 tokens, 5 up to 32768, then 3)\n"
             "  --warmup N          untimed rounds first, kernel builds included (default: 2 on\n"
             "                      a GPU, else 1)\n"
             "  --max-seconds S     stop timing a length after S s, keeping at least %d rounds\n"
             "                      (default 20)\n"
             "  --json PATH         also write the results as JSON to PATH\n"
+            "  --csv PATH          also write them as CSV, one row per (workload, length)\n"
+            "  --dump-inputs DIR   write the inputs of the first workload at one length (input\n"
+            "                      set 0) to DIR as q.npy, k.npy, v.npy and inputs.json, for\n"
+            "                      --q/--k/--v, pbsa-run or bench/sdpa_anchor.py\n"
+            "  --dump-length L     the length dumped, one of --lengths (default: the first)\n"
             "  --seed N            seed of the inputs (default 1)\n"
             "  --portable          force the portable kernels\n"
             "  --help              this text\n"
             "A round times, one after another on the same inputs: dense attention, the whole\n"
             "PBS pipeline, and its three stages. Columns: times in ms (medians); speedup =\n"
-            "dense / PBS; density = selected key blocks over the causal blocks (mean over heads),\n"
-            "with and without the permutation; rel_l2 = ||O_pbs - O_dense|| / ||O_dense|| over\n"
-            "%d whole heads; recall = share of the exact softmax mass on the keys that the\n"
-            "selected blocks cover, mean over %d rows of each of those heads.\n"
+            "dense / PBS; overhead = (permutation + selection) / dense; density = selected key\n"
+            "blocks over the causal blocks (mean over heads), with and without the permutation;\n"
+            "rel_l2 = ||O_pbs - O_dense|| / ||O_dense|| over %d whole heads; recall = share of\n"
+            "the exact softmax mass on the keys that the selected blocks cover, mean over %d rows\n"
+            "of each of those heads.\n"
+            "Targets: overhead at most %.0f%% of dense from %dK tokens, permutation + selection\n"
+            "under %.0f ms at %dK, PBS faster than dense from %dK; each row says met or by how\n"
+            "much it missed.\n"
             "Exit status: 0 on success, 1 when a length failed or produced NaN/Inf, 2 on bad\n"
-            "arguments or no device.\n",
-            MIN_TIMED_RUNS, SAMPLED_HEADS, RECALL_ROWS);
+            "arguments, 3 when there is no OpenCL device.\n",
+            MIN_TIMED_RUNS, SAMPLED_HEADS, RECALL_ROWS, 100.0 * PBS_TARGET_OVERHEAD,
+            PBS_TARGET_OVERHEAD_FROM / 1024, PBS_TARGET_STAGES_MS, PBS_TARGET_STAGES_AT / 1024,
+            PBS_TARGET_FASTER_FROM / 1024);
+}
+
+int pbs_head_pattern(const pbs_workload *w, int h)
+{
+    return w->from_npy ? -1 : (int)workload_head_pattern(&w->w, h);
+}
+
+/* Parses "W1,W2,..." into o->workloads. */
+static bool parse_workloads(const char *text, pbs_options *o)
+{
+    o->workload_count = 0;
+    const char *at = text;
+    while (*at) {
+        char item[32];
+        size_t n = strcspn(at, ",");
+        if (n == 0 || n >= sizeof item || o->workload_count == WORKLOAD_PATTERN_COUNT + 1)
+            return false;
+        memcpy(item, at, n);
+        item[n] = '\0';
+        pbs_workload *w = &o->workloads[o->workload_count];
+        if (!workload_parse(item, &w->w))
+            return false;
+        w->from_npy = false;
+        w->name = workload_name(&w->w);
+        for (int i = 0; i < o->workload_count; i++)
+            if (strcmp(o->workloads[i].name, w->name) == 0)
+                return false; /* twice */
+        o->workload_count++;
+        at += n;
+        if (*at == ',')
+            at++;
+    }
+    return o->workload_count > 0;
 }
 
 /* Returns 0 when the options are usable, 2 otherwise (after a message), -1 after --help. */
@@ -114,7 +153,7 @@ static int parse_options(int argc, char **argv, pbs_options *o)
 {
     memset(o, 0, sizeof *o);
     o->params = pbsa_params_default();
-    workload_parse("mixed", &o->w);
+    parse_workloads("mixed", o);
     for (int i = 1; i < argc; i++) {
         const char *arg = argv[i];
         const char *value = i + 1 < argc ? argv[i + 1] : NULL;
@@ -139,7 +178,24 @@ static int parse_options(int argc, char **argv, pbs_options *o)
         double x = 0.0;
         bool ok = true;
         if (strcmp(arg, "--workload") == 0) {
-            ok = workload_parse(value, &o->w);
+            ok = o->workload_given = parse_workloads(value, o);
+        } else if (strcmp(arg, "--preset") == 0) {
+            ok = false;
+            for (int p = 0; p < PRESET_COUNT; p++)
+                if (strcmp(value, presets[p].name) == 0) {
+                    o->preset = presets[p].name;
+                    ok = true;
+                }
+        } else if (strcmp(arg, "--q") == 0 || strcmp(arg, "--k") == 0 ||
+                   strcmp(arg, "--v") == 0) {
+            o->npy.path[arg[2] == 'q' ? 0 : arg[2] == 'k' ? 1 : 2] = value;
+        } else if (strcmp(arg, "--csv") == 0) {
+            o->csv_path = value;
+        } else if (strcmp(arg, "--dump-inputs") == 0) {
+            o->dump_dir = value;
+        } else if (strcmp(arg, "--dump-length") == 0) {
+            ok = bench_parse_int(value, 1, INT32_MAX, &n);
+            o->dump_length = n;
         } else if (strcmp(arg, "--block") == 0) {
             ok = bench_parse_int(value, 16, 128, &n) && (n & (n - 1)) == 0;
             o->params.block_size = (int)n;
@@ -171,6 +227,26 @@ static int parse_options(int argc, char **argv, pbs_options *o)
                 o->params.segment_size, o->params.block_size);
         return 2;
     }
+    const int npy_paths = (o->npy.path[0] != NULL) + (o->npy.path[1] != NULL) +
+                          (o->npy.path[2] != NULL);
+    if (npy_paths) {
+        if (npy_paths != 3 || o->workload_given || o->preset) {
+            fprintf(stderr, "%s: .npy inputs need all of --q, --k and --v, and neither "
+                            "--workload nor --preset\n", PROGRAM);
+            return 2;
+        }
+        o->workload_count = 1;
+        o->workloads[0] = (pbs_workload){.name = "npy", .from_npy = true};
+        if (pbs_npy_load(PROGRAM, o) != 0)
+            return 2;
+    }
+    for (int p = 0; p < PRESET_COUNT && o->preset; p++)
+        if (strcmp(o->preset, presets[p].name) == 0) {
+            /* What was given explicitly wins over the preset. */
+            o->c.heads = o->c.heads ? o->c.heads : presets[p].heads;
+            o->c.kv_heads = o->c.kv_heads ? o->c.kv_heads : presets[p].kv_heads;
+            o->c.head_dim = o->c.head_dim ? o->c.head_dim : presets[p].head_dim;
+        }
     if (o->c.head_dim && o->c.head_dim != 64 && o->c.head_dim != 96 && o->c.head_dim != 128 &&
         o->c.head_dim != 256) {
         fprintf(stderr, "%s: --head-dim must be 64, 96, 128 or 256\n", PROGRAM);
@@ -203,6 +279,17 @@ static bool apply_defaults(pbs_options *o, bool gpu)
     c->warmup = c->warmup ? c->warmup : gpu ? 2 : 1;
     c->max_seconds = c->max_seconds > 0.0 ? c->max_seconds : 20.0;
     c->seed = c->seed_given ? c->seed : 1;
+    if (o->dump_dir) {
+        bool listed = o->dump_length == 0;
+        for (int i = 0; i < c->length_count; i++)
+            listed = listed || c->lengths[i] == o->dump_length;
+        if (!listed) {
+            fprintf(stderr, "%s: --dump-length %lld is not one of --lengths\n", PROGRAM,
+                    (long long)o->dump_length);
+            return false;
+        }
+        o->dump_length = o->dump_length ? o->dump_length : c->lengths[0];
+    }
     return bench_check_common_options(PROGRAM, c);
 }
 
@@ -212,7 +299,7 @@ static int repeats_for(const pbs_options *o, bool gpu, int64_t seq)
         return o->c.repeats;
     if (!gpu)
         return 3;
-    return seq > 16384 ? 5 : 10;
+    return seq <= 16384 ? 10 : seq <= 32768 ? 5 : 3;
 }
 
 /* ---------------------------------------------------------------------------------------------
@@ -226,6 +313,7 @@ typedef struct input_set {
 
 typedef struct length_state {
     pbsa_context *ctx;
+    const pbs_workload *w;
     int64_t seq;
     int perm_heads; /* Hp: rows of the permutation */
     input_set set[MAX_INPUT_SETS];
@@ -298,9 +386,9 @@ static void release_state(length_state *s)
     bench_release_mem(&s->stage_list.blocks);
 }
 
-/* Generates input set `index` head by head on the host and uploads it. */
-static cl_int fill_set(const pbs_options *o, cl_command_queue queue, int64_t seq, int index,
-                       input_set *in, void *staging)
+/* Generates input set `index` of workload w head by head on the host and uploads it. */
+static cl_int fill_set(const pbs_options *o, const workload *w, cl_command_queue queue,
+                       int64_t seq, int index, input_set *in, void *staging)
 {
     const int hq = o->c.heads, hkv = o->c.kv_heads, d = o->c.head_dim, group = hq / hkv;
     const size_t head_bytes = (size_t)seq * (size_t)d * pbsa_dtype_size(o->c.dtype);
@@ -309,7 +397,7 @@ static cl_int fill_set(const pbs_options *o, cl_command_queue queue, int64_t seq
     const uint64_t seed = bench_splitmix64(&seed_state);
     cl_int err = CL_SUCCESS;
     for (int g = 0; g < hkv && err == CL_SUCCESS; g++) {
-        workload_kv_head *h = workload_kv_head_create(&o->w, &shape, seed, g);
+        workload_kv_head *h = workload_kv_head_create(w, &shape, seed, g);
         if (!h)
             return CL_OUT_OF_HOST_MEMORY;
         workload_fill_k(h, staging);
@@ -332,7 +420,7 @@ static cl_int fill_set(const pbs_options *o, cl_command_queue queue, int64_t seq
 
 /* Creates every buffer of one length and uploads the inputs. Returns 0, or 1 with r->error. */
 static int setup_length(const pbs_options *o, const bench_device *d, const pbsa_device_info *info,
-                        int64_t seq, length_state *s, length_result *r)
+                        const pbs_workload *w, int64_t seq, length_state *s, length_result *r)
 {
     const int hq = o->c.heads, hkv = o->c.kv_heads, dim = o->c.head_dim;
     const pbsa_dtype dtype = o->c.dtype;
@@ -342,6 +430,7 @@ static int setup_length(const pbs_options *o, const bench_device *d, const pbsa_
     const int b = o->params.block_size;
     const size_t q_blocks = (size_t)((seq + b - 1) / b);
     s->ctx = d->ctx;
+    s->w = w;
     s->seq = seq;
     s->params = o->params;
     s->dense_params = (pbsa_dense_params){.causal = o->params.causal, .scale = o->params.scale};
@@ -358,7 +447,9 @@ static int setup_length(const pbs_options *o, const bench_device *d, const pbsa_
     cl_int err = CL_SUCCESS;
     const cl_mem_flags rw = CL_MEM_READ_WRITE;
     size_t workspace_bytes = 0;
-    for (int i = 0; i < MAX_INPUT_SETS; i++) {
+    /* .npy inputs are one set: the timed rounds reuse it. */
+    const int max_sets = w->from_npy ? 1 : MAX_INPUT_SETS;
+    for (int i = 0; i < max_sets; i++) {
         if (i == 0 || fixed + (i + 1) * set_bytes <= budget) {
             /* The first set always; the others when they fit. */
             if (i == 0 && (fixed + set_bytes > budget || largest > info->max_alloc_bytes))
@@ -407,14 +498,21 @@ static int setup_length(const pbs_options *o, const bench_device *d, const pbsa_
         return 1;
     }
 
-    fprintf(stderr, "%s: seq %lld: generating %d input set(s) of the '%s' workload (%.2f GB)\n",
-            PROGRAM, (long long)seq, s->sets, workload_name(&o->w), s->sets * set_bytes * 1e-9);
-    void *staging = malloc((size_t)seq * (size_t)dim * element);
-    if (!staging)
-        err = CL_OUT_OF_HOST_MEMORY;
-    for (int i = 0; i < s->sets && err == CL_SUCCESS; i++)
-        err = fill_set(o, d->queue, seq, i, &s->set[i], staging);
-    free(staging);
+    if (w->from_npy) {
+        fprintf(stderr, "%s: seq %lld: uploading the .npy inputs (%.2f GB)\n", PROGRAM,
+                (long long)seq, set_bytes * 1e-9);
+        err = pbs_npy_upload(o, d->queue, seq, s->set[0].q, s->set[0].k, s->set[0].v);
+    } else {
+        fprintf(stderr,
+                "%s: seq %lld: generating %d input set(s) of the '%s' workload (%.2f GB)\n",
+                PROGRAM, (long long)seq, s->sets, w->name, s->sets * set_bytes * 1e-9);
+        void *staging = malloc((size_t)seq * (size_t)dim * element);
+        if (!staging)
+            err = CL_OUT_OF_HOST_MEMORY;
+        for (int i = 0; i < s->sets && err == CL_SUCCESS; i++)
+            err = fill_set(o, &w->w, d->queue, seq, i, &s->set[i], staging);
+        free(staging);
+    }
     if (err == CL_SUCCESS)
         s->o_dense = bench_create_buffer(d->cl_ctx, d->queue, rw, q_bytes, NULL, &err);
     if (err == CL_SUCCESS)
@@ -463,8 +561,8 @@ static int setup_length(const pbs_options *o, const bench_device *d, const pbsa_
  * ------------------------------------------------------------------------------------------- */
 
 /* Mean density over the query heads, and per pattern, from block counts. */
-static int densities(const pbs_options *o, int64_t seq, const cl_int *counts, double *mean,
-                     double *per_pattern, int *pattern_heads)
+static int densities(const pbs_options *o, const pbs_workload *w, int64_t seq,
+                     const cl_int *counts, double *mean, double *per_pattern, int *pattern_heads)
 {
     const int hq = o->c.heads;
     double *density = malloc((size_t)hq * sizeof *density);
@@ -478,10 +576,12 @@ static int densities(const pbs_options *o, int64_t seq, const cl_int *counts, do
             pattern_heads[p] = 0;
         }
         for (int h = 0; h < hq; h++) {
-            workload_pattern p = workload_head_pattern(&o->w, h);
+            int p = pbs_head_pattern(w, h);
             *mean += density[h] / hq;
-            per_pattern[p] += density[h];
-            pattern_heads[p]++;
+            if (p >= 0) {
+                per_pattern[p] += density[h];
+                pattern_heads[p]++;
+            }
         }
         for (int p = 0; p < WORKLOAD_PATTERN_COUNT; p++)
             per_pattern[p] = pattern_heads[p] ? per_pattern[p] / pattern_heads[p] : NAN;
@@ -575,7 +675,8 @@ static int measure_accuracy(const pbs_options *o, const bench_device *d, length_
             r->pattern_density[p] = r->pattern_density_identity[p] = NAN;
         }
         for (int h = 0; h < hq; h++)
-            r->pattern_heads[workload_head_pattern(&o->w, h)]++;
+            if (pbs_head_pattern(s->w, h) >= 0)
+                r->pattern_heads[pbs_head_pattern(s->w, h)]++;
         for (int p = 0; p < WORKLOAD_PATTERN_COUNT; p++)
             if (r->pattern_heads[p])
                 r->pattern_density[p] = r->pattern_density_identity[p] = 1.0;
@@ -602,9 +703,10 @@ static int measure_accuracy(const pbs_options *o, const bench_device *d, length_
             status = bench_read_elements(queue, s->stage_list.blocks, 1, 0, blocks_bytes,
                                          blocks_id);
         if (status == PBSA_SUCCESS)
-            status = densities(o, seq, counts, &r->density, r->pattern_density, r->pattern_heads);
+            status = densities(o, s->w, seq, counts, &r->density, r->pattern_density,
+                               r->pattern_heads);
         if (status == PBSA_SUCCESS)
-            status = densities(o, seq, counts_id, &r->density_identity,
+            status = densities(o, s->w, seq, counts_id, &r->density_identity,
                                r->pattern_density_identity, r->pattern_heads);
         if (status != PBSA_SUCCESS)
             goto done;
@@ -689,14 +791,17 @@ done:
     return status;
 }
 
-/* Sets up, times and measures one length; fills r. Returns 0, or 1 when the length failed. */
+/* Sets up, times and measures one length of workload `workload`; fills r. Returns 0, or 1 when
+ * the length failed. */
 static int run_length(const pbs_options *o, const bench_device *d, bench_timer *timer,
-                      const pbsa_device_info *info, int64_t seq, length_result *r)
+                      const pbsa_device_info *info, int workload, int64_t seq, length_result *r)
 {
+    const pbs_workload *w = &o->workloads[workload];
     memset(r, 0, sizeof *r);
+    r->workload = workload;
     r->seq = seq;
     r->rel_l2 = r->recall = r->recall_min = r->recall_identity = NAN;
-    r->density = r->density_identity = r->speedup = NAN;
+    r->density = r->density_identity = r->speedup = r->overhead = NAN;
     for (int i = 0; i < OP_COUNT; i++)
         r->ms_median[i] = r->ms_min[i] = NAN;
     r->fallback = seq <= o->params.segment_size;
@@ -704,8 +809,20 @@ static int run_length(const pbs_options *o, const bench_device *d, bench_timer *
     length_state s;
     memset(&s, 0, sizeof s);
     double *times = NULL;
-    if (setup_length(o, d, info, seq, &s, r) != 0)
+    char label[96];
+    snprintf(label, sizeof label, "%s, seq %lld", w->name, (long long)seq);
+    if (setup_length(o, d, info, w, seq, &s, r) != 0)
         goto fail;
+    if (o->dump_dir && workload == 0 && seq == o->dump_length) {
+        char error[sizeof r->error - 32];
+        if (pbs_dump_inputs(o, w->name, d->queue, seq, s.set[0].q, s.set[0].k, s.set[0].v,
+                            error, sizeof error) != 0) {
+            snprintf(r->error, sizeof r->error, "--dump-inputs: %s", error);
+            goto fail;
+        }
+        r->dumped = true;
+        fprintf(stderr, "%s: %s: inputs written to %s\n", PROGRAM, label, o->dump_dir);
+    }
 
     timer->repeats = repeats_for(o, info->is_gpu, seq);
     times = calloc((size_t)OP_COUNT * (size_t)timer->repeats, sizeof *times);
@@ -720,12 +837,10 @@ static int run_length(const pbs_options *o, const bench_device *d, bench_timer *
     /* The stages are not timed for the short-sequence fallback, which has none. */
     const int op_count = r->fallback ? 2 : OP_COUNT;
     for (int i = 0; i < op_count; i++)
-        ops[i] = (bench_op){op_names[i], enqueue[i], &s, times + (size_t)i * timer->repeats};
-    char label[64];
-    snprintf(label, sizeof label, "seq %lld", (long long)seq);
+        ops[i] = (bench_op){pbs_op_names[i], enqueue[i], &s, times + (size_t)i * timer->repeats};
     timer->label = label;
-    fprintf(stderr, "%s: seq %lld: %d warm-up round(s), then up to %d timed\n", PROGRAM,
-            (long long)seq, timer->warmup, timer->repeats);
+    fprintf(stderr, "%s: %s: %d warm-up round(s), then up to %d timed\n", PROGRAM, label,
+            timer->warmup, timer->repeats);
     r->runs = bench_run_ops(timer, ops, op_count, r->error, sizeof r->error);
     if (r->runs < 0) {
         r->runs = 0;
@@ -736,8 +851,11 @@ static int run_length(const pbs_options *o, const bench_device *d, bench_timer *
         r->ms_median[i] = bench_median(ops[i].times, r->runs);
     }
     r->speedup = r->ms_median[OP_DENSE] / r->ms_median[OP_PBS];
+    if (!r->fallback)
+        r->overhead = (r->ms_median[OP_PERMUTATION] + r->ms_median[OP_SELECTION]) /
+                      r->ms_median[OP_DENSE];
 
-    fprintf(stderr, "%s: seq %lld: density and accuracy\n", PROGRAM, (long long)seq);
+    fprintf(stderr, "%s: %s: density and accuracy\n", PROGRAM, label);
     int status = measure_accuracy(o, d, &s, r);
     if (status != PBSA_SUCCESS) {
         snprintf(r->error, sizeof r->error, "the accuracy pass failed: %s (%s)",
@@ -755,170 +873,37 @@ fail:
     return 1;
 }
 
-/* ---------------------------------------------------------------------------------------------
- * Output
- * ------------------------------------------------------------------------------------------- */
-
-static void print_header(void)
+/* Writes the files asked for with the results so far. Returns 0, or 1 after a message. */
+static int write_files(const pbs_options *o, const bench_run_info *ri,
+                       const length_result *results, int count, int planned)
 {
-    printf("%7s %9s %9s %8s %8s %8s %8s %8s %8s %9s %7s\n", "seq", "dense_ms", "pbs_ms",
-           "speedup", "perm_ms", "sel_ms", "sparse", "density", "no_perm", "rel_l2", "recall");
-    fflush(stdout);
-}
-
-static void print_number(const char *format, const char *empty, double value)
-{
-    if (isfinite(value))
-        printf(format, value);
-    else
-        printf("%s", empty);
-}
-
-static void print_row(const length_result *r)
-{
-    printf("%7lld", (long long)r->seq);
-    if (r->runs > 0) {
-        print_number(" %9.3f", " %9s", r->ms_median[OP_DENSE]);
-        print_number(" %9.3f", "", r->ms_median[OP_PBS]);
-        print_number(" %7.2fx", "", r->speedup);
-        for (int i = OP_PERMUTATION; i <= OP_SPARSE; i++) {
-            if (isfinite(r->ms_median[i]))
-                printf(" %8.3f", r->ms_median[i]);
-            else
-                printf(" %8s", "-");
-        }
-    }
-    if (r->measured) {
-        printf(" %7.1f%% %7.1f%% %9.2e %6.1f%%", 100.0 * r->density, 100.0 * r->density_identity,
-               r->rel_l2, 100.0 * r->recall);
-        if (r->fallback)
-            printf("  (seq <= segment: dense fallback)");
-        if (r->non_finite)
-            printf("  %ld NaN/Inf outputs!", r->non_finite);
-    }
-    if (r->error[0])
-        printf("  error: %s", r->error);
-    printf("\n");
-    fflush(stdout);
-}
-
-static void json_ops(json_writer *w, const char *key, const double *values, const length_result *r)
-{
-    json_object_begin(w, key);
-    for (int i = 0; i < OP_COUNT; i++)
-        json_number(w, op_names[i], r->runs > 0 ? values[i] : NAN);
-    json_object_end(w);
-}
-
-static void json_patterns(json_writer *w, const char *key, const double *values,
-                          const length_result *r)
-{
-    json_object_begin(w, key);
-    for (int p = 0; p < WORKLOAD_PATTERN_COUNT; p++)
-        if (r->pattern_heads[p])
-            json_number(w, workload_pattern_name((workload_pattern)p), values[p]);
-    json_object_end(w);
-}
-
-static int write_json(const char *path, const pbs_options *o, const bench_run_info *ri,
-                      const length_result *results, int count)
-{
-    json_writer w;
-    FILE *file = bench_json_open(PROGRAM, path, &w);
-    if (!file)
-        return 1;
-    json_object_begin(&w, NULL);
-    bench_json_run_info(&w, "pbs_attention", ri);
-    json_bool(&w, "force_portable", o->c.portable);
-    json_string(&w, "timing", "OpenCL profiling events: device time from a marker before the "
-                              "call to the end of its last kernel; median over timed rounds");
-    json_string(&w, "workload", workload_name(&o->w));
-    json_string(&w, "dtype", bench_dtype_name(o->c.dtype));
-    json_int(&w, "batch", 1);
-    json_int(&w, "heads", o->c.heads);
-    json_int(&w, "kv_heads", o->c.kv_heads);
-    json_int(&w, "head_dim", o->c.head_dim);
-    json_array_begin(&w, "head_patterns");
-    for (int h = 0; h < o->c.heads; h++)
-        json_string(&w, NULL, workload_pattern_name(workload_head_pattern(&o->w, h)));
-    json_array_end(&w);
-    json_int(&w, "seed", (long long)o->c.seed);
-    json_int(&w, "warmup_rounds", o->c.warmup);
-    json_object_begin(&w, "params");
-    json_int(&w, "block_size", o->params.block_size);
-    json_int(&w, "segment_size", o->params.segment_size);
-    json_number(&w, "threshold", round((double)o->params.threshold * 1e6) / 1e6);
-    json_bool(&w, "causal", o->params.causal);
-    json_bool(&w, "force_first_block", o->params.force_first_block);
-    json_string(&w, "gqa_mode", o->params.gqa_mode == PBSA_GQA_SHARED_PER_KV_GROUP
-                                    ? "shared_per_kv_group"
-                                    : "per_query_head");
-    json_number(&w, "scale", o->params.scale > 0.0f ? o->params.scale
-                                                    : 1.0 / sqrt((double)o->c.head_dim));
-    json_object_end(&w);
-    json_array_begin(&w, "results");
-    for (int i = 0; i < count; i++) {
-        const length_result *r = &results[i];
-        json_object_begin(&w, NULL);
-        json_int(&w, "seq", r->seq);
-        json_bool(&w, "dense_fallback", r->fallback);
-        json_int(&w, "input_sets", r->sets);
-        json_int(&w, "runs", r->runs);
-        json_number(&w, "dense_ms", r->runs > 0 ? r->ms_median[OP_DENSE] : NAN);
-        json_number(&w, "pbs_ms", r->runs > 0 ? r->ms_median[OP_PBS] : NAN);
-        json_number(&w, "speedup", r->runs > 0 ? r->speedup : NAN);
-        json_ops(&w, "ms_median", r->ms_median, r);
-        json_ops(&w, "ms_min", r->ms_min, r);
-        json_number(&w, "stages_ms_sum",
-                    r->ms_median[OP_PERMUTATION] + r->ms_median[OP_SELECTION] +
-                        r->ms_median[OP_SPARSE]);
-        if (r->measured) {
-            json_number(&w, "density", r->density);
-            json_number(&w, "density_without_permutation", r->density_identity);
-            json_patterns(&w, "density_by_pattern", r->pattern_density, r);
-            json_patterns(&w, "density_without_permutation_by_pattern",
-                          r->pattern_density_identity, r);
-            json_number(&w, "rel_l2", r->rel_l2);
-            json_number(&w, "recall", r->recall);
-            json_number(&w, "recall_min", r->recall_min);
-            json_number(&w, "recall_without_permutation", r->recall_identity);
-            json_int(&w, "recall_rows_per_head", r->seq < RECALL_ROWS ? r->seq : RECALL_ROWS);
-            json_array_begin(&w, "sampled_heads");
-            for (int h = 0; h < r->sampled_count; h++) {
-                json_object_begin(&w, NULL);
-                json_int(&w, "head", r->sampled[h]);
-                json_string(&w, "pattern",
-                            workload_pattern_name(workload_head_pattern(&o->w, r->sampled[h])));
-                json_number(&w, "rel_l2", r->head_rel_l2[h]);
-                json_number(&w, "recall", r->head_recall[h]);
-                json_number(&w, "recall_without_permutation", r->head_recall_identity[h]);
-                json_object_end(&w);
-            }
-            json_array_end(&w);
-            json_int(&w, "non_finite_outputs", r->non_finite);
-        }
-        if (r->error[0])
-            json_string(&w, "error", r->error);
-        json_object_end(&w);
-    }
-    json_array_end(&w);
-    json_object_end(&w);
-    return bench_json_close(PROGRAM, path, file, &w);
+    int failed = 0;
+    if (o->c.json_path)
+        failed |= pbs_write_json(PROGRAM, o->c.json_path, o, ri, results, count, planned);
+    if (o->csv_path)
+        failed |= pbs_write_csv(PROGRAM, o->csv_path, o, ri, results, count);
+    return failed;
 }
 
 int main(int argc, char **argv)
 {
     static pbs_options o;
     int parsed = parse_options(argc, argv, &o);
-    if (parsed != 0)
+    if (parsed != 0) {
+        pbs_npy_free(&o.npy);
         return parsed < 0 ? 0 : parsed;
+    }
     static bench_run_info ri;
     bench_run_info_init(&ri, argc, argv);
     bench_device d;
-    if (bench_device_open(PROGRAM, o.c.device, o.c.portable, &d, &ri) != 0)
-        return 2;
+    int opened = bench_device_open(PROGRAM, o.c.device, o.c.portable, &d, &ri);
+    if (opened != 0) {
+        pbs_npy_free(&o.npy);
+        return opened == BENCH_NO_DEVICE ? EXIT_NO_DEVICE : 2;
+    }
     if (!apply_defaults(&o, ri.device.is_gpu)) {
         bench_device_close(&d);
+        pbs_npy_free(&o.npy);
         return 2;
     }
     bench_timer timer = {.program = PROGRAM,
@@ -928,37 +913,44 @@ int main(int argc, char **argv)
     if (bench_timer_init(&timer, &d) != CL_SUCCESS) {
         fprintf(stderr, "%s: cannot create a buffer on the device\n", PROGRAM);
         bench_device_close(&d);
+        pbs_npy_free(&o.npy);
         return 2;
     }
 
     bench_print_device(&ri);
-    printf("PBS vs dense attention: %s, heads %d, kv_heads %d, head_dim %d, causal; workload "
-           "%s; block %d, segment %d, threshold %.2f, %s%s\n",
-           bench_dtype_name(o.c.dtype), o.c.heads, o.c.kv_heads, o.c.head_dim,
-           workload_name(&o.w), o.params.block_size, o.params.segment_size,
-           (double)o.params.threshold,
+    char shape[96] = "";
+    if (o.preset)
+        snprintf(shape, sizeof shape, " (preset %s)", o.preset);
+    printf("PBS vs dense attention: %s, heads %d, kv_heads %d, head_dim %d%s, causal; %s; "
+           "block %d, segment %d, threshold %.2f, %s%s\n",
+           bench_dtype_name(o.c.dtype), o.c.heads, o.c.kv_heads, o.c.head_dim, shape,
+           o.workloads[0].from_npy ? "inputs from .npy files" : "synthetic workloads",
+           o.params.block_size, o.params.segment_size, (double)o.params.threshold,
            o.params.gqa_mode == PBSA_GQA_SHARED_PER_KV_GROUP ? "shared GQA permutation"
                                                              : "per-head permutation",
            o.c.portable ? ", portable kernels" : "");
-    print_header();
+    pbs_print_header();
 
     int exit_status = 0;
-    static length_result results[BENCH_MAX_LENGTHS];
-    for (int i = 0; i < o.c.length_count; i++) {
-        if (run_length(&o, &d, &timer, &ri.device, o.c.lengths[i], &results[i]) != 0)
-            exit_status = 1;
-        print_row(&results[i]);
-    }
-    printf("times: medians in ms (device time, OpenCL events); speedup = dense/pbs; perm, sel, "
-           "sparse: the stages called one by one;\ndensity: share of the causal key blocks "
-           "computed, with and without the permutation; rel_l2: PBS vs dense output over heads "
-           "0 and %d;\nrecall: share of the exact attention mass on the selected keys (%d rows "
-           "per head)\n",
-           o.c.heads - 1, RECALL_ROWS);
-    if (o.c.json_path && write_json(o.c.json_path, &o, &ri, results, o.c.length_count) != 0)
+    static length_result results[PBS_MAX_WORKLOADS * BENCH_MAX_LENGTHS];
+    const int planned = o.workload_count * o.c.length_count;
+    int count = 0;
+    for (int wi = 0; wi < o.workload_count; wi++)
+        for (int i = 0; i < o.c.length_count; i++, count++) {
+            if (run_length(&o, &d, &timer, &ri.device, wi, o.c.lengths[i], &results[count]) != 0)
+                exit_status = 1;
+            pbs_print_row(&o, &results[count]);
+            /* The files hold every finished row, so an interrupted run keeps them. */
+            if (count + 1 < planned)
+                write_files(&o, &ri, results, count + 1, planned);
+        }
+    pbs_print_legend(&o);
+    pbs_print_targets(&o, results, count);
+    if (write_files(&o, &ri, results, count, planned) != 0)
         exit_status = 1;
 
     bench_timer_release(&timer);
     bench_device_close(&d);
+    pbs_npy_free(&o.npy);
     return exit_status;
 }

@@ -307,9 +307,10 @@ int bench_device_open(const char *program, const char *selector, int force_porta
 {
     memset(d, 0, sizeof *d);
     pbsa_set_log_callback(log_messages, NULL);
-    if (pbsa_helper_create_cl_context(selector, &d->cl_ctx, &d->device) != PBSA_SUCCESS) {
+    int status = pbsa_helper_create_cl_context(selector, &d->cl_ctx, &d->device);
+    if (status != PBSA_SUCCESS) {
         fprintf(stderr, "%s: %s\n", program, pbsa_context_last_error(NULL));
-        return 2;
+        return status == PBSA_ERROR_NO_DEVICE ? BENCH_NO_DEVICE : 2;
     }
     cl_int err;
     d->queue = clCreateCommandQueue(d->cl_ctx, d->device, CL_QUEUE_PROFILING_ENABLE, &err);

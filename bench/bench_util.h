@@ -17,7 +17,7 @@
 #include <stdint.h>
 #include <stdio.h>
 
-enum { BENCH_MAX_LENGTHS = 64 };
+enum { BENCH_MAX_LENGTHS = 64, BENCH_NO_DEVICE = 3 };
 
 /* ---------------------------------------------------------------------------------------------
  * Command line
@@ -128,8 +128,8 @@ void bench_run_info_init(bench_run_info *ri, int argc, char **argv);
 
 /* Picks the device (selector as pbsa_helper_create_cl_context() takes it), creates a profiling
  * queue and a library context (portable kernels when force_portable), routes the library's
- * warnings to stderr, and reads the device and platform information into ri. Returns 0, or 2
- * after printing why. */
+ * warnings to stderr, and reads the device and platform information into ri. Returns 0, or
+ * after printing why BENCH_NO_DEVICE when there is no OpenCL device, 2 on other failures. */
 int bench_device_open(const char *program, const char *selector, int force_portable,
                       bench_device *d, bench_run_info *ri);
 void bench_device_close(bench_device *d);

@@ -1,49 +1,60 @@
 #!/usr/bin/env bash
-# The GPU machine's run: build (release), unit and device tests, pbsa-conformance, then the PBS
-# benchmark (PBS against dense attention, Llama-3.1-8B shape, bf16) and the dense attention
-# benchmark. Run from the repository root after `source .devdeps/env.sh`:
+# The GPU machine's run, everything in one command (about 6 minutes on an H100, stopped at 9):
+# build (release), unit and device tests, pbsa-conformance, the dense benchmark (bf16, 8K-64K),
+# the PBS benchmark (Llama-3.1-8B shape, bf16; mixed, vertical and random workloads at 8K-64K,
+# and mixed at 128K when time is left), PyTorch SDPA on the PBS run's 16K inputs and on random
+# inputs at the other lengths, the Table 7 comparison and the plot. From the repository root:
 #
-#     OUT=/some/dir bash bench/gpu-run.sh
+#     source .devdeps/env.sh && OUT=/some/dir bash bench/gpu-run.sh
 #
-# Every step logs into $OUT (default ./out) and the run goes on after a failing step; the exit
-# status is non-zero when any step failed. A summary table comes last.
-# Step time limits (seconds) can be changed through TIMEOUT_TESTS, TIMEOUT_CONFORMANCE,
-# TIMEOUT_BENCH_PBS, TIMEOUT_BENCH and TIMEOUT_BENCH_SHORT; BUILD_DIR (default /tmp/b) moves the
-# build.
+# $OUT receives eight files (PREFIX, default h100, starts every name):
+#   h100-dense-bf16.json, h100-pbs-bf16.json, h100-pbs-bf16.csv, h100-sdpa-bf16.json,
+#   h100-table7.md, h100-pbs-bf16.png, h100-summary.txt, h100-logs.tar.gz (every step's log,
+#   the meson test log, the machine's description).
+# The run goes on after a failing step; the exit status is non-zero when any step failed. Each
+# step has a time limit, cut further so that the whole run ends DEADLINE seconds (default 540)
+# after it started; a step with less than a minimum left is skipped. Variables: OUT, PREFIX,
+# BUILD_DIR (default /tmp/b), WORK (logs and dumped inputs, default /tmp/pbsa-gpu-run),
+# DEADLINE, TESTS_LIMIT (seconds for meson test, default 180), and PBS_LENGTHS, PBS_LONG (the
+# mixed-only length, empty to skip), DENSE_LENGTHS, SDPA_LENGTHS, DUMP_LENGTH.
 set -u -o pipefail
 
 OUT=${OUT:-./out}
+PREFIX=${PREFIX:-h100}
 BUILD_DIR=${BUILD_DIR:-/tmp/b}
-TIMEOUT_TESTS=${TIMEOUT_TESTS:-150}
-TIMEOUT_CONFORMANCE=${TIMEOUT_CONFORMANCE:-90}
-TIMEOUT_BENCH_PBS=${TIMEOUT_BENCH_PBS:-150}
-TIMEOUT_BENCH=${TIMEOUT_BENCH:-200}
-TIMEOUT_BENCH_SHORT=${TIMEOUT_BENCH_SHORT:-60}
-mkdir -p "$OUT"
+WORK=${WORK:-/tmp/pbsa-gpu-run}
+DEADLINE=${DEADLINE:-540}
+PBS_LENGTHS=${PBS_LENGTHS:-8192,16384,32768,65536}
+PBS_LONG=${PBS_LONG-131072}
+DENSE_LENGTHS=${DENSE_LENGTHS:-8192,16384,32768,65536}
+SDPA_LENGTHS=${SDPA_LENGTHS:-8192,16384,32768,65536,131072}
+DUMP_LENGTH=${DUMP_LENGTH:-16384}
+TESTS_LIMIT=${TESTS_LIMIT:-180}
+LOGS=$WORK/logs
+START=$SECONDS
+mkdir -p "$OUT" "$LOGS"
+rm -rf "$WORK/inputs" "$WORK"/pbs-long.*
 
-if [ -z "${OCL_ICD_VENDORS:-}" ] && [ -f .devdeps/env.sh ]; then
-    echo "note: OCL_ICD_VENDORS is not set; was .devdeps/env.sh sourced?" | tee "$OUT/notes.log"
-fi
-
-declare -a STEP_NAMES=()
-declare -a STEP_STATUS=()
+declare -a STEP_NAMES=() STEP_STATUS=()
 record() { STEP_NAMES+=("$1"); STEP_STATUS+=("$2"); }
 
-# run_step NAME LOG TIMEOUT COMMAND...: runs COMMAND (under `timeout` when TIMEOUT > 0) with its
-# output shown and appended to $OUT/LOG; records its exit status.
+# run_step NAME LOG LIMIT MINIMUM COMMAND...: runs COMMAND under `timeout` for at most LIMIT
+# seconds, or what is left before DEADLINE when that is less; skips it (status 125) when less
+# than MINIMUM seconds are left. Output shown and appended to $LOGS/LOG.
 run_step() {
-    local name=$1 log=$OUT/$2 limit=$3
-    shift 3
-    echo "=== $name: $*" | tee -a "$log"
-    local status
-    if [ "$limit" -gt 0 ] && command -v timeout >/dev/null; then
-        timeout "$limit" "$@" 2>&1 | tee -a "$log"
-        status=$?
-    else
-        "$@" 2>&1 | tee -a "$log"
-        status=$?
+    local name=$1 log=$LOGS/$2 limit=$3 minimum=$4
+    shift 4
+    local left=$((DEADLINE - (SECONDS - START)))
+    [ "$left" -lt "$limit" ] && limit=$left
+    if [ "$limit" -lt "$minimum" ]; then
+        echo "=== $name: skipped, ${left}s left of the run's ${DEADLINE}s" | tee -a "$log"
+        record "$name" 125
+        return 125
     fi
-    [ "$status" -eq 124 ] && echo "=== $name: timed out after $limit s" | tee -a "$log"
+    echo "=== $name (limit ${limit}s, at $((SECONDS - START))s): $*" | tee -a "$log"
+    timeout "$limit" "$@" 2>&1 | tee -a "$log"
+    local status=$?
+    [ "$status" -eq 124 ] && echo "=== $name: timed out after ${limit}s" | tee -a "$log"
     echo "=== $name: exit status $status" | tee -a "$log"
     record "$name" "$status"
     return "$status"
@@ -54,141 +65,154 @@ run_step() {
     echo "date (UTC): $(date -u +%Y-%m-%dT%H:%M:%SZ)"
     echo "host: $(uname -a)"
     echo "revision: $(git describe --always --dirty 2>/dev/null || echo unknown)"
+    git status --short 2>/dev/null | head -50
     if command -v nvidia-smi >/dev/null; then
-        nvidia-smi --query-gpu=name,driver_version --format=csv
+        nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv
     else
         echo "nvidia-smi: not found"
     fi
+    [ -z "${OCL_ICD_VENDORS:-}" ] &&
+        echo "note: OCL_ICD_VENDORS is not set; was .devdeps/env.sh sourced?"
     command -v clinfo >/dev/null && clinfo -l
     echo "meson $(meson --version 2>/dev/null), ninja $(ninja --version 2>/dev/null)"
-} 2>&1 | tee "$OUT/machine.log"
+    echo "python3: $(command -v python3) $(python3 --version 2>&1)"
+    python3 -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda)' 2>&1 |
+        tail -1
+    python3 -c 'import matplotlib; print("matplotlib", matplotlib.__version__)' 2>&1 | tail -1
+} 2>&1 | tee "$LOGS/machine.log"
 
-# ---- build -------------------------------------------------------------------------------------
-: >"$OUT/build.log"
+# ---- build, tests, conformance -----------------------------------------------------------------
 if [ -f "$BUILD_DIR/build.ninja" ]; then
-    run_step setup build.log 0 meson setup --reconfigure "$BUILD_DIR" -Dbuildtype=release
+    run_step setup build.log 120 10 meson setup --reconfigure "$BUILD_DIR" -Dbuildtype=release
 else
-    run_step setup build.log 0 meson setup "$BUILD_DIR" -Dbuildtype=release
+    run_step setup build.log 120 10 meson setup "$BUILD_DIR" -Dbuildtype=release
 fi
-if [ "${STEP_STATUS[-1]}" -eq 0 ]; then
-    run_step build build.log 0 ninja -C "$BUILD_DIR"
-fi
+[ "${STEP_STATUS[-1]}" -eq 0 ] && run_step build build.log 240 10 ninja -C "$BUILD_DIR"
 BUILT=0
 [ "${STEP_STATUS[-1]}" -eq 0 ] && BUILT=1
 
-# ---- tests and conformance ---------------------------------------------------------------------
-BENCH=$BUILD_DIR/bench/pbsa-bench-dense
+PBS_JSON=$OUT/$PREFIX-pbs-bf16.json
+PBS_CSV=$OUT/$PREFIX-pbs-bf16.csv
+DENSE_JSON=$OUT/$PREFIX-dense-bf16.json
+SDPA_JSON=$OUT/$PREFIX-sdpa-bf16.json
+TABLE7=$OUT/$PREFIX-table7.md
+PLOT=$OUT/$PREFIX-pbs-bf16.png
 if [ "$BUILT" -eq 1 ]; then
-    : >"$OUT/test.log"
-    run_step tests test.log "$TIMEOUT_TESTS" meson test -C "$BUILD_DIR" --print-errorlogs
-    cp "$BUILD_DIR/meson-logs/testlog.txt" "$OUT/testlog.txt" 2>/dev/null
+    # TESTS names the meson tests to run (default: all of them).
+    run_step tests test.log "$TESTS_LIMIT" 30 meson test -C "$BUILD_DIR" --print-errorlogs ${TESTS:-}
+    cp "$BUILD_DIR/meson-logs/testlog.txt" "$LOGS/testlog.txt" 2>/dev/null
+    run_step conformance conformance.log 60 10 "$BUILD_DIR/tools/pbsa-conformance"
+    # Where the tensor-core kernels run, the portable ones must pass the same cases.
+    run_step conformance-portable conformance.log 60 10 "$BUILD_DIR/tools/pbsa-conformance" --portable
+    PBSA_FORCE_PORTABLE=1 run_step pbs-portable test.log 120 30 "$BUILD_DIR/tests/test_pbs"
 
-    : >"$OUT/conformance.log"
-    run_step conformance conformance.log "$TIMEOUT_CONFORMANCE" "$BUILD_DIR/tools/pbsa-conformance"
+    # ---- dense attention, 32 heads ---------------------------------------------------------
+    run_step bench-dense bench-dense.log 120 30 "$BUILD_DIR/bench/pbsa-bench-dense" \
+        --dtype bf16 --heads 32 --kv-heads 32 --head-dim 128 --batch 1 --causal 1 \
+        --lengths "$DENSE_LENGTHS" --check always --json "$DENSE_JSON"
 
-    # ---- PBS against dense attention (the main job) --------------------------------------------
-    : >"$OUT/bench-pbs.log"
-    run_step bench-pbs bench-pbs.log "$TIMEOUT_BENCH_PBS" "$BUILD_DIR/bench/pbsa-bench-pbs" \
-        --workload mixed --lengths 8192,16384,32768 --dtype bf16 --heads 32 --kv-heads 8 \
-        --head-dim 128 --json "$OUT/h100-pbs-bf16.json"
+    # ---- PBS against dense attention (the main job) ----------------------------------------
+    run_step bench-pbs bench-pbs.log 240 60 "$BUILD_DIR/bench/pbsa-bench-pbs" \
+        --preset llama3-8b --dtype bf16 --workload mixed,vertical,random \
+        --lengths "$PBS_LENGTHS" --dump-inputs "$WORK/inputs" --dump-length "$DUMP_LENGTH" \
+        --json "$PBS_JSON" --csv "$PBS_CSV"
 
-    # ---- dense attention benchmark -------------------------------------------------------------
-    : >"$OUT/bench-dense.log"
-    run_step bench-bf16 bench-dense.log "$TIMEOUT_BENCH" "$BENCH" --dtype bf16 --heads 32 \
-        --kv-heads 32 --head-dim 128 --batch 1 --causal 1 --lengths 4096,8192,16384,32768 \
-        --check always --json "$OUT/h100-dense-bf16.json"
-    run_step bench-f16 bench-dense.log "$TIMEOUT_BENCH_SHORT" "$BENCH" --dtype f16 --heads 32 \
-        --kv-heads 32 --head-dim 128 --batch 1 --causal 1 --lengths 16384 --repeats 5 \
-        --check always --json "$OUT/h100-dense-f16.json"
-    run_step bench-f32 bench-dense.log "$TIMEOUT_BENCH_SHORT" "$BENCH" --dtype f32 --heads 32 \
-        --kv-heads 32 --head-dim 128 --batch 1 --causal 1 --lengths 16384 --repeats 5 \
-        --check always --json "$OUT/h100-dense-f32.json"
+    # ---- PyTorch SDPA, the same shape: the dumped inputs at their length, random elsewhere --
+    if python3 -c 'import torch' >/dev/null 2>&1; then
+        inputs=()
+        [ -f "$WORK/inputs/q.npy" ] && inputs=(--inputs "$WORK/inputs")
+        run_step sdpa sdpa.log 90 20 python3 bench/sdpa_anchor.py --preset llama3-8b \
+            --dtype bf16 --lengths "$SDPA_LENGTHS" ${inputs[@]+"${inputs[@]}"} --json "$SDPA_JSON"
+    else
+        echo "=== sdpa: skipped, python3 cannot import torch" | tee -a "$LOGS/sdpa.log"
+    fi
+
+    # ---- PBS at the long length, mixed workload only, when time is left ----------------------
+    if [ -n "$PBS_LONG" ]; then
+        run_step bench-pbs-long bench-pbs.log 150 100 "$BUILD_DIR/bench/pbsa-bench-pbs" \
+            --preset llama3-8b --dtype bf16 --workload mixed --lengths "$PBS_LONG" \
+            --warmup 1 --repeats 3 --json "$WORK/pbs-long.json" --csv "$WORK/pbs-long.csv"
+        if [ -f "$WORK/pbs-long.json" ] && [ -f "$PBS_JSON" ]; then
+            python3 bench/results.py merge "$PBS_JSON" "$PBS_JSON" "$WORK/pbs-long.json"
+            python3 bench/results.py merge "$PBS_CSV" "$PBS_CSV" "$WORK/pbs-long.csv"
+            echo "=== merged the $PBS_LONG-token run into $PBS_JSON and $PBS_CSV" |
+                tee -a "$LOGS/bench-pbs.log"
+        fi
+    fi
+
+    # ---- Table 7 side by side, and the plot ------------------------------------------------
+    if [ -f "$PBS_JSON" ]; then
+        sdpa=()
+        [ -f "$SDPA_JSON" ] && sdpa=(--sdpa "$SDPA_JSON")
+        run_step table7 report.log 30 5 python3 bench/table7.py "$PBS_JSON" \
+            ${sdpa[@]+"${sdpa[@]}"} --out "$TABLE7"
+        if python3 -c 'import matplotlib' >/dev/null 2>&1; then
+            run_step plot report.log 60 5 python3 bench/plot.py "$PBS_JSON" -o "$PLOT"
+        else
+            echo "=== plot: matplotlib is not importable here; on the development machine:" \
+                "python3 bench/plot.py $(basename "$PBS_CSV") -o $(basename "$PLOT")" |
+                tee -a "$LOGS/report.log"
+        fi
+    fi
 fi
 
 # ---- summary -----------------------------------------------------------------------------------
 {
     echo
-    echo "==================== summary ===================="
+    echo "==================== summary ($((SECONDS - START)) s) ===================="
     for i in "${!STEP_NAMES[@]}"; do
         s=${STEP_STATUS[$i]}
         word=ok
         [ "$s" -ne 0 ] && word="FAILED ($s)"
         [ "$s" -eq 124 ] && word="TIMED OUT"
-        printf '%-12s %s\n' "${STEP_NAMES[$i]}" "$word"
+        [ "$s" -eq 125 ] && word="skipped (no time left)"
+        printf '%-15s %s\n' "${STEP_NAMES[$i]}" "$word"
     done
-    [ "$BUILT" -eq 1 ] || echo "build failed: see $OUT/build.log"
-    grep -E '^(Ok|Expected Fail|Fail|Unexpected Pass|Skipped|Timeout):' "$OUT/test.log" 2>/dev/null
-    shopt -s nullglob
-    pbs_jsons=("$OUT"/h100-pbs-*.json)
-    [ "${#pbs_jsons[@]}" -gt 0 ] && python3 - "${pbs_jsons[@]}" <<'PBS_EOF'
+    [ "$BUILT" -eq 1 ] || echo "build failed: see build.log in $PREFIX-logs.tar.gz"
+    grep -E '^(Ok|Expected Fail|Fail|Unexpected Pass|Skipped|Timeout):' "$LOGS/test.log" 2>/dev/null
+    grep -E 'cases passed' "$LOGS/conformance.log" 2>/dev/null
+    echo
+    [ -f "$DENSE_JSON" ] && python3 - "$DENSE_JSON" <<'EOF'
 import json, sys
-
-def num(value, fmt, scale=1.0):
-    return format(value * scale, fmt) if isinstance(value, (int, float)) else "-"
-
-for path in sys.argv[1:]:
-    try:
-        with open(path) as f:
-            doc = json.load(f)
-    except (OSError, ValueError) as e:
-        print(f"{path}: unreadable ({e})")
-        continue
-    p = doc.get("params", {})
-    print(f"PBS vs dense: {doc.get('device_name', '?')}, {doc.get('dtype')}, heads "
-          f"{doc.get('heads')}/{doc.get('kv_heads')}, D {doc.get('head_dim')}, workload "
-          f"{doc.get('workload')}, block {p.get('block_size')}, segment {p.get('segment_size')}, "
-          f"threshold {p.get('threshold')}")
-    print(f"{'seq':>6} {'dense_ms':>9} {'pbs_ms':>8} {'speedup':>7} {'perm':>7} {'select':>7} "
-          f"{'sparse':>8} {'density':>7} {'no_perm':>7} {'rel_l2':>8} {'recall':>6}")
-    for r in doc.get("results", []):
-        ms = r.get("ms_median", {})
-        line = (f"{r['seq']:>6} {num(r.get('dense_ms'), '9.3f')} {num(r.get('pbs_ms'), '8.3f')} "
-                f"{num(r.get('speedup'), '6.2f')}x {num(ms.get('permutation'), '7.3f')} "
-                f"{num(ms.get('selection'), '7.3f')} {num(ms.get('sparse'), '8.3f')} "
-                f"{num(r.get('density'), '6.1f', 100)}% "
-                f"{num(r.get('density_without_permutation'), '6.1f', 100)}% "
-                f"{num(r.get('rel_l2'), '8.2e')} {num(r.get('recall'), '5.1f', 100)}%")
-        if r.get("error"):
-            line += " error: " + r["error"]
-        print(line)
-    print()
-PBS_EOF
-    jsons=("$OUT"/h100-dense-*.json)
-    [ "${#jsons[@]}" -gt 0 ] && python3 - "${jsons[@]}" <<'EOF'
-import json, sys
-rows = []
-for path in sys.argv[1:]:
-    try:
-        with open(path) as f:
-            doc = json.load(f)
-    except (OSError, ValueError) as e:
-        print(f"{path}: unreadable ({e})")
-        continue
-    peak = doc.get("fma_peak_tflops")
-    for r in doc.get("results", []):
-        rows.append((doc.get("device_name", "?"), peak, r))
-if rows:
-    print(f"device: {rows[0][0]} (%FMA: of the fp32 FMA peak measured in the same run)")
-    print(f"{'dtype':>5} {'seq':>6} {'ms_median':>10} {'TFLOP/s':>8} {'FMA peak':>8} "
-          f"{'%FMA':>6} {'rel_l2':>9} check")
-
-    def num(value, fmt):
-        return format(value, fmt) if isinstance(value, (int, float)) else "-"
-
-    for _, peak, r in rows:
-        frac = r.get("fraction_of_fma_peak")
-        check = {True: "ok", False: "FAIL"}.get(r.get("check_passed"), "-")
-        if r.get("error"):
-            check += " error: " + r["error"]
-        print(f"{r['dtype']:>5} {r['seq']:>6} {num(r.get('ms_median'), '10.3f')} "
-              f"{num(r.get('tflops'), '8.2f')} {num(peak, '8.2f')} "
-              f"{num(frac * 100 if isinstance(frac, float) else None, '5.1f')}% "
-              f"{num(r.get('rel_l2_check'), '9.2e')} {check}")
+doc = json.load(open(sys.argv[1]))
+num = lambda v, f: format(v, f) if isinstance(v, (int, float)) else "-"
+print(f"dense: {doc.get('device_name')}, fp32 FMA peak {num(doc.get('fma_peak_tflops'), '.1f')} "
+      "TFLOP/s measured in the same run")
+print(f"{'dtype':>5} {'seq':>6} {'ms_median':>10} {'TFLOP/s':>8} {'%FMA':>6} {'rel_l2':>9} check")
+for r in doc.get("results", []):
+    frac = r.get("fraction_of_fma_peak")
+    check = {True: "ok", False: "FAIL"}.get(r.get("check_passed"), "-")
+    print(f"{r['dtype']:>5} {r['seq']:>6} {num(r.get('ms_median'), '10.3f')} "
+          f"{num(r.get('tflops'), '8.2f')} {num(frac * 100 if frac else None, '5.1f')}% "
+          f"{num(r.get('rel_l2_check'), '9.2e')} {check} {r.get('error', '')}")
 EOF
-} 2>&1 | tee "$OUT/summary.log"
+    echo
+    [ -f "$PBS_JSON" ] && python3 bench/results.py summary "$PBS_JSON"
+    echo
+    [ -f "$SDPA_JSON" ] && python3 - "$SDPA_JSON" <<'EOF'
+import json, sys
+doc = json.load(open(sys.argv[1]))
+print(f"SDPA: {doc.get('device_name')}, torch {doc.get('torch_version')}, {doc.get('dtype')}, "
+      f"heads {doc.get('heads')}/{doc.get('kv_heads')}, D {doc.get('head_dim')}")
+for r in doc.get("results", []):
+    if "ms_median" in r:
+        print(f"{r['seq']:>7} {r['input']:>6} {r['gqa_used']:>7} {r['ms_median']:10.3f} ms "
+              f"{r['tflops']:7.1f} TFLOP/s")
+    else:
+        print(f"{r['seq']:>7} error: {r.get('error')}")
+EOF
+    echo
+    [ -f "$TABLE7" ] && cat "$TABLE7"
+} 2>&1 | tee "$OUT/$PREFIX-summary.txt"
+
+# Everything else travels in one archive; $OUT keeps the eight result files only.
+mv "$OUT"/*.tmp "$LOGS"/ 2>/dev/null
+extra=$(cd "$WORK" && ls pbs-long.* inputs/inputs.json 2>/dev/null)
+tar -czf "$OUT/$PREFIX-logs.tar.gz" -C "$WORK" logs $extra
+ls -l "$OUT"
 
 for s in "${STEP_STATUS[@]}"; do
-    [ "$s" -ne 0 ] && exit 1
+    [ "$s" -ne 0 ] && [ "$s" -ne 125 ] && exit 1
 done
 [ "$BUILT" -eq 1 ] || exit 1
 exit 0

@@ -76,14 +76,33 @@ typedef struct __attribute__((aligned(16))) flash_local {
     int key_pos[BLOCK_N];            /* original position of that key, for the causal test */
 } flash_local;
 
+/* Describes where one head's rows live: element (s, d) is at base + s*stride_seq + d. */
+typedef struct head_view {
+    ulong base;
+    ulong stride_seq;
+} head_view;
+
+/* The interface the attention kernels are written against; cl/mma_tile.cl provides the same
+ * names for the tensor-core path: tile_local, tile_state, head_view, tile_begin, tile_keys,
+ * tile_store, TILE_ROWS, TILE_KEYS, TILE_WORK_ITEMS. */
+#define TILE_ROWS BLOCK_M
+#define TILE_KEYS BLOCK_N
+#define TILE_WORK_ITEMS WG_SIZE
+typedef flash_local tile_local;
+
 typedef struct flash_state {
     float o[TM][TD];
     float m[TM]; /* running max of the scaled scores (log2 units) */
     float l[TM]; /* running sum of exp2(score - m) */
 } flash_state;
+typedef flash_state tile_state;
 
-inline void flash_state_init(flash_state *st)
+inline void tile_begin(flash_state *st, __global const storage_t *q, head_view qv, int q_rows)
 {
+    /* Q is staged with every key tile, so nothing of it is loaded here. */
+    (void)q;
+    (void)qv;
+    (void)q_rows;
 #pragma unroll
     for (int i = 0; i < TM; i++) {
         st->m[i] = -INFINITY;
@@ -100,12 +119,6 @@ inline float lane(float4 v, int i)
 {
     return i == 0 ? v.s0 : i == 1 ? v.s1 : i == 2 ? v.s2 : v.s3;
 }
-
-/* Describes where one head's rows live: element (s, d) is at base + s*stride_seq + d. */
-typedef struct head_view {
-    ulong base;
-    ulong stride_seq;
-} head_view;
 
 /* Global loads of one Q.K^T chunk (dims d0..d0+KCHUNK) into registers. */
 inline void fetch_qk_chunk(__local flash_local *shm, float4 qr[Q_QUADS], float4 kr[K_QUADS],
@@ -230,10 +243,9 @@ inline void store_v_chunk(__local float *buffer, const float4 vr[V_QUADS])
 
 /* One key tile: the caller has filled shm->key_row / key_pos and synchronised. q_pos0 is the
  * absolute position of the tile's first query, used by the causal test. */
-inline void flash_key_tile(__local flash_local *shm, flash_state *st, __global const storage_t *q,
-                           head_view qv, int q_rows, int q_pos0, __global const storage_t *k,
-                           head_view kv, __global const storage_t *v, head_view vv,
-                           float scale_log2)
+inline void tile_keys(__local flash_local *shm, flash_state *st, __global const storage_t *q,
+                      head_view qv, int q_rows, int q_pos0, __global const storage_t *k,
+                      head_view kv, __global const storage_t *v, head_view vv, float scale_log2)
 {
     const int lid = get_local_id(0);
     const int ty = lid / WG_COLS, tx = lid % WG_COLS;
@@ -323,7 +335,7 @@ inline void flash_key_tile(__local flash_local *shm, flash_state *st, __global c
 }
 
 /* Writes O = o / l for the work-item's rows and dims; a row that saw no key gets zeros. */
-inline void flash_store(const flash_state *st, __global storage_t *o, head_view ov, int q_rows)
+inline void tile_store(flash_state *st, __global storage_t *o, head_view ov, int q_rows)
 {
     const int lid = get_local_id(0);
     const int ty = lid / WG_COLS, tx = lid % WG_COLS;

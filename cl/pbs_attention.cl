@@ -1,9 +1,10 @@
-/* Permuted block-sparse attention (PBS stage 3). Needs common.cl and flash_tile.cl first.
+/* Permuted block-sparse attention (PBS stage 3). Needs common.cl and a tile file first
+ * (flash_tile.cl or mma_tile.cl, as for dense_attention.cl).
  * Each query block attends to the key blocks of its list; key block j covers permuted positions
  * j*LOGICAL_BLOCK... By default K and V are read through pi (no permuted copy). MATERIALISED: k
  * and v are K' = K[pi] and V' = V[pi] with one head per permutation head (kv_heads = perm_heads),
  * read at the permuted position, and pi only gives the key's position for the causal test.
- * Grid: dimension 0 = query tiles x WG_SIZE (LOGICAL_BLOCK / BLOCK_M tiles per query block),
+ * Grid: dimension 0 = query tiles x TILE_WORK_ITEMS (LOGICAL_BLOCK / TILE_ROWS tiles per query block),
  * dimension 1 = batch x heads. */
 
 #ifndef LOGICAL_BLOCK
@@ -19,11 +20,11 @@
 #error "materialised K' and V' need pi for the causal test"
 #endif
 
-#if LOGICAL_BLOCK % BLOCK_M != 0 || LOGICAL_BLOCK % BLOCK_N != 0
+#if LOGICAL_BLOCK % TILE_ROWS != 0 || LOGICAL_BLOCK % TILE_KEYS != 0
 #error "the kernel tiles must divide the logical block"
 #endif
 
-__kernel __attribute__((reqd_work_group_size(WG_SIZE, 1, 1)))
+__kernel __attribute__((reqd_work_group_size(TILE_WORK_ITEMS, 1, 1)))
 void pbs_attention(__global const storage_t *q, __global const storage_t *k,
                    __global const storage_t *v, __global storage_t *o,
                    ulong q_offset, ulong q_stride_batch, ulong q_stride_head, ulong q_stride_seq,
@@ -35,7 +36,7 @@ void pbs_attention(__global const storage_t *q, __global const storage_t *k,
                    __global const int *counts, ulong counts_offset, __global const int *blocks,
                    ulong blocks_offset)
 {
-    __local flash_local shm;
+    __local tile_local shm;
     const int lid = get_local_id(0);
     const int tiles = get_num_groups(0);
     /* Causal: later query tiles usually have the longest lists, so start them first. */
@@ -44,10 +45,10 @@ void pbs_attention(__global const storage_t *q, __global const storage_t *k,
     const int batch = bh / q_heads, head = bh % q_heads;
     const int kv_head = head / (q_heads / kv_heads);
     const int perm = perm_heads == q_heads ? head : head / (q_heads / perm_heads);
-    const int q0 = tile * BLOCK_M;
+    const int q0 = tile * TILE_ROWS;
     if (q0 >= q_len)
         return;
-    const int q_rows = min(BLOCK_M, q_len - q0);
+    const int q_rows = min(TILE_ROWS, q_len - q0);
     const int q_pos0 = q0 + kv_len - q_len;
     const int q_blocks = (q_len + LOGICAL_BLOCK - 1) / LOGICAL_BLOCK;
     const int k_blocks = (kv_len + LOGICAL_BLOCK - 1) / LOGICAL_BLOCK;
@@ -63,17 +64,17 @@ void pbs_attention(__global const storage_t *q, __global const storage_t *k,
     head_view kv = {k_offset + batch * k_stride_batch + kv_head * k_stride_head, k_stride_seq};
     head_view vv = {v_offset + batch * v_stride_batch + kv_head * v_stride_head, v_stride_seq};
 
-    flash_state st;
-    flash_state_init(&st);
+    tile_state st;
+    tile_begin(&st, q, qv, q_rows);
     /* One flat loop over (listed block, key tile): barriers inside nested loops with early
      * exits are not handled by every OpenCL implementation. */
-    const int tiles_per_block = LOGICAL_BLOCK / BLOCK_N;
+    const int tiles_per_block = LOGICAL_BLOCK / TILE_KEYS;
     for (int step = 0; step < count * tiles_per_block; step++) {
         const int j = list[step / tiles_per_block];
-        const int p0 = j * LOGICAL_BLOCK + (step % tiles_per_block) * BLOCK_N;
+        const int p0 = j * LOGICAL_BLOCK + (step % tiles_per_block) * TILE_KEYS;
         /* A malformed caller list entry yields no keys: never read outside the tensors. */
         const bool block_ok = j >= 0 && j < k_blocks;
-        for (int n = lid; n < BLOCK_N; n += WG_SIZE) {
+        for (int n = lid; n < TILE_KEYS; n += TILE_WORK_ITEMS) {
             int p = p0 + n;
             int key = -1;
             if (block_ok && p < kv_len) {
@@ -84,7 +85,7 @@ void pbs_attention(__global const storage_t *q, __global const storage_t *k,
             shm.key_pos[n] = key;
         }
         barrier(CLK_LOCAL_MEM_FENCE);
-        flash_key_tile(&shm, &st, q, qv, q_rows, q_pos0, k, kv, v, vv, scale_log2);
+        tile_keys(&shm, &st, q, qv, q_rows, q_pos0, k, kv, v, vv, scale_log2);
     }
-    flash_store(&st, o, ov, q_rows);
+    tile_store(&st, o, ov, q_rows);
 }

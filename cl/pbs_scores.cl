@@ -1,7 +1,8 @@
 /* Permutation scores (PBS stage 1a): for the last L queries of a head, the softmax over the keys
  * of the complete segments, averaged over those L rows. Needs common.cl and flash_tile.cl first.
  * Three kernels: per key tile row statistics, their reduction, then the averaged probabilities.
- * Grid of the tile kernels: dimension 0 = key tiles x WG_SIZE, dimension 1 = batch x heads. */
+ * Grid of the tile kernels: dimension 0 = key tiles x WG_SIZE, dimension 1 = batch x heads.
+ * partials, stats and scores are regions of the workspace, at offsets given in 4-byte words. */
 
 /* Fills the tile's key list: keys k0.. below key_count, -1 beyond. */
 inline void score_tile_keys(__local flash_local *shm, int k0, int key_count)
@@ -19,8 +20,9 @@ void pbs_score_stats(__global const storage_t *q, __global const storage_t *k,
                      ulong q_offset, ulong q_stride_batch, ulong q_stride_head, ulong q_stride_seq,
                      ulong k_offset, ulong k_stride_batch, ulong k_stride_head, ulong k_stride_seq,
                      int q_heads, int kv_heads, int q_len, int last_rows, int key_count,
-                     float scale_log2, __global float2 *partials)
+                     float scale_log2, __global float2 *partials, ulong partials_offset)
 {
+    partials += partials_offset / 2;
     __local flash_local shm;
     const int lid = get_local_id(0);
     const int ty = lid / WG_COLS, tx = lid % WG_COLS;
@@ -79,9 +81,12 @@ void pbs_score_stats(__global const storage_t *q, __global const storage_t *k,
 }
 
 /* Combines the per-tile statistics of each row: stats[row] = (max, sum of exp2(x - max)). */
-__kernel void pbs_score_stats_reduce(__global const float2 *partials, int tiles, int rows,
-                                     __global float2 *stats)
+__kernel void pbs_score_stats_reduce(__global const float2 *partials, ulong partials_offset,
+                                     int tiles, int rows, __global float2 *stats,
+                                     ulong stats_offset)
 {
+    partials += partials_offset / 2;
+    stats += stats_offset / 2;
     const int row = get_global_id(0);
     if (row >= rows)
         return;
@@ -104,8 +109,11 @@ void pbs_scores(__global const storage_t *q, __global const storage_t *k,
                 ulong q_offset, ulong q_stride_batch, ulong q_stride_head, ulong q_stride_seq,
                 ulong k_offset, ulong k_stride_batch, ulong k_stride_head, ulong k_stride_seq,
                 int q_heads, int kv_heads, int perm_heads, int q_len, int last_rows, int key_count,
-                float scale_log2, __global const float2 *stats, __global float *scores)
+                float scale_log2, __global const float2 *stats, ulong stats_offset,
+                __global float *scores, ulong scores_offset)
 {
+    stats += stats_offset / 2;
+    scores += scores_offset;
     __local flash_local shm;
     const int lid = get_local_id(0);
     const int ty = lid / WG_COLS, tx = lid % WG_COLS;

@@ -1,5 +1,6 @@
 /* Block selection (PBS stage 2): block means of queries and permuted keys, the masked block
- * softmax, the threshold selection, and the final block lists. Needs common.cl first. */
+ * softmax, the threshold selection, and the final block lists. Needs common.cl first. The sink
+ * and the means are regions of the workspace, at offsets given in 4-byte words. */
 
 #ifndef HEAD_DIM
 #define HEAD_DIM 128
@@ -17,8 +18,9 @@
 /* sink[bp] = the key block holding original key 0 in permutation bp (segment 0 holds it).
  * One work-group of SELECT_WG per permutation head. */
 __kernel void pbs_find_sink(__global const int *pi, ulong pi_offset, int kv_len, int segment,
-                            int block, __global int *sink)
+                            int block, __global int *sink, ulong sink_offset)
 {
+    sink += sink_offset;
     const int bp = get_group_id(0);
     __global const int *row = pi + pi_offset + (ulong)bp * kv_len;
     const int span = min(segment, kv_len);
@@ -33,8 +35,9 @@ __kernel void pbs_block_means(__global const storage_t *x, ulong offset, ulong s
                               ulong stride_head, ulong stride_seq, int out_heads, int heads_per_in,
                               int seq, int block, int blocks,
                               __global const int *pi, ulong pi_offset, int use_pi,
-                              __global float *means)
+                              __global float *means, ulong means_offset)
 {
+    means += means_offset;
     const int gid = get_global_id(0);
     if (gid >= blocks * HEAD_DIM)
         return;
@@ -108,17 +111,21 @@ inline bool sorts_before(float ka, int ia, float kb, int ib)
 /* One work-group of SELECT_WG per (query block, batch x query head). Writes the ascending list
  * of the final key blocks of the query block and their count. */
 __kernel __attribute__((reqd_work_group_size(SELECT_WG, 1, 1)))
-void pbs_select_blocks(__global const float *q_means, __global const float *k_means,
-                       __global const int *sink, int q_heads, int perm_heads, int q_blocks,
-                       int k_blocks, int blocks_per_segment, float scale, float threshold,
-                       int force_first_block, __global int *counts, ulong counts_offset,
-                       __global int *blocks, ulong blocks_offset)
+void pbs_select_blocks(__global const float *q_means, ulong q_means_offset,
+                       __global const float *k_means, ulong k_means_offset,
+                       __global const int *sink, ulong sink_offset, int q_heads, int perm_heads,
+                       int q_blocks, int k_blocks, int blocks_per_segment, float scale,
+                       float threshold, int force_first_block, __global int *counts,
+                       ulong counts_offset, __global int *blocks, ulong blocks_offset)
 {
     __local float prob[SELECT_SIZE];
     __local int index[SELECT_SIZE];
     __local float scratch[SELECT_SIZE > SELECT_WG ? SELECT_SIZE : SELECT_WG];
     __local int chosen[SELECT_SIZE];
     __local float qbar[HEAD_DIM];
+    q_means += q_means_offset;
+    k_means += k_means_offset;
+    sink += sink_offset;
     const int lid = get_local_id(0);
     const int i = get_group_id(0);
     const int bh = get_group_id(1);
@@ -167,8 +174,14 @@ void pbs_select_blocks(__global const float *q_means, __global const float *k_me
     barrier(CLK_LOCAL_MEM_FENCE);
 
     if (threshold >= 1.0f) {
-        for (int j = lid; j < SELECT_SIZE; j += SELECT_WG)
-            chosen[j] = prob[j] > 0.0f;
+        /* Every allowed block, also those whose probability underflowed to zero. */
+        for (int j = lid; j < k_blocks; j += SELECT_WG) {
+            bool allowed = j / blocks_per_segment != own_segment;
+#if CAUSAL
+            allowed = allowed && j <= diagonal;
+#endif
+            chosen[j] = allowed;
+        }
     } else {
         /* Sort by probability (descending, ties by smaller block), then keep the shortest prefix
          * whose sum reaches the threshold: element t is kept when the sum before it is short. */

@@ -1,7 +1,8 @@
 /* Segmented key sort (PBS stage 1b): inside every complete segment, keys ordered by score,
  * descending, ties by smaller original index; the tail keeps its order. Writes pi (the original
  * key index at each permuted position). One work-group per segment (plus one for the tail):
- * grid dimension 0 = (segments + tail) x SORT_WG, dimension 1 = batch x permutation heads. */
+ * grid dimension 0 = (segments + tail) x SORT_WG, dimension 1 = batch x permutation heads. The
+ * scores are a region of the workspace, at an offset given in 4-byte words. */
 
 #ifndef SORT_SIZE
 #define SORT_SIZE 256 /* a power of two >= the segment size */
@@ -17,7 +18,8 @@ inline bool sorts_before(float ka, int ia, float kb, int ib)
 }
 
 __kernel __attribute__((reqd_work_group_size(SORT_WG, 1, 1)))
-void pbs_segment_sort(__global const float *scores, __global int *pi, ulong pi_offset,
+void pbs_segment_sort(__global const float *scores, ulong scores_offset, __global int *pi,
+                      ulong pi_offset,
                       int kv_len, int segment, int segments, int identity)
 {
     __local float key[SORT_SIZE];
@@ -34,7 +36,7 @@ void pbs_segment_sort(__global const float *scores, __global int *pi, ulong pi_o
             out[t] = start + t;
         return;
     }
-    __global const float *in = scores + (ulong)bp * segments * segment + start;
+    __global const float *in = scores + scores_offset + (ulong)bp * segments * segment + start;
     for (int t = lid; t < SORT_SIZE; t += SORT_WG) {
         key[t] = t < segment ? in[t] : -INFINITY;
         index[t] = t < segment ? start + t : INT_MAX;

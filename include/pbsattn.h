@@ -10,9 +10,14 @@
  *    never retains buffers or queues beyond the call. Host pointers passed in are only read during
  *    the call.
  *  - Errors: a function returns PBSA_SUCCESS or a status code. On error nothing has been enqueued,
- *    no caller buffer has been written and nothing has been leaked. The text of the last error,
+ *    no caller buffer has been written and nothing has been leaked; the one exception is an
+ *    OpenCL enqueue that fails in the middle of a multi-kernel call (pbsa_attention(), the PBS
+ *    stages), where the kernels enqueued before it stay enqueued. The text of the last error,
  *    naming the bad argument, is kept per context (pbsa_context_last_error()) and also sent to the
  *    log callback.
+ *  - Numerics: every result is accumulated in fp32. A NaN or infinity in Q or K reaches exactly
+ *    the output rows that see that key; one in V can also reach other rows of the same tile of
+ *    queries (a hidden key's weight 0 times NaN is NaN), so keep V finite.
  *  - Thread safety: one pbsa_context may be used from several threads at once, each with its own
  *    command queue; pbsa_context_last_error() then reports the last error of the calling thread.
  *    Creating and releasing a context must not race with other calls on the same context.
@@ -138,7 +143,8 @@ typedef struct pbsa_context_options {
     /* Set to sizeof(pbsa_context_options), so the struct can grow without breaking callers;
      * 0 is accepted as the current size. */
     size_t struct_size;
-    /* Non-zero: never use vendor-specific kernels, even where they are available. */
+    /* Non-zero: never use vendor-specific kernels (the NVIDIA tensor-core path), even where
+     * they are available; PBSA_FORCE_PORTABLE does the same from the environment. */
     int force_portable;
 } pbsa_context_options;
 
@@ -190,6 +196,14 @@ typedef struct pbsa_device_info {
 /* Copies the device information of ctx into *out. Errors: PBSA_ERROR_NULL_ARGUMENT. Thread-safe. */
 PBSA_API int pbsa_context_device_info(const pbsa_context *ctx, pbsa_device_info *out);
 
+/* 1 when ctx runs the NVIDIA tensor-core (mma.sync) kernels where they apply (dense attention,
+ * f16/bf16, head dim up to 128), 0 when it runs the portable kernels everywhere. Decided at
+ * context creation: the device must be NVIDIA with compute capability 8.0 or more, a probe
+ * kernel must compile and compute exactly, and neither options->force_portable nor the
+ * environment variable PBSA_FORCE_PORTABLE (any value but "0") may be set. ctx NULL gives 0.
+ * Thread-safe. */
+PBSA_API int pbsa_context_uses_tensor_cores(const pbsa_context *ctx);
+
 /* Reads the information of any device without creating a context (used by pbsa-info).
  * Errors: PBSA_ERROR_NULL_ARGUMENT or an OpenCL error. Thread-safe. */
 PBSA_API int pbsa_query_device_info(cl_device_id device, pbsa_device_info *out);
@@ -232,6 +246,63 @@ typedef struct pbsa_dense_params {
 PBSA_API int pbsa_dense_attention(pbsa_context *ctx, cl_command_queue queue, const pbsa_tensor *q,
                                   const pbsa_tensor *k, const pbsa_tensor *v, const pbsa_tensor *o,
                                   const pbsa_dense_params *params, cl_event *event);
+
+/* ---------------------------------------------------------------------------------------------
+ * Tuned kernel configurations
+ *
+ * The flash-attention kernels take a tile configuration (queries and keys per tile, work-group
+ * shape, staging chunks, loop unrolling). A call uses, from the first that has one valid for the
+ * device: PBSA_FLASH_CONFIG ("block_m,block_n,wg_rows,wg_cols,kchunk,vchunk[,unroll_qk,
+ * unroll_pv]", for experiments), the tuning file named by PBSA_TUNING_FILE, the user's tuning
+ * file of the device ($XDG_CONFIG_HOME/pbsattn/tuning/<device>.txt, else
+ * ~/.config/pbsattn/tuning/<device>.txt, as pbsa-tune writes it), the tuning data built into the
+ * library, then the library's heuristic. Tuning files are read once, by pbsa_context_create();
+ * one that is unreadable, corrupt, of another device or of an older format is ignored with a
+ * warning to the log callback. PBSA_TUNING=off at context creation ignores all tuning data
+ * (heuristic defaults, to compare against tuned runs). Tuning changes speed only, never results.
+ * ------------------------------------------------------------------------------------------- */
+
+/* The kernels that take a tuned configuration. */
+typedef enum pbsa_kernel_kind {
+    PBSA_KERNEL_DENSE = 0,  /* pbsa_dense_attention() */
+    PBSA_KERNEL_SPARSE = 1, /* the block-sparse attention of pbsa_attention() and
+                               pbsa_sparse_attention() */
+    PBSA_KERNEL_SCORES = 2, /* the permutation scores of pbsa_attention() and pbsa_permutation() */
+} pbsa_kernel_kind;
+
+/* Where a configuration comes from. Of the first six, a higher value takes precedence over a
+ * lower one; tensor cores, where they apply, replace the portable kernel and its configuration. */
+typedef enum pbsa_config_source {
+    PBSA_CONFIG_HEURISTIC = 0,   /* the library's built-in rule (no tuning data for the call) */
+    PBSA_CONFIG_BUILTIN = 1,     /* tuning data compiled into the library */
+    PBSA_CONFIG_USER_FILE = 2,   /* the user's tuning file of this device */
+    PBSA_CONFIG_TUNING_FILE = 3, /* the file named by PBSA_TUNING_FILE */
+    PBSA_CONFIG_ENVIRONMENT = 4, /* PBSA_FLASH_CONFIG */
+    PBSA_CONFIG_FORCED = 5,      /* forced on the context by pbsattn's tuner (pbsa-tune) */
+    PBSA_CONFIG_TENSOR_CORES = 6, /* the NVIDIA tensor-core kernel runs, on fixed tiles */
+} pbsa_config_source;
+
+/*
+ * Which configuration a call of kernel kind on ctx uses for dtype, head_dim, block_size (the PBS
+ * logical block; ignored for PBSA_KERNEL_DENSE) and causal (ignored for PBSA_KERNEL_SCORES), and
+ * where it comes from. description (may be NULL when capacity is 0) receives a NUL-terminated
+ * text such as "block_m=64 block_n=64 wg_rows=8 wg_cols=16 kchunk=16 vchunk=16 unroll_qk=16
+ * unroll_pv=16 (user tuning file /home/me/.config/pbsattn/tuning/NVIDIA_H100.txt, line 9)",
+ * truncated to capacity bytes. source (may be NULL) receives the source. For dense attention on
+ * the tensor-core path (pbsa_context_uses_tensor_cores(); f16 and bf16, head dims up to 128, K
+ * and V rows assumed 16-byte aligned) the source is PBSA_CONFIG_TENSOR_CORES and the text also
+ * names what the portable kernel would use. Nothing is compiled or enqueued.
+ * Errors: PBSA_ERROR_NULL_ARGUMENT (ctx NULL, or description NULL with capacity > 0),
+ * PBSA_ERROR_INVALID_VALUE (kind unknown, block_size not 16, 32, 64 or 128 for the PBS kernels),
+ * PBSA_ERROR_UNSUPPORTED_DTYPE, PBSA_ERROR_UNSUPPORTED_HEAD_DIM, PBSA_ERROR_UNSUPPORTED_DEVICE (no
+ * configuration fits the device: the call itself would fail the same way). On error description
+ * receives "" (capacity > 0) and *source is not written.
+ * Thread-safe; the answer stays the same for the life of ctx unless PBSA_FLASH_CONFIG changes.
+ */
+PBSA_API int pbsa_query_kernel_config(const pbsa_context *ctx, pbsa_kernel_kind kind,
+                                      pbsa_dtype dtype, int head_dim, int block_size, int causal,
+                                      char *description, size_t capacity,
+                                      pbsa_config_source *source);
 
 
 /* ---------------------------------------------------------------------------------------------

@@ -1,5 +1,6 @@
 /* Library contexts: created on the caller's OpenCL context and device. */
 #include "internal.h"
+#include "tuning.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -69,6 +70,8 @@ int pbsa_context_create(cl_context cl_ctx, cl_device_id device,
     ctx->options = opts;
     clRetainContext(cl_ctx);
     clRetainDevice(device);
+    ctx->use_tensor_cores = pbsa_tensor_core_decide(ctx);
+    pbsa_tuning_load(ctx, pbsa_builtin_tuning, pbsa_builtin_tuning_count);
     *out = ctx;
     return PBSA_SUCCESS;
 }
@@ -79,6 +82,7 @@ void pbsa_context_release(pbsa_context *ctx)
         return;
     pbsa_clear_error(ctx);
     pbsa_program_cache_clear(ctx);
+    pbsa_tuning_release(ctx);
     pthread_mutex_destroy(&ctx->lock);
     clReleaseDevice(ctx->device);
     clReleaseContext(ctx->cl_ctx);

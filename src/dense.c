@@ -6,6 +6,34 @@
 
 static const char *const dense_files[] = {"common.cl", "flash_tile.cl", "dense_attention.cl"};
 
+int pbsa_dense_kernel(pbsa_context *ctx, const char *fn, pbsa_dtype dtype, int head_dim,
+                      int causal, const pbsa_flash_config *config, cl_kernel *out)
+{
+    char options[512] = "";
+    pbsa_flash_options(options, sizeof options, dtype, head_dim, causal, config);
+    cl_kernel kernel;
+    int status = pbsa_get_kernel(ctx, dense_files, 3, options, "dense_attention", &kernel);
+    if (status != PBSA_SUCCESS)
+        return status;
+    /* A variant may need more registers than a work-group of its size can have. */
+    size_t wg = (size_t)config->wg_rows * (size_t)config->wg_cols, kernel_wg = 0;
+    cl_int err = clGetKernelWorkGroupInfo(kernel, ctx->device, CL_KERNEL_WORK_GROUP_SIZE,
+                                          sizeof kernel_wg, &kernel_wg, NULL);
+    if (err != CL_SUCCESS) {
+        clReleaseKernel(kernel);
+        return pbsa_fail(ctx, err, "%s: clGetKernelWorkGroupInfo failed (%d)", fn, err);
+    }
+    if (kernel_wg < wg) {
+        clReleaseKernel(kernel);
+        return pbsa_fail(ctx, PBSA_ERROR_UNSUPPORTED_DEVICE,
+                         "%s: the kernel for block_m %d, block_n %d runs work-groups of at most "
+                         "%zu work-items on this device (registers); it needs %zu",
+                         fn, config->block_m, config->block_n, kernel_wg, wg);
+    }
+    *out = kernel;
+    return PBSA_SUCCESS;
+}
+
 int pbsa_dense_attention(pbsa_context *ctx, cl_command_queue queue, const pbsa_tensor *q,
                          const pbsa_tensor *k, const pbsa_tensor *v, const pbsa_tensor *o,
                          const pbsa_dense_params *params, cl_event *event)
@@ -29,7 +57,8 @@ int pbsa_dense_attention(pbsa_context *ctx, cl_command_queue queue, const pbsa_t
     float scale = p.scale > 0.0f ? p.scale : 1.0f / sqrtf((float)q->head_dim);
 
     const int head_dim = (int)q->head_dim;
-    pbsa_flash_config config = pbsa_flash_config_default(&ctx->info, head_dim, 0);
+    pbsa_flash_config config =
+        pbsa_tuned_config(ctx, PBSA_KERNEL_DENSE, q->dtype, head_dim, 0, p.causal, NULL);
     if (!pbsa_flash_config_valid(&config, head_dim, &ctx->info))
         return pbsa_fail(ctx, PBSA_ERROR_UNSUPPORTED_DEVICE,
                          "%s: the device's local memory (%llu bytes) or work-group size (%zu) is "
@@ -42,10 +71,14 @@ int pbsa_dense_attention(pbsa_context *ctx, cl_command_queue queue, const pbsa_t
                          "%s: q.batch x q.heads = %llu exceeds %d", fn,
                          (unsigned long long)groups_bh, INT32_MAX);
 
-    char options[512] = "";
-    pbsa_flash_options(options, sizeof options, q->dtype, head_dim, p.causal, &config);
+    /* Both kernels take the same arguments; they differ in tiles and work-group size. */
     cl_kernel kernel;
-    status = pbsa_get_kernel(ctx, dense_files, 3, options, "dense_attention", &kernel);
+    size_t wg = (size_t)config.wg_rows * (size_t)config.wg_cols, rows = (size_t)config.block_m;
+    if (pbsa_mma_applies(ctx, q, k, v, 64))
+        status = pbsa_mma_kernel(ctx, "dense_attention.cl", "dense_attention", "", q->dtype,
+                                 head_dim, p.causal, &kernel, &wg, &rows);
+    else
+        status = pbsa_dense_kernel(ctx, fn, q->dtype, head_dim, p.causal, &config, &kernel);
     if (status != PBSA_SUCCESS)
         return status;
 
@@ -67,8 +100,7 @@ int pbsa_dense_attention(pbsa_context *ctx, cl_command_queue queue, const pbsa_t
         clReleaseKernel(kernel);
         return pbsa_fail(ctx, args.status, "%s: clSetKernelArg failed (%d)", fn, args.status);
     }
-    size_t wg = (size_t)config.wg_rows * (size_t)config.wg_cols;
-    size_t tiles = ((size_t)q->seq + (size_t)config.block_m - 1) / (size_t)config.block_m;
+    size_t tiles = ((size_t)q->seq + rows - 1) / rows;
     size_t global[2] = {tiles * wg, (size_t)groups_bh};
     size_t local[2] = {wg, 1};
     cl_int err = clEnqueueNDRangeKernel(queue, kernel, 2, NULL, global, local, 0, NULL, event);

@@ -10,15 +10,52 @@
 
 typedef struct pbsa_program_entry pbsa_program_entry;
 
+/* How PBS attention computes the permutation scores and reads the permuted keys and values
+ * (src/pbs_plan.c). AUTO: the environment (PBSA_SCORE_METHOD, PBSA_KV_METHOD), else the default. */
+typedef enum pbsa_score_method {
+    PBSA_SCORE_AUTO = 0,
+    PBSA_SCORE_FUSED,   /* flash-tile kernels, cl/pbs_scores.cl (default) */
+    PBSA_SCORE_CLBLAST, /* CLBlast GEMM into logits, cl/pbs_scores_clblast.cl */
+} pbsa_score_method;
+typedef enum pbsa_kv_method {
+    PBSA_KV_AUTO = 0,
+    PBSA_KV_GATHER,       /* the sparse kernel reads K and V through pi (default) */
+    PBSA_KV_MATERIALISED, /* K' = K[pi], V' = V[pi] copied first, cl/pbs_gather.cl */
+} pbsa_kv_method;
+/* Methods forced on a context (tests and experiments); zero members are automatic. */
+typedef struct pbsa_pbs_methods {
+    pbsa_score_method score;
+    pbsa_kv_method kv;
+    uint64_t gemm_chunk_bytes; /* CLBlast scores: workspace share of one chunk (0: 256 MiB) */
+} pbsa_pbs_methods;
+
 struct pbsa_context {
     cl_context cl_ctx;
     cl_device_id device;
     pbsa_device_info info;
     pbsa_context_options options;
+    bool use_tensor_cores; /* the mma.sync kernels passed their probe (src/tensor_core.c) */
     pthread_mutex_t lock; /* guards programs and build_log */
     pbsa_program_entry *programs;
     const char *build_log; /* log of the last failed build, owned by its cache entry */
+    pbsa_pbs_methods pbs_methods; /* set by pbsa_pbs_force_methods() */
+    struct pbsa_tuning *tuning;   /* tuning data of the device (src/tuning.c), may be NULL */
 };
+
+/* ---- the NVIDIA tensor-core path (src/tensor_core.c, src/mma_tiles.c) ---- */
+
+/* Whether ctx may use the tensor-core kernels: a capable device, not forced portable (options or
+ * PBSA_FORCE_PORTABLE), and a probe kernel that compiles and computes exactly. */
+bool pbsa_tensor_core_decide(pbsa_context *ctx);
+/* Whether the tensor-core tiles take these tensors: f16/bf16, head dim up to 128, K and V rows
+ * on 16-byte boundaries, and (sparse; 64 for dense) a logical block that the 64-row tiles divide. */
+bool pbsa_mma_applies(const pbsa_context *ctx, const pbsa_tensor *q, const pbsa_tensor *k,
+                      const pbsa_tensor *v, int logical_block);
+/* kernel_name of kernel_file built on the tensor-core tiles, with its work-group size and rows
+ * per work-group. */
+int pbsa_mma_kernel(pbsa_context *ctx, const char *kernel_file, const char *kernel_name,
+                    const char *extra_options, pbsa_dtype dtype, int head_dim, int causal,
+                    cl_kernel *out, size_t *work_items, size_t *rows);
 
 /* ---- errors (src/errors.c) ---- */
 

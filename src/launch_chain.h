@@ -15,7 +15,10 @@ typedef int (*pbsa_step_call)(pbsa_context *ctx, const char *fn, cl_command_queu
 
 typedef struct pbsa_step pbsa_step;
 
+/* Start with {.queue = the caller's queue}: preparing steps may need it (CLBlast compiles for the
+ * queue's device), enqueuing uses it. */
 typedef struct pbsa_launch_chain {
+    cl_command_queue queue;
     pbsa_step *steps;
     size_t count, capacity;
 } pbsa_launch_chain;
@@ -29,12 +32,12 @@ int pbsa_chain_add_kernel(pbsa_context *ctx, const char *fn, pbsa_launch_chain *
 /* Appends a call step with a copy of size bytes of data. */
 int pbsa_chain_add_call(pbsa_context *ctx, const char *fn, pbsa_launch_chain *chain,
                         pbsa_step_call call, const void *data, size_t size);
-/* Enqueues the steps in order on queue and releases them. event (may be NULL) receives the last
- * step's event on success, NULL otherwise. Only a failing enqueue (the device refusing work)
- * can leave earlier steps enqueued. */
+/* Enqueues the steps in order on the chain's queue and releases them. event (may be NULL)
+ * receives the last step's event on success, NULL otherwise. Only a failing enqueue (the device
+ * refusing work) can leave earlier steps enqueued. */
 int pbsa_chain_enqueue(pbsa_context *ctx, const char *fn, pbsa_launch_chain *chain,
-                       cl_command_queue queue, cl_event *event);
-/* Releases the steps without enqueuing them (the chain can be reused). */
+                       cl_event *event);
+/* Releases the steps without enqueuing them (the chain keeps its queue and can be reused). */
 void pbsa_chain_release(pbsa_launch_chain *chain);
 
 #endif

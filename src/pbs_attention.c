@@ -1,5 +1,7 @@
 /* PBS stage 3 (cl/pbs_attention.cl) and the whole pipeline: pbsa_attention(), its workspace and
- * what can be read back from it. */
+ * what can be read back from it. The pipeline reads K and V through pi (gather) or, with the
+ * materialised method, from K' and V' copied by src/pbs_gather.c; the stage call
+ * pbsa_sparse_attention() has no workspace and always gathers. */
 #include "pbs_plan.h"
 
 #include <math.h>
@@ -7,19 +9,32 @@
 
 static const char *const sparse_files[] = {"common.cl", "flash_tile.cl", "pbs_attention.cl"};
 
-int pbsa_pbs_enqueue_sparse(pbsa_context *ctx, const char *fn, const pbsa_pbs_plan *plan,
+int pbsa_pbs_prepare_sparse(pbsa_context *ctx, const char *fn, const pbsa_pbs_plan *plan,
                             const pbsa_tensor *q, const pbsa_tensor *k, const pbsa_tensor *v,
                             const pbsa_tensor *o, cl_mem pi, uint64_t pi_offset,
-                            const pbsa_block_list *blocks, pbsa_launch_chain *chain)
+                            const pbsa_block_list *blocks, bool materialised,
+                            pbsa_launch_chain *chain)
 {
     const pbsa_flash_config *c = &plan->sparse_config;
-    char options[512] = "";
-    pbsa_flash_options(options, sizeof options, plan->dtype, plan->head_dim, plan->params.causal,
-                       c);
-    pbsa_append_option(options, sizeof options, " -DLOGICAL_BLOCK=%d -DHAS_PI=%d", plan->block,
-                       pi ? 1 : 0);
+    char sparse_options[128] = "";
+    pbsa_append_option(sparse_options, sizeof sparse_options,
+                       " -DLOGICAL_BLOCK=%d -DHAS_PI=%d -DMATERIALISED=%d", plan->block, pi ? 1 : 0,
+                       materialised ? 1 : 0);
+    /* The same kernel on the tensor-core tiles where they apply, else on the portable ones. */
     cl_kernel kernel;
-    int status = pbsa_get_kernel(ctx, sparse_files, 3, options, "pbs_attention", &kernel);
+    size_t wg = (size_t)c->wg_rows * (size_t)c->wg_cols, rows = (size_t)c->block_m;
+    int status;
+    if (pbsa_mma_applies(ctx, q, k, v, plan->block)) {
+        status = pbsa_mma_kernel(ctx, "pbs_attention.cl", "pbs_attention", sparse_options,
+                                 plan->dtype, plan->head_dim, plan->params.causal, &kernel, &wg,
+                                 &rows);
+    } else {
+        char options[512] = "";
+        pbsa_flash_options(options, sizeof options, plan->dtype, plan->head_dim,
+                           plan->params.causal, c);
+        pbsa_append_option(options, sizeof options, "%s", sparse_options);
+        status = pbsa_get_kernel(ctx, sparse_files, 3, options, "pbs_attention", &kernel);
+    }
     if (status != PBSA_SUCCESS)
         return status;
     pbsa_kernel_args a = {kernel, 0, CL_SUCCESS};
@@ -32,7 +47,7 @@ int pbsa_pbs_enqueue_sparse(pbsa_context *ctx, const char *fn, const pbsa_pbs_pl
     pbsa_arg_tensor_layout(&a, v);
     pbsa_arg_tensor_layout(&a, o);
     pbsa_arg_i32(&a, plan->q_heads);
-    pbsa_arg_i32(&a, plan->kv_heads);
+    pbsa_arg_i32(&a, (int)k->heads); /* Hp for materialised K' and V' */
     pbsa_arg_i32(&a, plan->perm_heads);
     pbsa_arg_i32(&a, plan->q_len);
     pbsa_arg_i32(&a, plan->kv_len);
@@ -44,15 +59,10 @@ int pbsa_pbs_enqueue_sparse(pbsa_context *ctx, const char *fn, const pbsa_pbs_pl
     pbsa_arg_u64(&a, blocks->counts_offset);
     pbsa_arg_mem(&a, blocks->blocks);
     pbsa_arg_u64(&a, blocks->blocks_offset);
-    if (a.status != CL_SUCCESS) {
-        clReleaseKernel(kernel);
-        return pbsa_fail(ctx, a.status, "%s: clSetKernelArg failed (%d)", fn, a.status);
-    }
-    size_t wg = (size_t)c->wg_rows * (size_t)c->wg_cols;
-    size_t tiles = (size_t)plan->q_blocks * (size_t)(plan->block / c->block_m);
+    size_t tiles = (size_t)plan->q_blocks * ((size_t)plan->block / rows);
     size_t global[2] = {tiles * wg, (size_t)plan->batch * (size_t)plan->q_heads};
     size_t local[2] = {wg, 1};
-    return pbsa_chain_enqueue(ctx, fn, chain, kernel, 2, global, local);
+    return pbsa_chain_add_kernel(ctx, fn, chain, &a, 2, global, local);
 }
 
 int pbsa_sparse_attention(pbsa_context *ctx, cl_command_queue queue, const pbsa_tensor *q,
@@ -62,7 +72,7 @@ int pbsa_sparse_attention(pbsa_context *ctx, cl_command_queue queue, const pbsa_
 {
     static const char fn[] = "pbsa_sparse_attention";
     pbsa_pbs_plan plan;
-    int status = pbsa_pbs_begin(ctx, fn, queue, event, q, k, v, o, params, &plan);
+    int status = pbsa_pbs_begin(ctx, fn, queue, event, q, k, true, v, o, params, &plan);
     if (status == PBSA_SUCCESS && pi)
         status = pbsa_check_int_buffer(ctx, fn, "pi", pi, pi_offset,
                                        (uint64_t)plan.batch * plan.perm_heads * plan.kv_len);
@@ -70,9 +80,12 @@ int pbsa_sparse_attention(pbsa_context *ctx, cl_command_queue queue, const pbsa_
         status = pbsa_pbs_check_block_list(ctx, fn, &plan, blocks);
     if (status != PBSA_SUCCESS)
         return status;
-    pbsa_launch_chain chain = {queue, NULL};
-    status = pbsa_pbs_enqueue_sparse(ctx, fn, &plan, q, k, v, o, pi, pi_offset, blocks, &chain);
-    pbsa_chain_finish(&chain, status == PBSA_SUCCESS ? event : NULL);
+    pbsa_launch_chain chain = {.queue = queue};
+    status = pbsa_pbs_prepare_sparse(ctx, fn, &plan, q, k, v, o, pi, pi_offset, blocks, false,
+                                     &chain);
+    if (status == PBSA_SUCCESS)
+        status = pbsa_chain_enqueue(ctx, fn, &chain, event);
+    pbsa_chain_release(&chain);
     return status;
 }
 
@@ -101,27 +114,38 @@ int pbsa_attention(pbsa_context *ctx, cl_command_queue queue, const pbsa_tensor 
 {
     static const char fn[] = "pbsa_attention";
     pbsa_pbs_plan plan;
-    int status = pbsa_pbs_begin(ctx, fn, queue, event, q, k, v, o, params, &plan);
+    int status = pbsa_pbs_begin(ctx, fn, queue, event, q, k, true, v, o, params, &plan);
     if (status != PBSA_SUCCESS)
         return status;
     if (plan.fallback) {
         pbsa_dense_params dense = {.causal = plan.params.causal, .scale = plan.scale};
         return pbsa_dense_attention(ctx, queue, q, k, v, o, &dense, event);
     }
-    pbsa_pbs_views views = {0};
-    status = pbsa_pbs_workspace_views(ctx, fn, &plan, workspace, &views);
+    cl_mem ws = NULL;
+    status = pbsa_pbs_workspace_acquire(ctx, fn, &plan, workspace, &ws);
     if (status != PBSA_SUCCESS)
         return status;
-    pbsa_block_list blocks = {views.counts, views.blocks, 0, 0};
-    pbsa_launch_chain chain = {queue, NULL};
-    status = pbsa_pbs_enqueue_permutation(ctx, fn, &plan, q, k, views.pi, 0, &views, &chain);
+    /* Every kernel is prepared (compiled, arguments set) before the first is enqueued. */
+    const uint64_t *start = plan.layout.start;
+    const uint64_t pi = start[PBSA_REGION_PI];
+    pbsa_block_list blocks = {ws, ws, start[PBSA_REGION_COUNTS], start[PBSA_REGION_BLOCKS]};
+    pbsa_launch_chain chain = {.queue = queue};
+    status = pbsa_pbs_prepare_permutation(ctx, fn, &plan, q, k, ws, pi, ws, &chain);
     if (status == PBSA_SUCCESS)
-        status = pbsa_pbs_enqueue_selection(ctx, fn, &plan, q, k, views.pi, 0, &blocks, &views,
-                                            &chain);
+        status = pbsa_pbs_prepare_selection(ctx, fn, &plan, q, k, ws, pi, &blocks, ws, &chain);
+    const bool materialised = plan.kv_method == PBSA_KV_MATERIALISED;
+    pbsa_tensor k_perm, v_perm;
+    if (status == PBSA_SUCCESS && materialised)
+        status = pbsa_pbs_prepare_gather(ctx, fn, &plan, k, v, ws, pi, ws, &k_perm, &v_perm,
+                                         &chain);
     if (status == PBSA_SUCCESS)
-        status = pbsa_pbs_enqueue_sparse(ctx, fn, &plan, q, k, v, o, views.pi, 0, &blocks, &chain);
-    pbsa_chain_finish(&chain, status == PBSA_SUCCESS ? event : NULL);
-    pbsa_pbs_views_release(&views);
+        status = pbsa_pbs_prepare_sparse(ctx, fn, &plan, q, materialised ? &k_perm : k,
+                                         materialised ? &v_perm : v, o, ws, pi, &blocks,
+                                         materialised, &chain);
+    if (status == PBSA_SUCCESS)
+        status = pbsa_chain_enqueue(ctx, fn, &chain, event);
+    pbsa_chain_release(&chain);
+    clReleaseMemObject(ws);
     return status;
 }
 
@@ -146,9 +170,9 @@ int pbsa_workspace_read(pbsa_context *ctx, cl_command_queue queue, const pbsa_te
     const pbsa_pbs_layout *l = &plan.layout;
     uint64_t start, count;
     switch (part) {
-    case PBSA_PART_PERMUTATION: start = l->pi; count = (uint64_t)plan.batch * plan.perm_heads * plan.kv_len; break;
-    case PBSA_PART_BLOCK_COUNTS: start = l->counts; count = (uint64_t)plan.batch * plan.q_heads * plan.q_blocks; break;
-    case PBSA_PART_BLOCKS: start = l->blocks; count = (uint64_t)plan.batch * plan.q_heads * plan.q_blocks * plan.k_blocks; break;
+    case PBSA_PART_PERMUTATION: start = l->start[PBSA_REGION_PI]; count = (uint64_t)plan.batch * plan.perm_heads * plan.kv_len; break;
+    case PBSA_PART_BLOCK_COUNTS: start = l->start[PBSA_REGION_COUNTS]; count = (uint64_t)plan.batch * plan.q_heads * plan.q_blocks; break;
+    case PBSA_PART_BLOCKS: start = l->start[PBSA_REGION_BLOCKS]; count = (uint64_t)plan.batch * plan.q_heads * plan.q_blocks * plan.k_blocks; break;
     default:
         return pbsa_fail(ctx, PBSA_ERROR_INVALID_VALUE, "%s: part = %d is not a pbsa_workspace_part",
                          fn, (int)part);

@@ -1,4 +1,5 @@
-/* PBS stage 1: permutation scores (cl/pbs_scores.cl) and the segmented sort (cl/pbs_sort.cl). */
+/* PBS stage 1: permutation scores (the fused kernels of cl/pbs_scores.cl, or through CLBlast in
+ * src/pbs_scores_clblast.c) and the segmented sort (cl/pbs_sort.cl). */
 #include "pbs_plan.h"
 
 #include <math.h>
@@ -10,9 +11,9 @@ enum { SORT_WG_MAX = 256 };
 
 static size_t round_up(size_t x, size_t to) { return (x + to - 1) / to * to; }
 
-static int enqueue_scores(pbsa_context *ctx, const char *fn, const pbsa_pbs_plan *plan,
-                          const pbsa_tensor *q, const pbsa_tensor *k, const pbsa_pbs_views *views,
-                          pbsa_launch_chain *chain)
+static int prepare_scores_fused(pbsa_context *ctx, const char *fn, const pbsa_pbs_plan *plan,
+                                const pbsa_tensor *q, const pbsa_tensor *k,
+                                cl_mem workspace, pbsa_launch_chain *chain)
 {
     const pbsa_flash_config *c = &plan->scores_config;
     char options[512] = "";
@@ -37,13 +38,9 @@ static int enqueue_scores(pbsa_context *ctx, const char *fn, const pbsa_pbs_plan
     pbsa_arg_i32(&a, plan->last_rows);
     pbsa_arg_i32(&a, plan->key_count);
     pbsa_arg_f32(&a, scale_log2);
-    pbsa_arg_mem(&a, views->partials);
-    if (a.status != CL_SUCCESS) {
-        clReleaseKernel(kernel);
-        return pbsa_fail(ctx, a.status, "%s: clSetKernelArg failed (%d)", fn, a.status);
-    }
+    pbsa_arg_region(&a, plan, workspace, PBSA_REGION_PARTIALS);
     size_t global[2] = {tiles * wg, (size_t)q_rows}, local[2] = {wg, 1};
-    status = pbsa_chain_enqueue(ctx, fn, chain, kernel, 2, global, local);
+    status = pbsa_chain_add_kernel(ctx, fn, chain, &a, 2, global, local);
     if (status != PBSA_SUCCESS)
         return status;
 
@@ -52,16 +49,12 @@ static int enqueue_scores(pbsa_context *ctx, const char *fn, const pbsa_pbs_plan
         return status;
     const int stat_rows = q_rows * plan->last_rows;
     a = (pbsa_kernel_args){kernel, 0, CL_SUCCESS};
-    pbsa_arg_mem(&a, views->partials);
+    pbsa_arg_region(&a, plan, workspace, PBSA_REGION_PARTIALS);
     pbsa_arg_i32(&a, plan->score_tiles);
     pbsa_arg_i32(&a, stat_rows);
-    pbsa_arg_mem(&a, views->stats);
-    if (a.status != CL_SUCCESS) {
-        clReleaseKernel(kernel);
-        return pbsa_fail(ctx, a.status, "%s: clSetKernelArg failed (%d)", fn, a.status);
-    }
+    pbsa_arg_region(&a, plan, workspace, PBSA_REGION_STATS);
     size_t reduce_global = round_up((size_t)stat_rows, 64), reduce_local = 64;
-    status = pbsa_chain_enqueue(ctx, fn, chain, kernel, 1, &reduce_global, &reduce_local);
+    status = pbsa_chain_add_kernel(ctx, fn, chain, &a, 1, &reduce_global, &reduce_local);
     if (status != PBSA_SUCCESS)
         return status;
 
@@ -80,23 +73,21 @@ static int enqueue_scores(pbsa_context *ctx, const char *fn, const pbsa_pbs_plan
     pbsa_arg_i32(&a, plan->last_rows);
     pbsa_arg_i32(&a, plan->key_count);
     pbsa_arg_f32(&a, scale_log2);
-    pbsa_arg_mem(&a, views->stats);
-    pbsa_arg_mem(&a, views->scores);
-    if (a.status != CL_SUCCESS) {
-        clReleaseKernel(kernel);
-        return pbsa_fail(ctx, a.status, "%s: clSetKernelArg failed (%d)", fn, a.status);
-    }
+    pbsa_arg_region(&a, plan, workspace, PBSA_REGION_STATS);
+    pbsa_arg_region(&a, plan, workspace, PBSA_REGION_SCORES);
     global[1] = (size_t)plan->batch * (size_t)plan->perm_heads;
-    return pbsa_chain_enqueue(ctx, fn, chain, kernel, 2, global, local);
+    return pbsa_chain_add_kernel(ctx, fn, chain, &a, 2, global, local);
 }
 
-int pbsa_pbs_enqueue_permutation(pbsa_context *ctx, const char *fn, const pbsa_pbs_plan *plan,
+int pbsa_pbs_prepare_permutation(pbsa_context *ctx, const char *fn, const pbsa_pbs_plan *plan,
                                  const pbsa_tensor *q, const pbsa_tensor *k, cl_mem pi,
-                                 uint64_t pi_offset, const pbsa_pbs_views *views,
+                                 uint64_t pi_offset, cl_mem workspace,
                                  pbsa_launch_chain *chain)
 {
     if (!plan->identity) {
-        int status = enqueue_scores(ctx, fn, plan, q, k, views, chain);
+        int status = plan->score_method == PBSA_SCORE_CLBLAST
+                         ? pbsa_pbs_prepare_scores_clblast(ctx, fn, plan, q, k, workspace, chain)
+                         : prepare_scores_fused(ctx, fn, plan, q, k, workspace, chain);
         if (status != PBSA_SUCCESS)
             return status;
     }
@@ -113,21 +104,17 @@ int pbsa_pbs_enqueue_permutation(pbsa_context *ctx, const char *fn, const pbsa_p
     if (status != PBSA_SUCCESS)
         return status;
     pbsa_kernel_args a = {kernel, 0, CL_SUCCESS};
-    pbsa_arg_mem(&a, views->scores);
+    pbsa_arg_region(&a, plan, workspace, PBSA_REGION_SCORES);
     pbsa_arg_mem(&a, pi);
     pbsa_arg_u64(&a, pi_offset);
     pbsa_arg_i32(&a, plan->kv_len);
     pbsa_arg_i32(&a, plan->segment);
     pbsa_arg_i32(&a, plan->segments);
     pbsa_arg_i32(&a, plan->identity ? 1 : 0);
-    if (a.status != CL_SUCCESS) {
-        clReleaseKernel(kernel);
-        return pbsa_fail(ctx, a.status, "%s: clSetKernelArg failed (%d)", fn, a.status);
-    }
     size_t groups = ((size_t)plan->kv_len + (size_t)plan->segment - 1) / (size_t)plan->segment;
     size_t global[2] = {groups * sort_wg, (size_t)plan->batch * (size_t)plan->perm_heads};
     size_t local[2] = {sort_wg, 1};
-    return pbsa_chain_enqueue(ctx, fn, chain, kernel, 2, global, local);
+    return pbsa_chain_add_kernel(ctx, fn, chain, &a, 2, global, local);
 }
 
 int pbsa_permutation(pbsa_context *ctx, cl_command_queue queue, const pbsa_tensor *q,
@@ -136,18 +123,20 @@ int pbsa_permutation(pbsa_context *ctx, cl_command_queue queue, const pbsa_tenso
 {
     static const char fn[] = "pbsa_permutation";
     pbsa_pbs_plan plan;
-    int status = pbsa_pbs_begin(ctx, fn, queue, event, q, k, NULL, NULL, params, &plan);
+    int status = pbsa_pbs_begin(ctx, fn, queue, event, q, k, false, NULL, NULL, params, &plan);
     if (status == PBSA_SUCCESS)
         status = pbsa_check_int_buffer(ctx, fn, "pi", pi, pi_offset,
                                        (uint64_t)plan.batch * plan.perm_heads * plan.kv_len);
-    pbsa_pbs_views views = {0};
+    cl_mem ws = NULL;
     if (status == PBSA_SUCCESS)
-        status = pbsa_pbs_workspace_views(ctx, fn, &plan, workspace, &views);
+        status = pbsa_pbs_workspace_acquire(ctx, fn, &plan, workspace, &ws);
     if (status != PBSA_SUCCESS)
         return status;
-    pbsa_launch_chain chain = {queue, NULL};
-    status = pbsa_pbs_enqueue_permutation(ctx, fn, &plan, q, k, pi, pi_offset, &views, &chain);
-    pbsa_chain_finish(&chain, status == PBSA_SUCCESS ? event : NULL);
-    pbsa_pbs_views_release(&views);
+    pbsa_launch_chain chain = {.queue = queue};
+    status = pbsa_pbs_prepare_permutation(ctx, fn, &plan, q, k, pi, pi_offset, ws, &chain);
+    if (status == PBSA_SUCCESS)
+        status = pbsa_chain_enqueue(ctx, fn, &chain, event);
+    pbsa_chain_release(&chain);
+    clReleaseMemObject(ws);
     return status;
 }

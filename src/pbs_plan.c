@@ -3,6 +3,8 @@
 
 #include <inttypes.h>
 #include <math.h>
+#include <stdlib.h>
+#include <string.h>
 
 pbsa_params pbsa_params_default(void)
 {
@@ -27,6 +29,10 @@ static int check_params(pbsa_context *ctx, const char *fn, const pbsa_params *p)
                          "%s: params->segment_size = %d must be a positive multiple of "
                          "params->block_size = %d",
                          fn, p->segment_size, b);
+    /* Segments are sorted in local memory: far below this bound on any device. */
+    if (p->segment_size > (1 << 20))
+        return pbsa_fail(ctx, PBSA_ERROR_INVALID_VALUE,
+                         "%s: params->segment_size = %d exceeds %d", fn, p->segment_size, 1 << 20);
     if (!(p->threshold > 0.0f) || isnan(p->threshold))
         return pbsa_fail(ctx, PBSA_ERROR_INVALID_VALUE,
                          "%s: params->threshold = %g must be > 0 (>= 1 keeps every block)", fn,
@@ -49,43 +55,92 @@ static int next_power_of_two(int x)
     return p;
 }
 
-/* Appends a region of count elements; regions start on 4 KiB boundaries, beyond any device's
- * sub-buffer alignment (CL_DEVICE_MEM_BASE_ADDR_ALIGN). False on overflow. */
-static bool add_region(uint64_t *cursor, uint64_t *region, uint64_t count)
+/* Default workspace share of one chunk of the CLBlast scores (transposed Q and K, logits). */
+#define GEMM_CHUNK_BYTES ((uint64_t)256 << 20)
+
+/* a * b * c, false on overflow. */
+static bool mul3(uint64_t a, uint64_t b, uint64_t c, uint64_t *out)
 {
-    *region = *cursor;
-    uint64_t end;
-    if (__builtin_add_overflow(*cursor, count, &end) || __builtin_add_overflow(end, 1023, &end))
-        return false;
-    *cursor = end & ~(uint64_t)1023;
-    return true;
+    return !__builtin_mul_overflow(a, b, out) && !__builtin_mul_overflow(*out, c, out);
 }
 
+/* Element counts of the regions (4-byte elements), then their starts: each region starts on a
+ * 4 KiB boundary (aligned for any vector load). False on overflow. */
 static bool make_layout(pbsa_pbs_plan *p)
 {
-    uint64_t b = (uint64_t)p->batch, d = (uint64_t)p->head_dim;
-    uint64_t perm_rows = b * (uint64_t)p->perm_heads, q_rows = b * (uint64_t)p->q_heads;
-    uint64_t block_rows = q_rows * (uint64_t)p->q_blocks;
-    uint64_t cursor = 0;
-    pbsa_pbs_layout *l = &p->layout;
-    /* All factors are below 2^31, so each product of two fits; three-way products are checked. */
-    uint64_t blocks_count, partial_count, kbar_count, qbar_count;
-    if (__builtin_mul_overflow(block_rows, (uint64_t)p->k_blocks, &blocks_count) ||
-        __builtin_mul_overflow(q_rows * (uint64_t)p->last_rows, 2 * (uint64_t)p->score_tiles,
-                               &partial_count) ||
-        __builtin_mul_overflow(perm_rows * (uint64_t)p->k_blocks, d, &kbar_count) ||
-        __builtin_mul_overflow(block_rows, d, &qbar_count))
+    const uint64_t b = (uint64_t)p->batch, d = (uint64_t)p->head_dim, L = (uint64_t)p->last_rows;
+    const uint64_t perm_rows = b * (uint64_t)p->perm_heads, q_rows = b * (uint64_t)p->q_heads;
+    const uint64_t block_rows = q_rows * (uint64_t)p->q_blocks;
+    const uint64_t keys = (uint64_t)p->key_count;
+    const uint64_t unit_rows = L * (uint64_t)(p->q_heads / p->kv_heads);
+    const uint64_t units = p->score_method == PBSA_SCORE_CLBLAST ? (uint64_t)p->gemm_units : 0;
+    const uint64_t tiles = p->score_method == PBSA_SCORE_FUSED ? (uint64_t)p->score_tiles : 0;
+    const uint64_t kv_copies =
+        p->kv_method == PBSA_KV_MATERIALISED ? pbsa_dtype_size(p->dtype) : 0;
+    uint64_t count[PBSA_REGION_COUNT];
+    /* Factors are below 2^31, so a product of two fits; longer products are checked. */
+    bool ok = mul3(q_rows, L, 2 * tiles, &count[PBSA_REGION_PARTIALS]) &&
+              mul3(units, d, unit_rows + PBSA_GEMM_LD_PAD, &count[PBSA_REGION_GEMM_Q]) &&
+              mul3(units, d, keys + PBSA_GEMM_LD_PAD, &count[PBSA_REGION_GEMM_K]) &&
+              mul3(units, unit_rows, keys, &count[PBSA_REGION_LOGITS]) &&
+              mul3(perm_rows, (uint64_t)p->k_blocks, d, &count[PBSA_REGION_K_MEANS]) &&
+              mul3(block_rows, d, 1, &count[PBSA_REGION_Q_MEANS]) &&
+              mul3(perm_rows * (uint64_t)p->kv_len, d, kv_copies, &count[PBSA_REGION_K_PERM]) &&
+              mul3(block_rows, (uint64_t)p->k_blocks, 1, &count[PBSA_REGION_BLOCKS]);
+    if (!ok)
         return false;
-    return add_region(&cursor, &l->pi, perm_rows * (uint64_t)p->kv_len) &&
-           add_region(&cursor, &l->scores, perm_rows * (uint64_t)p->key_count) &&
-           add_region(&cursor, &l->partials, partial_count) &&
-           add_region(&cursor, &l->stats, q_rows * (uint64_t)p->last_rows * 2) &&
-           add_region(&cursor, &l->sink, perm_rows) &&
-           add_region(&cursor, &l->q_means, qbar_count) &&
-           add_region(&cursor, &l->k_means, kbar_count) &&
-           add_region(&cursor, &l->counts, block_rows) &&
-           add_region(&cursor, &l->blocks, blocks_count) &&
-           (l->total = cursor, cursor < (UINT64_MAX / 4));
+    count[PBSA_REGION_PI] = perm_rows * (uint64_t)p->kv_len;
+    count[PBSA_REGION_SCORES] = perm_rows * keys;
+    count[PBSA_REGION_STATS] = q_rows * L * 2;
+    count[PBSA_REGION_SINK] = perm_rows;
+    count[PBSA_REGION_K_PERM] /= 4; /* bytes to 4-byte elements (D is even) */
+    count[PBSA_REGION_V_PERM] = count[PBSA_REGION_K_PERM];
+    count[PBSA_REGION_COUNTS] = block_rows;
+    uint64_t cursor = 0;
+    for (int r = 0; r < PBSA_REGION_COUNT; r++) {
+        p->layout.start[r] = cursor;
+        if (__builtin_add_overflow(cursor, count[r], &cursor) ||
+            __builtin_add_overflow(cursor, 1023, &cursor))
+            return false;
+        cursor &= ~(uint64_t)1023;
+    }
+    p->layout.total = cursor;
+    return cursor < UINT64_MAX / 4;
+}
+
+void pbsa_pbs_force_methods(pbsa_context *ctx, const pbsa_pbs_methods *methods)
+{
+    ctx->pbs_methods = methods ? *methods : (pbsa_pbs_methods){0};
+}
+
+/* The method forced on ctx, else the one the environment variable names, else the default. */
+static int method_of(int forced, const char *variable, const char *const names[2])
+{
+    if (forced != 0)
+        return forced;
+    const char *text = getenv(variable);
+    for (int m = 0; text && m < 2; m++)
+        if (strcmp(text, names[m]) == 0)
+            return m + 1;
+    return 1;
+}
+
+/* Chunk size and work-group sizes of the CLBlast scores. */
+static void plan_gemm(const pbsa_context *ctx, pbsa_pbs_plan *p)
+{
+    const uint64_t d = (uint64_t)p->head_dim, keys = (uint64_t)p->key_count;
+    const uint64_t rows = (uint64_t)p->last_rows * (uint64_t)(p->q_heads / p->kv_heads);
+    const uint64_t pad = PBSA_GEMM_LD_PAD;
+    const uint64_t unit_bytes = 4 * (d * (rows + pad) + d * (keys + pad) + rows * keys);
+    const uint64_t units = (uint64_t)p->batch * (uint64_t)p->kv_heads;
+    uint64_t cap = ctx->pbs_methods.gemm_chunk_bytes ? ctx->pbs_methods.gemm_chunk_bytes
+                                                     : GEMM_CHUNK_BYTES;
+    uint64_t per_chunk = cap / unit_bytes;
+    p->gemm_units = (int)(per_chunk < 1 ? 1 : per_chunk > units ? units : per_chunk);
+    p->gemm_tile = ctx->info.max_work_group_size >= 256 ? 16 : 8;
+    p->gemm_stats_wg = 256;
+    while ((size_t)p->gemm_stats_wg > ctx->info.max_work_group_size)
+        p->gemm_stats_wg /= 2;
 }
 
 int pbsa_pbs_plan_make(pbsa_context *ctx, const char *fn, const pbsa_tensor *q,
@@ -130,8 +185,10 @@ int pbsa_pbs_plan_make(pbsa_context *ctx, const char *fn, const pbsa_tensor *q,
     pl.identity = pl.segments == 0 || (pl.segments == 1 && pl.kv_len % pl.segment == 0);
     pl.last_rows = pl.q_len < pl.block ? pl.q_len : pl.block;
     pl.key_count = pl.segments * pl.segment;
-    pl.scores_config = pbsa_flash_config_default(&ctx->info, pl.head_dim, 0);
-    pl.sparse_config = pbsa_flash_config_default(&ctx->info, pl.head_dim, pl.block);
+    pl.scores_config =
+        pbsa_tuned_config(ctx, PBSA_KERNEL_SCORES, pl.dtype, pl.head_dim, pl.block, 0, NULL);
+    pl.sparse_config = pbsa_tuned_config(ctx, PBSA_KERNEL_SPARSE, pl.dtype, pl.head_dim,
+                                         pl.block, p.causal, NULL);
     if (!pbsa_flash_config_valid(&pl.scores_config, pl.head_dim, &ctx->info) ||
         !pbsa_flash_config_valid(&pl.sparse_config, pl.head_dim, &ctx->info))
         return pbsa_fail(ctx, PBSA_ERROR_UNSUPPORTED_DEVICE,
@@ -153,6 +210,15 @@ int pbsa_pbs_plan_make(pbsa_context *ctx, const char *fn, const pbsa_tensor *q,
                          "%s: k.seq = %d gives %d key blocks, more than the device's local memory "
                          "can select over; use a larger params->block_size",
                          fn, pl.kv_len, pl.k_blocks);
+    static const char *const score_names[2] = {"fused", "clblast"};
+    static const char *const kv_names[2] = {"gather", "materialised"};
+    pl.score_method = (pbsa_score_method)method_of(ctx->pbs_methods.score, "PBSA_SCORE_METHOD",
+                                                   score_names);
+    pl.kv_method = (pbsa_kv_method)method_of(ctx->pbs_methods.kv, "PBSA_KV_METHOD", kv_names);
+    if (pl.identity)
+        pl.score_method = PBSA_SCORE_FUSED; /* no scores: neither method runs */
+    if (pl.score_method == PBSA_SCORE_CLBLAST)
+        plan_gemm(ctx, &pl);
     if (!make_layout(&pl))
         return pbsa_fail(ctx, PBSA_ERROR_SIZE_OVERFLOW, "%s: the workspace size overflows", fn);
     *plan = pl;
@@ -189,85 +255,52 @@ int pbsa_pbs_check_workspace(pbsa_context *ctx, const char *fn, const pbsa_pbs_p
     return pbsa_check_int_buffer(ctx, fn, "workspace", workspace, 0, plan->layout.total);
 }
 
-static cl_mem region(cl_mem workspace, uint64_t start, uint64_t end, cl_int *err)
+void pbsa_arg_region(pbsa_kernel_args *args, const pbsa_pbs_plan *plan, cl_mem workspace,
+                     pbsa_pbs_region region)
 {
-    if (*err != CL_SUCCESS)
-        return NULL;
-    cl_buffer_region r = {(size_t)start * 4, (size_t)(end - start) * 4};
-    if (r.size == 0)
-        r.size = 4; /* an empty region still needs a valid buffer to bind */
-    return clCreateSubBuffer(workspace, CL_MEM_READ_WRITE, CL_BUFFER_CREATE_TYPE_REGION, &r, err);
+    pbsa_arg_mem(args, workspace);
+    pbsa_arg_u64(args, plan->layout.start[region]);
 }
 
-int pbsa_pbs_views_create(pbsa_context *ctx, const char *fn, const pbsa_pbs_plan *plan,
-                          cl_mem workspace, pbsa_pbs_views *views)
+int pbsa_pbs_workspace_acquire(pbsa_context *ctx, const char *fn, const pbsa_pbs_plan *plan,
+                               cl_mem workspace, cl_mem *out)
 {
-    const pbsa_pbs_layout *l = &plan->layout;
-    cl_int err = CL_SUCCESS;
-    pbsa_pbs_views v;
-    v.pi = region(workspace, l->pi, l->scores, &err);
-    v.scores = region(workspace, l->scores, l->partials, &err);
-    v.partials = region(workspace, l->partials, l->stats, &err);
-    v.stats = region(workspace, l->stats, l->sink, &err);
-    v.sink = region(workspace, l->sink, l->q_means, &err);
-    v.q_means = region(workspace, l->q_means, l->k_means, &err);
-    v.k_means = region(workspace, l->k_means, l->counts, &err);
-    v.counts = region(workspace, l->counts, l->blocks, &err);
-    v.blocks = region(workspace, l->blocks, l->total, &err);
-    *views = v;
-    if (err != CL_SUCCESS) {
-        pbsa_pbs_views_release(views);
-        return pbsa_fail(ctx, err, "%s: cannot create workspace sub-buffers (OpenCL error %d)", fn,
-                         err);
-    }
-    return PBSA_SUCCESS;
-}
-
-void pbsa_pbs_views_release(pbsa_pbs_views *views)
-{
-    cl_mem *all[] = {&views->pi, &views->scores, &views->partials, &views->stats, &views->sink,
-                     &views->q_means, &views->k_means, &views->counts, &views->blocks};
-    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) {
-        if (*all[i])
-            clReleaseMemObject(*all[i]);
-        *all[i] = NULL;
-    }
-}
-
-int pbsa_pbs_workspace_views(pbsa_context *ctx, const char *fn, const pbsa_pbs_plan *plan,
-                             cl_mem workspace, pbsa_pbs_views *views)
-{
+    *out = NULL;
     if (workspace) {
         int status = pbsa_pbs_check_workspace(ctx, fn, plan, workspace);
-        return status == PBSA_SUCCESS ? pbsa_pbs_views_create(ctx, fn, plan, workspace, views)
-                                      : status;
+        if (status != PBSA_SUCCESS)
+            return status;
+        clRetainMemObject(workspace);
+        *out = workspace;
+        return PBSA_SUCCESS;
     }
     uint64_t bytes = plan->layout.total * 4;
     if (bytes > ctx->info.max_alloc_bytes)
         return pbsa_fail(ctx, PBSA_ERROR_INVALID_VALUE,
                          "%s: the workspace needs %llu bytes, more than the device's largest "
                          "buffer (%llu)",
-                         fn, (unsigned long long)bytes, (unsigned long long)ctx->info.max_alloc_bytes);
+                         fn, (unsigned long long)bytes,
+                         (unsigned long long)ctx->info.max_alloc_bytes);
     cl_int err;
-    cl_mem own = clCreateBuffer(ctx->cl_ctx, CL_MEM_READ_WRITE, (size_t)bytes, NULL, &err);
+    *out = clCreateBuffer(ctx->cl_ctx, CL_MEM_READ_WRITE, (size_t)bytes, NULL, &err);
     if (err != CL_SUCCESS)
         return pbsa_fail(ctx, err, "%s: cannot allocate a %llu-byte workspace (OpenCL error %d)",
                          fn, (unsigned long long)bytes, err);
-    /* The sub-buffers keep the storage alive until they and the work using them are done. */
-    int status = pbsa_pbs_views_create(ctx, fn, plan, own, views);
-    clReleaseMemObject(own);
-    return status;
+    return PBSA_SUCCESS;
 }
 
 int pbsa_pbs_begin(pbsa_context *ctx, const char *fn, cl_command_queue queue, cl_event *event,
-                   const pbsa_tensor *q, const pbsa_tensor *k, const pbsa_tensor *v,
-                   const pbsa_tensor *o, const pbsa_params *params, pbsa_pbs_plan *plan)
+                   const pbsa_tensor *q, const pbsa_tensor *k, bool reads_values,
+                   const pbsa_tensor *v, const pbsa_tensor *o, const pbsa_params *params,
+                   pbsa_pbs_plan *plan)
 {
     if (event)
         *event = NULL;
     if (!ctx)
         return pbsa_fail(NULL, PBSA_ERROR_NULL_ARGUMENT, "%s: ctx is NULL", fn);
     pbsa_clear_error(ctx);
+    if (reads_values && (!v || !o))
+        return pbsa_fail(ctx, PBSA_ERROR_NULL_ARGUMENT, "%s: %s is NULL", fn, v ? "o" : "v");
     int status = pbsa_check_queue(ctx, fn, queue);
     return status == PBSA_SUCCESS ? pbsa_pbs_plan_make(ctx, fn, q, k, v, o, params, plan) : status;
 }

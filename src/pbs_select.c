@@ -7,10 +7,10 @@ enum { SELECT_WG = 256 };
 
 static size_t round_up(size_t x, size_t to) { return (x + to - 1) / to * to; }
 
-static int enqueue_means(pbsa_context *ctx, const char *fn, const pbsa_pbs_plan *plan,
+static int prepare_means(pbsa_context *ctx, const char *fn, const pbsa_pbs_plan *plan,
                          const char *options, const pbsa_tensor *x, int out_heads, int blocks,
-                         int use_pi, cl_mem pi, uint64_t pi_offset, cl_mem means,
-                         pbsa_launch_chain *chain)
+                         int use_pi, cl_mem pi, uint64_t pi_offset, cl_mem workspace,
+                         pbsa_pbs_region means, pbsa_launch_chain *chain)
 {
     cl_kernel kernel;
     int status = pbsa_get_kernel(ctx, select_files, 2, options, "pbs_block_means", &kernel);
@@ -29,21 +29,17 @@ static int enqueue_means(pbsa_context *ctx, const char *fn, const pbsa_pbs_plan 
     pbsa_arg_mem(&a, pi);
     pbsa_arg_u64(&a, pi_offset);
     pbsa_arg_i32(&a, use_pi);
-    pbsa_arg_mem(&a, means);
-    if (a.status != CL_SUCCESS) {
-        clReleaseKernel(kernel);
-        return pbsa_fail(ctx, a.status, "%s: clSetKernelArg failed (%d)", fn, a.status);
-    }
+    pbsa_arg_region(&a, plan, workspace, means);
     size_t global[2] = {round_up((size_t)blocks * (size_t)plan->head_dim, 64),
                         (size_t)plan->batch * (size_t)out_heads};
     size_t local[2] = {64, 1};
-    return pbsa_chain_enqueue(ctx, fn, chain, kernel, 2, global, local);
+    return pbsa_chain_add_kernel(ctx, fn, chain, &a, 2, global, local);
 }
 
-int pbsa_pbs_enqueue_selection(pbsa_context *ctx, const char *fn, const pbsa_pbs_plan *plan,
+int pbsa_pbs_prepare_selection(pbsa_context *ctx, const char *fn, const pbsa_pbs_plan *plan,
                                const pbsa_tensor *q, const pbsa_tensor *k, cl_mem pi,
                                uint64_t pi_offset, const pbsa_block_list *out,
-                               const pbsa_pbs_views *views, pbsa_launch_chain *chain)
+                               cl_mem workspace, pbsa_launch_chain *chain)
 {
     size_t select_wg = SELECT_WG <= ctx->info.max_work_group_size ? SELECT_WG : 64;
     char options[256] = "";
@@ -61,20 +57,16 @@ int pbsa_pbs_enqueue_selection(pbsa_context *ctx, const char *fn, const pbsa_pbs
     pbsa_arg_i32(&a, plan->kv_len);
     pbsa_arg_i32(&a, plan->segment);
     pbsa_arg_i32(&a, plan->block);
-    pbsa_arg_mem(&a, views->sink);
-    if (a.status != CL_SUCCESS) {
-        clReleaseKernel(kernel);
-        return pbsa_fail(ctx, a.status, "%s: clSetKernelArg failed (%d)", fn, a.status);
-    }
+    pbsa_arg_region(&a, plan, workspace, PBSA_REGION_SINK);
     size_t perm_rows = (size_t)plan->batch * (size_t)plan->perm_heads;
     size_t sink_global = perm_rows * 64, sink_local = 64;
-    status = pbsa_chain_enqueue(ctx, fn, chain, kernel, 1, &sink_global, &sink_local);
+    status = pbsa_chain_add_kernel(ctx, fn, chain, &a, 1, &sink_global, &sink_local);
     if (status == PBSA_SUCCESS)
-        status = enqueue_means(ctx, fn, plan, options, q, plan->q_heads, plan->q_blocks, 0, pi,
-                               pi_offset, views->q_means, chain);
+        status = prepare_means(ctx, fn, plan, options, q, plan->q_heads, plan->q_blocks, 0, pi,
+                               pi_offset, workspace, PBSA_REGION_Q_MEANS, chain);
     if (status == PBSA_SUCCESS)
-        status = enqueue_means(ctx, fn, plan, options, k, plan->perm_heads, plan->k_blocks, 1, pi,
-                               pi_offset, views->k_means, chain);
+        status = prepare_means(ctx, fn, plan, options, k, plan->perm_heads, plan->k_blocks, 1, pi,
+                               pi_offset, workspace, PBSA_REGION_K_MEANS, chain);
     if (status != PBSA_SUCCESS)
         return status;
 
@@ -82,9 +74,9 @@ int pbsa_pbs_enqueue_selection(pbsa_context *ctx, const char *fn, const pbsa_pbs
     if (status != PBSA_SUCCESS)
         return status;
     a = (pbsa_kernel_args){kernel, 0, CL_SUCCESS};
-    pbsa_arg_mem(&a, views->q_means);
-    pbsa_arg_mem(&a, views->k_means);
-    pbsa_arg_mem(&a, views->sink);
+    pbsa_arg_region(&a, plan, workspace, PBSA_REGION_Q_MEANS);
+    pbsa_arg_region(&a, plan, workspace, PBSA_REGION_K_MEANS);
+    pbsa_arg_region(&a, plan, workspace, PBSA_REGION_SINK);
     pbsa_arg_i32(&a, plan->q_heads);
     pbsa_arg_i32(&a, plan->perm_heads);
     pbsa_arg_i32(&a, plan->q_blocks);
@@ -97,14 +89,10 @@ int pbsa_pbs_enqueue_selection(pbsa_context *ctx, const char *fn, const pbsa_pbs
     pbsa_arg_u64(&a, out->counts_offset);
     pbsa_arg_mem(&a, out->blocks);
     pbsa_arg_u64(&a, out->blocks_offset);
-    if (a.status != CL_SUCCESS) {
-        clReleaseKernel(kernel);
-        return pbsa_fail(ctx, a.status, "%s: clSetKernelArg failed (%d)", fn, a.status);
-    }
     size_t global[2] = {(size_t)plan->q_blocks * select_wg,
                         (size_t)plan->batch * (size_t)plan->q_heads};
     size_t local[2] = {select_wg, 1};
-    return pbsa_chain_enqueue(ctx, fn, chain, kernel, 2, global, local);
+    return pbsa_chain_add_kernel(ctx, fn, chain, &a, 2, global, local);
 }
 
 /* Checks a block list for the plan's shapes. */
@@ -129,20 +117,22 @@ int pbsa_block_selection(pbsa_context *ctx, cl_command_queue queue, const pbsa_t
 {
     static const char fn[] = "pbsa_block_selection";
     pbsa_pbs_plan plan;
-    int status = pbsa_pbs_begin(ctx, fn, queue, event, q, k, NULL, NULL, params, &plan);
+    int status = pbsa_pbs_begin(ctx, fn, queue, event, q, k, false, NULL, NULL, params, &plan);
     if (status == PBSA_SUCCESS)
         status = pbsa_check_int_buffer(ctx, fn, "pi", pi, pi_offset,
                                        (uint64_t)plan.batch * plan.perm_heads * plan.kv_len);
     if (status == PBSA_SUCCESS)
         status = pbsa_pbs_check_block_list(ctx, fn, &plan, out);
-    pbsa_pbs_views views = {0};
+    cl_mem ws = NULL;
     if (status == PBSA_SUCCESS)
-        status = pbsa_pbs_workspace_views(ctx, fn, &plan, workspace, &views);
+        status = pbsa_pbs_workspace_acquire(ctx, fn, &plan, workspace, &ws);
     if (status != PBSA_SUCCESS)
         return status;
-    pbsa_launch_chain chain = {queue, NULL};
-    status = pbsa_pbs_enqueue_selection(ctx, fn, &plan, q, k, pi, pi_offset, out, &views, &chain);
-    pbsa_chain_finish(&chain, status == PBSA_SUCCESS ? event : NULL);
-    pbsa_pbs_views_release(&views);
+    pbsa_launch_chain chain = {.queue = queue};
+    status = pbsa_pbs_prepare_selection(ctx, fn, &plan, q, k, pi, pi_offset, out, ws, &chain);
+    if (status == PBSA_SUCCESS)
+        status = pbsa_chain_enqueue(ctx, fn, &chain, event);
+    pbsa_chain_release(&chain);
+    clReleaseMemObject(ws);
     return status;
 }

@@ -16,9 +16,11 @@ pbsa_tensor pbsa_tensor_bhsd(cl_mem buffer, pbsa_dtype dtype, int64_t batch, int
 {
     pbsa_tensor t = {.buffer = buffer, .dtype = dtype, .batch = batch, .heads = heads,
                      .seq = seq, .head_dim = head_dim};
+    /* Unsigned products: sizes too large wrap instead of overflowing, and the argument checks of
+     * every call reject the result. */
     t.stride_seq = head_dim;
-    t.stride_head = seq * head_dim;
-    t.stride_batch = heads * seq * head_dim;
+    t.stride_head = (int64_t)((uint64_t)seq * (uint64_t)head_dim);
+    t.stride_batch = (int64_t)((uint64_t)heads * (uint64_t)t.stride_head);
     return t;
 }
 
@@ -28,7 +30,7 @@ pbsa_tensor pbsa_tensor_bshd(cl_mem buffer, pbsa_dtype dtype, int64_t batch, int
     pbsa_tensor t = {.buffer = buffer, .dtype = dtype, .batch = batch, .heads = heads,
                      .seq = seq, .head_dim = head_dim};
     t.stride_head = head_dim;
-    t.stride_seq = heads * head_dim;
-    t.stride_batch = seq * heads * head_dim;
+    t.stride_seq = (int64_t)((uint64_t)heads * (uint64_t)head_dim);
+    t.stride_batch = (int64_t)((uint64_t)seq * (uint64_t)t.stride_seq);
     return t;
 }

@@ -47,6 +47,20 @@ int main(void)
         tests[count++] = t;
     }
     int failed = _cmocka_run_group_tests("dense", tests, (size_t)count, NULL, NULL);
+    /* Where the tensor-core kernels are in use, the portable ones must pass the same cases. */
+    if (pbsa_context_uses_tensor_cores(fixture.ctx)) {
+        pbsa_context *accelerated = fixture.ctx;
+        pbsa_context_options portable = {.struct_size = sizeof portable, .force_portable = 1};
+        if (pbsa_context_create(fixture.cl_ctx, fixture.device, &portable, &fixture.ctx) !=
+            PBSA_SUCCESS) {
+            fprintf(stderr, "cannot create a portable context: %s\n",
+                    pbsa_context_last_error(NULL));
+            return 1;
+        }
+        failed += _cmocka_run_group_tests("dense_portable", tests, (size_t)count, NULL, NULL);
+        pbsa_context_release(fixture.ctx);
+        fixture.ctx = accelerated;
+    }
     device_fixture_close(&fixture);
     return failed;
 }

@@ -1,9 +1,12 @@
 /* PBS-Attn on the device against the float64 reference: each stage on its own, fed identical
  * inputs (the permutation, the block selection, the sparse attention over a given block list),
  * then the whole pipeline, its special cases (full threshold, short-sequence fallback) and its
- * parameter checks. Where float32 rounding can flip a near tie, the tests check properties that
- * any correct answer has rather than equality with the reference's choice. */
+ * parameter checks. The permutation runs again with its scores through CLBlast, and the pipeline
+ * again with CLBlast scores and materialised K' and V' (the internal methods, forced on the
+ * context). Where float32 rounding can flip a near tie, the tests check properties that any
+ * correct answer has rather than equality with the reference's choice. */
 #include "device_fixture.h"
+#include "pbs_plan.h"
 #include "pbsattn_ref.h"
 
 #include <math.h>
@@ -16,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
@@ -1192,9 +1196,103 @@ static void test_block_density(void **state)
                      PBSA_ERROR_INVALID_VALUE);
 }
 
+/* ---- nothing enqueued on error --------------------------------------------------------------- */
+
+/* A kernel of the last stage that fails to build leaves nothing enqueued: every kernel (and
+ * CLBlast's GEMM program) is prepared before the first launch. A context of its own starts with
+ * an empty program cache, and PBSA_KERNEL_DIR points it at a sparse kernel that cannot compile. */
+static void test_build_failure_enqueues_nothing(void **state)
+{
+    (void)state;
+    static const pbs_case shape = {"f32_build_failure", F32, 1, 2, 1, 300, 300, 64, 32, 64,
+                                   0.9f, 1, 1, PER, 0};
+    inputs in;
+    inputs_make(&in, &shape);
+    char dir[] = "/tmp/pbsa-broken-kernels-XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    char path[sizeof dir + 32];
+    snprintf(path, sizeof path, "%s/pbs_attention.cl", dir);
+    FILE *file = fopen(path, "w");
+    assert_non_null(file);
+    fputs("#error \"broken on purpose\"\n", file);
+    fclose(file);
+    const char *previous = getenv("PBSA_KERNEL_DIR");
+    char *saved = previous ? strdup(previous) : NULL;
+    pbsa_context *ctx = NULL;
+    expect_ok("pbsa_context_create", pbsa_context_create(cl_ctx, fixture.device, NULL, &ctx));
+    assert_int_equal(setenv("PBSA_KERNEL_DIR", dir, 1), 0);
+
+    static const pbsa_pbs_methods methods[2] = {
+        {PBSA_SCORE_FUSED, PBSA_KV_GATHER, 0},
+        {PBSA_SCORE_CLBLAST, PBSA_KV_MATERIALISED, 0},
+    };
+    for (int m = 0; m < 2; m++) {
+        pbsa_pbs_force_methods(ctx, &methods[m]);
+        size_t ws_bytes;
+        assert_int_equal(pbsa_workspace_size(ctx, &in.q.desc, &in.k.desc, &in.params, &ws_bytes),
+                         PBSA_SUCCESS);
+        cl_mem workspace = poisoned_buffer(ws_bytes);
+        dev_tensor o;
+        output_make(&o, &in);
+        size_t sizes[2];
+        unsigned char *before[2] = {snapshot(workspace, &sizes[0]),
+                                    snapshot(o.desc.buffer, &sizes[1])};
+        cl_event event = (cl_event)&ws_bytes;
+        int status = pbsa_attention(ctx, fixture.queue, &in.q.desc, &in.k.desc, &in.v.desc,
+                                    &o.desc, &in.params, workspace, &event);
+        const char *message = pbsa_context_last_error(ctx);
+        printf("  %s, %s: %s\n", m ? "clblast" : "fused", m ? "materialised" : "gather", message);
+        if (status != PBSA_ERROR_BUILD_FAILED || !strstr(message, "pbs_attention.cl"))
+            fail_msg("pbsa_attention with a broken sparse kernel: status %d (%s), message '%s'",
+                     status, pbsa_status_string(status), message);
+        assert_null(event);
+        expect_untouched("workspace after a build failure", workspace, before[0]);
+        expect_untouched("output after a build failure", o.desc.buffer, before[1]);
+        free(before[0]);
+        free(before[1]);
+        clReleaseMemObject(workspace);
+        tensor_free(&o);
+    }
+
+    if (saved)
+        setenv("PBSA_KERNEL_DIR", saved, 1);
+    else
+        unsetenv("PBSA_KERNEL_DIR");
+    free(saved);
+    pbsa_context_release(ctx);
+    remove(path);
+    rmdir(dir);
+    inputs_free(&in);
+}
+
 /* ---- main ------------------------------------------------------------------------------------ */
 
-enum { MAX_TESTS = 4 * CASE_COUNT + 16 };
+/* Method variants of the stage tests. The CLBlast permutation runs in chunks of one KV row, so
+ * that cases with several KV rows run several chunks. */
+static int use_clblast_in_small_chunks(void **state)
+{
+    (void)state;
+    const pbsa_pbs_methods methods = {.score = PBSA_SCORE_CLBLAST, .gemm_chunk_bytes = 1};
+    pbsa_pbs_force_methods(fixture.ctx, &methods);
+    return 0;
+}
+
+static int use_clblast_and_materialised(void **state)
+{
+    (void)state;
+    const pbsa_pbs_methods methods = {.score = PBSA_SCORE_CLBLAST, .kv = PBSA_KV_MATERIALISED};
+    pbsa_pbs_force_methods(fixture.ctx, &methods);
+    return 0;
+}
+
+static int use_automatic_methods(void **state)
+{
+    (void)state;
+    pbsa_pbs_force_methods(fixture.ctx, NULL);
+    return 0;
+}
+
+enum { MAX_TESTS = 6 * CASE_COUNT + 16 };
 static char test_names[MAX_TESTS][80];
 
 int main(void)
@@ -1211,11 +1309,14 @@ int main(void)
     static const struct {
         const char *stage;
         CMUnitTestFunction fn;
+        CMFixtureFunction setup;
     } stages[] = {
-        {"permutation", test_permutation},
-        {"selection", test_selection},
-        {"sparse", test_sparse},
-        {"end_to_end", test_end_to_end},
+        {"permutation", test_permutation, NULL},
+        {"permutation_clblast", test_permutation, use_clblast_in_small_chunks},
+        {"selection", test_selection, NULL},
+        {"sparse", test_sparse, NULL},
+        {"end_to_end", test_end_to_end, NULL},
+        {"end_to_end_clblast_materialised", test_end_to_end, use_clblast_and_materialised},
     };
     struct CMUnitTest tests[MAX_TESTS];
     int count = 0;
@@ -1223,7 +1324,8 @@ int main(void)
         for (int i = 0; i < CASE_COUNT; i++) {
             snprintf(test_names[count], sizeof test_names[count], "%s/%s", stages[s].stage,
                      cases[i].name);
-            struct CMUnitTest t = {test_names[count], stages[s].fn, NULL, NULL,
+            struct CMUnitTest t = {test_names[count], stages[s].fn, stages[s].setup,
+                                   stages[s].setup ? use_automatic_methods : NULL,
                                    (void *)&cases[i]};
             tests[count++] = t;
         }
@@ -1233,6 +1335,7 @@ int main(void)
         cmocka_unit_test(test_fallback_is_dense),
         cmocka_unit_test(test_bad_params),
         cmocka_unit_test(test_small_workspace),
+        cmocka_unit_test(test_build_failure_enqueues_nothing),
         cmocka_unit_test(test_block_density),
     };
     for (size_t i = 0; i < sizeof others / sizeof others[0]; i++)

@@ -63,8 +63,10 @@ int main(int argc, char **argv)
     }
     pbsa_device_info info;
     pbsa_context_device_info(ctx, &info);
-    printf("device: %s | %s | driver %s | seed %llu\n", info.name, info.vendor,
-           info.driver_version, seed);
+    printf("device: %s | %s | driver %s | seed %llu | kernels: %s\n", info.name, info.vendor,
+           info.driver_version, seed,
+           pbsa_context_uses_tensor_cores(ctx) ? "tensor-core where it applies, else portable"
+                                               : "portable");
     printf("%-36s %-6s %11s %9s %11s %9s %6s\n", "case", "result", "rel_l2", "limit", "max_abs",
            "unwritten", "guard");
     int failures = 0;

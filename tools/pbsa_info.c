@@ -26,7 +26,10 @@ static void usage(FILE *to)
             "allocation, maximum work-group size, storage dtypes (f32, f16 and bf16 are stored on\n"
             "every device and computed in fp32; cl_khr_fp16 arithmetic is reported), NVIDIA\n"
             "compute capability, whether the NVIDIA tensor-core path could apply, and which\n"
-            "kernels run.\n"
+            "kernels run. Then, for the default device, the kernel configuration that dense\n"
+            "attention (bf16, D 128, causal) and PBS sparse attention (block 128) use, and where\n"
+            "it comes from: PBSA_FLASH_CONFIG, PBSA_TUNING_FILE, the user's tuning file written\n"
+            "by pbsa-tune, tuning data built into the library, or the heuristic default.\n"
             "\n"
             "Exit status: 0 when at least one device is listed, 1 when there is no OpenCL\n"
             "platform or device, 2 on a usage error.\n");
@@ -63,6 +66,21 @@ static const char *device_type_name(cl_device_id device)
     return "other";
 }
 
+/* Whether a library context on device runs the tensor-core kernels (its probe passed). */
+static int uses_tensor_cores(cl_device_id device)
+{
+    cl_int err;
+    cl_context cl_ctx = clCreateContext(NULL, 1, &device, NULL, NULL, &err);
+    if (err != CL_SUCCESS)
+        return 0;
+    pbsa_context *ctx = NULL;
+    int uses = pbsa_context_create(cl_ctx, device, NULL, &ctx) == PBSA_SUCCESS &&
+               pbsa_context_uses_tensor_cores(ctx);
+    pbsa_context_release(ctx);
+    clReleaseContext(cl_ctx);
+    return uses;
+}
+
 static void print_device(int platform_index, int device_index, int global_index,
                          cl_device_id device, int is_default)
 {
@@ -94,14 +112,63 @@ static void print_device(int platform_index, int device_index, int global_index,
         printf("    compute capability:   not reported by the driver\n");
     else
         printf("    compute capability:   %d.%d\n", info.nv_compute_major, info.nv_compute_minor);
+    int tensor_cores = info.tensor_core_capable && uses_tensor_cores(device);
     if (info.tensor_core_capable) {
         printf("    tensor-core capable:  yes (sm_%d%d)\n", info.nv_compute_major,
                info.nv_compute_minor);
-        printf("    tensor-core path:     not available in this build\n");
+        printf("    tensor-core path:     %s\n",
+               tensor_cores ? "in use (probe passed)"
+                            : "not in use (probe failed, or PBSA_FORCE_PORTABLE is set)");
     } else {
         printf("    tensor-core capable:  no (not NVIDIA sm_80+)\n");
     }
-    printf("    kernels:              portable OpenCL C\n");
+    printf("    kernels:              %s\n",
+           tensor_cores ? "mma.sync for f16/bf16 attention with D <= 128, portable OpenCL C "
+                          "otherwise"
+                        : "portable OpenCL C");
+}
+
+static void log_warning(pbsa_log_level level, const char *message, void *user_data)
+{
+    (void)user_data;
+    if (level != PBSA_LOG_INFO)
+        fprintf(stderr, "pbsa-info: %s\n", message);
+}
+
+/* The configurations that calls on the default device use, and where they come from (tuning
+ * files, built-in tuning data or the heuristic). */
+static void print_tuning(void)
+{
+    cl_context cl_ctx = NULL;
+    cl_device_id device = NULL;
+    pbsa_context *ctx = NULL;
+    if (pbsa_helper_create_cl_context(NULL, &cl_ctx, &device) != PBSA_SUCCESS)
+        return;
+    pbsa_set_log_callback(log_warning, NULL); /* a tuning file that is ignored says why */
+    int status = pbsa_context_create(cl_ctx, device, NULL, &ctx);
+    pbsa_set_log_callback(NULL, NULL);
+    if (status == PBSA_SUCCESS) {
+        static const struct {
+            const char *label;
+            pbsa_kernel_kind kind;
+            int block;
+        } calls[] = {
+            {"dense bf16 D128 causal", PBSA_KERNEL_DENSE, 0},
+            {"sparse bf16 D128 b128 causal", PBSA_KERNEL_SPARSE, 128},
+        };
+        printf("\nkernel configurations on the default device (tuning: pbsa-tune --help):\n");
+        for (size_t i = 0; i < sizeof calls / sizeof calls[0]; i++) {
+            char text[4400];
+            pbsa_config_source source;
+            if (pbsa_query_kernel_config(ctx, calls[i].kind, PBSA_DTYPE_BF16, 128, calls[i].block,
+                                         1, text, sizeof text, &source) == PBSA_SUCCESS)
+                printf("  %-30s %s\n", calls[i].label, text);
+            else
+                printf("  %-30s none: %s\n", calls[i].label, pbsa_context_last_error(ctx));
+        }
+    }
+    pbsa_context_release(ctx);
+    clReleaseContext(cl_ctx);
 }
 
 /* The device that a run without --device would use (PBSA_DEVICE, else the first GPU, else the
@@ -187,5 +254,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "pbsa-info: no OpenCL device is available on any platform\n");
         return 1;
     }
+    if (chosen)
+        print_tuning();
     return 0;
 }

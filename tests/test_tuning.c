@@ -1,0 +1,467 @@
+/* Tuning data on a device: the lookup order (forced, PBSA_FLASH_CONFIG, PBSA_TUNING_FILE, the
+ * user's file, built-in data, heuristic) as pbsa_query_kernel_config() reports it, files that are
+ * ignored with a warning (corrupt, foreign, outdated, unreadable, entries that do not fit),
+ * PBSA_TUNING=off, correct results with tuned configurations, and the query's argument errors.
+ * Usage: test_tuning SCRATCH_DIR (files are written there; the environment is the test's own). */
+#include "conformance.h"
+#include "device_fixture.h"
+#include "tune_case.h"
+#include "tuning.h"
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+static device_fixture fixture;
+static pbsa_device_info info;
+static char platform[PBSA_TUNING_TEXT];
+static char scratch[1024];
+static char user_path[2048];
+static char named_path[2048];
+
+/* Three configurations for dense f32 D64 and sparse f32 D64 b64, all different from the
+ * heuristic's (checked in main). */
+static const pbsa_flash_config A = {16, 16, 4, 4, 16, 16, 8, 8};
+static const pbsa_flash_config B = {32, 32, 4, 8, 16, 16, 8, 16};
+static const pbsa_flash_config C = {16, 32, 4, 8, 16, 8, 0, 0};
+
+/* The log callback's messages since the last reset_log(). */
+static struct {
+    int warnings, infos;
+    char text[8192];
+} logged;
+
+static void log_callback(pbsa_log_level level, const char *message, void *user_data)
+{
+    (void)user_data;
+    if (level == PBSA_LOG_WARNING)
+        logged.warnings++;
+    if (level == PBSA_LOG_INFO)
+        logged.infos++;
+    size_t used = strlen(logged.text);
+    snprintf(logged.text + used, sizeof logged.text - used, "%s\n", message);
+}
+
+static void reset_log(void) { memset(&logged, 0, sizeof logged); }
+
+/* Tuning file text for this device (or another) with entries for cfg. */
+static char *tuning_text_driver(int schema, const char *device, const char *driver,
+                                const pbsa_flash_config *cfg, const char *extra)
+{
+    pbsa_tuning_file f;
+    memset(&f, 0, sizeof f);
+    snprintf(f.platform, sizeof f.platform, "%s", platform);
+    snprintf(f.device, sizeof f.device, "%s", device ? device : info.name);
+    snprintf(f.driver, sizeof f.driver, "%s", driver ? driver : info.driver_version);
+    pbsa_tuning_entry e = {{PBSA_KERNEL_DENSE, PBSA_DTYPE_F32, 64, 0, 1}, *cfg, -1, -1, 0, 0, 0, 0};
+    assert_true(pbsa_tuning_file_put(&f, &e));
+    e.key.causal = 0;
+    assert_true(pbsa_tuning_file_put(&f, &e));
+    e.key = (pbsa_tuning_key){PBSA_KERNEL_SPARSE, PBSA_DTYPE_F32, 64, 64, 1};
+    assert_true(pbsa_tuning_file_put(&f, &e));
+    char *text = pbsa_tuning_format(&f);
+    pbsa_tuning_file_free(&f);
+    assert_non_null(text);
+    if (schema != PBSA_TUNING_SCHEMA) {
+        char *at = strstr(text, "pbsattn-tuning 1");
+        assert_non_null(at);
+        at[15] = (char)('0' + schema);
+    }
+    size_t length = strlen(text) + (extra ? strlen(extra) : 0) + 1;
+    char *all = malloc(length);
+    assert_non_null(all);
+    snprintf(all, length, "%s%s", text, extra ? extra : "");
+    free(text);
+    return all;
+}
+
+static char *tuning_text(int schema, const char *device, const pbsa_flash_config *cfg,
+                         const char *extra)
+{
+    return tuning_text_driver(schema, device, NULL, cfg, extra);
+}
+
+static void write_text(const char *path, const char *text)
+{
+    assert_int_equal(pbsa_tuning_write_file(path, text), 0);
+}
+
+static void write_tuning(const char *path, const pbsa_flash_config *cfg)
+{
+    char *text = tuning_text(PBSA_TUNING_SCHEMA, NULL, cfg, NULL);
+    write_text(path, text);
+    free(text);
+}
+
+/* A clean environment: no variable of ours, the user's folder inside the scratch folder. */
+static int clean_environment(void **state)
+{
+    (void)state;
+    unsetenv("PBSA_TUNING_FILE");
+    unsetenv("PBSA_FLASH_CONFIG");
+    unsetenv("PBSA_TUNING");
+    char config[1100];
+    snprintf(config, sizeof config, "%s/config", scratch);
+    setenv("XDG_CONFIG_HOME", config, 1);
+    unlink(user_path);
+    unlink(named_path);
+    reset_log();
+    return 0;
+}
+
+/* A new context on the fixture's device, its built-in data replaced by builtin (may be NULL). */
+static pbsa_context *new_context(const char *builtin)
+{
+    pbsa_context *ctx = NULL;
+    assert_int_equal(pbsa_context_create(fixture.cl_ctx, fixture.device, NULL, &ctx), PBSA_SUCCESS);
+    pbsa_tuning_text text = {"test.txt", builtin};
+    pbsa_tuning_load(ctx, &text, builtin ? 1 : 0);
+    return ctx;
+}
+
+/* Asserts what ctx reports for dense f32 D64 causal (block 0) or sparse b64. */
+static void expect(pbsa_context *ctx, pbsa_kernel_kind kind, const pbsa_flash_config *cfg,
+                   pbsa_config_source want, const char *origin)
+{
+    char text[4400];
+    pbsa_config_source source = (pbsa_config_source)-1;
+    int block = kind == PBSA_KERNEL_DENSE ? 0 : 64;
+    int status = pbsa_query_kernel_config(ctx, kind, PBSA_DTYPE_F32, 64, block, 1, text,
+                                          sizeof text, &source);
+    assert_int_equal(status, PBSA_SUCCESS);
+    if (source != want || (origin && !strstr(text, origin)))
+        fail_msg("source %d, expected %d; '%s' should mention '%s'", (int)source, (int)want, text,
+                 origin ? origin : "");
+    char config[256];
+    pbsa_tuning_format_config(cfg, config, sizeof config);
+    if (strncmp(text, config, strlen(config)) != 0)
+        fail_msg("'%s' is not '%s'", text, config);
+    pbsa_flash_config used = pbsa_tuned_config(ctx, kind, PBSA_DTYPE_F32, 64, block, 1, &source);
+    assert_true(pbsa_flash_config_equal(&used, cfg));
+    assert_int_equal(source, want);
+}
+
+static pbsa_flash_config heuristic(pbsa_kernel_kind kind)
+{
+    return pbsa_flash_config_heuristic(&info, 64, kind == PBSA_KERNEL_SPARSE ? 64 : 0);
+}
+
+static void test_lookup_order(void **state)
+{
+    (void)state;
+    char *builtin = tuning_text(PBSA_TUNING_SCHEMA, NULL, &C, NULL);
+    write_tuning(user_path, &B);
+    write_tuning(named_path, &A);
+    setenv("PBSA_TUNING_FILE", named_path, 1);
+    for (int kind = 0; kind < 2; kind++) {
+        pbsa_kernel_kind k = kind ? PBSA_KERNEL_SPARSE : PBSA_KERNEL_DENSE;
+        pbsa_context *ctx = new_context(builtin);
+        expect(ctx, k, &A, PBSA_CONFIG_TUNING_FILE, "PBSA_TUNING_FILE");
+
+        /* PBSA_FLASH_CONFIG is read at every call, above every file. */
+        setenv("PBSA_FLASH_CONFIG", "32,32,4,8,16,16,8,16", 1);
+        expect(ctx, k, &B, PBSA_CONFIG_ENVIRONMENT, "PBSA_FLASH_CONFIG");
+        /* One that does not fit is passed over. */
+        setenv("PBSA_FLASH_CONFIG", "16,16,4,4,12,16", 1);
+        expect(ctx, k, &A, PBSA_CONFIG_TUNING_FILE, named_path);
+        setenv("PBSA_FLASH_CONFIG", "32,32,4,8,16,16,8,16", 1);
+        /* The tuner's override is above everything, and can be lifted. */
+        assert_true(pbsa_tuning_force(ctx, k, &C));
+        expect(ctx, k, &C, PBSA_CONFIG_FORCED, "forced");
+        assert_true(pbsa_tuning_force(ctx, k, NULL));
+        unsetenv("PBSA_FLASH_CONFIG");
+        expect(ctx, k, &A, PBSA_CONFIG_TUNING_FILE, named_path);
+        pbsa_context_release(ctx);
+
+        /* Files are read at context creation: later contexts see the change. */
+        unsetenv("PBSA_TUNING_FILE");
+        ctx = new_context(builtin);
+        expect(ctx, k, &B, PBSA_CONFIG_USER_FILE, user_path);
+        pbsa_context_release(ctx);
+
+        unlink(user_path);
+        ctx = new_context(builtin);
+        expect(ctx, k, &C, PBSA_CONFIG_BUILTIN, "built-in tuning data tuning/test.txt, line ");
+        pbsa_context_release(ctx);
+
+        ctx = new_context(NULL);
+        pbsa_flash_config h = heuristic(k);
+        expect(ctx, k, &h, PBSA_CONFIG_HEURISTIC, "heuristic default");
+        pbsa_context_release(ctx);
+
+        /* Keys must match exactly: no entry for f16. */
+        write_tuning(user_path, &B);
+        setenv("PBSA_TUNING_FILE", named_path, 1);
+        ctx = new_context(builtin);
+        char text[512];
+        pbsa_config_source source;
+        assert_int_equal(
+            pbsa_query_kernel_config(ctx, k, PBSA_DTYPE_F16, 64, 64, 1, text, sizeof text, &source),
+            PBSA_SUCCESS);
+        assert_int_equal(source, PBSA_CONFIG_HEURISTIC);
+        pbsa_context_release(ctx);
+    }
+    free(builtin);
+}
+
+static void test_tuning_off(void **state)
+{
+    (void)state;
+    char *builtin = tuning_text(PBSA_TUNING_SCHEMA, NULL, &C, NULL);
+    write_tuning(user_path, &B);
+    write_tuning(named_path, &A);
+    setenv("PBSA_TUNING_FILE", named_path, 1);
+    setenv("PBSA_TUNING", "off", 1);
+    pbsa_context *ctx = new_context(builtin);
+    pbsa_flash_config h = heuristic(PBSA_KERNEL_DENSE);
+    expect(ctx, PBSA_KERNEL_DENSE, &h, PBSA_CONFIG_HEURISTIC, "PBSA_TUNING=off");
+    /* PBSA_FLASH_CONFIG still applies: it is an experiment, not tuning data. */
+    setenv("PBSA_FLASH_CONFIG", "16,16,4,4,16,16,8,8", 1);
+    expect(ctx, PBSA_KERNEL_DENSE, &A, PBSA_CONFIG_ENVIRONMENT, NULL);
+    pbsa_context_release(ctx);
+    free(builtin);
+}
+
+/* Runs one context creation with the user's file holding text; returns the context. */
+static pbsa_context *with_user_text(const char *text, const char *builtin)
+{
+    write_text(user_path, text);
+    reset_log();
+    return new_context(builtin);
+}
+
+static void expect_warning(const char *needle)
+{
+    if (logged.warnings < 1 || !strstr(logged.text, needle))
+        fail_msg("no warning with '%s'; the log has:\n%s", needle, logged.text);
+}
+
+static void test_ignored_files(void **state)
+{
+    (void)state;
+    char *builtin = tuning_text(PBSA_TUNING_SCHEMA, NULL, &C, NULL);
+    pbsa_flash_config h = heuristic(PBSA_KERNEL_DENSE);
+
+    /* Corrupt: the next source is used. */
+    char *text = tuning_text(PBSA_TUNING_SCHEMA, NULL, &A, "entry kernel=dense\n");
+    pbsa_context *ctx = with_user_text(text, builtin);
+    expect_warning("is corrupt and ignored");
+    expect_warning(user_path);
+    expect(ctx, PBSA_KERNEL_DENSE, &C, PBSA_CONFIG_BUILTIN, NULL);
+    pbsa_context_release(ctx);
+    free(text);
+
+    /* Truncated in the middle of an entry. */
+    text = tuning_text(PBSA_TUNING_SCHEMA, NULL, &A, NULL);
+    text[strlen(text) - 20] = '\0';
+    ctx = with_user_text(text, NULL);
+    expect_warning("corrupt");
+    expect(ctx, PBSA_KERNEL_DENSE, &h, PBSA_CONFIG_HEURISTIC, NULL);
+    pbsa_context_release(ctx);
+    free(text);
+
+    /* Another device. */
+    text = tuning_text(PBSA_TUNING_SCHEMA, "Some Other GPU", &A, NULL);
+    ctx = with_user_text(text, NULL);
+    expect_warning("it was tuned on 'Some Other GPU'");
+    expect(ctx, PBSA_KERNEL_DENSE, &h, PBSA_CONFIG_HEURISTIC, NULL);
+    pbsa_context_release(ctx);
+    /* Built-in data of other devices is expected and not reported. */
+    unlink(user_path);
+    reset_log();
+    ctx = new_context(text);
+    assert_int_equal(logged.warnings, 0);
+    expect(ctx, PBSA_KERNEL_DENSE, &h, PBSA_CONFIG_HEURISTIC, NULL);
+    pbsa_context_release(ctx);
+    free(text);
+
+    /* An older format. */
+    text = tuning_text(0, NULL, &A, NULL);
+    ctx = with_user_text(text, NULL);
+    expect_warning("older than this library's");
+    expect_warning("run pbsa-tune again");
+    expect(ctx, PBSA_KERNEL_DENSE, &h, PBSA_CONFIG_HEURISTIC, NULL);
+    pbsa_context_release(ctx);
+    free(text);
+
+    /* Entries that do not fit the device are dropped, the others kept. */
+    text = tuning_text(PBSA_TUNING_SCHEMA, NULL, &A,
+                       "entry kernel=dense dtype=f32 head_dim=64 causal=1 block_m=4096 "
+                       "block_n=4096 wg_rows=64 wg_cols=64 kchunk=64 vchunk=64\n");
+    ctx = with_user_text(text, builtin);
+    expect_warning("1 entry of user tuning file");
+    expect_warning("does not fit this device");
+    expect(ctx, PBSA_KERNEL_DENSE, &C, PBSA_CONFIG_BUILTIN, NULL); /* the big one replaced A */
+    expect(ctx, PBSA_KERNEL_SPARSE, &A, PBSA_CONFIG_USER_FILE, NULL);
+    pbsa_context_release(ctx);
+    free(text);
+
+    /* Another driver version: used, with a note (not a warning). */
+    text = tuning_text_driver(PBSA_TUNING_SCHEMA, NULL, "0.0-other", &A, NULL);
+    ctx = with_user_text(text, NULL);
+    assert_int_equal(logged.warnings, 0);
+    assert_non_null(strstr(logged.text, "was tuned with driver 0.0-other"));
+    expect(ctx, PBSA_KERNEL_DENSE, &A, PBSA_CONFIG_USER_FILE, NULL);
+    pbsa_context_release(ctx);
+    free(text);
+
+    /* PBSA_TUNING_FILE that cannot be read: a warning, then the user's file as usual. */
+    write_tuning(user_path, &B);
+    setenv("PBSA_TUNING_FILE", scratch, 1); /* a folder */
+    reset_log();
+    ctx = new_context(NULL);
+    expect_warning("not a regular file");
+    expect(ctx, PBSA_KERNEL_DENSE, &B, PBSA_CONFIG_USER_FILE, NULL);
+    pbsa_context_release(ctx);
+    char missing[1100];
+    snprintf(missing, sizeof missing, "%s/no-such-file.txt", scratch);
+    setenv("PBSA_TUNING_FILE", missing, 1);
+    reset_log();
+    ctx = new_context(NULL);
+    expect_warning("cannot read PBSA_TUNING_FILE");
+    pbsa_context_release(ctx);
+    /* A missing user file is normal: no warning. */
+    unsetenv("PBSA_TUNING_FILE");
+    unlink(user_path);
+    reset_log();
+    ctx = new_context(NULL);
+    assert_int_equal(logged.warnings, 0);
+    pbsa_context_release(ctx);
+    free(builtin);
+}
+
+/* Tuned configurations give correct results through the public calls. */
+static void test_tuned_results(void **state)
+{
+    (void)state;
+    write_tuning(user_path, &A);
+    pbsa_context *ctx = new_context(NULL);
+    expect(ctx, PBSA_KERNEL_DENSE, &A, PBSA_CONFIG_USER_FILE, NULL);
+    for (int causal = 0; causal < 2; causal++) {
+        conformance_case c = {"tuned", PBSA_DTYPE_F32, 1, 4, 2, 77, 150, 64, causal, LAYOUT_PADDED};
+        conformance_result r;
+        assert_int_equal(conformance_run_dense(ctx, fixture.queue, &c, 7, &r), PBSA_SUCCESS);
+        if (!r.passed)
+            fail_msg("causal %d: rel_l2 %.3e, %ld unwritten, %ld guard", causal, r.rel_l2,
+                     r.unwritten, r.guard_damage);
+    }
+    /* The sparse kernel, through pbsa-tune's own check (float64 reference). */
+    cl_int err;
+    cl_command_queue queue =
+        clCreateCommandQueue(fixture.cl_ctx, fixture.device, CL_QUEUE_PROFILING_ENABLE, &err);
+    assert_int_equal(err, CL_SUCCESS);
+    pbsa_tuning_key key = {PBSA_KERNEL_SPARSE, PBSA_DTYPE_F32, 64, 64, 1};
+    tune_shape shape = {2, 1, 256};
+    tune_case *tc = NULL;
+    char reason[512];
+    if (tune_case_create(ctx, fixture.cl_ctx, queue, &key, &shape, 3, &tc, reason, sizeof reason) !=
+        0)
+        fail_msg("%s", reason);
+    if (tune_case_check(tc, reason, sizeof reason) != 0)
+        fail_msg("sparse with a tuned configuration: %s", reason);
+    double ms = 0.0;
+    assert_int_equal(tune_case_time(tc, 1, 3, 1.0, 0.0, NULL, &ms, reason, sizeof reason), 0);
+    assert_true(ms > 0.0);
+    tune_case_release(tc);
+    clReleaseCommandQueue(queue);
+    pbsa_context_release(ctx);
+}
+
+static void test_query_errors(void **state)
+{
+    (void)state;
+    pbsa_context *ctx = new_context(NULL);
+    char text[64] = "x";
+    pbsa_config_source source = (pbsa_config_source)99;
+    assert_int_equal(pbsa_query_kernel_config(NULL, PBSA_KERNEL_DENSE, PBSA_DTYPE_F32, 64, 0, 1,
+                                              text, sizeof text, &source),
+                     PBSA_ERROR_NULL_ARGUMENT);
+    assert_string_equal(text, "");
+    assert_int_equal(pbsa_query_kernel_config(ctx, PBSA_KERNEL_DENSE, PBSA_DTYPE_F32, 64, 0, 1,
+                                              NULL, 8, &source),
+                     PBSA_ERROR_NULL_ARGUMENT);
+    assert_non_null(strstr(pbsa_context_last_error(ctx), "description"));
+    assert_int_equal(pbsa_query_kernel_config(ctx, (pbsa_kernel_kind)7, PBSA_DTYPE_F32, 64, 0, 1,
+                                              text, sizeof text, &source),
+                     PBSA_ERROR_INVALID_VALUE);
+    assert_non_null(strstr(pbsa_context_last_error(ctx), "kind"));
+    assert_int_equal(pbsa_query_kernel_config(ctx, PBSA_KERNEL_DENSE, (pbsa_dtype)9, 64, 0, 1, text,
+                                              sizeof text, &source),
+                     PBSA_ERROR_UNSUPPORTED_DTYPE);
+    assert_int_equal(pbsa_query_kernel_config(ctx, PBSA_KERNEL_DENSE, PBSA_DTYPE_F32, 100, 0, 1,
+                                              text, sizeof text, &source),
+                     PBSA_ERROR_UNSUPPORTED_HEAD_DIM);
+    assert_int_equal(pbsa_query_kernel_config(ctx, PBSA_KERNEL_SPARSE, PBSA_DTYPE_F32, 64, 48, 1,
+                                              text, sizeof text, &source),
+                     PBSA_ERROR_INVALID_VALUE);
+    assert_non_null(strstr(pbsa_context_last_error(ctx), "block_size"));
+    assert_int_equal(source, (pbsa_config_source)99); /* not written on error */
+    /* Dense ignores the block; no description and no source are fine. */
+    assert_int_equal(pbsa_query_kernel_config(ctx, PBSA_KERNEL_DENSE, PBSA_DTYPE_BF16, 128, 48, 0,
+                                              NULL, 0, NULL),
+                     PBSA_SUCCESS);
+    /* Truncated, NUL-terminated. */
+    char small[10];
+    assert_int_equal(pbsa_query_kernel_config(ctx, PBSA_KERNEL_SCORES, PBSA_DTYPE_F16, 256, 32, 1,
+                                              small, sizeof small, &source),
+                     PBSA_SUCCESS);
+    assert_int_equal(strlen(small), sizeof small - 1);
+    assert_int_equal(strncmp(small, "block_m=", 8), 0);
+    assert_int_equal(source, PBSA_CONFIG_HEURISTIC);
+    assert_string_equal(pbsa_context_last_error(ctx), "");
+    pbsa_context_release(ctx);
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        fprintf(stderr, "usage: test_tuning SCRATCH_DIR\n");
+        return 1;
+    }
+    snprintf(scratch, sizeof scratch, "%s", argv[1]);
+    mkdir(scratch, 0755);
+    int opened = device_fixture_open(&fixture);
+    if (opened != 0)
+        return opened;
+    pbsa_context_device_info(fixture.ctx, &info);
+    snprintf(platform, sizeof platform, "%s", pbsa_tuning_platform(fixture.ctx));
+    clean_environment(NULL);
+    if (!pbsa_tuning_user_path(info.name, user_path, sizeof user_path)) {
+        fprintf(stderr, "no user path\n");
+        return 1;
+    }
+    snprintf(named_path, sizeof named_path, "%s/named.txt", scratch);
+    /* The three configurations must be usable here and differ from the heuristic's. */
+    const pbsa_flash_config *configs[3] = {&A, &B, &C};
+    for (int kind = 0; kind < 2; kind++) {
+        pbsa_tuning_key key = {kind ? PBSA_KERNEL_SPARSE : PBSA_KERNEL_DENSE, PBSA_DTYPE_F32, 64,
+                               kind ? 64 : 0, 1};
+        pbsa_flash_config h = heuristic(key.kind);
+        for (int i = 0; i < 3; i++)
+            if (!pbsa_tuning_config_usable(configs[i], &key, &info) ||
+                pbsa_flash_config_equal(configs[i], &h)) {
+                fprintf(stderr, "skipped: the test configurations do not suit this device\n");
+                device_fixture_close(&fixture);
+                return TEST_SKIP_EXIT;
+            }
+    }
+    pbsa_set_log_callback(log_callback, NULL);
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup(test_lookup_order, clean_environment),
+        cmocka_unit_test_setup(test_tuning_off, clean_environment),
+        cmocka_unit_test_setup(test_ignored_files, clean_environment),
+        cmocka_unit_test_setup(test_tuned_results, clean_environment),
+        cmocka_unit_test_setup(test_query_errors, clean_environment),
+    };
+    int failed = cmocka_run_group_tests_name("tuning", tests, NULL, NULL);
+    pbsa_set_log_callback(NULL, NULL);
+    device_fixture_close(&fixture);
+    return failed;
+}
