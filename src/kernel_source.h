@@ -1,4 +1,4 @@
-/* OpenCL C sources embedded at build time (cl/embed_sources.py). */
+/* OpenCL C sources embedded at build time (src/embed_files.py). */
 #ifndef PBSA_KERNEL_SOURCE_H
 #define PBSA_KERNEL_SOURCE_H
 
@@ -10,6 +10,6 @@ typedef struct pbsa_kernel_source {
 } pbsa_kernel_source;
 
 extern const pbsa_kernel_source pbsa_kernel_sources[];
-extern const size_t pbsa_kernel_source_count;
+extern const size_t pbsa_kernel_sources_count;
 
 #endif

@@ -39,7 +39,7 @@ static const char *kernel_text(const char *name, char **owned)
             }
         }
     }
-    for (size_t i = 0; i < pbsa_kernel_source_count; i++)
+    for (size_t i = 0; i < pbsa_kernel_sources_count; i++)
         if (strcmp(pbsa_kernel_sources[i].name, name) == 0)
             return pbsa_kernel_sources[i].text;
     return NULL;

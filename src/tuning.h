@@ -12,7 +12,7 @@ typedef struct pbsa_tuning_text {
     const char *text;
 } pbsa_tuning_text;
 
-/* The files of tuning/, embedded by tuning/embed_tuning.py. */
+/* The files of tuning/, embedded by src/embed_files.py. */
 extern const pbsa_tuning_text pbsa_builtin_tuning[];
 extern const size_t pbsa_builtin_tuning_count;
 

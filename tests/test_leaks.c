@@ -667,7 +667,7 @@ static void test_broken_kernels(void **state)
     const char *previous = getenv("PBSA_KERNEL_DIR");
     char *saved = previous ? strdup(previous) : NULL;
     setenv("PBSA_KERNEL_DIR", dir, 1);
-    for (size_t s = 0; s < pbsa_kernel_source_count; s++) {
+    for (size_t s = 0; s < pbsa_kernel_sources_count; s++) {
         char path[sizeof dir + 64];
         snprintf(path, sizeof path, "%s/%s", dir, pbsa_kernel_sources[s].name);
         FILE *file = fopen(path, "w");
