@@ -370,6 +370,10 @@ PBSA_API int pbsa_workspace_size(pbsa_context *ctx, const pbsa_tensor *q, const 
  * device memory is allocated by the call. NULL: the library allocates a workspace for the call
  * and releases it when the work completes. After the call completes, the permutation and block
  * lists can be read from the workspace with pbsa_workspace_read().
+ * Two variants for measurements, chosen by environment variables read when the call is made:
+ * PBSA_KV_METHOD=materialised copies K' = K[pi] and V' = V[pi] into the (larger) workspace, and
+ * PBSA_SCORE_METHOD=clblast computes the permutation scores with CLBlast, which allocates
+ * temporary buffers of its own. The defaults (gather, fused) make no copy and no allocation.
  * Events: the call enqueues several kernels, each waiting for the one before (so it is also
  * correct on out-of-order queues); *event is the last one's, complete when all the work is. Its
  * profiling times cover that kernel only: time the whole call with a marker enqueued before it.
