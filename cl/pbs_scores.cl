@@ -14,6 +14,15 @@ inline void score_tile_keys(__local flash_local *shm, int k0, int key_count)
     barrier(CLK_LOCAL_MEM_FENCE);
 }
 
+/* Rows of query head (batch, head) from row first on. */
+inline head_view last_rows_view(ulong offset, ulong stride_batch, ulong stride_head,
+                                ulong stride_seq, int batch, int head, int first)
+{
+    head_view v = {offset + batch * stride_batch + head * stride_head + (ulong)first * stride_seq,
+                   stride_seq};
+    return v;
+}
+
 /* Partial (max, sum of exp2) of every one of the L rows over one key tile, in log2 units. */
 __kernel __attribute__((reqd_work_group_size(WG_SIZE, 1, 1)))
 void pbs_score_stats(__global const storage_t *q, __global const storage_t *k,
@@ -34,9 +43,8 @@ void pbs_score_stats(__global const storage_t *q, __global const storage_t *k,
     score_tile_keys(&shm, tile * BLOCK_N, key_count);
 
     for (int r0 = 0; r0 < last_rows; r0 += BLOCK_M) {
-        const int first = q_len - last_rows + r0;
-        head_view qv = {q_offset + batch * q_stride_batch + head * q_stride_head +
-                            (ulong)first * q_stride_seq, q_stride_seq};
+        head_view qv = last_rows_view(q_offset, q_stride_batch, q_stride_head, q_stride_seq,
+                                      batch, head, q_len - last_rows + r0);
         float s[TM][TN];
         flash_scores(&shm, s, q, qv, min(BLOCK_M, last_rows - r0), k, kv);
 #pragma unroll
@@ -108,8 +116,8 @@ __kernel __attribute__((reqd_work_group_size(WG_SIZE, 1, 1)))
 void pbs_scores(__global const storage_t *q, __global const storage_t *k,
                 ulong q_offset, ulong q_stride_batch, ulong q_stride_head, ulong q_stride_seq,
                 ulong k_offset, ulong k_stride_batch, ulong k_stride_head, ulong k_stride_seq,
-                int q_heads, int kv_heads, int perm_heads, int q_len, int last_rows, int key_count,
-                float scale_log2, __global const float2 *stats, ulong stats_offset,
+                int q_heads, int kv_heads, int q_len, int last_rows, int key_count,
+                float scale_log2, int perm_heads, __global const float2 *stats, ulong stats_offset,
                 __global float *scores, ulong scores_offset)
 {
     stats += stats_offset / 2;
@@ -136,9 +144,8 @@ void pbs_scores(__global const storage_t *q, __global const storage_t *k,
         const int head = first_head + g;
         const ulong stats_row0 = ((ulong)batch * q_heads + head) * last_rows;
         for (int r0 = 0; r0 < last_rows; r0 += BLOCK_M) {
-            const int first = q_len - last_rows + r0;
-            head_view qv = {q_offset + batch * q_stride_batch + head * q_stride_head +
-                                (ulong)first * q_stride_seq, q_stride_seq};
+            head_view qv = last_rows_view(q_offset, q_stride_batch, q_stride_head, q_stride_seq,
+                                          batch, head, q_len - last_rows + r0);
             float s[TM][TN];
             flash_scores(&shm, s, q, qv, min(BLOCK_M, last_rows - r0), k, kv);
 #pragma unroll

@@ -11,6 +11,22 @@ enum { SORT_WG_MAX = 256 };
 
 static size_t round_up(size_t x, size_t to) { return (x + to - 1) / to * to; }
 
+/* The leading arguments of both score kernels: Q, K, their layouts and the sizes. */
+static void score_inputs(pbsa_kernel_args *a, const pbsa_pbs_plan *plan, const pbsa_tensor *q,
+                         const pbsa_tensor *k)
+{
+    pbsa_arg_mem(a, q->buffer);
+    pbsa_arg_mem(a, k->buffer);
+    pbsa_arg_tensor_layout(a, q);
+    pbsa_arg_tensor_layout(a, k);
+    pbsa_arg_i32(a, plan->q_heads);
+    pbsa_arg_i32(a, plan->kv_heads);
+    pbsa_arg_i32(a, plan->q_len);
+    pbsa_arg_i32(a, plan->last_rows);
+    pbsa_arg_i32(a, plan->key_count);
+    pbsa_arg_f32(a, plan->scale * (float)M_LOG2E);
+}
+
 static int prepare_scores_fused(pbsa_context *ctx, const char *fn, const pbsa_pbs_plan *plan,
                                 const pbsa_tensor *q, const pbsa_tensor *k,
                                 cl_mem workspace, pbsa_launch_chain *chain)
@@ -18,7 +34,6 @@ static int prepare_scores_fused(pbsa_context *ctx, const char *fn, const pbsa_pb
     const pbsa_flash_config *c = &plan->scores_config;
     char options[512] = "";
     pbsa_flash_options(options, sizeof options, plan->dtype, plan->head_dim, 0, c);
-    const float scale_log2 = plan->scale * (float)M_LOG2E;
     const size_t wg = (size_t)c->wg_rows * (size_t)c->wg_cols;
     const size_t tiles = (size_t)plan->score_tiles;
     const int q_rows = plan->batch * plan->q_heads;
@@ -28,16 +43,7 @@ static int prepare_scores_fused(pbsa_context *ctx, const char *fn, const pbsa_pb
     if (status != PBSA_SUCCESS)
         return status;
     pbsa_kernel_args a = {kernel, 0, CL_SUCCESS};
-    pbsa_arg_mem(&a, q->buffer);
-    pbsa_arg_mem(&a, k->buffer);
-    pbsa_arg_tensor_layout(&a, q);
-    pbsa_arg_tensor_layout(&a, k);
-    pbsa_arg_i32(&a, plan->q_heads);
-    pbsa_arg_i32(&a, plan->kv_heads);
-    pbsa_arg_i32(&a, plan->q_len);
-    pbsa_arg_i32(&a, plan->last_rows);
-    pbsa_arg_i32(&a, plan->key_count);
-    pbsa_arg_f32(&a, scale_log2);
+    score_inputs(&a, plan, q, k);
     pbsa_arg_region(&a, plan, workspace, PBSA_REGION_PARTIALS);
     size_t global[2] = {tiles * wg, (size_t)q_rows}, local[2] = {wg, 1};
     status = pbsa_chain_add_kernel(ctx, fn, chain, &a, 2, global, local);
@@ -62,17 +68,8 @@ static int prepare_scores_fused(pbsa_context *ctx, const char *fn, const pbsa_pb
     if (status != PBSA_SUCCESS)
         return status;
     a = (pbsa_kernel_args){kernel, 0, CL_SUCCESS};
-    pbsa_arg_mem(&a, q->buffer);
-    pbsa_arg_mem(&a, k->buffer);
-    pbsa_arg_tensor_layout(&a, q);
-    pbsa_arg_tensor_layout(&a, k);
-    pbsa_arg_i32(&a, plan->q_heads);
-    pbsa_arg_i32(&a, plan->kv_heads);
+    score_inputs(&a, plan, q, k);
     pbsa_arg_i32(&a, plan->perm_heads);
-    pbsa_arg_i32(&a, plan->q_len);
-    pbsa_arg_i32(&a, plan->last_rows);
-    pbsa_arg_i32(&a, plan->key_count);
-    pbsa_arg_f32(&a, scale_log2);
     pbsa_arg_region(&a, plan, workspace, PBSA_REGION_STATS);
     pbsa_arg_region(&a, plan, workspace, PBSA_REGION_SCORES);
     global[1] = (size_t)plan->batch * (size_t)plan->perm_heads;
