@@ -94,7 +94,8 @@ static void usage(FILE *to)
             "  --dump-inputs DIR   write the inputs of the first workload at one length (input\n"
             "                      set 0) to DIR as q.npy, k.npy, v.npy and inputs.json, for\n"
             "                      --q/--k/--v, pbsa-run or bench/sdpa_anchor.py\n"
-            "  --dump-length L     the length dumped, one of --lengths (default: the first)\n"
+            "  --dump-length L     the length dumped, one of --lengths (default: the first),\n"
+            "                      or 'all': every length, each to DIR/<length>/\n"
             "  --seed N            seed of the inputs (default 1)\n"
             "  --portable          force the portable kernels\n"
             "  --help              this text\n"
@@ -194,8 +195,8 @@ static int parse_options(int argc, char **argv, pbs_options *o)
         } else if (strcmp(arg, "--dump-inputs") == 0) {
             o->dump_dir = value;
         } else if (strcmp(arg, "--dump-length") == 0) {
-            ok = bench_parse_int(value, 1, INT32_MAX, &n);
-            o->dump_length = n;
+            ok = strcmp(value, "all") == 0 || bench_parse_int(value, 1, INT32_MAX, &n);
+            o->dump_length = strcmp(value, "all") == 0 ? PBS_DUMP_ALL : n;
         } else if (strcmp(arg, "--block") == 0) {
             ok = bench_parse_int(value, 16, 128, &n) && (n & (n - 1)) == 0;
             o->params.block_size = (int)n;
@@ -280,7 +281,7 @@ static bool apply_defaults(pbs_options *o, bool gpu)
     c->max_seconds = c->max_seconds > 0.0 ? c->max_seconds : 20.0;
     c->seed = c->seed_given ? c->seed : 1;
     if (o->dump_dir) {
-        bool listed = o->dump_length == 0;
+        bool listed = o->dump_length == 0 || o->dump_length == PBS_DUMP_ALL;
         for (int i = 0; i < c->length_count; i++)
             listed = listed || c->lengths[i] == o->dump_length;
         if (!listed) {
@@ -813,7 +814,8 @@ static int run_length(const pbs_options *o, const bench_device *d, bench_timer *
     snprintf(label, sizeof label, "%s, seq %lld", w->name, (long long)seq);
     if (setup_length(o, d, info, w, seq, &s, r) != 0)
         goto fail;
-    if (o->dump_dir && workload == 0 && seq == o->dump_length) {
+    if (o->dump_dir && workload == 0 &&
+        (seq == o->dump_length || o->dump_length == PBS_DUMP_ALL)) {
         char error[sizeof r->error - 32];
         if (pbs_dump_inputs(o, w->name, d->queue, seq, s.set[0].q, s.set[0].k, s.set[0].v,
                             error, sizeof error) != 0) {

@@ -43,6 +43,8 @@ typedef struct pbs_npy_inputs {
     int64_t seq; /* of the files; the benchmark may use a prefix */
 } pbs_npy_inputs;
 
+enum { PBS_DUMP_ALL = -1 };
+
 typedef struct pbs_options {
     bench_common_options c;
     pbs_workload workloads[PBS_MAX_WORKLOADS];
@@ -53,7 +55,7 @@ typedef struct pbs_options {
     const char *csv_path;
     pbs_npy_inputs npy; /* used when workloads[0].from_npy */
     const char *dump_dir;
-    int64_t dump_length; /* 0: the first length */
+    int64_t dump_length; /* 0: the first length; PBS_DUMP_ALL: each to dump_dir/<length> */
 } pbs_options;
 
 typedef struct length_result {

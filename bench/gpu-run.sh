@@ -1,39 +1,46 @@
 #!/usr/bin/env bash
-# The GPU machine's run, everything in one command (about 6 minutes on an H100, stopped at 9):
-# build (release), unit and device tests, pbsa-conformance, the dense benchmark (bf16, 8K-64K),
-# the PBS benchmark (Llama-3.1-8B shape, bf16; mixed, vertical and random workloads at 8K-64K,
-# and mixed at 128K when time is left), PyTorch SDPA on the PBS run's 16K inputs and on random
-# inputs at the other lengths, the Table 7 comparison and the plot. From the repository root:
+# The GPU machine's run, everything in one command (about 9 minutes on an H100, stopped at 9.5):
+# build (release), unit and device tests, pbsa-conformance, pbsa-tune and the tuned-versus-default
+# comparison, the dense benchmark (bf16, 8K-64K), the PBS benchmark (Llama-3.1-8B shape, bf16;
+# mixed, vertical and random workloads at 8K-64K, and mixed at 128K when time is left), PyTorch
+# SDPA (random inputs: its time does not depend on them), the authors' Triton PBS-Attn on the PBS
+# run's mixed inputs at every length (bench/triton_anchor.py; their code in .pbsref/, or skipped),
+# the Table 7 comparison and the plot. From the repository root:
 #
 #     source .devdeps/env.sh && OUT=/some/dir bash bench/gpu-run.sh
 #
 # $OUT receives eight files (PREFIX, default h100, starts every name):
 #   h100-dense-bf16.json, h100-pbs-bf16.json, h100-pbs-bf16.csv, h100-sdpa-bf16.json,
-#   h100-table7.md, h100-pbs-bf16.png, h100-summary.txt, h100-logs.tar.gz (every step's log,
-#   the meson test log, the machine's description).
+#   h100-triton-pbs-bf16.json, h100-table7.md, h100-summary.txt, h100-logs.tar.gz (every step's
+#   log, the meson test log, the machine's description, the tuning file written, the
+#   tuned-versus-default JSONs and the plot h100-pbs-bf16.png).
 # The run goes on after a failing step; the exit status is non-zero when any step failed. Each
 # step has a time limit, cut further so that the whole run ends DEADLINE seconds (default 540)
 # after it started; a step with less than a minimum left is skipped. Variables: OUT, PREFIX,
 # BUILD_DIR (default /tmp/b), WORK (logs and dumped inputs, default /tmp/pbsa-gpu-run),
-# DEADLINE, TESTS_LIMIT (seconds for meson test, default 180), and PBS_LENGTHS, PBS_LONG (the
-# mixed-only length, empty to skip), DENSE_LENGTHS, SDPA_LENGTHS, DUMP_LENGTH.
+# PART (checks: build, tests, conformance and tuning only; bench: build and benchmarks only;
+# default: both), DEADLINE, TESTS_LIMIT (seconds for meson test, default 180), TUNE_BUDGET (seconds of
+# pbsa-tune, 0 to skip), PBSREF (the authors' code), and PBS_LENGTHS, PBS_LONG (the mixed-only
+# length, empty to skip), DENSE_LENGTHS, SDPA_LENGTHS.
 set -u -o pipefail
 
 OUT=${OUT:-./out}
+PART=${PART:-all}
 PREFIX=${PREFIX:-h100}
 BUILD_DIR=${BUILD_DIR:-/tmp/b}
 WORK=${WORK:-/tmp/pbsa-gpu-run}
-DEADLINE=${DEADLINE:-540}
+DEADLINE=${DEADLINE:-570}
 PBS_LENGTHS=${PBS_LENGTHS:-8192,16384,32768,65536}
 PBS_LONG=${PBS_LONG-131072}
 DENSE_LENGTHS=${DENSE_LENGTHS:-8192,16384,32768,65536}
 SDPA_LENGTHS=${SDPA_LENGTHS:-8192,16384,32768,65536,131072}
-DUMP_LENGTH=${DUMP_LENGTH:-16384}
+TUNE_BUDGET=${TUNE_BUDGET:-100}
+PBSREF=${PBSREF:-.pbsref}
 TESTS_LIMIT=${TESTS_LIMIT:-180}
 LOGS=$WORK/logs
 START=$SECONDS
 mkdir -p "$OUT" "$LOGS"
-rm -rf "$WORK/inputs" "$WORK"/pbs-long.*
+rm -rf "$WORK/inputs" "$WORK"/pbs-long.* "$WORK"/triton-*.json
 
 declare -a STEP_NAMES=() STEP_STATUS=()
 record() { STEP_NAMES+=("$1"); STEP_STATUS+=("$2"); }
@@ -95,9 +102,12 @@ PBS_JSON=$OUT/$PREFIX-pbs-bf16.json
 PBS_CSV=$OUT/$PREFIX-pbs-bf16.csv
 DENSE_JSON=$OUT/$PREFIX-dense-bf16.json
 SDPA_JSON=$OUT/$PREFIX-sdpa-bf16.json
+TRITON_JSON=$OUT/$PREFIX-triton-pbs-bf16.json
 TABLE7=$OUT/$PREFIX-table7.md
-PLOT=$OUT/$PREFIX-pbs-bf16.png
+PLOT=$WORK/$PREFIX-pbs-bf16.png
+TUNING=$WORK/$PREFIX-tuning.txt
 if [ "$BUILT" -eq 1 ]; then
+  if [ "$PART" != bench ]; then
     # TESTS names the meson tests to run (default: all of them).
     run_step tests test.log "$TESTS_LIMIT" 30 meson test -C "$BUILD_DIR" --print-errorlogs ${TESTS:-}
     cp "$BUILD_DIR/meson-logs/testlog.txt" "$LOGS/testlog.txt" 2>/dev/null
@@ -106,6 +116,25 @@ if [ "$BUILT" -eq 1 ]; then
     run_step conformance-portable conformance.log 60 10 "$BUILD_DIR/tools/pbsa-conformance" --portable
     PBSA_FORCE_PORTABLE=1 run_step pbs-portable test.log 120 30 "$BUILD_DIR/tests/test_pbs"
 
+    # ---- pbsa-tune, then the tuned configurations against the heuristic defaults -------------
+    if [ "$TUNE_BUDGET" -gt 0 ]; then
+        run_step tune tune.log $((TUNE_BUDGET + 60)) 60 "$BUILD_DIR/tools/pbsa-tune" --full \
+            --dtype bf16 --lengths 16384 --budget "$TUNE_BUDGET" --fresh --output "$TUNING"
+        if [ -f "$TUNING" ]; then
+            for mode in default tuned; do
+                if [ "$mode" = default ]; then env=(PBSA_TUNING=off); else env=(PBSA_TUNING_FILE="$TUNING"); fi
+                run_step "tuning-$mode" tune.log 60 20 env "${env[@]}" \
+                    "$BUILD_DIR/bench/pbsa-bench-dense" --lengths 16384,32768 --repeats 5 \
+                    --json "$WORK/$PREFIX-dense-$mode.json"
+                run_step "tuning-$mode-pbs" tune.log 60 20 env "${env[@]}" \
+                    "$BUILD_DIR/bench/pbsa-bench-pbs" --preset llama3-8b --lengths 32768 \
+                    --json "$WORK/$PREFIX-pbs-$mode.json"
+            done
+            cp "$TUNING" "$LOGS/"
+        fi
+    fi
+  fi
+  if [ "$PART" != checks ]; then
     # ---- dense attention, 32 heads ---------------------------------------------------------
     run_step bench-dense bench-dense.log 120 30 "$BUILD_DIR/bench/pbsa-bench-dense" \
         --dtype bf16 --heads 32 --kv-heads 32 --head-dim 128 --batch 1 --causal 1 \
@@ -114,15 +143,13 @@ if [ "$BUILT" -eq 1 ]; then
     # ---- PBS against dense attention (the main job) ----------------------------------------
     run_step bench-pbs bench-pbs.log 240 60 "$BUILD_DIR/bench/pbsa-bench-pbs" \
         --preset llama3-8b --dtype bf16 --workload mixed,vertical,random \
-        --lengths "$PBS_LENGTHS" --dump-inputs "$WORK/inputs" --dump-length "$DUMP_LENGTH" \
+        --lengths "$PBS_LENGTHS" --dump-inputs "$WORK/inputs" --dump-length all \
         --json "$PBS_JSON" --csv "$PBS_CSV"
 
-    # ---- PyTorch SDPA, the same shape: the dumped inputs at their length, random elsewhere --
+    # ---- PyTorch SDPA, the same shape ------------------------------------------------------
     if python3 -c 'import torch' >/dev/null 2>&1; then
-        inputs=()
-        [ -f "$WORK/inputs/q.npy" ] && inputs=(--inputs "$WORK/inputs")
         run_step sdpa sdpa.log 90 20 python3 bench/sdpa_anchor.py --preset llama3-8b \
-            --dtype bf16 --lengths "$SDPA_LENGTHS" ${inputs[@]+"${inputs[@]}"} --json "$SDPA_JSON"
+            --dtype bf16 --lengths "$SDPA_LENGTHS" --json "$SDPA_JSON"
     else
         echo "=== sdpa: skipped, python3 cannot import torch" | tee -a "$LOGS/sdpa.log"
     fi
@@ -131,13 +158,28 @@ if [ "$BUILT" -eq 1 ]; then
     if [ -n "$PBS_LONG" ]; then
         run_step bench-pbs-long bench-pbs.log 150 100 "$BUILD_DIR/bench/pbsa-bench-pbs" \
             --preset llama3-8b --dtype bf16 --workload mixed --lengths "$PBS_LONG" \
-            --warmup 1 --repeats 3 --json "$WORK/pbs-long.json" --csv "$WORK/pbs-long.csv"
+            --warmup 1 --repeats 3 --json "$WORK/pbs-long.json" --csv "$WORK/pbs-long.csv" \
+            --dump-inputs "$WORK/inputs" --dump-length all
         if [ -f "$WORK/pbs-long.json" ] && [ -f "$PBS_JSON" ]; then
             python3 bench/results.py merge "$PBS_JSON" "$PBS_JSON" "$WORK/pbs-long.json"
             python3 bench/results.py merge "$PBS_CSV" "$PBS_CSV" "$WORK/pbs-long.csv"
             echo "=== merged the $PBS_LONG-token run into $PBS_JSON and $PBS_CSV" |
                 tee -a "$LOGS/bench-pbs.log"
         fi
+    fi
+
+    # ---- the authors' Triton implementation on the same inputs, one length at a time ---------
+    if [ -d "$PBSREF" ] && python3 -c 'import torch, triton' >/dev/null 2>&1; then
+        for dir in $(ls -d "$WORK"/inputs/*/ 2>/dev/null | sort -V); do
+            seq=$(basename "$dir")
+            run_step "triton-$seq" triton.log 120 30 python3 bench/triton_anchor.py \
+                --pbs-attn "$PBSREF" --preset llama3-8b --lengths "$seq" --inputs "$dir" \
+                --json "$WORK/triton-$seq.json"
+        done
+        python3 bench/results.py merge "$TRITON_JSON" "$WORK"/triton-*.json
+    else
+        echo "=== triton: skipped, no $PBSREF or python3 cannot import torch and triton" |
+            tee -a "$LOGS/triton.log"
     fi
 
     # ---- Table 7 side by side, and the plot ------------------------------------------------
@@ -154,6 +196,7 @@ if [ "$BUILT" -eq 1 ]; then
                 tee -a "$LOGS/report.log"
         fi
     fi
+  fi
 fi
 
 # ---- summary -----------------------------------------------------------------------------------
@@ -202,12 +245,25 @@ for r in doc.get("results", []):
         print(f"{r['seq']:>7} error: {r.get('error')}")
 EOF
     echo
+    [ -f "$PBS_JSON" ] && [ -f "$TRITON_JSON" ] && python3 bench/results.py triton "$PBS_JSON" "$TRITON_JSON"
+    echo
+    for mode in default tuned; do
+        [ -f "$WORK/$PREFIX-dense-$mode.json" ] && python3 - "$mode" "$WORK/$PREFIX-dense-$mode.json" <<'EOF'
+import json, sys
+for r in json.load(open(sys.argv[2])).get("results", []):
+    print(f"dense, tuning {sys.argv[1]}: seq {r['seq']} {r['ms_median']:.3f} ms")
+EOF
+        [ -f "$WORK/$PREFIX-pbs-$mode.json" ] && echo "PBS, tuning $mode:" &&
+            python3 bench/results.py summary "$WORK/$PREFIX-pbs-$mode.json" | sed -n '3,4p'
+    done
+    echo
     [ -f "$TABLE7" ] && cat "$TABLE7"
 } 2>&1 | tee "$OUT/$PREFIX-summary.txt"
 
 # Everything else travels in one archive; $OUT keeps the eight result files only.
 mv "$OUT"/*.tmp "$LOGS"/ 2>/dev/null
-extra=$(cd "$WORK" && ls pbs-long.* inputs/inputs.json 2>/dev/null)
+extra=$(cd "$WORK" && ls pbs-long.* triton-*.json inputs/*/inputs.json "$PREFIX"-*.json \
+    "$PREFIX"-*.png 2>/dev/null)
 tar -czf "$OUT/$PREFIX-logs.tar.gz" -C "$WORK" logs $extra
 ls -l "$OUT"
 

@@ -153,10 +153,26 @@ static int write_metadata(const char *path, const pbs_options *o, const char *wo
 int pbs_dump_inputs(const pbs_options *o, const char *workload_name, cl_command_queue queue,
                     int64_t seq, cl_mem q, cl_mem k, cl_mem v, char *error, size_t error_size)
 {
-    const char *dir = o->dump_dir;
+    /* Room for the file names after the folder in path[4096] below. */
+    char dir[4000];
+    if ((size_t)snprintf(dir, sizeof dir, "%s", o->dump_dir) >= sizeof dir) {
+        snprintf(error, error_size, "the folder name is too long");
+        return 1;
+    }
     if (mkdir(dir, 0777) != 0 && errno != EEXIST) {
         snprintf(error, error_size, "cannot create %s: %s", dir, strerror(errno));
         return 1;
+    }
+    if (o->dump_length == PBS_DUMP_ALL) {
+        if ((size_t)snprintf(dir, sizeof dir, "%s/%lld", o->dump_dir, (long long)seq) >=
+            sizeof dir) {
+            snprintf(error, error_size, "the folder name is too long");
+            return 1;
+        }
+        if (mkdir(dir, 0777) != 0 && errno != EEXIST) {
+            snprintf(error, error_size, "cannot create %s: %s", dir, strerror(errno));
+            return 1;
+        }
     }
     const npy_dtype npy = o->c.dtype == PBSA_DTYPE_F32   ? NPY_FLOAT32
                           : o->c.dtype == PBSA_DTYPE_F16 ? NPY_FLOAT16

@@ -3,8 +3,11 @@
 plot.py, table7.py and the smoke test. Standard library only.
 
     python3 bench/results.py summary FILE...            the rows and their targets as a table
+    python3 bench/results.py triton PBS TRITON          our mixed-workload rows beside the authors'
+                                                        Triton implementation on the same inputs
     python3 bench/results.py merge OUT FIRST MORE...    concatenates runs of one configuration
-                                                        (all JSON or all CSV) into OUT
+                                                        (all JSON or all CSV) into OUT; JSON
+                                                        runs of triton_anchor.py too
 """
 import csv
 import json
@@ -153,10 +156,14 @@ def merge(out, paths):
                 docs.append(json.load(f))
         merged = dict(docs[0])
         merged["results"] = [r for d in docs for r in d.get("results", [])]
-        merged["planned_rows"] = sum(d.get("planned_rows", len(d.get("results", []))) for d in docs)
         merged["complete"] = all(d.get("complete", True) for d in docs)
-        merged["workloads"] = workloads([{"workload": r.get("workload")}
-                                         for r in merged["results"]])
+        # pbsa-bench-pbs runs also count their planned rows and name their workloads.
+        if "planned_rows" in docs[0]:
+            merged["planned_rows"] = sum(d.get("planned_rows", len(d.get("results", [])))
+                                         for d in docs)
+        if "workloads" in docs[0]:
+            merged["workloads"] = workloads([{"workload": r.get("workload")}
+                                             for r in merged["results"]])
         merged["merged_runs"] = [{"command_line": d.get("command_line"),
                                   "date_utc": d.get("date_utc"),
                                   "warmup_rounds": d.get("warmup_rounds"),
@@ -167,9 +174,33 @@ def merge(out, paths):
     os.replace(out + ".tmp", out)
 
 
+def triton(pbs_path, triton_path):
+    """Our PBS rows of the dumped workload beside triton_anchor.py's rows of the same length."""
+    docs, rows = load([pbs_path])
+    with open(triton_path) as f:
+        theirs = {r["seq"]: r for r in json.load(f).get("results", []) if "ms_median" in r}
+    dumped = docs[0].get("workloads", ["mixed"])[0]
+    print(f"PBS on the same inputs ({dumped} workload), ours (pbsattn, OpenCL) and the authors' "
+          "Triton implementation; ratio = their ms / our ms")
+    print(f"{'seq':>7} {'ours_ms':>9} {'triton_ms':>9} {'ratio':>6} {'ours_sparse':>11} "
+          f"{'their_sparse':>12} {'ours_dens':>9} {'their_dens':>10} {'ours_l2':>8} {'their_l2':>8}")
+    for r in rows:
+        t = theirs.get(r["seq"])
+        if r["workload"] != dumped or t is None:
+            continue
+        ratio = t["ms_median"] / r["pbs_ms"] if r["pbs_ms"] else None
+        print(f"{r['seq']:>7} {fmt(r['pbs_ms'], '9.3f')} {fmt(t['ms_median'], '9.3f')} "
+              f"{fmt(ratio, '5.2f')}x {fmt(r['sparse_ms'], '11.3f')} "
+              f"{fmt(t.get('sparse_ms'), '12.3f')} {fmt(r['density'], '8.1f', 100)}% "
+              f"{fmt(t.get('density'), '9.1f', 100)}% {fmt(r['rel_l2'], '8.3f')} "
+              f"{fmt(t.get('rel_l2'), '8.3f')}")
+
+
 if __name__ == "__main__":
     if len(sys.argv) >= 3 and sys.argv[1] == "summary":
         summary(sys.argv[2:])
+    elif len(sys.argv) == 4 and sys.argv[1] == "triton":
+        triton(sys.argv[2], sys.argv[3])
     elif len(sys.argv) >= 4 and sys.argv[1] == "merge":
         merge(sys.argv[2], sys.argv[3:])
     else:

@@ -27,8 +27,8 @@ PRESETS = {"llama3-8b": (32, 8, 128), "qwen2.5-7b": (28, 4, 128)}
 DTYPES = ("bf16", "f16", "f32")
 
 
-def parse_args():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def add_input_options(ap):
+    """The options that say which inputs to run on (shared with bench/triton_anchor.py)."""
     ap.add_argument("--lengths", default="8192,16384,32768",
                     help="comma-separated sequence lengths (default 8192,16384,32768)")
     ap.add_argument("--preset", choices=sorted(PRESETS), help="shape of a model's attention")
@@ -40,15 +40,19 @@ def parse_args():
     ap.add_argument("--q", help="Q .npy (with --k and --v, instead of --inputs)")
     ap.add_argument("--k")
     ap.add_argument("--v")
-    ap.add_argument("--gqa", choices=("best", "native", "repeat"), default="best")
-    ap.add_argument("--backend", choices=("auto", "flash", "efficient", "cudnn", "math"),
-                    default="auto", help="restrict SDPA to one backend (default: PyTorch picks)")
+
+
+def add_run_options(ap):
+    """Warm-up, repeats, seed and the JSON file (shared with bench/triton_anchor.py)."""
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--repeats", type=int,
                     help="timed calls per length (default 10 up to 32768 tokens, then 5)")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--json", help="also write the results as JSON here")
-    args = ap.parse_args()
+
+
+def resolve_input_options(ap, args):
+    """Fills the shape from --preset and the defaults, parses --lengths, checks the inputs."""
     heads, kv_heads, head_dim = PRESETS.get(args.preset, (32, None, 128))
     args.heads = args.heads or heads
     args.kv_heads = args.kv_heads or kv_heads or args.heads
@@ -62,16 +66,27 @@ def parse_args():
         ap.error("--q, --k and --v go together")
     if args.heads % args.kv_heads:
         ap.error("--kv-heads must divide --heads")
+
+
+def parse_args():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add_input_options(ap)
+    ap.add_argument("--gqa", choices=("best", "native", "repeat"), default="best")
+    ap.add_argument("--backend", choices=("auto", "flash", "efficient", "cudnn", "math"),
+                    default="auto", help="restrict SDPA to one backend (default: PyTorch picks)")
+    add_run_options(ap)
+    args = ap.parse_args()
+    resolve_input_options(ap, args)
     return args
 
 
-def fail(message):
-    print(f"sdpa_anchor: {message}", file=sys.stderr)
-    sys.exit(2)
+class InputError(Exception):
+    """Bad .npy inputs: the scripts report it and exit with status 2."""
 
 
-def load_npy(torch, args):
-    """Q, K, V from the .npy files, on the GPU; checks them against the options."""
+def load_npy(torch, args, device="cuda"):
+    """Q, K, V from the .npy files, on the device; checks them against the options. Raises
+    InputError."""
     import numpy as np
 
     loaded = []
@@ -82,18 +97,59 @@ def load_npy(torch, args):
         elif a.dtype in (np.float16, np.float32):
             t, dtype = torch.from_numpy(a), "f16" if a.dtype == np.float16 else "f32"
         else:
-            fail(f"{path}: dtype {a.dtype} is not '<f4', '<f2' or '<u2' (bfloat16 bits)")
+            raise InputError(f"{path}: dtype {a.dtype} is not '<f4', '<f2' or '<u2' "
+                             "(bfloat16 bits)")
         if a.ndim != 4 or a.shape[0] != 1:
-            fail(f"{path}: shape {a.shape} is not [1, H, S, D]")
-        loaded.append(t.cuda())
+            raise InputError(f"{path}: shape {a.shape} is not [1, H, S, D]")
+        loaded.append(t.to(device))
     q, k, v = loaded
     want = ((args.heads, args.head_dim), (args.kv_heads, args.head_dim))
     got = ((q.shape[1], q.shape[3]), (k.shape[1], k.shape[3]))
     if got != want or k.shape != v.shape or q.shape[2] != k.shape[2] or dtype != args.dtype:
-        fail(f"the .npy inputs (Q {list(q.shape)}, K {list(k.shape)}, V {list(v.shape)}, "
-                 f"{dtype}) do not match heads {args.heads}/{args.kv_heads}, D {args.head_dim}, "
-                 f"{args.dtype}")
+        raise InputError(f"the .npy inputs (Q {list(q.shape)}, K {list(k.shape)}, V "
+                         f"{list(v.shape)}, {dtype}) do not match heads {args.heads}/"
+                         f"{args.kv_heads}, D {args.head_dim}, {args.dtype}")
     return q, k, v
+
+
+def import_cuda_torch(program):
+    """torch, or None after saying on stderr why it cannot run (not importable, no CUDA)."""
+    try:
+        import torch
+    except ImportError as e:
+        print(f"{program}: PyTorch is not importable ({e})", file=sys.stderr)
+        return None
+    if not torch.cuda.is_available():
+        print(f"{program}: PyTorch sees no CUDA device", file=sys.stderr)
+        return None
+    return torch
+
+
+def torch_dtype(torch, name):
+    return {"bf16": torch.bfloat16, "f16": torch.float16, "f32": torch.float32}[name]
+
+
+def inputs_at(torch, args, npy, seq, gen, device="cuda"):
+    """Q, K, V at length seq and where they come from: the .npy inputs when they have that
+    length, else random normal values drawn from gen (Q, then K, then V)."""
+    if npy and npy[0].shape[2] == seq:
+        return (*npy, "npy")
+    dtype = torch_dtype(torch, args.dtype)
+    q = torch.randn(1, args.heads, seq, args.head_dim, dtype=dtype, device=device, generator=gen)
+    k, v = (torch.randn(1, args.kv_heads, seq, args.head_dim, dtype=dtype, device=device,
+                        generator=gen) for _ in range(2))
+    return q, k, v, "random"
+
+
+def run_info(torch):
+    """The fields that start every anchor's JSON after "benchmark": when, how, where."""
+    return {
+        "date_utc": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "command_line": " ".join(shlex.quote(a) for a in [sys.executable] + sys.argv),
+        "device_name": torch.cuda.get_device_name(),
+        "torch_version": torch.__version__,
+        "cuda_version": torch.version.cuda,
+    }
 
 
 def time_calls(torch, call, warmup, repeats):
@@ -115,16 +171,11 @@ def time_calls(torch, call, warmup, repeats):
 
 def main():
     args = parse_args()
-    try:
-        import torch
-        import torch.nn.functional as F
-    except ImportError as e:
-        print(f"sdpa_anchor: PyTorch is not importable ({e})", file=sys.stderr)
+    torch = import_cuda_torch("sdpa_anchor")
+    if torch is None:
         return 2
-    if not torch.cuda.is_available():
-        print("sdpa_anchor: PyTorch sees no CUDA device", file=sys.stderr)
-        return 2
-    dtype = {"bf16": torch.bfloat16, "f16": torch.float16, "f32": torch.float32}[args.dtype]
+    import torch.nn.functional as F
+
     backend = None
     if args.backend != "auto":
         from torch.nn.attention import SDPBackend, sdpa_kernel
@@ -134,7 +185,11 @@ def main():
                                "cudnn": SDPBackend.CUDNN_ATTENTION,
                                "math": SDPBackend.MATH}[args.backend])
         backend.__enter__()
-    npy = load_npy(torch, args) if args.q else None
+    try:
+        npy = load_npy(torch, args) if args.q else None
+    except InputError as e:
+        print(f"sdpa_anchor: {e}", file=sys.stderr)
+        return 2
     if npy and npy[0].shape[2] not in args.lengths:
         print(f"sdpa_anchor: note: the .npy inputs have {npy[0].shape[2]} positions, not one of "
               "--lengths: every length runs on random inputs", file=sys.stderr)
@@ -143,11 +198,7 @@ def main():
     gen = torch.Generator(device="cuda").manual_seed(args.seed)
     doc = {
         "benchmark": "torch_sdpa",
-        "date_utc": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "command_line": " ".join(shlex.quote(a) for a in [sys.executable] + sys.argv),
-        "device_name": torch.cuda.get_device_name(),
-        "torch_version": torch.__version__,
-        "cuda_version": torch.version.cuda,
+        **run_info(torch),
         "cudnn_version": torch.backends.cudnn.version(),
         "dtype": args.dtype, "batch": 1, "heads": args.heads, "kv_heads": args.kv_heads,
         "head_dim": args.head_dim, "causal": True, "preset": args.preset,
@@ -164,15 +215,7 @@ def main():
     for seq in args.lengths:
         row = {"seq": seq}
         try:
-            if npy and npy[0].shape[2] == seq:
-                q, k, v = npy
-                row["input"] = "npy"
-            else:
-                q = torch.randn(1, args.heads, seq, args.head_dim, dtype=dtype, device="cuda",
-                                generator=gen)
-                k, v = (torch.randn(1, args.kv_heads, seq, args.head_dim, dtype=dtype,
-                                    device="cuda", generator=gen) for _ in range(2))
-                row["input"] = "random"
+            q, k, v, row["input"] = inputs_at(torch, args, npy, seq, gen)
             repeats = args.repeats or (10 if seq <= 32768 else 5)
             by_mode = {}
             for mode in modes:

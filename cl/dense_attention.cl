@@ -2,6 +2,18 @@
  * C 1.2) or mma_tile.cl (NVIDIA tensor cores).
  * Grid: dimension 0 = query tiles x TILE_WORK_ITEMS, dimension 1 = batch x query heads. */
 
+/* Lists the keys of tile step (0, 1, ... of the keys below key_end) in its slot. */
+inline void list_keys(__local tile_local *shm, int step, int key_end)
+{
+    __local int *rows = tile_key_rows(shm, step % 2);
+    __local int *positions = tile_key_positions(shm, step % 2);
+    for (int n = get_local_id(0); n < TILE_KEYS; n += TILE_WORK_ITEMS) {
+        const int key = step * TILE_KEYS + n;
+        rows[n] = key < key_end ? key : -1;
+        positions[n] = key < key_end ? key : INT_MAX;
+    }
+}
+
 __kernel __attribute__((reqd_work_group_size(TILE_WORK_ITEMS, 1, 1)))
 void dense_attention(__global const storage_t *q, __global const storage_t *k,
                      __global const storage_t *v, __global storage_t *o,
@@ -12,7 +24,6 @@ void dense_attention(__global const storage_t *q, __global const storage_t *k,
                      int q_heads, int kv_heads, int q_len, int kv_len, float scale_log2)
 {
     __local tile_local shm;
-    const int lid = get_local_id(0);
     const int tiles = (q_len + TILE_ROWS - 1) / TILE_ROWS;
     /* Causal: the last query tiles have the most keys, so start them first. */
     const int tile = CAUSAL ? tiles - 1 - (int)get_group_id(0) : (int)get_group_id(0);
@@ -31,15 +42,19 @@ void dense_attention(__global const storage_t *q, __global const storage_t *k,
     head_view vv = {v_offset + batch * v_stride_batch + kv_head * v_stride_head, v_stride_seq};
 
     const int key_end = CAUSAL ? min(kv_len, q_pos0 + q_rows) : kv_len;
+    const int steps = (key_end + TILE_KEYS - 1) / TILE_KEYS;
     tile_state st;
     tile_begin(&st, q, qv, q_rows);
-    for (int k0 = 0; k0 < key_end; k0 += TILE_KEYS) {
-        for (int n = lid; n < TILE_KEYS; n += TILE_WORK_ITEMS) {
-            shm.key_row[n] = k0 + n < key_end ? k0 + n : -1;
-            shm.key_pos[n] = k0 + n;
-        }
+    /* The lists of the next tile are written while this one is used; tile_keys starts loading
+     * its keys as soon as it can. */
+    list_keys(&shm, 0, key_end);
+    barrier(CLK_LOCAL_MEM_FENCE);
+    tile_fetch(&shm, 0, k, kv, v, vv);
+    for (int step = 0; step < steps; step++) {
+        list_keys(&shm, step + 1, key_end);
         barrier(CLK_LOCAL_MEM_FENCE);
-        tile_keys(&shm, &st, q, qv, q_rows, q_pos0, k, kv, v, vv, scale_log2);
+        tile_keys(&shm, step % 2, (step + 1) % 2, &st, q, qv, q_rows, q_pos0, k, kv, v, vv,
+                  scale_log2);
     }
     tile_store(&st, o, ov, q_rows);
 }

@@ -72,8 +72,8 @@ typedef struct __attribute__((aligned(16))) flash_local {
     float p[BLOCK_N * PS_PITCH];     /* probabilities of the tile, transposed: p[key][row] */
     float row_max[BLOCK_M * WG_COLS];
     float row_sum[BLOCK_M * WG_COLS];
-    int key_row[BLOCK_N];            /* source row of each key of the tile, -1 when absent */
-    int key_pos[BLOCK_N];            /* original position of that key, for the causal test */
+    int key_row[2][BLOCK_N];         /* per list slot: source row of each key, -1 when absent */
+    int key_pos[2][BLOCK_N];         /* original position of that key, INT_MAX when absent */
 } flash_local;
 
 /* Describes where one head's rows live: element (s, d) is at base + s*stride_seq + d. */
@@ -83,12 +83,31 @@ typedef struct head_view {
 } head_view;
 
 /* The interface the attention kernels are written against; cl/mma_tile.cl provides the same
- * names for the tensor-core path: tile_local, tile_state, head_view, tile_begin, tile_keys,
- * tile_store, TILE_ROWS, TILE_KEYS, TILE_WORK_ITEMS. */
+ * names for the tensor-core path: tile_local, tile_state, head_view, tile_key_rows,
+ * tile_key_positions, tile_begin, tile_fetch, tile_keys, tile_store, TILE_ROWS, TILE_KEYS and
+ * TILE_WORK_ITEMS. The keys of tile i are listed in slot i % 2, so that the lists of the next
+ * tile can be written while this one is used. */
 #define TILE_ROWS BLOCK_M
 #define TILE_KEYS BLOCK_N
 #define TILE_WORK_ITEMS WG_SIZE
 typedef flash_local tile_local;
+
+inline __local int *tile_key_rows(__local flash_local *shm, int slot)
+{
+    return shm->key_row[slot];
+}
+
+inline __local int *tile_key_positions(__local flash_local *shm, int slot)
+{
+    return shm->key_pos[slot];
+}
+
+/* Nothing to start: tile_keys() loads each tile chunk by chunk. */
+inline void tile_fetch(__local flash_local *shm, int slot, __global const storage_t *k,
+                       head_view kv, __global const storage_t *v, head_view vv)
+{
+    (void)shm, (void)slot, (void)k, (void)kv, (void)v, (void)vv;
+}
 
 typedef struct flash_state {
     float o[TM][TD];
@@ -121,7 +140,7 @@ inline float lane(float4 v, int i)
 }
 
 /* Global loads of one Q.K^T chunk (dims d0..d0+KCHUNK) into registers. */
-inline void fetch_qk_chunk(__local flash_local *shm, float4 qr[Q_QUADS], float4 kr[K_QUADS],
+inline void fetch_qk_chunk(__local const int *key_row, float4 qr[Q_QUADS], float4 kr[K_QUADS],
                            __global const storage_t *q, head_view qv, int q_rows,
                            __global const storage_t *k, head_view kv, int d0)
 {
@@ -137,7 +156,7 @@ inline void fetch_qk_chunk(__local flash_local *shm, float4 qr[Q_QUADS], float4 
     for (int u = 0; u < K_QUADS; u++) {
         int quad = lid + u * WG_SIZE;
         int n = quad / (KCHUNK / 4), c = quad % (KCHUNK / 4) * 4;
-        int row = quad < BLOCK_N * KCHUNK / 4 ? shm->key_row[n] : -1;
+        int row = quad < BLOCK_N * KCHUNK / 4 ? key_row[n] : -1;
         kr[u] = row >= 0 ? load_element4(k, kv.base + (ulong)row * kv.stride_seq + d0 + c)
                          : (float4)(0.0f);
     }
@@ -173,10 +192,11 @@ inline void store_qk_chunk(__local float *buffer, const float4 qr[Q_QUADS],
 }
 
 /* Q.K^T for the tile: s[i][j] = q(row ty*TM+i) . k(key tx*TN+j). The caller has filled
- * shm->key_row and synchronised; on return the stage buffers may still be read by other
- * work-items until the caller's next barrier. */
-inline void flash_scores(__local flash_local *shm, float s[TM][TN], __global const storage_t *q,
-                         head_view qv, int q_rows, __global const storage_t *k, head_view kv)
+ * key_row and synchronised; on return the stage buffers may still be read by other work-items
+ * until the caller's next barrier. */
+inline void flash_scores(__local flash_local *shm, __local const int *key_row, float s[TM][TN],
+                         __global const storage_t *q, head_view qv, int q_rows,
+                         __global const storage_t *k, head_view kv)
 {
     const int lid = get_local_id(0);
     const int ty = lid / WG_COLS, tx = lid % WG_COLS;
@@ -186,13 +206,13 @@ inline void flash_scores(__local flash_local *shm, float s[TM][TN], __global con
         for (int j = 0; j < TN; j++)
             s[i][j] = 0.0f;
     float4 qr[Q_QUADS], kr[K_QUADS];
-    fetch_qk_chunk(shm, qr, kr, q, qv, q_rows, k, kv, 0);
+    fetch_qk_chunk(key_row, qr, kr, q, qv, q_rows, k, kv, 0);
     for (int c = 0; c < HEAD_DIM / KCHUNK; c++) {
         __local float *buffer = shm->stage[c & 1];
         store_qk_chunk(buffer, qr, kr);
         barrier(CLK_LOCAL_MEM_FENCE);
         if (c + 1 < HEAD_DIM / KCHUNK)
-            fetch_qk_chunk(shm, qr, kr, q, qv, q_rows, k, kv, (c + 1) * KCHUNK);
+            fetch_qk_chunk(key_row, qr, kr, q, qv, q_rows, k, kv, (c + 1) * KCHUNK);
         __local const float *qs = buffer;
         __local const float *ks = buffer + KCHUNK * QS_PITCH;
 #pragma unroll UNROLL_QK
@@ -214,7 +234,7 @@ inline void flash_scores(__local flash_local *shm, float s[TM][TN], __global con
 }
 
 /* Global loads of one P.V chunk (keys n0..n0+VCHUNK of the tile) into registers. */
-inline void fetch_v_chunk(__local flash_local *shm, float4 vr[V_QUADS],
+inline void fetch_v_chunk(__local const int *key_row, float4 vr[V_QUADS],
                           __global const storage_t *v, head_view vv, int n0)
 {
     const int lid = get_local_id(0);
@@ -222,7 +242,7 @@ inline void fetch_v_chunk(__local flash_local *shm, float4 vr[V_QUADS],
     for (int u = 0; u < V_QUADS; u++) {
         int quad = lid + u * WG_SIZE;
         int nn = quad / (HEAD_DIM / 4), d = quad % (HEAD_DIM / 4) * 4;
-        int row = quad < VCHUNK * HEAD_DIM / 4 ? shm->key_row[n0 + nn] : -1;
+        int row = quad < VCHUNK * HEAD_DIM / 4 ? key_row[n0 + nn] : -1;
         vr[u] = row >= 0 ? load_element4(v, vv.base + (ulong)row * vv.stride_seq + d)
                          : (float4)(0.0f);
     }
@@ -241,19 +261,23 @@ inline void store_v_chunk(__local float *buffer, const float4 vr[V_QUADS])
     }
 }
 
-/* One key tile: the caller has filled shm->key_row / key_pos and synchronised. q_pos0 is the
- * absolute position of the tile's first query, used by the causal test. */
-inline void tile_keys(__local flash_local *shm, flash_state *st, __global const storage_t *q,
-                      head_view qv, int q_rows, int q_pos0, __global const storage_t *k,
-                      head_view kv, __global const storage_t *v, head_view vv, float scale_log2)
+/* One key tile: the caller has filled the lists of slot and of next_slot (the next tile's,
+ * unused here: each tile is loaded as it is used) and synchronised. q_pos0 is the absolute
+ * position of the tile's first query, used by the causal test. */
+inline void tile_keys(__local flash_local *shm, int slot, int next_slot, flash_state *st,
+                      __global const storage_t *q, head_view qv, int q_rows, int q_pos0,
+                      __global const storage_t *k, head_view kv, __global const storage_t *v,
+                      head_view vv, float scale_log2)
 {
+    (void)next_slot;
+    __local const int *key_row = shm->key_row[slot], *key_pos = shm->key_pos[slot];
     const int lid = get_local_id(0);
     const int ty = lid / WG_COLS, tx = lid % WG_COLS;
     float s[TM][TN];
-    flash_scores(shm, s, q, qv, q_rows, k, kv);
+    flash_scores(shm, key_row, s, q, qv, q_rows, k, kv);
     /* Start the first V loads now; the softmax below hides their latency. */
     float4 vr[V_QUADS];
-    fetch_v_chunk(shm, vr, v, vv, 0);
+    fetch_v_chunk(key_row, vr, v, vv, 0);
 
     /* Scale, mask, and the work-item's share of each row's maximum. */
 #pragma unroll
@@ -262,9 +286,9 @@ inline void tile_keys(__local flash_local *shm, flash_state *st, __global const 
 #pragma unroll
         for (int j = 0; j < TN; j++) {
             int n = tx * TN + j;
-            bool valid = shm->key_row[n] >= 0;
+            bool valid = key_row[n] >= 0;
 #if CAUSAL
-            valid = valid && shm->key_pos[n] <= q_pos0 + ty * TM + i;
+            valid = valid && key_pos[n] <= q_pos0 + ty * TM + i;
 #endif
             s[i][j] = valid ? s[i][j] * scale_log2 : -INFINITY;
             local_max = fmax(local_max, s[i][j]);
@@ -312,7 +336,7 @@ inline void tile_keys(__local flash_local *shm, flash_state *st, __global const 
         store_v_chunk(vs, vr);
         barrier(CLK_LOCAL_MEM_FENCE);
         if (c + 1 < BLOCK_N / VCHUNK)
-            fetch_v_chunk(shm, vr, v, vv, (c + 1) * VCHUNK);
+            fetch_v_chunk(key_row, vr, v, vv, (c + 1) * VCHUNK);
         const int n0 = c * VCHUNK;
 #pragma unroll UNROLL_PV
         for (int nn = 0; nn < VCHUNK; nn++) {

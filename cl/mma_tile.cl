@@ -1,70 +1,66 @@
-/* Attention forward on NVIDIA tensor cores (mma.sync through inline PTX, sm_80+) for one tile of
- * queries, shared by the dense and block-sparse kernels; f16 and bf16 storage with fp32
- * accumulation. Needs common.cl first. Used only after the probe (cl/mma_probe.cl) passed.
+/* Attention forward on NVIDIA tensor cores for one tile of queries, shared by the dense and
+ * block-sparse kernels; f16 and bf16 storage with fp32 accumulation. Needs common.cl and
+ * mma_ptx.cl first. Used only after the probe (cl/mma_probe.cl) passed.
  *
- * A work-group of 4 warps owns 64 queries, 16 per warp. Q stays in registers as mma A fragments;
- * each key tile of BN keys is staged in local memory (K row-major, V transposed) and the scores
- * of a warp stay in registers, where they become the A fragments of P.V (the accumulator layout
- * of m16n8k16 matches its A layout). Row reductions use shfl.sync within each group of 4 lanes.
- * Key tiles come as a list of source rows (so the sparse kernel can gather through the
- * permutation). K and V rows are read 8 elements (16 bytes) at a time: the host uses these
- * kernels only when every K/V row starts on a 16-byte boundary. */
+ * A work-group of MMA_WARPS warps owns MMA_GROUPS groups of 16 queries per warp: each K or V
+ * fragment read from local memory serves every group. Q stays in registers as mma A fragments. Key tiles of BN keys are copied into local memory with cp.async, K and V both
+ * row-major with rows padded by 16 bytes so that ldmatrix reads them without bank conflicts (V
+ * through its transposing form). MMA_STAGES 1 copies a tile's K and V between two tiles;
+ * MMA_STAGES 2 pipelines them: V of this tile loads during Q.K^T and the softmax, K of the next
+ * tile during P.V, in the same local memory. The scores of a warp stay in registers, where they become the A fragments
+ * of P.V (the accumulator layout of m16n8k16 matches its A layout); row reductions use shfl.sync
+ * within each group of 4 lanes. Key tiles come as a list of source rows, so the sparse kernel can
+ * gather through the permutation. K and V rows are copied 16 bytes at a time: the host uses
+ * these kernels only when every K/V row starts on a 16-byte boundary.
+ *
+ * Tuning parameters (src/mma_config.c declares their ranges): MMA_WARPS, MMA_GROUPS, BN and
+ * MMA_STAGES. */
 
 #ifndef HEAD_DIM
 #define HEAD_DIM 128
 #endif
-#ifndef BN
-#define BN 32
-#endif
 #ifndef CAUSAL
 #define CAUSAL 1
 #endif
-#define BM 64
-#define KP (HEAD_DIM + 8) /* K row pitch in 16-bit elements: conflict-free fragment reads */
-#define VP (BN + 8)       /* V^T row pitch */
-
-#if defined(DTYPE_BF16)
-#define MMA_TYPE "bf16"
-#define PACK_INSTRUCTION "cvt.rn.bf16x2.f32 %0, %1, %2;"
-#elif defined(DTYPE_F16)
-#define MMA_TYPE "f16"
-#define PACK_INSTRUCTION "cvt.rn.f16x2.f32 %0, %1, %2;"
-#else
-#error "the tensor-core kernel takes f16 or bf16 storage"
+#ifndef MMA_WARPS
+#define MMA_WARPS 4
 #endif
+#ifndef BN
+#define BN 32
+#endif
+#ifndef MMA_STAGES
+#define MMA_STAGES 2
+#endif
+#ifndef MMA_GROUPS
+#define MMA_GROUPS 1
+#endif
+#if MMA_STAGES != 1 && MMA_STAGES != 2
+#error "MMA_STAGES is 1 or 2"
+#endif
+#define KP (HEAD_DIM + 8) /* K and V row pitch in 16-bit elements */
 
-/* Macros rather than functions, so the fragments stay in registers. */
-#define MMA(c, a, b0, b1)                                                                          \
-    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32." MMA_TYPE "." MMA_TYPE                    \
-                 ".f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"                     \
-                 : "+f"((c)[0]), "+f"((c)[1]), "+f"((c)[2]), "+f"((c)[3])                         \
-                 : "r"((a)[0]), "r"((a)[1]), "r"((a)[2]), "r"((a)[3]), "r"(b0), "r"(b1))
-#define SHFL_XOR(out, x, mask)                                                                     \
-    do {                                                                                           \
-        uint shuffled_;                                                                            \
-        asm volatile("shfl.sync.bfly.b32 %0, %1, %2, 0x1f, 0xffffffff;"                            \
-                     : "=r"(shuffled_) : "r"(as_uint(x)), "r"(mask));                             \
-        (out) = as_float(shuffled_);                                                               \
-    } while (0)
-/* Two floats to one register of two 16-bit values, lo in the low half. */
-#define PACK2(out, lo, hi) asm(PACK_INSTRUCTION : "=r"(out) : "f"(hi), "f"(lo))
-
-#define TILE_ROWS BM
+#define TILE_ROWS (16 * MMA_WARPS * MMA_GROUPS)
 #define TILE_KEYS BN
-#define TILE_WORK_ITEMS 128
+#define TILE_WORK_ITEMS (32 * MMA_WARPS)
 
+/* The keys of tile i are listed in slot i % 2, so that the next tile's lists can be written
+ * while this one is used. src/mma_config.c counts these bytes. */
 typedef struct tile_local {
-    uint4 k[BN * KP / 8];       /* K tile, row-major */
-    uint4 v[HEAD_DIM * VP / 8]; /* V tile, transposed */
-    int key_row[BN];            /* source row of each key of the tile, -1 when absent */
-    int key_pos[BN];            /* original position of that key, for the causal test */
+    uint4 k[BN * KP / 8];
+    uint4 v[BN * KP / 8];
+    int key_row[2][BN]; /* source row of each key, -1 when absent */
+    int key_pos[2][BN]; /* original position of each key, INT_MAX when absent */
 } tile_local;
 
+/* A lane holds two rows of each of its warp's MMA_GROUPS groups of 16: row r0 + 16 * group + 8 * h
+ * (h = 0, 1) is its row index 2 * group + h below. */
+#define LANE_ROWS (2 * MMA_GROUPS)
 typedef struct tile_state {
-    uint q[HEAD_DIM / 16][4];    /* Q fragments of rows r0 and r0 + 8 */
-    float acc[HEAD_DIM / 8][4];  /* O fragments */
-    float m0, m1, l0, l1;        /* running max (log2 units) and this lane's share of the sum */
-    int r0;                      /* the lane's first row in the query tile; the other is r0 + 8 */
+    uint q[MMA_GROUPS][HEAD_DIM / 16][4];   /* Q fragments */
+    float acc[MMA_GROUPS][HEAD_DIM / 8][4]; /* O fragments */
+    float m[LANE_ROWS];                     /* running max of each row (log2 units) */
+    float l[LANE_ROWS];                     /* this lane's share of each row's sum */
+    int r0;                                 /* the lane's first row in the query tile */
 } tile_state;
 
 /* Describes where one head's rows live: element (s, d) is at base + s*stride_seq + d. */
@@ -72,6 +68,16 @@ typedef struct head_view {
     ulong base;
     ulong stride_seq;
 } head_view;
+
+inline __local int *tile_key_rows(__local tile_local *shm, int slot)
+{
+    return shm->key_row[slot];
+}
+
+inline __local int *tile_key_positions(__local tile_local *shm, int slot)
+{
+    return shm->key_pos[slot];
+}
 
 /* Two raw 16-bit elements as one register, the first in the low half. */
 inline uint load_pair(__global const storage_t *base, ulong index)
@@ -85,161 +91,205 @@ inline void tile_begin(tile_state *st, __global const storage_t *q, head_view qv
 {
     const int lane = get_local_id(0) % 32, warp = get_local_id(0) / 32;
     const int g = lane / 4, t = lane % 4;
-    st->r0 = warp * 16 + g;
-    const ulong row0 = qv.base + (ulong)min(st->r0, q_rows - 1) * qv.stride_seq;
-    const ulong row1 = qv.base + (ulong)min(st->r0 + 8, q_rows - 1) * qv.stride_seq;
+    st->r0 = warp * 16 * MMA_GROUPS + g;
 #pragma unroll
-    for (int s = 0; s < HEAD_DIM / 16; s++) {
-        const int c = s * 16 + 2 * t;
-        st->q[s][0] = load_pair(q, row0 + c);
-        st->q[s][1] = load_pair(q, row1 + c);
-        st->q[s][2] = load_pair(q, row0 + c + 8);
-        st->q[s][3] = load_pair(q, row1 + c + 8);
+    for (int group = 0; group < MMA_GROUPS; group++) {
+        const int r = st->r0 + 16 * group;
+        const ulong row0 = qv.base + (ulong)min(r, q_rows - 1) * qv.stride_seq;
+        const ulong row1 = qv.base + (ulong)min(r + 8, q_rows - 1) * qv.stride_seq;
+#pragma unroll
+        for (int s = 0; s < HEAD_DIM / 16; s++) {
+            const int c = s * 16 + 2 * t;
+            st->q[group][s][0] = load_pair(q, row0 + c);
+            st->q[group][s][1] = load_pair(q, row1 + c);
+            st->q[group][s][2] = load_pair(q, row0 + c + 8);
+            st->q[group][s][3] = load_pair(q, row1 + c + 8);
+        }
+#pragma unroll
+        for (int n = 0; n < HEAD_DIM / 8; n++)
+            st->acc[group][n][0] = st->acc[group][n][1] = st->acc[group][n][2] =
+                st->acc[group][n][3] = 0.0f;
     }
 #pragma unroll
-    for (int n = 0; n < HEAD_DIM / 8; n++)
-        st->acc[n][0] = st->acc[n][1] = st->acc[n][2] = st->acc[n][3] = 0.0f;
-    st->m0 = st->m1 = -INFINITY;
-    st->l0 = st->l1 = 0.0f;
+    for (int i = 0; i < LANE_ROWS; i++) {
+        st->m[i] = -INFINITY;
+        st->l[i] = 0.0f;
+    }
 }
 
-/* One key tile: the caller has filled shm->key_row / key_pos and synchronised. q_pos0 is the
+/* Starts copying rows (the keys of a tile, -1 for an absent one) of one tensor into tile; absent
+ * keys become zeros, so that their probability 0 meets a finite V. */
+inline void copy_rows(__local uint4 *tile, __local const int *rows, __global const storage_t *x,
+                      head_view xv)
+{
+    for (int i = get_local_id(0); i < BN * HEAD_DIM / 8; i += TILE_WORK_ITEMS) {
+        const int n = i / (HEAD_DIM / 8), d = i % (HEAD_DIM / 8) * 8;
+        const int row = rows[n];
+        const ulong source = xv.base + (ulong)max(row, 0) * xv.stride_seq + d;
+        COPY_ASYNC16(local_address(&tile[(n * KP + d) / 8]), x + source, row >= 0 ? 16u : 0u);
+    }
+    COPY_ASYNC_COMMIT();
+}
+
+/* Starts loading the first tile, listed in slot (the caller has synchronised since). */
+inline void tile_fetch(__local tile_local *shm, int slot, __global const storage_t *k, head_view kv,
+                       __global const storage_t *v, head_view vv)
+{
+    copy_rows(shm->k, shm->key_row[slot], k, kv);
+#if MMA_STAGES == 1
+    copy_rows(shm->v, shm->key_row[slot], v, vv);
+#endif
+}
+
+/* Attends the tile's queries to the keys listed in slot, whose loading has started, and starts
+ * loading those of next_slot (the caller has filled both lists and synchronised). q_pos0 is the
  * absolute position of the tile's first query, for the causal test. */
-inline void tile_keys(__local tile_local *shm, tile_state *st, __global const storage_t *q,
-                      head_view qv, int q_rows, int q_pos0, __global const storage_t *k,
-                      head_view kv, __global const storage_t *v, head_view vv, float scale_log2)
+inline void tile_keys(__local tile_local *shm, int slot, int next_slot, tile_state *st,
+                      __global const storage_t *q, head_view qv, int q_rows, int q_pos0,
+                      __global const storage_t *k, head_view kv, __global const storage_t *v,
+                      head_view vv, float scale_log2)
 {
     /* Q is held in registers since tile_begin(). */
-    (void)q;
-    (void)qv;
-    (void)q_rows;
-    const int lid = get_local_id(0);
-    const int lane = lid % 32, g = lane / 4, t = lane % 4;
-    __local ushort *vt = (__local ushort *)shm->v;
-    __local const uint *kw = (__local const uint *)shm->k;
-    __local const uint *vw = (__local const uint *)shm->v;
-    /* Stage the tile: K row-major, V transposed, 8 elements per load; zeros for absent keys. */
-    for (int i = lid; i < BN * HEAD_DIM / 8; i += 128) {
-        const int n = i / (HEAD_DIM / 8), d = i % (HEAD_DIM / 8) * 8;
-        const int row = shm->key_row[n];
-        uint4 kx = (uint4)(0), vx = (uint4)(0);
-        if (row >= 0) {
-            kx = *(__global const uint4 *)(k + kv.base + (ulong)row * kv.stride_seq + d);
-            vx = *(__global const uint4 *)(v + vv.base + (ulong)row * vv.stride_seq + d);
-        }
-        shm->k[(n * KP + d) / 8] = kx;
-        const uint words[4] = {vx.x, vx.y, vx.z, vx.w};
-#pragma unroll
-        for (int w = 0; w < 4; w++) {
-            vt[(d + 2 * w) * VP + n] = (ushort)words[w];
-            vt[(d + 2 * w + 1) * VP + n] = (ushort)(words[w] >> 16);
-        }
-    }
+    (void)q, (void)qv, (void)q_rows;
+    const int lane = get_local_id(0) % 32, t = lane % 4;
+    COPY_ASYNC_WAIT(0);
     barrier(CLK_LOCAL_MEM_FENCE);
-
-    float s[BN / 8][4];
-#pragma unroll
-    for (int nb = 0; nb < BN / 8; nb++) {
-        s[nb][0] = s[nb][1] = s[nb][2] = s[nb][3] = 0.0f;
-#pragma unroll
-        for (int kb = 0; kb < HEAD_DIM / 16; kb++) {
-            const int word = (nb * 8 + g) * (KP / 2) + kb * 8 + t;
-            MMA(s[nb], st->q[kb], kw[word], kw[word + 4]);
-        }
-    }
-    /* Scale and mask, then the online softmax of rows r0 (elements 0, 1) and r0 + 8 (2, 3). */
-    float max0 = -INFINITY, max1 = -INFINITY;
-#pragma unroll
-    for (int nb = 0; nb < BN / 8; nb++) {
-#pragma unroll
-        for (int e = 0; e < 4; e++) {
-            const int n = nb * 8 + 2 * t + (e & 1);
-            bool visible = shm->key_row[n] >= 0;
-#if CAUSAL
-            visible = visible && shm->key_pos[n] <= q_pos0 + st->r0 + (e < 2 ? 0 : 8);
+#if MMA_STAGES == 2
+    copy_rows(shm->v, shm->key_row[slot], v, vv);
 #endif
-            s[nb][e] = visible ? s[nb][e] * scale_log2 : -INFINITY;
-        }
-        max0 = fmax(max0, fmax(s[nb][0], s[nb][1]));
-        max1 = fmax(max1, fmax(s[nb][2], s[nb][3]));
-    }
-    float other;
-    SHFL_XOR(other, max0, 1);
-    max0 = fmax(max0, other);
-    SHFL_XOR(other, max0, 2);
-    max0 = fmax(max0, other);
-    SHFL_XOR(other, max1, 1);
-    max1 = fmax(max1, other);
-    SHFL_XOR(other, max1, 2);
-    max1 = fmax(max1, other);
-    const float new0 = fmax(st->m0, max0), new1 = fmax(st->m1, max1);
-    /* Rows that have seen no visible key keep -inf; use 0 so no inf - inf appears. */
-    const float use0 = new0 == -INFINITY ? 0.0f : new0, use1 = new1 == -INFINITY ? 0.0f : new1;
-    const float alpha0 = exp2(st->m0 - use0), alpha1 = exp2(st->m1 - use1);
-    st->m0 = new0;
-    st->m1 = new1;
-    st->l0 *= alpha0;
-    st->l1 *= alpha1;
-#pragma unroll
-    for (int n = 0; n < HEAD_DIM / 8; n++) {
-        st->acc[n][0] *= alpha0;
-        st->acc[n][1] *= alpha0;
-        st->acc[n][2] *= alpha1;
-        st->acc[n][3] *= alpha1;
-    }
+
+    /* S = Q.K^T. Lane i addresses row i % 8 of 8x8 matrix i / 8: keys nb*8.., dims 8*(i / 8)..
+     * give the two B fragments of two consecutive 16-dim steps, used by every row group. */
+    const uint k_lane = local_address(shm->k) + ((lane % 8) * KP + lane / 8 * 8) * 2;
+    float s[MMA_GROUPS][BN / 8][4];
 #pragma unroll
     for (int nb = 0; nb < BN / 8; nb++) {
-        s[nb][0] = exp2(s[nb][0] - use0);
-        s[nb][1] = exp2(s[nb][1] - use0);
-        s[nb][2] = exp2(s[nb][2] - use1);
-        s[nb][3] = exp2(s[nb][3] - use1);
-        st->l0 += s[nb][0] + s[nb][1];
-        st->l1 += s[nb][2] + s[nb][3];
-    }
-    /* O += P.V, 16 keys per step. */
 #pragma unroll
-    for (int j = 0; j < BN / 16; j++) {
-        uint pa[4];
-        PACK2(pa[0], s[2 * j][0], s[2 * j][1]);
-        PACK2(pa[1], s[2 * j][2], s[2 * j][3]);
-        PACK2(pa[2], s[2 * j + 1][0], s[2 * j + 1][1]);
-        PACK2(pa[3], s[2 * j + 1][2], s[2 * j + 1][3]);
+        for (int group = 0; group < MMA_GROUPS; group++)
+            s[group][nb][0] = s[group][nb][1] = s[group][nb][2] = s[group][nb][3] = 0.0f;
+#pragma unroll
+        for (int kb = 0; kb < HEAD_DIM / 16; kb += 2) {
+            uint b[4];
+            LDMATRIX_X4(b, k_lane + (nb * 8 * KP + kb * 16) * 2);
+#pragma unroll
+            for (int group = 0; group < MMA_GROUPS; group++) {
+                MMA(s[group][nb], st->q[group][kb], b[0], b[1]);
+                MMA(s[group][nb], st->q[group][kb + 1], b[2], b[3]);
+            }
+        }
+    }
+    /* Scale and mask, then the online softmax. Element e of a fragment is in row h = e / 2.
+     * Absent keys have position INT_MAX, which the causal test also rejects. The scores are
+     * scaled before the maximum is taken (not inside the exponent): with huge logits, a fused
+     * multiply-add against a separately rounded maximum can exceed it by thousands. */
+    float row_max[LANE_ROWS];
+#pragma unroll
+    for (int i = 0; i < LANE_ROWS; i++)
+        row_max[i] = -INFINITY;
+#pragma unroll
+    for (int nb = 0; nb < BN / 8; nb++) {
+        const int2 key = vload2(0, shm->key_pos[slot] + nb * 8 + 2 * t);
+#pragma unroll
+        for (int i = 0; i < LANE_ROWS; i++) {
+            float *x = &s[i / 2][nb][i % 2 * 2];
+#if CAUSAL
+            const int pos = q_pos0 + st->r0 + i / 2 * 16 + i % 2 * 8;
+            x[0] = key.x <= pos ? x[0] * scale_log2 : -INFINITY;
+            x[1] = key.y <= pos ? x[1] * scale_log2 : -INFINITY;
+#else
+            x[0] = key.x != INT_MAX ? x[0] * scale_log2 : -INFINITY;
+            x[1] = key.y != INT_MAX ? x[1] * scale_log2 : -INFINITY;
+#endif
+            row_max[i] = fmax(row_max[i], fmax(x[0], x[1]));
+        }
+    }
+#pragma unroll
+    for (int i = 0; i < LANE_ROWS; i++) {
+        float other;
+        SHFL_XOR(other, row_max[i], 1);
+        row_max[i] = fmax(row_max[i], other);
+        SHFL_XOR(other, row_max[i], 2);
+        row_max[i] = fmax(row_max[i], other);
+        const float new_max = fmax(st->m[i], row_max[i]);
+        /* Rows that have seen no visible key keep -inf; use 0 so no inf - inf appears. */
+        const float use = new_max == -INFINITY ? 0.0f : new_max;
+        const float alpha = exp2_ftz(st->m[i] - use);
+        st->m[i] = new_max;
+        st->l[i] *= alpha;
 #pragma unroll
         for (int n = 0; n < HEAD_DIM / 8; n++) {
-            const int word = (n * 8 + g) * (VP / 2) + j * 8 + t;
-            MMA(st->acc[n], pa, vw[word], vw[word + 4]);
+            st->acc[i / 2][n][i % 2 * 2] *= alpha;
+            st->acc[i / 2][n][i % 2 * 2 + 1] *= alpha;
+        }
+#pragma unroll
+        for (int nb = 0; nb < BN / 8; nb++) {
+            float *x = &s[i / 2][nb][i % 2 * 2];
+            x[0] = exp2_ftz(x[0] - use);
+            x[1] = exp2_ftz(x[1] - use);
+            st->l[i] += x[0] + x[1];
         }
     }
-    /* The next tile rewrites the key list and the staged tile. */
+#if MMA_STAGES == 2
+    /* V has arrived and every warp is done with K: the next tile's K may come. */
+    COPY_ASYNC_WAIT(0);
     barrier(CLK_LOCAL_MEM_FENCE);
+    copy_rows(shm->k, shm->key_row[next_slot], k, kv);
+#endif
+    /* O += P.V, 16 keys per step. Lane i addresses key row i % 8 + 8 * (i / 8 % 2) and dims
+     * 8 * (i / 16)..: transposed, the four matrices are the B fragments of two 8-dim columns. */
+    const uint v_lane = local_address(shm->v) + ((lane % 8 + lane / 8 % 2 * 8) * KP + lane / 16 * 8) * 2;
+#pragma unroll
+    for (int j = 0; j < BN / 16; j++) {
+        uint pa[MMA_GROUPS][4];
+#pragma unroll
+        for (int group = 0; group < MMA_GROUPS; group++) {
+            PACK2(pa[group][0], s[group][2 * j][0], s[group][2 * j][1]);
+            PACK2(pa[group][1], s[group][2 * j][2], s[group][2 * j][3]);
+            PACK2(pa[group][2], s[group][2 * j + 1][0], s[group][2 * j + 1][1]);
+            PACK2(pa[group][3], s[group][2 * j + 1][2], s[group][2 * j + 1][3]);
+        }
+#pragma unroll
+        for (int n = 0; n < HEAD_DIM / 8; n += 2) {
+            uint b[4];
+            LDMATRIX_X4_TRANS(b, v_lane + (j * 16 * KP + n * 8) * 2);
+#pragma unroll
+            for (int group = 0; group < MMA_GROUPS; group++) {
+                MMA(st->acc[group][n], pa[group], b[0], b[1]);
+                MMA(st->acc[group][n + 1], pa[group], b[2], b[3]);
+            }
+        }
+    }
+#if MMA_STAGES == 1
+    /* Every warp is done with this tile: the next one may come. */
+    barrier(CLK_LOCAL_MEM_FENCE);
+    copy_rows(shm->k, shm->key_row[next_slot], k, kv);
+    copy_rows(shm->v, shm->key_row[next_slot], v, vv);
+#endif
 }
 
 /* Writes O = acc / l for the lane's rows; a row that saw no key gets zeros. */
 inline void tile_store(tile_state *st, __global storage_t *o, head_view ov, int q_rows)
 {
+    /* The copy of the (empty) tile after the last one may still be in flight. */
+    COPY_ASYNC_WAIT(0);
     const int t = get_local_id(0) % 4;
-    float other;
-    SHFL_XOR(other, st->l0, 1);
-    st->l0 += other;
-    SHFL_XOR(other, st->l0, 2);
-    st->l0 += other;
-    SHFL_XOR(other, st->l1, 1);
-    st->l1 += other;
-    SHFL_XOR(other, st->l1, 2);
-    st->l1 += other;
-    const float inv0 = st->l0 > 0.0f ? 1.0f / st->l0 : 0.0f;
-    const float inv1 = st->l1 > 0.0f ? 1.0f / st->l1 : 0.0f;
-    const int r1 = st->r0 + 8;
 #pragma unroll
-    for (int n = 0; n < HEAD_DIM / 8; n++) {
-        const int c = n * 8 + 2 * t;
-        if (st->r0 < q_rows) {
-            store_element(o, ov.base + (ulong)st->r0 * ov.stride_seq + c, st->acc[n][0] * inv0);
-            store_element(o, ov.base + (ulong)st->r0 * ov.stride_seq + c + 1, st->acc[n][1] * inv0);
-        }
-        if (r1 < q_rows) {
-            store_element(o, ov.base + (ulong)r1 * ov.stride_seq + c, st->acc[n][2] * inv1);
-            store_element(o, ov.base + (ulong)r1 * ov.stride_seq + c + 1, st->acc[n][3] * inv1);
+    for (int i = 0; i < LANE_ROWS; i++) {
+        float other;
+        SHFL_XOR(other, st->l[i], 1);
+        st->l[i] += other;
+        SHFL_XOR(other, st->l[i], 2);
+        st->l[i] += other;
+        const float inverse = st->l[i] > 0.0f ? 1.0f / st->l[i] : 0.0f;
+        const int r = st->r0 + i / 2 * 16 + i % 2 * 8;
+        if (r >= q_rows)
+            continue;
+        const ulong row = ov.base + (ulong)r * ov.stride_seq;
+#pragma unroll
+        for (int n = 0; n < HEAD_DIM / 8; n++) {
+            const int c = n * 8 + 2 * t;
+            store_element(o, row + c, st->acc[i / 2][n][i % 2 * 2] * inverse);
+            store_element(o, row + c + 1, st->acc[i / 2][n][i % 2 * 2 + 1] * inverse);
         }
     }
 }

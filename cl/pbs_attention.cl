@@ -24,6 +24,30 @@
 #error "the kernel tiles must divide the logical block"
 #endif
 
+/* Lists the keys of tile step of the query tile in its slot: tile step % (LOGICAL_BLOCK /
+ * TILE_KEYS) of the step-th listed key block; no keys past the last step. A malformed caller
+ * list entry yields no keys: never read outside the tensors. */
+inline void list_keys(__local tile_local *shm, int step, int steps, __global const int *list,
+                      __global const int *perm_row, int k_blocks, int kv_len)
+{
+    const int tiles_per_block = LOGICAL_BLOCK / TILE_KEYS;
+    const int j = step < steps ? list[step / tiles_per_block] : -1;
+    const int p0 = j * LOGICAL_BLOCK + (step % tiles_per_block) * TILE_KEYS;
+    const bool block_ok = j >= 0 && j < k_blocks;
+    __local int *rows = tile_key_rows(shm, step % 2);
+    __local int *positions = tile_key_positions(shm, step % 2);
+    for (int n = get_local_id(0); n < TILE_KEYS; n += TILE_WORK_ITEMS) {
+        const int p = p0 + n;
+        int key = -1;
+        if (block_ok && p < kv_len) {
+            key = HAS_PI ? perm_row[p] : p;
+            key = key >= 0 && key < kv_len ? key : -1;
+        }
+        rows[n] = MATERIALISED && key >= 0 ? p : key;
+        positions[n] = key >= 0 ? key : INT_MAX;
+    }
+}
+
 __kernel __attribute__((reqd_work_group_size(TILE_WORK_ITEMS, 1, 1)))
 void pbs_attention(__global const storage_t *q, __global const storage_t *k,
                    __global const storage_t *v, __global storage_t *o,
@@ -37,7 +61,6 @@ void pbs_attention(__global const storage_t *q, __global const storage_t *k,
                    ulong blocks_offset)
 {
     __local tile_local shm;
-    const int lid = get_local_id(0);
     const int tiles = get_num_groups(0);
     /* Causal: later query tiles usually have the longest lists, so start them first. */
     const int tile = CAUSAL ? tiles - 1 - (int)get_group_id(0) : (int)get_group_id(0);
@@ -64,28 +87,20 @@ void pbs_attention(__global const storage_t *q, __global const storage_t *k,
     head_view kv = {k_offset + batch * k_stride_batch + kv_head * k_stride_head, k_stride_seq};
     head_view vv = {v_offset + batch * v_stride_batch + kv_head * v_stride_head, v_stride_seq};
 
+    const int steps = count * (LOGICAL_BLOCK / TILE_KEYS);
     tile_state st;
     tile_begin(&st, q, qv, q_rows);
     /* One flat loop over (listed block, key tile): barriers inside nested loops with early
-     * exits are not handled by every OpenCL implementation. */
-    const int tiles_per_block = LOGICAL_BLOCK / TILE_KEYS;
-    for (int step = 0; step < count * tiles_per_block; step++) {
-        const int j = list[step / tiles_per_block];
-        const int p0 = j * LOGICAL_BLOCK + (step % tiles_per_block) * TILE_KEYS;
-        /* A malformed caller list entry yields no keys: never read outside the tensors. */
-        const bool block_ok = j >= 0 && j < k_blocks;
-        for (int n = lid; n < TILE_KEYS; n += TILE_WORK_ITEMS) {
-            int p = p0 + n;
-            int key = -1;
-            if (block_ok && p < kv_len) {
-                key = HAS_PI ? perm_row[p] : p;
-                key = key >= 0 && key < kv_len ? key : -1;
-            }
-            shm.key_row[n] = MATERIALISED && key >= 0 ? p : key;
-            shm.key_pos[n] = key;
-        }
+     * exits are not handled by every OpenCL implementation. The lists of the next tile are
+     * written while this one is used; tile_keys starts loading its keys as soon as it can. */
+    list_keys(&shm, 0, steps, list, perm_row, k_blocks, kv_len);
+    barrier(CLK_LOCAL_MEM_FENCE);
+    tile_fetch(&shm, 0, k, kv, v, vv);
+    for (int step = 0; step < steps; step++) {
+        list_keys(&shm, step + 1, steps, list, perm_row, k_blocks, kv_len);
         barrier(CLK_LOCAL_MEM_FENCE);
-        tile_keys(&shm, &st, q, qv, q_rows, q_pos0, k, kv, v, vv, scale_log2);
+        tile_keys(&shm, step % 2, (step + 1) % 2, &st, q, qv, q_rows, q_pos0, k, kv, v, vv,
+                  scale_log2);
     }
     tile_store(&st, o, ov, q_rows);
 }

@@ -8,8 +8,8 @@
 inline void score_tile_keys(__local flash_local *shm, int k0, int key_count)
 {
     for (int n = get_local_id(0); n < BLOCK_N; n += WG_SIZE) {
-        shm->key_row[n] = k0 + n < key_count ? k0 + n : -1;
-        shm->key_pos[n] = k0 + n;
+        shm->key_row[0][n] = k0 + n < key_count ? k0 + n : -1;
+        shm->key_pos[0][n] = k0 + n < key_count ? k0 + n : INT_MAX;
     }
     barrier(CLK_LOCAL_MEM_FENCE);
 }
@@ -46,13 +46,13 @@ void pbs_score_stats(__global const storage_t *q, __global const storage_t *k,
         head_view qv = last_rows_view(q_offset, q_stride_batch, q_stride_head, q_stride_seq,
                                       batch, head, q_len - last_rows + r0);
         float s[TM][TN];
-        flash_scores(&shm, s, q, qv, min(BLOCK_M, last_rows - r0), k, kv);
+        flash_scores(&shm, shm.key_row[0], s, q, qv, min(BLOCK_M, last_rows - r0), k, kv);
 #pragma unroll
         for (int i = 0; i < TM; i++) {
             float m = -INFINITY;
 #pragma unroll
             for (int j = 0; j < TN; j++) {
-                s[i][j] = shm.key_row[tx * TN + j] >= 0 ? s[i][j] * scale_log2 : -INFINITY;
+                s[i][j] = shm.key_row[0][tx * TN + j] >= 0 ? s[i][j] * scale_log2 : -INFINITY;
                 m = fmax(m, s[i][j]);
             }
             shm.row_max[(ty * TM + i) * WG_COLS + tx] = m;
@@ -147,7 +147,7 @@ void pbs_scores(__global const storage_t *q, __global const storage_t *k,
             head_view qv = last_rows_view(q_offset, q_stride_batch, q_stride_head, q_stride_seq,
                                           batch, head, q_len - last_rows + r0);
             float s[TM][TN];
-            flash_scores(&shm, s, q, qv, min(BLOCK_M, last_rows - r0), k, kv);
+            flash_scores(&shm, shm.key_row[0], s, q, qv, min(BLOCK_M, last_rows - r0), k, kv);
 #pragma unroll
             for (int i = 0; i < TM; i++) {
                 int r = r0 + ty * TM + i;
@@ -157,7 +157,7 @@ void pbs_scores(__global const storage_t *q, __global const storage_t *k,
                 float inv = 1.0f / st.y;
 #pragma unroll
                 for (int j = 0; j < TN; j++)
-                    if (shm.key_row[tx * TN + j] >= 0)
+                    if (shm.key_row[0][tx * TN + j] >= 0)
                         column[j] += exp2(s[i][j] * scale_log2 - st.x) * inv;
             }
         }

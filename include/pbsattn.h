@@ -196,11 +196,12 @@ typedef struct pbsa_device_info {
 /* Copies the device information of ctx into *out. Errors: PBSA_ERROR_NULL_ARGUMENT. Thread-safe. */
 PBSA_API int pbsa_context_device_info(const pbsa_context *ctx, pbsa_device_info *out);
 
-/* 1 when ctx runs the NVIDIA tensor-core (mma.sync) kernels where they apply (dense attention,
- * f16/bf16, head dim up to 128), 0 when it runs the portable kernels everywhere. Decided at
- * context creation: the device must be NVIDIA with compute capability 8.0 or more, a probe
- * kernel must compile and compute exactly, and neither options->force_portable nor the
- * environment variable PBSA_FORCE_PORTABLE (any value but "0") may be set. ctx NULL gives 0.
+/* 1 when ctx runs the NVIDIA tensor-core (mma.sync) kernels where they apply (dense and
+ * block-sparse attention, f16/bf16, head dims 64, 96 and 128; see pbsa_query_kernel_config()), 0
+ * when it runs the portable kernels everywhere. Decided at context creation: the device must be
+ * NVIDIA with compute capability 8.0 or more, a probe kernel must compile and compute exactly,
+ * and neither options->force_portable nor the environment variable PBSA_FORCE_PORTABLE (any value
+ * but "0") may be set. ctx NULL gives 0.
  * Thread-safe. */
 PBSA_API int pbsa_context_uses_tensor_cores(const pbsa_context *ctx);
 
@@ -251,10 +252,13 @@ PBSA_API int pbsa_dense_attention(pbsa_context *ctx, cl_command_queue queue, con
  * Tuned kernel configurations
  *
  * The flash-attention kernels take a tile configuration (queries and keys per tile, work-group
- * shape, staging chunks, loop unrolling). A call uses, from the first that has one valid for the
- * device: PBSA_FLASH_CONFIG ("block_m,block_n,wg_rows,wg_cols,kchunk,vchunk[,unroll_qk,
- * unroll_pv]", for experiments), the tuning file named by PBSA_TUNING_FILE, the user's tuning
- * file of the device ($XDG_CONFIG_HOME/pbsattn/tuning/<device>.txt, else
+ * shape, staging chunks, loop unrolling); the NVIDIA tensor-core kernels, where they run, take
+ * theirs (warps per work-group, groups of 16 query rows per warp, keys per tile, pipeline
+ * stages). A call uses, from the first that has one valid for the device and the call:
+ * PBSA_FLASH_CONFIG ("block_m,block_n,wg_rows,wg_cols,kchunk,vchunk[,unroll_qk,unroll_pv]") or,
+ * for the tensor-core kernels, PBSA_MMA_CONFIG ("warps,groups,keys,stages"), both for
+ * experiments and read at every call; the tuning file named by PBSA_TUNING_FILE, the user's
+ * tuning file of the device ($XDG_CONFIG_HOME/pbsattn/tuning/<device>.txt, else
  * ~/.config/pbsattn/tuning/<device>.txt, as pbsa-tune writes it), the tuning data built into the
  * library, then the library's heuristic. Tuning files are read once, by pbsa_context_create();
  * one that is unreadable, corrupt, of another device or of an older format is ignored with a
@@ -262,12 +266,15 @@ PBSA_API int pbsa_dense_attention(pbsa_context *ctx, cl_command_queue queue, con
  * (heuristic defaults, to compare against tuned runs). Tuning changes speed only, never results.
  * ------------------------------------------------------------------------------------------- */
 
-/* The kernels that take a tuned configuration. */
+/* The kernels that take a tuned configuration. New kinds are appended (3 and 4 came with the
+ * tunable tensor-core kernels): existing values keep their meaning. */
 typedef enum pbsa_kernel_kind {
     PBSA_KERNEL_DENSE = 0,  /* pbsa_dense_attention() */
     PBSA_KERNEL_SPARSE = 1, /* the block-sparse attention of pbsa_attention() and
                                pbsa_sparse_attention() */
     PBSA_KERNEL_SCORES = 2, /* the permutation scores of pbsa_attention() and pbsa_permutation() */
+    PBSA_KERNEL_DENSE_MMA = 3,  /* the tensor-core kernel of pbsa_dense_attention() */
+    PBSA_KERNEL_SPARSE_MMA = 4, /* the tensor-core kernel of the block-sparse attention */
 } pbsa_kernel_kind;
 
 /* Where a configuration comes from. Of the first six, a higher value takes precedence over a
@@ -277,27 +284,38 @@ typedef enum pbsa_config_source {
     PBSA_CONFIG_BUILTIN = 1,     /* tuning data compiled into the library */
     PBSA_CONFIG_USER_FILE = 2,   /* the user's tuning file of this device */
     PBSA_CONFIG_TUNING_FILE = 3, /* the file named by PBSA_TUNING_FILE */
-    PBSA_CONFIG_ENVIRONMENT = 4, /* PBSA_FLASH_CONFIG */
+    PBSA_CONFIG_ENVIRONMENT = 4, /* PBSA_FLASH_CONFIG, or PBSA_MMA_CONFIG for the _MMA kinds */
     PBSA_CONFIG_FORCED = 5,      /* forced on the context by pbsattn's tuner (pbsa-tune) */
-    PBSA_CONFIG_TENSOR_CORES = 6, /* the NVIDIA tensor-core kernel runs, on fixed tiles */
+    /* For PBSA_KERNEL_DENSE and PBSA_KERNEL_SPARSE: the call runs the NVIDIA tensor-core kernel
+     * (its configuration's own source: query PBSA_KERNEL_DENSE_MMA or PBSA_KERNEL_SPARSE_MMA). */
+    PBSA_CONFIG_TENSOR_CORES = 6,
 } pbsa_config_source;
 
 /*
  * Which configuration a call of kernel kind on ctx uses for dtype, head_dim, block_size (the PBS
- * logical block; ignored for PBSA_KERNEL_DENSE) and causal (ignored for PBSA_KERNEL_SCORES), and
+ * logical block; ignored for the dense kinds) and causal (ignored for PBSA_KERNEL_SCORES), and
  * where it comes from. description (may be NULL when capacity is 0) receives a NUL-terminated
  * text such as "block_m=64 block_n=64 wg_rows=8 wg_cols=16 kchunk=16 vchunk=16 unroll_qk=16
  * unroll_pv=16 (user tuning file /home/me/.config/pbsattn/tuning/NVIDIA_H100.txt, line 9)",
- * truncated to capacity bytes. source (may be NULL) receives the source. For dense attention on
- * the tensor-core path (pbsa_context_uses_tensor_cores(); f16 and bf16, head dims up to 128, K
- * and V rows assumed 16-byte aligned) the source is PBSA_CONFIG_TENSOR_CORES and the text also
- * names what the portable kernel would use. Nothing is compiled or enqueued.
+ * truncated to capacity bytes. source (may be NULL) receives the source. Nothing is compiled or
+ * enqueued.
+ * Tensor cores: where dense or sparse attention runs on the tensor-core kernel
+ * (pbsa_context_uses_tensor_cores(); f16 and bf16, head dims 64, 96 and 128, sparse blocks 64 and
+ * 128, K and V rows assumed 16-byte aligned), PBSA_KERNEL_DENSE and PBSA_KERNEL_SPARSE give the
+ * source PBSA_CONFIG_TENSOR_CORES and a text "tensor-core kernel warps=4 groups=1 keys=64
+ * stages=2 (heuristic default); the portable kernel would use block_m=... (...)".
+ * PBSA_KERNEL_DENSE_MMA and PBSA_KERNEL_SPARSE_MMA give the tensor-core configuration alone
+ * ("warps=4 groups=1 keys=64 stages=2 (heuristic default)") with its own source, for calls that
+ * run on it.
  * Errors: PBSA_ERROR_NULL_ARGUMENT (ctx NULL, or description NULL with capacity > 0),
  * PBSA_ERROR_INVALID_VALUE (kind unknown, block_size not 16, 32, 64 or 128 for the PBS kernels),
  * PBSA_ERROR_UNSUPPORTED_DTYPE, PBSA_ERROR_UNSUPPORTED_HEAD_DIM, PBSA_ERROR_UNSUPPORTED_DEVICE (no
- * configuration fits the device: the call itself would fail the same way). On error description
- * receives "" (capacity > 0) and *source is not written.
- * Thread-safe; the answer stays the same for the life of ctx unless PBSA_FLASH_CONFIG changes.
+ * configuration fits the device: the call itself would fail the same way; or, for the _MMA
+ * kinds, the call does not run on the tensor-core kernel on ctx: no tensor cores, f32, head dim
+ * 256, another block_size, or no configuration fits). On error description receives ""
+ * (capacity > 0) and *source is not written.
+ * Thread-safe; the answer stays the same for the life of ctx unless PBSA_FLASH_CONFIG or
+ * PBSA_MMA_CONFIG changes.
  */
 PBSA_API int pbsa_query_kernel_config(const pbsa_context *ctx, pbsa_kernel_kind kind,
                                       pbsa_dtype dtype, int head_dim, int block_size, int causal,

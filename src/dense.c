@@ -1,37 +1,19 @@
 /* pbsa_dense_attention(): argument checks, kernel variant selection and launch. */
 #include "flash_config.h"
+#include "launch_chain.h"
+#include "mma_config.h"
 
 #include <math.h>
 #include <stdio.h>
 
 static const char *const dense_files[] = {"common.cl", "flash_tile.cl", "dense_attention.cl"};
 
-int pbsa_dense_kernel(pbsa_context *ctx, const char *fn, pbsa_dtype dtype, int head_dim,
-                      int causal, const pbsa_flash_config *config, cl_kernel *out)
+int pbsa_dense_kernel(pbsa_context *ctx, pbsa_dtype dtype, int head_dim, int causal,
+                      const pbsa_flash_config *config, cl_kernel *out)
 {
     char options[512] = "";
     pbsa_flash_options(options, sizeof options, dtype, head_dim, causal, config);
-    cl_kernel kernel;
-    int status = pbsa_get_kernel(ctx, dense_files, 3, options, "dense_attention", &kernel);
-    if (status != PBSA_SUCCESS)
-        return status;
-    /* A variant may need more registers than a work-group of its size can have. */
-    size_t wg = (size_t)config->wg_rows * (size_t)config->wg_cols, kernel_wg = 0;
-    cl_int err = clGetKernelWorkGroupInfo(kernel, ctx->device, CL_KERNEL_WORK_GROUP_SIZE,
-                                          sizeof kernel_wg, &kernel_wg, NULL);
-    if (err != CL_SUCCESS) {
-        clReleaseKernel(kernel);
-        return pbsa_fail(ctx, err, "%s: clGetKernelWorkGroupInfo failed (%d)", fn, err);
-    }
-    if (kernel_wg < wg) {
-        clReleaseKernel(kernel);
-        return pbsa_fail(ctx, PBSA_ERROR_UNSUPPORTED_DEVICE,
-                         "%s: the kernel for block_m %d, block_n %d runs work-groups of at most "
-                         "%zu work-items on this device (registers); it needs %zu",
-                         fn, config->block_m, config->block_n, kernel_wg, wg);
-    }
-    *out = kernel;
-    return PBSA_SUCCESS;
+    return pbsa_get_kernel(ctx, dense_files, 3, options, "dense_attention", out);
 }
 
 int pbsa_dense_attention(pbsa_context *ctx, cl_command_queue queue, const pbsa_tensor *q,
@@ -74,13 +56,19 @@ int pbsa_dense_attention(pbsa_context *ctx, cl_command_queue queue, const pbsa_t
     /* Both kernels take the same arguments; they differ in tiles and work-group size. */
     cl_kernel kernel;
     size_t wg = (size_t)config.wg_rows * (size_t)config.wg_cols, rows = (size_t)config.block_m;
-    if (pbsa_mma_applies(ctx, q, k, v, 64))
+    pbsa_mma_config mma;
+    if (pbsa_mma_applies(ctx, PBSA_KERNEL_DENSE_MMA, q, k, v, 0, p.causal, &mma))
         status = pbsa_mma_kernel(ctx, "dense_attention.cl", "dense_attention", "", q->dtype,
-                                 head_dim, p.causal, &kernel, &wg, &rows);
+                                 head_dim, p.causal, &mma, &kernel, &wg, &rows);
     else
-        status = pbsa_dense_kernel(ctx, fn, q->dtype, head_dim, p.causal, &config, &kernel);
+        status = pbsa_dense_kernel(ctx, q->dtype, head_dim, p.causal, &config, &kernel);
     if (status != PBSA_SUCCESS)
         return status;
+    status = pbsa_check_group_size(ctx, fn, kernel, wg);
+    if (status != PBSA_SUCCESS) {
+        clReleaseKernel(kernel);
+        return status;
+    }
 
     pbsa_kernel_args args = {kernel, 0, CL_SUCCESS};
     pbsa_arg_mem(&args, q->buffer);

@@ -2,10 +2,6 @@
  * defaults. */
 #include "flash_config.h"
 
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-
 size_t pbsa_flash_local_bytes(const pbsa_flash_config *c, int head_dim)
 {
     /* Mirrors struct flash_local in cl/flash_tile.cl. */
@@ -62,21 +58,6 @@ bool pbsa_flash_config_equal(const pbsa_flash_config *a, const pbsa_flash_config
            a->wg_cols == b->wg_cols && a->kchunk == b->kchunk && a->vchunk == b->vchunk &&
            full_unroll(a->unroll_qk, a->kchunk) == full_unroll(b->unroll_qk, b->kchunk) &&
            full_unroll(a->unroll_pv, a->vchunk) == full_unroll(b->unroll_pv, b->vchunk);
-}
-
-bool pbsa_flash_config_from_environment(pbsa_flash_config *out)
-{
-    const char *text = getenv("PBSA_FLASH_CONFIG");
-    pbsa_flash_config c = {0};
-    char tail;
-    if (!text)
-        return false;
-    int n = sscanf(text, "%d,%d,%d,%d,%d,%d,%d,%d%c", &c.block_m, &c.block_n, &c.wg_rows,
-                   &c.wg_cols, &c.kchunk, &c.vchunk, &c.unroll_qk, &c.unroll_pv, &tail);
-    if (n != 6 && n != 8)
-        return false;
-    *out = c;
-    return true;
 }
 
 pbsa_flash_config pbsa_flash_config_heuristic(const pbsa_device_info *info, int head_dim,

@@ -32,27 +32,24 @@ bool pbsa_flash_config_equal(const pbsa_flash_config *a, const pbsa_flash_config
  * max_tile. Check the result with pbsa_flash_config_valid() (a tiny device may have none). */
 pbsa_flash_config pbsa_flash_config_heuristic(const pbsa_device_info *info, int head_dim,
                                               int max_tile);
-/* Reads PBSA_FLASH_CONFIG="block_m,block_n,wg_rows,wg_cols,kchunk,vchunk[,unroll_qk,unroll_pv]"
- * into *out; false when it is not set or not 6 or 8 integers (pbsa_tuned_config() checks that
- * it fits the call). */
-bool pbsa_flash_config_from_environment(pbsa_flash_config *out);
 /* Writes the build options of a flash kernel variant (dtype, head dim, causal, tiles and
  * unrolling). */
 bool pbsa_flash_options(char *options, size_t capacity, pbsa_dtype dtype, int head_dim, int causal,
                         const pbsa_flash_config *config);
 
-/* The dense attention kernel for these parameters, built on first use (src/dense.c), after
- * checking that the device runs work-groups of its size (registers may not allow it: then
- * PBSA_ERROR_UNSUPPORTED_DEVICE). fn names the caller in messages. The caller releases *out. */
-int pbsa_dense_kernel(pbsa_context *ctx, const char *fn, pbsa_dtype dtype, int head_dim,
-                      int causal, const pbsa_flash_config *config, cl_kernel *out);
+/* The dense attention kernel for these parameters, built on first use (src/dense.c). The caller
+ * checks that the device runs work-groups of its size (pbsa_check_group_size()) and releases
+ * *out. */
+int pbsa_dense_kernel(pbsa_context *ctx, pbsa_dtype dtype, int head_dim, int causal,
+                      const pbsa_flash_config *config, cl_kernel *out);
 
-/* The configuration a call of kind with these parameters uses on ctx (src/tuning.c), in this
- * order: one forced on ctx (pbsa_tuning_force), PBSA_FLASH_CONFIG, the file PBSA_TUNING_FILE, the
- * user's tuning file of the device, the built-in tuning data, the heuristic. Every candidate is
- * checked with pbsa_flash_config_valid() and, for the sparse and scores kernels, to fit block;
- * block is ignored for the dense kernel and causal for the scores kernel. source may be NULL.
- * Check the result with pbsa_flash_config_valid(). Thread-safe. */
+/* The configuration a call of kind (dense, sparse or scores) with these parameters uses on ctx
+ * (src/tuning.c), in this order: one forced on ctx (pbsa_tuning_force), PBSA_FLASH_CONFIG, the
+ * file PBSA_TUNING_FILE, the user's tuning file of the device, the built-in tuning data, the
+ * heuristic. Every candidate is checked with pbsa_flash_config_valid() and, for the sparse and
+ * scores kernels, to fit block; block is ignored for the dense kernel and causal for the scores
+ * kernel. source may be NULL. Check the result with pbsa_flash_config_valid(). The tensor-core
+ * kernels look theirs up with pbsa_tuning_lookup() (src/mma_tiles.c). Thread-safe. */
 pbsa_flash_config pbsa_tuned_config(const pbsa_context *ctx, pbsa_kernel_kind kind,
                                     pbsa_dtype dtype, int head_dim, int block, int causal,
                                     pbsa_config_source *source);

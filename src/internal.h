@@ -42,20 +42,11 @@ struct pbsa_context {
     struct pbsa_tuning *tuning;   /* tuning data of the device (src/tuning.c), may be NULL */
 };
 
-/* ---- the NVIDIA tensor-core path (src/tensor_core.c, src/mma_tiles.c) ---- */
+/* ---- the NVIDIA tensor-core path (src/tensor_core.c; the kernels: src/mma_config.h) ---- */
 
 /* Whether ctx may use the tensor-core kernels: a capable device, not forced portable (options or
  * PBSA_FORCE_PORTABLE), and a probe kernel that compiles and computes exactly. */
 bool pbsa_tensor_core_decide(pbsa_context *ctx);
-/* Whether the tensor-core tiles take these tensors: f16/bf16, head dim up to 128, K and V rows
- * on 16-byte boundaries, and (sparse; 64 for dense) a logical block that the 64-row tiles divide. */
-bool pbsa_mma_applies(const pbsa_context *ctx, const pbsa_tensor *q, const pbsa_tensor *k,
-                      const pbsa_tensor *v, int logical_block);
-/* kernel_name of kernel_file built on the tensor-core tiles, with its work-group size and rows
- * per work-group. */
-int pbsa_mma_kernel(pbsa_context *ctx, const char *kernel_file, const char *kernel_name,
-                    const char *extra_options, pbsa_dtype dtype, int head_dim, int causal,
-                    cl_kernel *out, size_t *work_items, size_t *rows);
 
 /* ---- errors (src/errors.c) ---- */
 

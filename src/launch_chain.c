@@ -37,9 +37,7 @@ static pbsa_step *append(pbsa_launch_chain *chain)
     return step;
 }
 
-/* Fails when the kernel, as compiled for the device, allows fewer work-items per group than
- * local asks for (register-heavy kernels can fall below the device's maximum). */
-static int check_group_size(pbsa_context *ctx, const char *fn, cl_kernel kernel, size_t items)
+int pbsa_check_group_size(pbsa_context *ctx, const char *fn, cl_kernel kernel, size_t items)
 {
     size_t allowed = 0;
     cl_int err = clGetKernelWorkGroupInfo(kernel, ctx->device, CL_KERNEL_WORK_GROUP_SIZE,
@@ -67,7 +65,7 @@ int pbsa_chain_add_kernel(pbsa_context *ctx, const char *fn, pbsa_launch_chain *
     for (cl_uint d = 0; d < dims; d++)
         items *= local[d];
     if (status == PBSA_SUCCESS)
-        status = check_group_size(ctx, fn, args->kernel, items);
+        status = pbsa_check_group_size(ctx, fn, args->kernel, items);
     pbsa_step *step = status == PBSA_SUCCESS ? append(chain) : NULL;
     if (status == PBSA_SUCCESS && !step)
         status = pbsa_fail(ctx, PBSA_ERROR_OUT_OF_HOST_MEMORY, "%s: out of host memory", fn);

@@ -29,6 +29,11 @@ typedef struct pbsa_launch_chain {
 int pbsa_chain_add_kernel(pbsa_context *ctx, const char *fn, pbsa_launch_chain *chain,
                           const pbsa_kernel_args *args, cl_uint dims, const size_t *global,
                           const size_t *local);
+/* Fails with PBSA_ERROR_UNSUPPORTED_DEVICE when kernel, as compiled for the device, allows fewer
+ * than items work-items per group (register-heavy variants can fall below the device's maximum),
+ * or with the OpenCL error of the query. fn names the caller in the message. Single launches
+ * (dense attention) check their kernel with it too. */
+int pbsa_check_group_size(pbsa_context *ctx, const char *fn, cl_kernel kernel, size_t items);
 /* Appends a call step with a copy of size bytes of data. */
 int pbsa_chain_add_call(pbsa_context *ctx, const char *fn, pbsa_launch_chain *chain,
                         pbsa_step_call call, const void *data, size_t size);

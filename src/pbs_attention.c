@@ -2,6 +2,7 @@
  * what can be read back from it. The pipeline reads K and V through pi (gather) or, with the
  * materialised method, from K' and V' copied by src/pbs_gather.c; the stage call
  * pbsa_sparse_attention() has no workspace and always gathers. */
+#include "mma_config.h"
 #include "pbs_plan.h"
 
 #include <math.h>
@@ -24,10 +25,12 @@ int pbsa_pbs_prepare_sparse(pbsa_context *ctx, const char *fn, const pbsa_pbs_pl
     cl_kernel kernel;
     size_t wg = (size_t)c->wg_rows * (size_t)c->wg_cols, rows = (size_t)c->block_m;
     int status;
-    if (pbsa_mma_applies(ctx, q, k, v, plan->block)) {
+    pbsa_mma_config mma;
+    if (pbsa_mma_applies(ctx, PBSA_KERNEL_SPARSE_MMA, q, k, v, plan->block, plan->params.causal,
+                         &mma)) {
         status = pbsa_mma_kernel(ctx, "pbs_attention.cl", "pbs_attention", sparse_options,
-                                 plan->dtype, plan->head_dim, plan->params.causal, &kernel, &wg,
-                                 &rows);
+                                 plan->dtype, plan->head_dim, plan->params.causal, &mma, &kernel,
+                                 &wg, &rows);
     } else {
         char options[512] = "";
         pbsa_flash_options(options, sizeof options, plan->dtype, plan->head_dim,

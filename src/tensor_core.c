@@ -6,7 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-static const char *const probe_files[] = {"mma_probe.cl"};
+static const char *const probe_files[] = {"mma_ptx.cl", "mma_probe.cl"};
 
 enum { PROBE_M = 16, PROBE_N = 8, PROBE_K = 16 };
 
@@ -26,7 +26,7 @@ static bool run_probe(pbsa_context *ctx)
             b[j * 8 + w] = pbsa_ref_float_to_bf16(probe_b(2 * w, j)) |
                            (cl_uint)pbsa_ref_float_to_bf16(probe_b(2 * w + 1, j)) << 16;
     cl_kernel kernel;
-    if (pbsa_get_kernel(ctx, probe_files, 1, "", "mma_probe", &kernel) != PBSA_SUCCESS)
+    if (pbsa_get_kernel(ctx, probe_files, 2, "-DDTYPE_BF16", "mma_probe", &kernel) != PBSA_SUCCESS)
         return false;
     cl_int err;
     cl_command_queue queue = clCreateCommandQueue(ctx->cl_ctx, ctx->device, 0, &err);

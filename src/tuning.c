@@ -23,7 +23,7 @@ struct pbsa_tuning {
     tuning_layer *layers; /* in lookup order */
     size_t layer_count;
     bool forced_set[PBSA_KERNEL_KIND_COUNT];
-    pbsa_flash_config forced[PBSA_KERNEL_KIND_COUNT];
+    pbsa_kernel_config forced[PBSA_KERNEL_KIND_COUNT];
 };
 
 static bool tuning_disabled(void)
@@ -188,7 +188,7 @@ void pbsa_tuning_load(pbsa_context *ctx, const pbsa_tuning_text *builtin, size_t
     }
 }
 
-bool pbsa_tuning_force(pbsa_context *ctx, pbsa_kernel_kind kind, const pbsa_flash_config *config)
+bool pbsa_tuning_force(pbsa_context *ctx, pbsa_kernel_kind kind, const pbsa_kernel_config *config)
 {
     if (!ctx->tuning) {
         ctx->tuning = calloc(1, sizeof *ctx->tuning);
@@ -219,19 +219,21 @@ static void set_origin(char *origin, size_t capacity, const char *text, int line
         snprintf(origin, capacity, "%s", text);
 }
 
-pbsa_flash_config pbsa_tuning_lookup(const pbsa_context *ctx, const pbsa_tuning_key *key_in,
-                                     pbsa_config_source *source, char *origin, size_t capacity)
+pbsa_kernel_config pbsa_tuning_lookup(const pbsa_context *ctx, const pbsa_tuning_key *key_in,
+                                      pbsa_config_source *source, char *origin, size_t capacity)
 {
     pbsa_tuning_key key = *key_in;
-    if (key.kind == PBSA_KERNEL_DENSE)
+    if (key.kind == PBSA_KERNEL_DENSE || key.kind == PBSA_KERNEL_DENSE_MMA)
         key.block = 0;
     if (key.kind == PBSA_KERNEL_SCORES)
         key.causal = 0;
     key.causal = key.causal ? 1 : 0;
     const struct pbsa_tuning *t = ctx->tuning;
     const pbsa_device_info *info = &ctx->info;
+    const char *variable = pbsa_tuning_space_of(key.kind)->environment;
+    const char *text = getenv(variable);
     pbsa_config_source found = PBSA_CONFIG_HEURISTIC;
-    pbsa_flash_config config;
+    pbsa_kernel_config config;
     bool have = false;
     if (t && (int)key.kind >= 0 && (int)key.kind < PBSA_KERNEL_KIND_COUNT &&
         t->forced_set[key.kind] && pbsa_tuning_config_usable(&t->forced[key.kind], &key, info)) {
@@ -240,10 +242,10 @@ pbsa_flash_config pbsa_tuning_lookup(const pbsa_context *ctx, const pbsa_tuning_
         set_origin(origin, capacity, "forced by the tuner", 0);
         have = true;
     }
-    if (!have && pbsa_flash_config_from_environment(&config) &&
+    if (!have && text && pbsa_tuning_parse_values(key.kind, text, &config) &&
         pbsa_tuning_config_usable(&config, &key, info)) {
         found = PBSA_CONFIG_ENVIRONMENT;
-        set_origin(origin, capacity, "PBSA_FLASH_CONFIG", 0);
+        set_origin(origin, capacity, variable, 0);
         have = true;
     }
     for (size_t i = 0; !have && t && !t->disabled && i < t->layer_count; i++) {
@@ -256,7 +258,7 @@ pbsa_flash_config pbsa_tuning_lookup(const pbsa_context *ctx, const pbsa_tuning_
         }
     }
     if (!have) {
-        config = pbsa_flash_config_heuristic(info, key.head_dim, pbsa_tuning_key_max_tile(&key));
+        config = pbsa_tuning_heuristic(&key, info);
         set_origin(origin, capacity,
                    t && t->disabled ? "heuristic default, PBSA_TUNING=off" : "heuristic default",
                    0);
@@ -271,19 +273,29 @@ pbsa_flash_config pbsa_tuned_config(const pbsa_context *ctx, pbsa_kernel_kind ki
                                     pbsa_config_source *source)
 {
     pbsa_tuning_key key = {kind, dtype, head_dim, block, causal};
-    return pbsa_tuning_lookup(ctx, &key, source, NULL, 0);
+    return pbsa_tuning_lookup(ctx, &key, source, NULL, 0).flash;
 }
 
-/* Whether pbsa_dense_attention() takes its tensor-core kernel (src/dense.c, src/mma_tiles.c) for
- * key, for tensors with 16-byte aligned rows. The sparse and scores kernels have no such path. */
+/* The tensor-core kind that runs the calls of kind where they take the tensor-core path, or kind
+ * itself (the scores kernels always run on the portable tiles). */
+static pbsa_kernel_kind tensor_core_kind(pbsa_kernel_kind kind)
+{
+    switch (kind) {
+    case PBSA_KERNEL_DENSE: return PBSA_KERNEL_DENSE_MMA;
+    case PBSA_KERNEL_SPARSE: return PBSA_KERNEL_SPARSE_MMA;
+    default: return kind;
+    }
+}
+
+/* Whether the calls of key, a tensor-core kind, run on the tensor-core kernel on ctx (src/dense.c,
+ * src/pbs_attention.c), for tensors with 16-byte aligned rows. */
 static bool runs_on_tensor_cores(const pbsa_context *ctx, const pbsa_tuning_key *key)
 {
-    /* The score kernels of the permutation always run on the portable tiles. */
-    if (key->kind != PBSA_KERNEL_DENSE && key->kind != PBSA_KERNEL_SPARSE)
+    if (!pbsa_kernel_kind_is_mma(key->kind))
         return false;
     pbsa_tensor t = pbsa_tensor_bhsd(NULL, key->dtype, 1, 1, 64, key->head_dim);
-    int block = key->kind == PBSA_KERNEL_DENSE ? 64 : key->block;
-    return pbsa_mma_applies(ctx, &t, &t, &t, block);
+    pbsa_mma_config config;
+    return pbsa_mma_applies(ctx, key->kind, &t, &t, &t, key->block, key->causal, &config);
 }
 
 int pbsa_query_kernel_config(const pbsa_context *ctx, pbsa_kernel_kind kind, pbsa_dtype dtype,
@@ -299,7 +311,8 @@ int pbsa_query_kernel_config(const pbsa_context *ctx, pbsa_kernel_kind kind, pbs
     if (!description && capacity > 0)
         return pbsa_fail(ctx, PBSA_ERROR_NULL_ARGUMENT,
                          "%s: description is NULL but capacity is %zu", fn, capacity);
-    if (!pbsa_kernel_kind_name(kind))
+    const char *name = pbsa_kernel_kind_name(kind);
+    if (!name)
         return pbsa_fail(ctx, PBSA_ERROR_INVALID_VALUE, "%s: kind = %d is not a pbsa_kernel_kind",
                          fn, (int)kind);
     if (!pbsa_tuning_dtype_name(dtype))
@@ -308,15 +321,21 @@ int pbsa_query_kernel_config(const pbsa_context *ctx, pbsa_kernel_kind kind, pbs
     if (!pbsa_head_dim_supported(head_dim))
         return pbsa_fail(ctx, PBSA_ERROR_UNSUPPORTED_HEAD_DIM,
                          "%s: head_dim = %d is not supported (64, 96, 128 or 256)", fn, head_dim);
-    if (kind != PBSA_KERNEL_DENSE && block_size != 16 && block_size != 32 && block_size != 64 &&
-        block_size != 128)
+    const bool dense = kind == PBSA_KERNEL_DENSE || kind == PBSA_KERNEL_DENSE_MMA;
+    if (!dense && block_size != 16 && block_size != 32 && block_size != 64 && block_size != 128)
         return pbsa_fail(ctx, PBSA_ERROR_INVALID_VALUE,
                          "%s: block_size = %d is not supported (16, 32, 64 or 128)", fn,
                          block_size);
-    pbsa_tuning_key key = {kind, dtype, head_dim, block_size, causal ? 1 : 0};
+    pbsa_tuning_key key = {kind, dtype, head_dim, dense ? 0 : block_size, causal ? 1 : 0};
+    if (pbsa_kernel_kind_is_mma(kind) && !runs_on_tensor_cores(ctx, &key))
+        return pbsa_fail(ctx, PBSA_ERROR_UNSUPPORTED_DEVICE,
+                         "%s: the tensor-core kernel %s does not run this call on ctx (it runs on "
+                         "contexts that use tensor cores, for f16 and bf16, head dims 64, 96 and "
+                         "128%s, where a configuration fits the device)",
+                         fn, name, dense ? "" : ", block_size 64 and 128");
     pbsa_config_source found;
     char origin[ORIGIN_CAPACITY];
-    pbsa_flash_config config = pbsa_tuning_lookup(ctx, &key, &found, origin, sizeof origin);
+    pbsa_kernel_config config = pbsa_tuning_lookup(ctx, &key, &found, origin, sizeof origin);
     if (!pbsa_tuning_config_usable(&config, &key, &ctx->info))
         return pbsa_fail(ctx, PBSA_ERROR_UNSUPPORTED_DEVICE,
                          "%s: the device's local memory (%llu bytes) or work-group size (%zu) is "
@@ -324,13 +343,19 @@ int pbsa_query_kernel_config(const pbsa_context *ctx, pbsa_kernel_kind kind, pbs
                          fn, (unsigned long long)ctx->info.local_mem_bytes,
                          ctx->info.max_work_group_size, head_dim);
     char text[256];
-    pbsa_tuning_format_config(&config, text, sizeof text);
-    if (runs_on_tensor_cores(ctx, &key)) {
+    pbsa_tuning_format_config(kind, &config, text, sizeof text);
+    pbsa_tuning_key mma = key;
+    mma.kind = tensor_core_kind(kind);
+    if (mma.kind != kind && runs_on_tensor_cores(ctx, &mma)) {
+        /* The call runs the tensor-core kernel: its configuration first. */
+        char mma_origin[ORIGIN_CAPACITY], mma_text[64];
+        pbsa_kernel_config c = pbsa_tuning_lookup(ctx, &mma, NULL, mma_origin, sizeof mma_origin);
+        pbsa_tuning_format_config(mma.kind, &c, mma_text, sizeof mma_text);
         found = PBSA_CONFIG_TENSOR_CORES;
         if (capacity > 0)
             snprintf(description, capacity,
-                     "tensor-core kernel, fixed tiles (the portable kernel would use %s (%s))",
-                     text, origin);
+                     "tensor-core kernel %s (%s); the portable kernel would use %s (%s)", mma_text,
+                     mma_origin, text, origin);
     } else if (capacity > 0) {
         snprintf(description, capacity, "%s (%s)", text, origin);
     }

@@ -1,5 +1,6 @@
 /* Per-device tuning data of a context: the tuning files read at context creation and the lookup
- * of the configuration a call uses (pbsa_tuned_config() in flash_config.h). Internal. */
+ * of the configuration a call uses, for the flash kernels (pbsa_tuned_config() in
+ * flash_config.h) and the tensor-core ones (pbsa_mma_applies() in mma_config.h). Internal. */
 #ifndef PBSA_TUNING_H
 #define PBSA_TUNING_H
 
@@ -26,15 +27,20 @@ extern const size_t pbsa_builtin_tuning_count;
 void pbsa_tuning_load(pbsa_context *ctx, const pbsa_tuning_text *builtin, size_t builtin_count);
 void pbsa_tuning_release(pbsa_context *ctx);
 
-/* Forces config on every later call of kind on ctx, above every other source (NULL: no longer).
- * For pbsa-tune, which times candidates through the public calls; not to be called while other
- * threads use ctx. False when out of memory. */
-bool pbsa_tuning_force(pbsa_context *ctx, pbsa_kernel_kind kind, const pbsa_flash_config *config);
+/* Forces config (the member of kind) on every later call of kind on ctx, above every other
+ * source, where it is usable (NULL: no longer). For pbsa-tune, which times candidates through
+ * the public calls; not to be called while other threads use ctx. False when out of memory or
+ * kind is unknown. */
+bool pbsa_tuning_force(pbsa_context *ctx, pbsa_kernel_kind kind, const pbsa_kernel_config *config);
 
-/* The configuration of key on ctx and its source as pbsa_tuned_config() finds it; origin (may be
- * NULL when capacity is 0) receives where it came from ("user tuning file PATH, line N"). */
-pbsa_flash_config pbsa_tuning_lookup(const pbsa_context *ctx, const pbsa_tuning_key *key,
-                                     pbsa_config_source *source, char *origin, size_t capacity);
+/* The configuration of key on ctx (the member of key->kind) and its source: the first usable one
+ * of the forced configuration, the environment variable of the kind's space (PBSA_FLASH_CONFIG,
+ * PBSA_MMA_CONFIG, read at every call), the tuning files in lookup order, else the heuristic
+ * (which may not be usable: check it). block is ignored for the dense kinds and causal for the
+ * scores kind. origin (may be NULL when capacity is 0) receives where it came from ("user tuning
+ * file PATH, line N"); source may be NULL. Thread-safe. */
+pbsa_kernel_config pbsa_tuning_lookup(const pbsa_context *ctx, const pbsa_tuning_key *key,
+                                      pbsa_config_source *source, char *origin, size_t capacity);
 
 /* The platform name of ctx's device as tuning files key it (normalised). */
 const char *pbsa_tuning_platform(const pbsa_context *ctx);

@@ -291,7 +291,12 @@ static pbsa_tuning_result parse_entry(parser *p, span rest)
     e.ms = e.default_ms = -1.0;
     e.line = p->line;
     bool seen_field[FIELD_COUNT] = {false};
-    bool seen_param[16] = {false};
+    /* Parameter values go into one configuration per space: the kernel name, which says whose
+     * they are, may come later in the line. */
+    enum { MAX_PARAMS = 16 };
+    bool seen_param[PBSA_TUNING_SPACE_COUNT][MAX_PARAMS] = {{false}};
+    pbsa_kernel_config values[PBSA_TUNING_SPACE_COUNT];
+    memset(values, 0, sizeof values);
     for (span word = next_word(&rest); word.length > 0; word = next_word(&rest)) {
         size_t eq = 0;
         while (eq < word.length && word.at[eq] != '=')
@@ -300,26 +305,29 @@ static pbsa_tuning_result parse_entry(parser *p, span rest)
             return fail(p, PBSA_TUNING_CORRUPT, "'%.*s' is not name=value", (int)word.length,
                         word.at);
         span name = {word.at, eq}, value = {word.at + eq + 1, word.length - eq - 1};
-        int field = -1, param = -1;
+        int field = -1, space = -1, param = -1;
         for (int f = 0; f < FIELD_COUNT && field < 0; f++)
             if (span_is(name, field_names[f]))
                 field = f;
-        for (int i = 0; i < pbsa_tuning_param_count && field < 0 && param < 0; i++)
-            if (span_is(name, pbsa_tuning_params[i].name))
-                param = i;
+        for (int sp = 0; sp < PBSA_TUNING_SPACE_COUNT && field < 0 && param < 0; sp++)
+            for (int i = 0; i < pbsa_tuning_spaces[sp].param_count && param < 0; i++)
+                if (span_is(name, pbsa_tuning_spaces[sp].params[i].name)) {
+                    space = sp;
+                    param = i;
+                }
         if (field < 0 && param < 0)
             return fail(p, PBSA_TUNING_CORRUPT, "unknown name '%.*s'", (int)name.length, name.at);
-        bool *seen = field >= 0 ? &seen_field[field] : &seen_param[param];
+        bool *seen = field >= 0 ? &seen_field[field] : &seen_param[space][param];
         if (*seen)
             return fail(p, PBSA_TUNING_CORRUPT, "'%.*s' given twice", (int)name.length, name.at);
         *seen = true;
         bool ok = true;
         int number = 0;
         if (param >= 0) {
-            const pbsa_tuning_param *tp = &pbsa_tuning_params[param];
+            const pbsa_tuning_param *tp = &pbsa_tuning_spaces[space].params[param];
             ok = parse_int(value, &number) && number >= tp->min && number <= tp->max;
             if (ok)
-                pbsa_tuning_param_set(&e.config, tp, number);
+                pbsa_tuning_param_set(&values[space], tp, number);
         } else if (field == FIELD_KERNEL) {
             ok = false;
             for (int k = 0; k < PBSA_KERNEL_KIND_COUNT && !ok; k++)
@@ -358,9 +366,17 @@ static pbsa_tuning_result parse_entry(parser *p, span rest)
         if (!seen_field[required_fields[i]])
             return fail(p, PBSA_TUNING_CORRUPT, "entry without '%s'",
                         field_names[required_fields[i]]);
-    for (int i = 0; i < pbsa_tuning_param_count; i++)
-        if (!seen_param[i] && pbsa_tuning_params[i].min > 0)
-            return fail(p, PBSA_TUNING_CORRUPT, "entry without '%s'", pbsa_tuning_params[i].name);
+    const pbsa_tuning_space *own = pbsa_tuning_space_of(e.key.kind);
+    for (int sp = 0; sp < PBSA_TUNING_SPACE_COUNT; sp++)
+        for (int i = 0; i < pbsa_tuning_spaces[sp].param_count; i++) {
+            const pbsa_tuning_param *tp = &pbsa_tuning_spaces[sp].params[i];
+            if (&pbsa_tuning_spaces[sp] != own && seen_param[sp][i])
+                return fail(p, PBSA_TUNING_CORRUPT, "'%s' is not a parameter of kernel %s",
+                            tp->name, pbsa_kernel_kind_name(e.key.kind));
+            if (&pbsa_tuning_spaces[sp] == own && !seen_param[sp][i] && tp->min > 0)
+                return fail(p, PBSA_TUNING_CORRUPT, "entry without '%s'", tp->name);
+        }
+    e.config = values[own - pbsa_tuning_spaces];
     if (!pbsa_tuning_key_valid(&e.key))
         return fail(p, PBSA_TUNING_CORRUPT,
                     "no such kernel variant (kernel %s, head_dim %d, block %d, causal %d)",
@@ -542,11 +558,12 @@ char *pbsa_tuning_format(const pbsa_tuning_file *file)
         return NULL;
     append(
         &b,
-        "# pbsattn tuning file: tile configurations of the flash-attention kernels for one\n"
+        "# pbsattn tuning file: tile configurations of the attention kernels for one\n"
         "# device, written by pbsa-tune. Format: src/tuning_file.h; the parameters are\n"
         "# cl/flash_tile.cl's BLOCK_M, BLOCK_N, WG_ROWS, WG_COLS, KCHUNK, VCHUNK, UNROLL_QK and\n"
-        "# UNROLL_PV. ms and default_ms: median kernel time of the tuned and the default\n"
-        "# configuration on the shape tuned (seq, heads, kv_heads).\n");
+        "# UNROLL_PV, and for the tensor-core kernels (dense_mma, sparse_mma) cl/mma_tile.cl's\n"
+        "# MMA_WARPS, MMA_GROUPS, BN and MMA_STAGES. ms and default_ms: median kernel time of\n"
+        "# the tuned and the default configuration on the shape tuned (seq, heads, kv_heads).\n");
     append(&b, "%s %d\n", MAGIC, PBSA_TUNING_SCHEMA);
     append_header(&b, "platform", file->platform, true);
     append_header(&b, "device", file->device, true);
@@ -556,7 +573,7 @@ char *pbsa_tuning_format(const pbsa_tuning_file *file)
     for (size_t i = 0; i < file->count; i++) {
         const pbsa_tuning_entry *e = &file->entries[i];
         char config[256];
-        pbsa_tuning_format_config(&e->config, config, sizeof config);
+        pbsa_tuning_format_config(e->key.kind, &e->config, config, sizeof config);
         append(&b, "entry kernel=%s dtype=%s head_dim=%d block=%d causal=%d %s",
                pbsa_kernel_kind_name(e->key.kind), pbsa_tuning_dtype_name(e->key.dtype),
                e->key.head_dim, e->key.block, e->key.causal, config);

@@ -12,14 +12,19 @@
  *     date 2026-01-31T12:00:00Z
  *     entry kernel=dense dtype=bf16 head_dim=128 block=0 causal=1 block_m=64 block_n=64 wg_rows=8
  *         wg_cols=16 kchunk=16 vchunk=16 unroll_qk=16 unroll_pv=16 ms=21.5 default_ms=22.9 ...
+ *     entry kernel=sparse_mma dtype=bf16 head_dim=128 block=128 causal=1 warps=4 groups=1
+ *         keys=64 stages=2 ms=12.1 default_ms=12.6 ...
  *
  * (an entry is one line). The first statement is the version line. platform and device are
  * required and key the file (compared after pbsa_tuning_normalise_name(), ignoring case); driver,
  * generator and date are metadata, each statement at most once. An entry names its key (kernel
- * dense, sparse or scores; dtype f32, f16 or bf16; head_dim; block, 0 or absent for dense; causal
- * 0 or 1) and the parameters of src/tuning_space.c (unroll_qk and unroll_pv may be absent or 0:
- * full); ms, default_ms (decimal), seq, heads and kv_heads are metadata of the tuning run. A later
- * entry with the same key replaces an earlier one. Anything else makes the whole file corrupt. */
+ * dense, sparse, scores, dense_mma or sparse_mma; dtype f32, f16 or bf16; head_dim; block, 0 or
+ * absent for the dense kernels; causal 0 or 1; pbsa_tuning_key_valid()) and the parameters of its
+ * kernel's space in src/tuning_space.c, no others (flash kinds: block_m .. unroll_pv, where
+ * unroll_qk and unroll_pv may be absent or 0: full; tensor-core kinds: warps, groups, keys,
+ * stages); ms, default_ms (decimal), seq, heads and kv_heads are metadata of the tuning run. A
+ * later entry with the same key replaces an earlier one. Anything else makes the whole file
+ * corrupt. */
 #ifndef PBSA_TUNING_FILE_H
 #define PBSA_TUNING_FILE_H
 
@@ -33,7 +38,7 @@ enum {
 
 typedef struct pbsa_tuning_entry {
     pbsa_tuning_key key;
-    pbsa_flash_config config;
+    pbsa_kernel_config config; /* the member of key.kind */
     double ms, default_ms;    /* metadata: tuned and default time; negative when absent */
     int seq, heads, kv_heads; /* metadata: the shape tuned on; 0 when absent */
     int line;                 /* line number in the file it was read from; 0 when not read */

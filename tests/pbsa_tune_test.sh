@@ -2,7 +2,8 @@
 # Smoke test of pbsa-tune on the test device, with tiny shapes: a session writes the user's tuning
 # file (atomically, keyed to the device), a new context (pbsa-info, through
 # pbsa_query_kernel_config()) then uses it; the same file through PBSA_TUNING_FILE; PBSA_TUNING=off;
-# a corrupt file is ignored with a warning; --output and --resume; Ctrl-C keeps what was tuned.
+# a corrupt file is ignored with a warning; --output and --resume; the tensor-core kinds (tuned
+# where the device runs them, else reported and skipped); Ctrl-C keeps what was tuned.
 # Usage: pbsa_tune_test.sh PBSA_TUNE PBSA_INFO SCRATCH_DIR
 set -u
 tune=$1
@@ -10,7 +11,7 @@ info=$2
 dir=$3
 rm -rf "$dir"
 mkdir -p "$dir/config" "$dir/empty" "$dir/corrupt/pbsattn/tuning" || exit 1
-unset PBSA_TUNING_FILE PBSA_FLASH_CONFIG PBSA_TUNING
+unset PBSA_TUNING_FILE PBSA_FLASH_CONFIG PBSA_MMA_CONFIG PBSA_TUNING
 XDG_CONFIG_HOME=$dir/config
 export XDG_CONFIG_HOME
 
@@ -100,6 +101,30 @@ grep -q 'already in .* (--resume)' "$dir/tune.err" || fail "--resume tuned again
 "$tune" $small --kernels dense --causal 0 --candidates 1 --output "$out" --fresh >/dev/null 2>&1 ||
     fail "pbsa-tune --fresh failed"
 [ "$(grep -c '^entry ' "$out")" -eq 1 ] || fail "--fresh kept old keys"
+
+echo "== the tensor-core kernels"
+"$info" >"$dir/info.out" 2>&1 || fail "pbsa-info failed"
+if info_line "dense bf16 D128 causal" | grep -q 'tensor-core kernel warps='; then
+    # The device runs them: the first session tuned them too, and a new context uses the result.
+    mma='warps=(2|4|8) groups=(1|2) keys=(32|64) stages=(1|2)'
+    grep -Eq "^entry kernel=dense_mma dtype=bf16 head_dim=128 block=0 causal=1 $mma " "$file" ||
+        fail "no dense_mma entry"
+    grep -Eq "^entry kernel=sparse_mma dtype=bf16 head_dim=128 block=128 causal=1 $mma " "$file" ||
+        fail "no sparse_mma entry"
+    info_line "dense bf16 D128 causal" | grep -Eq "tensor-core kernel $mma \(" ||
+        fail "pbsa-info: no tensor-core configuration"
+else
+    grep -q '^entry kernel=[a-z]*_mma ' "$file" && fail "tensor-core entries without tensor cores"
+    "$tune" $small --kernels dense_mma,sparse_mma --output "$dir/mma.txt" >"$dir/tune.out" \
+        2>"$dir/tune.err" || { show "$dir/tune.out" "$dir/tune.err"; fail "pbsa-tune failed"; }
+    show "$dir/tune.err"
+    grep -q '^pbsa-tune: dense_mma bf16 D128 causal: not tuned: .*tensor-core kernel dense_mma' \
+        "$dir/tune.err" || fail "no reason for dense_mma"
+    grep -q '^pbsa-tune: sparse_mma bf16 D128 b128 causal: not tuned: ' "$dir/tune.err" ||
+        fail "no reason for sparse_mma"
+    grep -q 'nothing tuned' "$dir/tune.out" || fail "no 'nothing tuned'"
+    [ -e "$dir/mma.txt" ] && fail "a file was written with nothing tuned"
+fi
 
 echo "== Ctrl-C keeps what was tuned"
 int=$dir/interrupted.txt

@@ -1,7 +1,10 @@
-/* Tuning data on a device: the lookup order (forced, PBSA_FLASH_CONFIG, PBSA_TUNING_FILE, the
- * user's file, built-in data, heuristic) as pbsa_query_kernel_config() reports it, files that are
- * ignored with a warning (corrupt, foreign, outdated, unreadable, entries that do not fit),
- * PBSA_TUNING=off, correct results with tuned configurations, and the query's argument errors.
+/* Tuning data on a device: the lookup order (forced, PBSA_FLASH_CONFIG / PBSA_MMA_CONFIG,
+ * PBSA_TUNING_FILE, the user's file, built-in data, heuristic) as pbsa_query_kernel_config()
+ * reports it, files that are ignored with a warning (corrupt, foreign, outdated, unreadable,
+ * entries that do not fit), PBSA_TUNING=off, correct results with tuned configurations, the
+ * query's argument errors, and the tensor-core configurations: their lookup, their report, and
+ * the fallback when a tuned one does not fit (the tensor-core path is switched on by hand, on
+ * any device: nothing runs on it here).
  * Usage: test_tuning SCRATCH_DIR (files are written there; the environment is the test's own). */
 #include "conformance.h"
 #include "device_fixture.h"
@@ -31,6 +34,12 @@ static char named_path[2048];
 static const pbsa_flash_config A = {16, 16, 4, 4, 16, 16, 8, 8};
 static const pbsa_flash_config B = {32, 32, 4, 8, 16, 16, 8, 16};
 static const pbsa_flash_config C = {16, 32, 4, 8, 16, 8, 0, 0};
+/* Three tensor-core configurations for dense_mma bf16 D128 and sparse_mma bf16 D128 b128, and the
+ * heuristic's, all usable with 48 KiB of local memory (NVIDIA's) or more (checked in main). */
+static const pbsa_mma_config MA = {8, 1, 64, 1};
+static const pbsa_mma_config MB = {4, 2, 64, 1};
+static const pbsa_mma_config MC = {2, 2, 32, 1};
+static const pbsa_mma_config MH = {4, 1, 64, 2};
 
 /* The log callback's messages since the last reset_log(). */
 static struct {
@@ -51,21 +60,17 @@ static void log_callback(pbsa_log_level level, const char *message, void *user_d
 
 static void reset_log(void) { memset(&logged, 0, sizeof logged); }
 
-/* Tuning file text for this device (or another) with entries for cfg. */
-static char *tuning_text_driver(int schema, const char *device, const char *driver,
-                                const pbsa_flash_config *cfg, const char *extra)
+/* Tuning file text for this device (or another) with entries, then extra. */
+static char *entries_text(int schema, const char *device, const char *driver,
+                          const pbsa_tuning_entry *entries, size_t count, const char *extra)
 {
     pbsa_tuning_file f;
     memset(&f, 0, sizeof f);
     snprintf(f.platform, sizeof f.platform, "%s", platform);
     snprintf(f.device, sizeof f.device, "%s", device ? device : info.name);
     snprintf(f.driver, sizeof f.driver, "%s", driver ? driver : info.driver_version);
-    pbsa_tuning_entry e = {{PBSA_KERNEL_DENSE, PBSA_DTYPE_F32, 64, 0, 1}, *cfg, -1, -1, 0, 0, 0, 0};
-    assert_true(pbsa_tuning_file_put(&f, &e));
-    e.key.causal = 0;
-    assert_true(pbsa_tuning_file_put(&f, &e));
-    e.key = (pbsa_tuning_key){PBSA_KERNEL_SPARSE, PBSA_DTYPE_F32, 64, 64, 1};
-    assert_true(pbsa_tuning_file_put(&f, &e));
+    for (size_t i = 0; i < count; i++)
+        assert_true(pbsa_tuning_file_put(&f, &entries[i]));
     char *text = pbsa_tuning_format(&f);
     pbsa_tuning_file_free(&f);
     assert_non_null(text);
@@ -80,6 +85,20 @@ static char *tuning_text_driver(int schema, const char *device, const char *driv
     snprintf(all, length, "%s%s", text, extra ? extra : "");
     free(text);
     return all;
+}
+
+/* Tuning file text with entries for cfg: dense f32 D64 causal and not, sparse f32 D64 b64. */
+static char *tuning_text_driver(int schema, const char *device, const char *driver,
+                                const pbsa_flash_config *cfg, const char *extra)
+{
+    pbsa_tuning_entry e[3] = {{.key = {PBSA_KERNEL_DENSE, PBSA_DTYPE_F32, 64, 0, 1},
+                               .config.flash = *cfg,
+                               .ms = -1,
+                               .default_ms = -1}};
+    e[1] = e[2] = e[0];
+    e[1].key.causal = 0;
+    e[2].key = (pbsa_tuning_key){PBSA_KERNEL_SPARSE, PBSA_DTYPE_F32, 64, 64, 1};
+    return entries_text(schema, device, driver, e, 3, extra);
 }
 
 static char *tuning_text(int schema, const char *device, const pbsa_flash_config *cfg,
@@ -100,12 +119,33 @@ static void write_tuning(const char *path, const pbsa_flash_config *cfg)
     free(text);
 }
 
+/* Tuning file text with entries for cfg: dense_mma bf16 D128 causal, sparse_mma bf16 D128 b128
+ * causal. */
+static char *mma_text(const pbsa_mma_config *cfg)
+{
+    pbsa_tuning_entry e[2] = {{.key = {PBSA_KERNEL_DENSE_MMA, PBSA_DTYPE_BF16, 128, 0, 1},
+                               .config.mma = *cfg,
+                               .ms = -1,
+                               .default_ms = -1}};
+    e[1] = e[0];
+    e[1].key = (pbsa_tuning_key){PBSA_KERNEL_SPARSE_MMA, PBSA_DTYPE_BF16, 128, 128, 1};
+    return entries_text(PBSA_TUNING_SCHEMA, NULL, NULL, e, 2, NULL);
+}
+
+static void write_mma(const char *path, const pbsa_mma_config *cfg)
+{
+    char *text = mma_text(cfg);
+    write_text(path, text);
+    free(text);
+}
+
 /* A clean environment: no variable of ours, the user's folder inside the scratch folder. */
 static int clean_environment(void **state)
 {
     (void)state;
     unsetenv("PBSA_TUNING_FILE");
     unsetenv("PBSA_FLASH_CONFIG");
+    unsetenv("PBSA_MMA_CONFIG");
     unsetenv("PBSA_TUNING");
     char config[1100];
     snprintf(config, sizeof config, "%s/config", scratch);
@@ -140,7 +180,7 @@ static void expect(pbsa_context *ctx, pbsa_kernel_kind kind, const pbsa_flash_co
         fail_msg("source %d, expected %d; '%s' should mention '%s'", (int)source, (int)want, text,
                  origin ? origin : "");
     char config[256];
-    pbsa_tuning_format_config(cfg, config, sizeof config);
+    pbsa_tuning_format_config(kind, &(pbsa_kernel_config){.flash = *cfg}, config, sizeof config);
     if (strncmp(text, config, strlen(config)) != 0)
         fail_msg("'%s' is not '%s'", text, config);
     pbsa_flash_config used = pbsa_tuned_config(ctx, kind, PBSA_DTYPE_F32, 64, block, 1, &source);
@@ -173,7 +213,7 @@ static void test_lookup_order(void **state)
         expect(ctx, k, &A, PBSA_CONFIG_TUNING_FILE, named_path);
         setenv("PBSA_FLASH_CONFIG", "32,32,4,8,16,16,8,16", 1);
         /* The tuner's override is above everything, and can be lifted. */
-        assert_true(pbsa_tuning_force(ctx, k, &C));
+        assert_true(pbsa_tuning_force(ctx, k, &(pbsa_kernel_config){.flash = C}));
         expect(ctx, k, &C, PBSA_CONFIG_FORCED, "forced");
         assert_true(pbsa_tuning_force(ctx, k, NULL));
         unsetenv("PBSA_FLASH_CONFIG");
@@ -196,14 +236,14 @@ static void test_lookup_order(void **state)
         expect(ctx, k, &h, PBSA_CONFIG_HEURISTIC, "heuristic default");
         pbsa_context_release(ctx);
 
-        /* Keys must match exactly: no entry for f16. */
+        /* Keys must match exactly: no entry for head dim 128 (f32: never the tensor cores). */
         write_tuning(user_path, &B);
         setenv("PBSA_TUNING_FILE", named_path, 1);
         ctx = new_context(builtin);
         char text[512];
         pbsa_config_source source;
         assert_int_equal(
-            pbsa_query_kernel_config(ctx, k, PBSA_DTYPE_F16, 64, 64, 1, text, sizeof text, &source),
+            pbsa_query_kernel_config(ctx, k, PBSA_DTYPE_F32, 128, 64, 1, text, sizeof text, &source),
             PBSA_SUCCESS);
         assert_int_equal(source, PBSA_CONFIG_HEURISTIC);
         pbsa_context_release(ctx);
@@ -374,6 +414,257 @@ static void test_tuned_results(void **state)
     pbsa_context_release(ctx);
 }
 
+/* Asserts the tensor-core configuration that ctx looks up for kind (bf16 D128 causal, b128) and
+ * what the query reports for it, with the tensor-core path switched on for the query: the _MMA
+ * kind gives it with its source, the call's kind names it with PBSA_CONFIG_TENSOR_CORES. */
+static void expect_mma(pbsa_context *ctx, pbsa_kernel_kind kind, const pbsa_mma_config *cfg,
+                       pbsa_config_source want, const char *origin)
+{
+    const int block = kind == PBSA_KERNEL_SPARSE_MMA ? 128 : 0;
+    pbsa_tuning_key key = {kind, PBSA_DTYPE_BF16, 128, block, 1};
+    pbsa_config_source source;
+    char where[4400];
+    pbsa_kernel_config used = pbsa_tuning_lookup(ctx, &key, &source, where, sizeof where);
+    if (!pbsa_mma_config_equal(&used.mma, cfg) || source != want ||
+        (origin && !strstr(where, origin)))
+        fail_msg("%s: warps %d groups %d keys %d stages %d from %d (%s); expected %d %d %d %d "
+                 "from %d (%s)",
+                 pbsa_kernel_kind_name(kind), used.mma.warps, used.mma.groups, used.mma.keys,
+                 used.mma.stages, (int)source, where, cfg->warps, cfg->groups, cfg->keys,
+                 cfg->stages, (int)want, origin ? origin : "");
+    const bool was = ctx->use_tensor_cores;
+    ctx->use_tensor_cores = true;
+    char text[9000], config[64], expected[4600];
+    pbsa_tuning_format_config(kind, &used, config, sizeof config);
+    assert_int_equal(pbsa_query_kernel_config(ctx, kind, PBSA_DTYPE_BF16, 128, block, 1, text,
+                                              sizeof text, &source),
+                     PBSA_SUCCESS);
+    assert_int_equal(source, want);
+    snprintf(expected, sizeof expected, "%s (%s)", config, where);
+    assert_string_equal(text, expected);
+    pbsa_kernel_kind call = kind == PBSA_KERNEL_DENSE_MMA ? PBSA_KERNEL_DENSE : PBSA_KERNEL_SPARSE;
+    assert_int_equal(pbsa_query_kernel_config(ctx, call, PBSA_DTYPE_BF16, 128, block, 1, text,
+                                              sizeof text, &source),
+                     PBSA_SUCCESS);
+    assert_int_equal(source, PBSA_CONFIG_TENSOR_CORES);
+    snprintf(expected, sizeof expected,
+             "tensor-core kernel %s (%s); the portable kernel would use block_m=", config, where);
+    if (strncmp(text, expected, strlen(expected)) != 0)
+        fail_msg("'%s' does not start with '%s'", text, expected);
+    ctx->use_tensor_cores = was;
+}
+
+static void test_mma_lookup_order(void **state)
+{
+    (void)state;
+    char *builtin = mma_text(&MC);
+    for (int kind = 0; kind < 2; kind++) {
+        pbsa_kernel_kind k = kind ? PBSA_KERNEL_SPARSE_MMA : PBSA_KERNEL_DENSE_MMA;
+        write_mma(user_path, &MB);
+        write_mma(named_path, &MA);
+        setenv("PBSA_TUNING_FILE", named_path, 1);
+        pbsa_context *ctx = new_context(builtin);
+        expect_mma(ctx, k, &MA, PBSA_CONFIG_TUNING_FILE, "PBSA_TUNING_FILE");
+
+        /* Each family has its own variable, read at every call, above every file. */
+        setenv("PBSA_FLASH_CONFIG", "16,16,4,4,16,16,8,8", 1);
+        expect_mma(ctx, k, &MA, PBSA_CONFIG_TUNING_FILE, named_path);
+        setenv("PBSA_MMA_CONFIG", "4,2,64,1", 1);
+        expect_mma(ctx, k, &MB, PBSA_CONFIG_ENVIRONMENT, "PBSA_MMA_CONFIG");
+        expect(ctx, PBSA_KERNEL_DENSE, &A, PBSA_CONFIG_ENVIRONMENT, "PBSA_FLASH_CONFIG");
+        unsetenv("PBSA_FLASH_CONFIG");
+        /* One that the kernel does not take is passed over, as is one that is not 4 values (the
+         * old warps,keys,stages among them). */
+        static const char *const passed_over[] = {"4,1,32,3", "4,3,32,2", "4,64,1", "4,2,64",
+                                                  "4,2,64,1,1"};
+        for (size_t i = 0; i < sizeof passed_over / sizeof passed_over[0]; i++) {
+            setenv("PBSA_MMA_CONFIG", passed_over[i], 1);
+            expect_mma(ctx, k, &MA, PBSA_CONFIG_TUNING_FILE, named_path);
+        }
+        setenv("PBSA_MMA_CONFIG", "4,2,64,1", 1);
+        /* The tuner's override is above everything, and can be lifted. */
+        assert_true(pbsa_tuning_force(ctx, k, &(pbsa_kernel_config){.mma = MC}));
+        expect_mma(ctx, k, &MC, PBSA_CONFIG_FORCED, "forced");
+        assert_true(pbsa_tuning_force(ctx, k, NULL));
+        unsetenv("PBSA_MMA_CONFIG");
+        expect_mma(ctx, k, &MA, PBSA_CONFIG_TUNING_FILE, named_path);
+        pbsa_context_release(ctx);
+
+        unsetenv("PBSA_TUNING_FILE");
+        ctx = new_context(builtin);
+        expect_mma(ctx, k, &MB, PBSA_CONFIG_USER_FILE, user_path);
+        pbsa_context_release(ctx);
+
+        unlink(user_path);
+        ctx = new_context(builtin);
+        expect_mma(ctx, k, &MC, PBSA_CONFIG_BUILTIN, "built-in tuning data tuning/test.txt, line ");
+        pbsa_context_release(ctx);
+
+        ctx = new_context(NULL);
+        expect_mma(ctx, k, &MH, PBSA_CONFIG_HEURISTIC, "heuristic default");
+        pbsa_context_release(ctx);
+
+        setenv("PBSA_TUNING", "off", 1);
+        ctx = new_context(builtin);
+        expect_mma(ctx, k, &MH, PBSA_CONFIG_HEURISTIC, "PBSA_TUNING=off");
+        pbsa_context_release(ctx);
+        unsetenv("PBSA_TUNING");
+    }
+    free(builtin);
+}
+
+/* The tensor-core kinds in the query: only for calls that run on them. */
+static void test_mma_query(void **state)
+{
+    (void)state;
+    pbsa_context *ctx = new_context(NULL);
+    char text[512] = "x";
+    pbsa_config_source source = (pbsa_config_source)99;
+    ctx->use_tensor_cores = false; /* as on every device without tensor cores */
+    assert_int_equal(pbsa_query_kernel_config(ctx, PBSA_KERNEL_DENSE_MMA, PBSA_DTYPE_BF16, 128, 0,
+                                              1, text, sizeof text, &source),
+                     PBSA_ERROR_UNSUPPORTED_DEVICE);
+    assert_non_null(strstr(pbsa_context_last_error(ctx), "tensor-core kernel dense_mma"));
+    assert_string_equal(text, "");
+    assert_int_equal(source, (pbsa_config_source)99);
+    assert_int_equal(pbsa_query_kernel_config(ctx, PBSA_KERNEL_DENSE, PBSA_DTYPE_BF16, 128, 0, 1,
+                                              text, sizeof text, &source),
+                     PBSA_SUCCESS);
+    assert_true(source != PBSA_CONFIG_TENSOR_CORES);
+    assert_int_equal(strncmp(text, "block_m=", 8), 0);
+
+    ctx->use_tensor_cores = true;
+    static const struct {
+        pbsa_kernel_kind kind;
+        pbsa_dtype dtype;
+        int head_dim, block, status;
+    } cases[] = {
+        {PBSA_KERNEL_DENSE_MMA, PBSA_DTYPE_F32, 128, 0, PBSA_ERROR_UNSUPPORTED_DEVICE},
+        {PBSA_KERNEL_DENSE_MMA, PBSA_DTYPE_BF16, 256, 0, PBSA_ERROR_UNSUPPORTED_DEVICE},
+        {PBSA_KERNEL_SPARSE_MMA, PBSA_DTYPE_F16, 128, 32, PBSA_ERROR_UNSUPPORTED_DEVICE},
+        {PBSA_KERNEL_SPARSE_MMA, PBSA_DTYPE_F16, 128, 48, PBSA_ERROR_INVALID_VALUE},
+        {PBSA_KERNEL_SPARSE_MMA, PBSA_DTYPE_F16, 100, 64, PBSA_ERROR_UNSUPPORTED_HEAD_DIM},
+        {PBSA_KERNEL_SPARSE_MMA, PBSA_DTYPE_F16, 64, 64, PBSA_SUCCESS},
+        {PBSA_KERNEL_DENSE_MMA, PBSA_DTYPE_F16, 96, 48, PBSA_SUCCESS}, /* dense: block ignored */
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        int status = pbsa_query_kernel_config(ctx, cases[i].kind, cases[i].dtype,
+                                              cases[i].head_dim, cases[i].block, 0, text,
+                                              sizeof text, &source);
+        if (status != cases[i].status)
+            fail_msg("case %zu: status %d, expected %d (%s)", i, status, cases[i].status,
+                     pbsa_context_last_error(ctx));
+        if (status == PBSA_SUCCESS) {
+            assert_int_equal(source, PBSA_CONFIG_HEURISTIC);
+            assert_string_equal(text, "warps=4 groups=1 keys=64 stages=2 (heuristic default)");
+        }
+    }
+    /* Calls the tensor-core kernels do not take keep the portable kernel and its source. */
+    static const struct {
+        pbsa_kernel_kind kind;
+        pbsa_dtype dtype;
+        int head_dim, block;
+    } portable[] = {
+        {PBSA_KERNEL_SPARSE, PBSA_DTYPE_BF16, 128, 32},
+        {PBSA_KERNEL_DENSE, PBSA_DTYPE_F32, 128, 0},
+        {PBSA_KERNEL_DENSE, PBSA_DTYPE_BF16, 256, 0},
+        {PBSA_KERNEL_SCORES, PBSA_DTYPE_BF16, 128, 128},
+    };
+    for (size_t i = 0; i < sizeof portable / sizeof portable[0]; i++) {
+        assert_int_equal(pbsa_query_kernel_config(ctx, portable[i].kind, portable[i].dtype,
+                                                  portable[i].head_dim, portable[i].block, 1,
+                                                  text, sizeof text, &source),
+                         PBSA_SUCCESS);
+        assert_int_equal(source, PBSA_CONFIG_HEURISTIC);
+        assert_int_equal(strncmp(text, "block_m=", 8), 0);
+    }
+    ctx->use_tensor_cores = false;
+    pbsa_context_release(ctx);
+}
+
+/* A tuned tensor-core configuration that does not fit the device or the call is passed over for
+ * the heuristic one; where none fits, the call takes the portable kernel. The context has 32 KiB
+ * of local memory, where 64 keys of D128 (35840 bytes) do not fit and the heuristic takes 32. */
+static void test_mma_fallback(void **state)
+{
+    (void)state;
+    const pbsa_mma_config small_h = {4, 1, 32, 2}; /* the heuristic's with 32 KiB at D128 */
+    const pbsa_mma_config grouped = {4, 2, 32, 2}; /* 128 query rows: not a divisor of 64 */
+    const pbsa_mma_config big = {4, 1, 64, 2};     /* 35840 bytes at D128 */
+    const pbsa_mma_config wide = {8, 1, 32, 1};    /* 128 query rows, in 8 warps */
+    pbsa_tuning_entry e[3] = {{.key = {PBSA_KERNEL_DENSE_MMA, PBSA_DTYPE_BF16, 128, 0, 1},
+                               .config.mma = big,
+                               .ms = -1,
+                               .default_ms = -1}};
+    e[1] = e[2] = e[0];
+    e[1].key = (pbsa_tuning_key){PBSA_KERNEL_SPARSE_MMA, PBSA_DTYPE_BF16, 128, 64, 1};
+    e[1].config.mma = grouped;
+    e[2].key.kind = PBSA_KERNEL_SPARSE_MMA;
+    e[2].key.block = 128;
+    e[2].config.mma = grouped;
+    char *text = entries_text(PBSA_TUNING_SCHEMA, NULL, NULL, e, 3, NULL);
+    write_text(user_path, text);
+    free(text);
+    pbsa_context *ctx = NULL;
+    assert_int_equal(pbsa_context_create(fixture.cl_ctx, fixture.device, NULL, &ctx), PBSA_SUCCESS);
+    ctx->info.local_mem_bytes = 32768;
+    reset_log();
+    pbsa_tuning_load(ctx, NULL, 0);
+    expect_warning("2 entries of user tuning file");
+    expect_warning("do not fit this device");
+    expect_mma(ctx, PBSA_KERNEL_DENSE_MMA, &small_h, PBSA_CONFIG_HEURISTIC, "heuristic default");
+    expect_mma(ctx, PBSA_KERNEL_SPARSE_MMA, &grouped, PBSA_CONFIG_USER_FILE, user_path);
+
+    /* Forced and PBSA_MMA_CONFIG configurations that do not fit: the heuristic, not them. */
+    pbsa_tuning_key b64 = {PBSA_KERNEL_SPARSE_MMA, PBSA_DTYPE_BF16, 128, 64, 1};
+    pbsa_config_source source;
+    assert_true(pbsa_tuning_force(ctx, PBSA_KERNEL_SPARSE_MMA, &(pbsa_kernel_config){.mma = wide}));
+    pbsa_kernel_config c = pbsa_tuning_lookup(ctx, &b64, &source, NULL, 0);
+    assert_true(pbsa_mma_config_equal(&c.mma, &small_h));
+    assert_int_equal(source, PBSA_CONFIG_HEURISTIC);
+    expect_mma(ctx, PBSA_KERNEL_SPARSE_MMA, &wide, PBSA_CONFIG_FORCED, "forced");
+    assert_true(pbsa_tuning_force(ctx, PBSA_KERNEL_SPARSE_MMA, &(pbsa_kernel_config){.mma = big}));
+    expect_mma(ctx, PBSA_KERNEL_SPARSE_MMA, &grouped, PBSA_CONFIG_USER_FILE, user_path);
+    assert_true(pbsa_tuning_force(ctx, PBSA_KERNEL_SPARSE_MMA, NULL));
+    /* Local memory does not depend on groups or stages: none of these 64-key ones fits. */
+    static const char *const too_big[] = {"4,1,64,2", "4,2,64,1", "2,1,64,1"};
+    for (size_t i = 0; i < sizeof too_big / sizeof too_big[0]; i++) {
+        setenv("PBSA_MMA_CONFIG", too_big[i], 1);
+        expect_mma(ctx, PBSA_KERNEL_DENSE_MMA, &small_h, PBSA_CONFIG_HEURISTIC, NULL);
+    }
+    setenv("PBSA_MMA_CONFIG", "4,1,64,2", 1);
+    pbsa_tuning_key d64 = {PBSA_KERNEL_DENSE_MMA, PBSA_DTYPE_F16, 64, 0, 0};
+    c = pbsa_tuning_lookup(ctx, &d64, &source, NULL, 0); /* 19456 bytes at D64: used */
+    assert_true(pbsa_mma_config_equal(&c.mma, &big));
+    assert_int_equal(source, PBSA_CONFIG_ENVIRONMENT);
+    unsetenv("PBSA_MMA_CONFIG");
+
+    /* The calls' own test: the configuration that fits, or none (the portable kernel). */
+    ctx->use_tensor_cores = true;
+    pbsa_tensor t = pbsa_tensor_bhsd(NULL, PBSA_DTYPE_BF16, 1, 2, 256, 128);
+    pbsa_mma_config used;
+    assert_true(pbsa_mma_applies(ctx, PBSA_KERNEL_SPARSE_MMA, &t, &t, &t, 128, 1, &used));
+    assert_true(pbsa_mma_config_equal(&used, &grouped));
+    assert_true(pbsa_mma_applies(ctx, PBSA_KERNEL_SPARSE_MMA, &t, &t, &t, 64, 1, &used));
+    assert_true(pbsa_mma_config_equal(&used, &small_h));
+    assert_true(pbsa_mma_applies(ctx, PBSA_KERNEL_DENSE_MMA, &t, &t, &t, 0, 1, &used));
+    assert_true(pbsa_mma_config_equal(&used, &small_h));
+    assert_false(pbsa_mma_applies(ctx, PBSA_KERNEL_SPARSE_MMA, &t, &t, &t, 32, 1, &used));
+    pbsa_tensor shifted = t;
+    shifted.offset = 4; /* rows 8 bytes off a 16-byte boundary */
+    assert_false(pbsa_mma_applies(ctx, PBSA_KERNEL_DENSE_MMA, &t, &shifted, &t, 0, 1, &used));
+    pbsa_tensor wide_rows = pbsa_tensor_bhsd(NULL, PBSA_DTYPE_BF16, 1, 2, 256, 256);
+    assert_false(pbsa_mma_applies(ctx, PBSA_KERNEL_DENSE_MMA, &wide_rows, &wide_rows, &wide_rows,
+                                  0, 1, &used));
+    pbsa_tensor f32 = pbsa_tensor_bhsd(NULL, PBSA_DTYPE_F32, 1, 2, 256, 128);
+    assert_false(pbsa_mma_applies(ctx, PBSA_KERNEL_DENSE_MMA, &f32, &f32, &f32, 0, 1, &used));
+    ctx->info.local_mem_bytes = 10000; /* no tensor-core tile fits */
+    assert_false(pbsa_mma_applies(ctx, PBSA_KERNEL_DENSE_MMA, &t, &t, &t, 0, 1, &used));
+    ctx->use_tensor_cores = false;
+    assert_false(pbsa_mma_applies(ctx, PBSA_KERNEL_DENSE_MMA, &t, &t, &t, 0, 1, &used));
+    pbsa_context_release(ctx);
+}
+
 static void test_query_errors(void **state)
 {
     (void)state;
@@ -445,12 +736,31 @@ int main(int argc, char **argv)
                                kind ? 64 : 0, 1};
         pbsa_flash_config h = heuristic(key.kind);
         for (int i = 0; i < 3; i++)
-            if (!pbsa_tuning_config_usable(configs[i], &key, &info) ||
+            if (!pbsa_tuning_config_usable(&(pbsa_kernel_config){.flash = *configs[i]}, &key,
+                                           &info) ||
                 pbsa_flash_config_equal(configs[i], &h)) {
                 fprintf(stderr, "skipped: the test configurations do not suit this device\n");
                 device_fixture_close(&fixture);
                 return TEST_SKIP_EXIT;
             }
+    }
+    /* Likewise the tensor-core ones, and MH must be the heuristic's for both keys. */
+    const pbsa_mma_config *mma_configs[3] = {&MA, &MB, &MC};
+    for (int kind = 0; kind < 2; kind++) {
+        pbsa_tuning_key key = {kind ? PBSA_KERNEL_SPARSE_MMA : PBSA_KERNEL_DENSE_MMA,
+                               PBSA_DTYPE_BF16, 128, kind ? 128 : 0, 1};
+        pbsa_kernel_config h = pbsa_tuning_heuristic(&key, &info);
+        bool suits = pbsa_mma_config_equal(&h.mma, &MH);
+        for (int i = 0; i < 3; i++)
+            suits = suits &&
+                    pbsa_tuning_config_usable(&(pbsa_kernel_config){.mma = *mma_configs[i]}, &key,
+                                              &info) &&
+                    !pbsa_mma_config_equal(mma_configs[i], &MH);
+        if (!suits) {
+            fprintf(stderr, "skipped: the tensor-core configurations do not suit this device\n");
+            device_fixture_close(&fixture);
+            return TEST_SKIP_EXIT;
+        }
     }
     pbsa_set_log_callback(log_callback, NULL);
     const struct CMUnitTest tests[] = {
@@ -459,6 +769,9 @@ int main(int argc, char **argv)
         cmocka_unit_test_setup(test_ignored_files, clean_environment),
         cmocka_unit_test_setup(test_tuned_results, clean_environment),
         cmocka_unit_test_setup(test_query_errors, clean_environment),
+        cmocka_unit_test_setup(test_mma_lookup_order, clean_environment),
+        cmocka_unit_test_setup(test_mma_query, clean_environment),
+        cmocka_unit_test_setup(test_mma_fallback, clean_environment),
     };
     int failed = cmocka_run_group_tests_name("tuning", tests, NULL, NULL);
     pbsa_set_log_callback(NULL, NULL);

@@ -1,7 +1,7 @@
 /* Tuning files without a device: the parser on valid, corrupt, foreign-device and outdated
- * input, the writer (round trip), device-name normalisation, the built-in files, the search
- * space's neighbourhoods, and random damage to a valid file (never a crash, never an invalid
- * entry). */
+ * input, the writer (round trip), device-name normalisation, the built-in files, the rules of the
+ * tensor-core configurations, the environment variables' values, the search spaces'
+ * neighbourhoods, and random damage to a valid file (never a crash, never an invalid entry). */
 #include "tuning.h"
 
 #include <setjmp.h>
@@ -30,7 +30,9 @@ static const char VALID[] =
     "entry kernel=sparse dtype=bf16 head_dim=128 block=128 causal=1 block_m=64 block_n=64 "
     "wg_rows=8 wg_cols=16 kchunk=16 vchunk=16\n"
     "entry causal=0 kernel=scores block=64 dtype=f16 head_dim=64 block_m=32 block_n=32 "
-    "wg_rows=8 wg_cols=8 kchunk=8 vchunk=8 unroll_qk=0\n";
+    "wg_rows=8 wg_cols=8 kchunk=8 vchunk=8 unroll_qk=0\n"
+    "entry kernel=sparse_mma dtype=bf16 head_dim=96 block=128 causal=0 stages=1 groups=2 warps=4 "
+    "keys=64 ms=3.25\n";
 
 static pbsa_tuning_result parse_text(const char *text, pbsa_tuning_file *file, char *error,
                                      size_t capacity)
@@ -50,7 +52,7 @@ static void test_valid(void **state)
     assert_string_equal(f.device, "NVIDIA H100 80GB HBM3");
     assert_string_equal(f.driver, "550.54.15");
     assert_string_equal(f.generator, "pbsa-tune 0.1.0 --quick");
-    assert_int_equal(f.count, 3);
+    assert_int_equal(f.count, 4);
 
     const pbsa_tuning_entry *e = &f.entries[0];
     assert_int_equal(e->key.kind, PBSA_KERNEL_DENSE);
@@ -59,8 +61,8 @@ static void test_valid(void **state)
     assert_int_equal(e->key.block, 0);
     assert_int_equal(e->key.causal, 1);
     pbsa_flash_config want = {64, 64, 8, 16, 16, 16, 16, 8};
-    assert_true(pbsa_flash_config_equal(&e->config, &want));
-    assert_int_equal(e->config.unroll_pv, 8);
+    assert_true(pbsa_flash_config_equal(&e->config.flash, &want));
+    assert_int_equal(e->config.flash.unroll_pv, 8);
     assert_true(e->ms == 21.5 && e->default_ms == 22.9375);
     assert_int_equal(e->seq, 8192);
     assert_int_equal(e->heads, 32);
@@ -70,8 +72,8 @@ static void test_valid(void **state)
     e = &f.entries[1]; /* unrolling absent: full; metadata absent */
     assert_int_equal(e->key.kind, PBSA_KERNEL_SPARSE);
     assert_int_equal(e->key.block, 128);
-    assert_int_equal(e->config.unroll_qk, 0);
-    assert_int_equal(e->config.unroll_pv, 0);
+    assert_int_equal(e->config.flash.unroll_qk, 0);
+    assert_int_equal(e->config.flash.unroll_pv, 0);
     assert_true(e->ms < 0.0 && e->default_ms < 0.0);
     assert_int_equal(e->seq, 0);
     assert_int_equal(e->line, 11);
@@ -80,7 +82,18 @@ static void test_valid(void **state)
     assert_int_equal(e->key.kind, PBSA_KERNEL_SCORES);
     assert_int_equal(e->key.dtype, PBSA_DTYPE_F16);
     assert_int_equal(e->key.block, 64);
-    assert_int_equal(e->config.kchunk, 8);
+    assert_int_equal(e->config.flash.kchunk, 8);
+
+    e = &f.entries[3]; /* a tensor-core kernel */
+    assert_int_equal(e->key.kind, PBSA_KERNEL_SPARSE_MMA);
+    assert_int_equal(e->key.head_dim, 96);
+    assert_int_equal(e->key.block, 128);
+    assert_int_equal(e->key.causal, 0);
+    pbsa_mma_config mma = {4, 2, 64, 1};
+    assert_true(pbsa_mma_config_equal(&e->config.mma, &mma));
+    assert_int_equal(e->config.mma.groups, 2);
+    assert_true(e->ms == 3.25);
+    assert_int_equal(e->line, 13);
 
     pbsa_tuning_key key = {PBSA_KERNEL_SPARSE, PBSA_DTYPE_BF16, 128, 128, 1};
     assert_ptr_equal(pbsa_tuning_file_find(&f, &key), &f.entries[1]);
@@ -103,7 +116,7 @@ static void test_line_ends_and_replacement(void **state)
     char error[256];
     assert_int_equal(parse_text(text, &f, error, sizeof error), PBSA_TUNING_OK);
     assert_int_equal(f.count, 1);
-    assert_int_equal(f.entries[0].config.block_m, 16);
+    assert_int_equal(f.entries[0].config.flash.block_m, 16);
     assert_int_equal(f.entries[0].line, 5);
     pbsa_tuning_file_free(&f);
 }
@@ -111,6 +124,8 @@ static void test_line_ends_and_replacement(void **state)
 #define ENTRY_TILES "block_m=32 block_n=32 wg_rows=8 wg_cols=8 kchunk=16 vchunk=16"
 #define HEADER "pbsattn-tuning 1\nplatform P\ndevice D\n"
 #define DENSE "entry kernel=dense dtype=f32 head_dim=64 causal=1 "
+#define MMA_TILES "warps=4 groups=1 keys=32 stages=2"
+#define MMA "entry kernel=dense_mma dtype=bf16 head_dim=128 causal=1 "
 
 static void test_corrupt(void **state)
 {
@@ -174,6 +189,25 @@ static void test_corrupt(void **state)
         {HEADER "entry kernel=sparse dtype=f32 head_dim=64 causal=1 block=48 " ENTRY_TILES "\n",
          "no such kernel variant"},
         {HEADER "entry kernel=scores dtype=f32 head_dim=64 causal=1 block=64 " ENTRY_TILES "\n",
+         "no such kernel variant"},
+        {HEADER MMA "warps=4 groups=1 keys=32\n", "without 'stages'"},
+        {HEADER MMA "warps=4 keys=32 stages=2\n", "without 'groups'"}, /* the old three */
+        {HEADER MMA MMA_TILES " block_m=32\n", "'block_m' is not a parameter of kernel dense_mma"},
+        {HEADER DENSE ENTRY_TILES " warps=4\n", "'warps' is not a parameter of kernel dense"},
+        {HEADER DENSE ENTRY_TILES " groups=1\n", "'groups' is not a parameter of kernel dense"},
+        {HEADER MMA "warps=0 groups=1 keys=32 stages=2\n", "bad value"},
+        {HEADER MMA "warps=4 groups=0 keys=32 stages=2\n", "bad value"},
+        {HEADER MMA "warps=4 groups=-1 keys=32 stages=2\n", "bad value"},
+        {HEADER MMA "warps=4 groups=1 keys=32 stages=5000\n", "bad value"},
+        {HEADER MMA MMA_TILES " stages=1\n", "given twice"},
+        {HEADER MMA MMA_TILES " groups=2\n", "given twice"},
+        {HEADER "entry kernel=dense_mma dtype=f32 head_dim=128 causal=1 " MMA_TILES "\n",
+         "no such kernel variant"},
+        {HEADER "entry kernel=dense_mma dtype=f16 head_dim=256 causal=1 " MMA_TILES "\n",
+         "no such kernel variant"},
+        {HEADER "entry kernel=dense_mma dtype=f16 head_dim=64 block=64 causal=1 " MMA_TILES "\n",
+         "no such kernel variant"},
+        {HEADER "entry kernel=sparse_mma dtype=f16 head_dim=64 block=32 causal=1 " MMA_TILES "\n",
          "no such kernel variant"},
         {HEADER "device\x01 D\n", "control character"},
         {HEADER "platform \x7f\n", "control character"},
@@ -323,7 +357,8 @@ static void test_round_trip(void **state)
     assert_int_equal(g.count, f.count);
     for (size_t i = 0; i < f.count; i++) {
         assert_true(pbsa_tuning_key_equal(&g.entries[i].key, &f.entries[i].key));
-        assert_true(pbsa_flash_config_equal(&g.entries[i].config, &f.entries[i].config));
+        assert_true(pbsa_tuning_config_equal(f.entries[i].key.kind, &g.entries[i].config,
+                                             &f.entries[i].config));
         assert_true(g.entries[i].ms == f.entries[i].ms);
         assert_true(g.entries[i].default_ms == f.entries[i].default_ms);
         assert_int_equal(g.entries[i].seq, f.entries[i].seq);
@@ -351,37 +386,260 @@ static void test_builtin_files(void **state)
     }
 }
 
-/* The tuner's neighbourhoods: usable, distinct, without the start, fitting the sparse block. */
+/* The tuner's neighbourhoods: usable, distinct, without the start, fitting the sparse block; for
+ * the tensor-core kinds, the rest of their space that fits. */
 static void test_neighbours(void **state)
 {
     (void)state;
     pbsa_device_info gpu = {.is_gpu = 1, .max_work_group_size = 1024, .local_mem_bytes = 49152};
+    pbsa_device_info small = gpu; /* 32 KiB: 64 keys of D128 (35840 bytes) do not fit */
+    small.local_mem_bytes = 32768;
     pbsa_device_info cpu = {.is_gpu = 0, .max_work_group_size = 4096, .local_mem_bytes = 1 << 20};
-    const pbsa_device_info *devices[2] = {&gpu, &cpu};
+    const pbsa_device_info *devices[3] = {&gpu, &small, &cpu};
     static const int head_dims[] = {64, 96, 128, 256};
-    for (int dv = 0; dv < 2; dv++)
+    static const pbsa_kernel_kind kinds[] = {PBSA_KERNEL_DENSE, PBSA_KERNEL_SPARSE,
+                                             PBSA_KERNEL_DENSE_MMA, PBSA_KERNEL_SPARSE_MMA};
+    for (int dv = 0; dv < 3; dv++)
         for (int h = 0; h < 4; h++)
-            for (int kind = 0; kind < 2; kind++) {
-                pbsa_tuning_key key = {kind ? PBSA_KERNEL_SPARSE : PBSA_KERNEL_DENSE,
-                                       PBSA_DTYPE_BF16, head_dims[h], kind ? 64 : 0, 1};
-                pbsa_flash_config start = pbsa_flash_config_heuristic(
-                    devices[dv], key.head_dim, pbsa_tuning_key_max_tile(&key));
-                pbsa_flash_config out[64];
+            for (int k = 0; k < 4; k++) {
+                bool sparse = kinds[k] == PBSA_KERNEL_SPARSE || kinds[k] == PBSA_KERNEL_SPARSE_MMA;
+                pbsa_tuning_key key = {kinds[k], PBSA_DTYPE_BF16, head_dims[h], sparse ? 64 : 0, 1};
+                if (!pbsa_tuning_key_valid(&key) ||
+                    (devices[dv] == &small && !pbsa_kernel_kind_is_mma(key.kind)))
+                    continue; /* the tensor-core kinds at head dim 256; 32 KiB: theirs only */
+                pbsa_kernel_config start = pbsa_tuning_heuristic(&key, devices[dv]);
+                assert_true(pbsa_tuning_config_usable(&start, &key, devices[dv]));
+                pbsa_kernel_config out[64];
                 size_t n = pbsa_tuning_neighbours(&start, &key, devices[dv], out, 64);
                 assert_true(n > 0);
                 for (size_t i = 0; i < n; i++) {
                     assert_true(pbsa_tuning_config_usable(&out[i], &key, devices[dv]));
-                    assert_false(pbsa_flash_config_equal(&out[i], &start));
+                    assert_false(pbsa_tuning_config_equal(key.kind, &out[i], &start));
                     for (size_t j = 0; j < i; j++)
-                        assert_false(pbsa_flash_config_equal(&out[i], &out[j]));
+                        assert_false(pbsa_tuning_config_equal(key.kind, &out[i], &out[j]));
                 }
                 assert_int_equal(pbsa_tuning_neighbours(&start, &key, devices[dv], out, 2),
                                  n < 2 ? n : 2);
             }
+    /* The whole tensor-core space: 3 x 2 x 2 x 2 = 24 points. 48 KiB at D128 holds them all
+     * (dense: the 23 besides the start); 32 KiB only the 12 of 32 keys. A 64-row block takes 16 x
+     * warps x groups of 16, 32 or 64 rows: (2, 1), (4, 1) and (2, 2), 12 points, 6 of them of 32
+     * keys. 128 work-items at most leave out the 8 of 8 warps. */
+    pbsa_tuning_key dense = {PBSA_KERNEL_DENSE_MMA, PBSA_DTYPE_F16, 128, 0, 1};
+    pbsa_tuning_key sparse = {PBSA_KERNEL_SPARSE_MMA, PBSA_DTYPE_F16, 128, 64, 1};
+    pbsa_kernel_config start = pbsa_tuning_heuristic(&dense, &gpu), out[64];
+    assert_int_equal(pbsa_tuning_neighbours(&start, &dense, &gpu, out, 64), 23);
+    assert_int_equal(pbsa_tuning_neighbours(&start, &dense, &cpu, out, 64), 23);
+    start = pbsa_tuning_heuristic(&dense, &small);
+    assert_int_equal(start.mma.keys, 32);
+    size_t n = pbsa_tuning_neighbours(&start, &dense, &small, out, 64);
+    assert_int_equal(n, 11);
+    for (size_t i = 0; i < n; i++)
+        assert_int_equal(out[i].mma.keys, 32);
+    dense.head_dim = 64; /* 64 keys of D64: 19456 bytes, which 32 KiB holds */
+    start = pbsa_tuning_heuristic(&dense, &small);
+    assert_int_equal(pbsa_tuning_neighbours(&start, &dense, &small, out, 64), 23);
+    pbsa_device_info narrow = gpu;
+    narrow.max_work_group_size = 128;
+    assert_int_equal(pbsa_tuning_neighbours(&start, &dense, &narrow, out, 64), 15);
+    start = pbsa_tuning_heuristic(&sparse, &gpu);
+    n = pbsa_tuning_neighbours(&start, &sparse, &gpu, out, 64);
+    assert_int_equal(n, 11);
+    for (size_t i = 0; i < n; i++)
+        assert_true(out[i].mma.warps * out[i].mma.groups <= 4);
+    start = pbsa_tuning_heuristic(&sparse, &small);
+    n = pbsa_tuning_neighbours(&start, &sparse, &small, out, 64);
+    assert_int_equal(n, 5);
+    for (size_t i = 0; i < n; i++)
+        assert_true(out[i].mma.warps * out[i].mma.groups <= 4 && out[i].mma.keys == 32);
+
     char text[8];
-    pbsa_flash_config c = {64, 64, 8, 16, 16, 16, 0, 0};
-    assert_false(pbsa_tuning_format_config(&c, text, sizeof text));
+    pbsa_kernel_config c = {.flash = {64, 64, 8, 16, 16, 16, 0, 0}};
+    assert_false(pbsa_tuning_format_config(PBSA_KERNEL_DENSE, &c, text, sizeof text));
     assert_int_equal(strlen(text) < sizeof text, 1);
+    char long_text[256];
+    assert_true(pbsa_tuning_format_config(PBSA_KERNEL_DENSE, &c, long_text, sizeof long_text));
+    assert_string_equal(long_text, "block_m=64 block_n=64 wg_rows=8 wg_cols=16 kchunk=16 "
+                                   "vchunk=16 unroll_qk=16 unroll_pv=16");
+    c.mma = (pbsa_mma_config){8, 2, 64, 1};
+    assert_true(pbsa_tuning_format_config(PBSA_KERNEL_SPARSE_MMA, &c, long_text, sizeof long_text));
+    assert_string_equal(long_text, "warps=8 groups=2 keys=64 stages=1");
+}
+
+/* What cl/mma_tile.cl accepts: its values, head dims, local memory (the NVIDIA 48 KiB, and 32
+ * KiB where 64 keys of D128 do not fit), the block it must divide; the heuristic default; the
+ * build options. */
+static void test_mma_rules(void **state)
+{
+    (void)state;
+    pbsa_device_info nvidia = {.is_gpu = 1, .max_work_group_size = 1024, .local_mem_bytes = 49152};
+    pbsa_device_info small = nvidia;
+    small.local_mem_bytes = 32768;
+    const pbsa_mma_config base = {4, 1, 64, 2}, half = {4, 1, 32, 2};
+    /* Per key: K and V rows of head_dim + 8 16-bit elements, and 16 bytes of entries. */
+    assert_int_equal(pbsa_mma_local_bytes(&base, 128), 35840);
+    assert_int_equal(pbsa_mma_local_bytes(&half, 128), 17920);
+    assert_int_equal(pbsa_mma_local_bytes(&base, 64), 64 * (72 * 4 + 16));
+    const pbsa_mma_config other = {8, 2, 64, 1}; /* neither groups nor stages change it */
+    assert_int_equal(pbsa_mma_local_bytes(&other, 128), 35840);
+    assert_true(pbsa_mma_config_valid(&base, 128, &nvidia));
+    assert_true(pbsa_mma_config_valid(&base, 64, &nvidia));
+    assert_false(pbsa_mma_config_valid(&base, 256, &nvidia));
+    assert_false(pbsa_mma_config_valid(&base, 80, &nvidia));
+    /* Every point of the space is valid with 48 KiB at D128 ... */
+    static const int warps[] = {2, 4, 8}, groups[] = {1, 2}, keys[] = {32, 64}, stages[] = {1, 2};
+    int points = 0;
+    for (int w = 0; w < 3; w++)
+        for (int g = 0; g < 2; g++)
+            for (int k = 0; k < 2; k++)
+                for (int s = 0; s < 2; s++) {
+                    pbsa_mma_config c = {warps[w], groups[g], keys[k], stages[s]};
+                    assert_true(pbsa_mma_config_valid(&c, 128, &nvidia));
+                    points++;
+                }
+    assert_int_equal(points, 24);
+    /* ... and nothing else. */
+    static const pbsa_mma_config outside[] = {
+        {1, 1, 32, 2},  {16, 1, 32, 2}, {6, 1, 32, 2}, {4, 0, 32, 2},  {4, 3, 32, 2},
+        {4, 4, 32, 2},  {4, -1, 32, 2}, {4, 1, 16, 2}, {4, 1, 128, 2}, {4, 1, 48, 2},
+        {4, 1, 32, 0},  {4, 1, 32, 3},  {0, 0, 0, 0},  {-4, 1, 32, 2},
+    };
+    for (size_t i = 0; i < sizeof outside / sizeof outside[0]; i++)
+        if (pbsa_mma_config_valid(&outside[i], 128, &nvidia))
+            fail_msg("outside[%zu] accepted", i);
+    /* 32 KiB: 64 keys fit at D64 and D96 (27648 bytes), not at D128, whatever the groups and
+     * stages; 32 keys do. */
+    assert_true(pbsa_mma_config_valid(&base, 64, &small));
+    assert_true(pbsa_mma_config_valid(&base, 96, &small));
+    assert_false(pbsa_mma_config_valid(&base, 128, &small));
+    assert_false(pbsa_mma_config_valid(&other, 128, &small));
+    const pbsa_mma_config lean = {2, 1, 64, 1};
+    assert_false(pbsa_mma_config_valid(&lean, 128, &small));
+    assert_true(pbsa_mma_config_valid(&half, 128, &small));
+    /* 32 x warps work-items. */
+    pbsa_device_info small_groups = nvidia;
+    small_groups.max_work_group_size = 128;
+    const pbsa_mma_config eight = {8, 1, 32, 2};
+    assert_true(pbsa_mma_config_valid(&eight, 128, &nvidia));
+    assert_false(pbsa_mma_config_valid(&eight, 128, &small_groups));
+    assert_true(pbsa_mma_config_valid(&half, 128, &small_groups));
+    const pbsa_mma_config grouped = {4, 2, 32, 2}; /* groups add rows, not work-items */
+    assert_true(pbsa_mma_config_valid(&grouped, 128, &small_groups));
+
+    /* Blocks: the 16 x warps x groups query rows and the key tile must divide them (0: dense,
+     * no limit). */
+    assert_true(pbsa_mma_config_fits(&eight, 0));
+    assert_true(pbsa_mma_config_fits(&eight, 128));
+    assert_false(pbsa_mma_config_fits(&eight, 64));
+    assert_true(pbsa_mma_config_fits(&grouped, 128));
+    assert_false(pbsa_mma_config_fits(&grouped, 64));
+    const pbsa_mma_config two_by_two = {2, 2, 32, 1};
+    assert_true(pbsa_mma_config_fits(&two_by_two, 64));
+    assert_false(pbsa_mma_config_fits(&two_by_two, 32));
+    assert_true(pbsa_mma_config_fits(&base, 64));
+    assert_false(pbsa_mma_config_fits(&half, 32));
+    const pbsa_mma_config two = {2, 1, 32, 2}, two_wide = {2, 1, 64, 2};
+    assert_true(pbsa_mma_config_fits(&two, 32));
+    assert_false(pbsa_mma_config_fits(&two_wide, 32)); /* 32 rows, but 64 keys */
+    assert_true(pbsa_mma_config_fits(&two_wide, 0));
+    pbsa_tuning_key key = {PBSA_KERNEL_SPARSE_MMA, PBSA_DTYPE_BF16, 128, 64, 1};
+    pbsa_kernel_config c = {.mma = grouped};
+    assert_false(pbsa_tuning_config_usable(&c, &key, &nvidia));
+    key.block = 128;
+    assert_true(pbsa_tuning_config_usable(&c, &key, &nvidia));
+    c.mma = base;
+    assert_true(pbsa_tuning_config_usable(&c, &key, &nvidia));
+    assert_false(pbsa_tuning_config_usable(&c, &key, &small)); /* local memory */
+    /* A file may hold values the kernel does not take: they parse, and are not usable. */
+    static const char *const unusable[] = {"warps=16 groups=1 keys=32 stages=2",
+                                           "warps=4 groups=4 keys=32 stages=2",
+                                           "warps=4 groups=1 keys=32 stages=3"};
+    for (size_t i = 0; i < sizeof unusable / sizeof unusable[0]; i++) {
+        pbsa_tuning_file f;
+        char error[256], text[256];
+        snprintf(text, sizeof text,
+                 HEADER "entry kernel=dense_mma dtype=bf16 head_dim=64 causal=1 %s\n", unusable[i]);
+        assert_int_equal(parse_text(text, &f, error, sizeof error), PBSA_TUNING_OK);
+        assert_false(pbsa_tuning_config_usable(&f.entries[0].config, &f.entries[0].key, &nvidia));
+        pbsa_tuning_file_free(&f);
+    }
+
+    /* The heuristic: 4 warps, 1 group, 64 keys, 2 stages; 32 keys where 64 do not fit the
+     * local memory; never one that does not fit the block. */
+    pbsa_mma_config h = pbsa_mma_config_heuristic(&nvidia, 128, 64);
+    assert_true(pbsa_mma_config_equal(&h, &base));
+    h = pbsa_mma_config_heuristic(&nvidia, 128, 0);
+    assert_true(pbsa_mma_config_equal(&h, &base));
+    h = pbsa_mma_config_heuristic(&small, 128, 128);
+    assert_true(pbsa_mma_config_equal(&h, &half));
+    assert_true(pbsa_mma_config_valid(&h, 128, &small));
+    h = pbsa_mma_config_heuristic(&small, 96, 128);
+    assert_true(pbsa_mma_config_equal(&h, &base));
+    h = pbsa_mma_config_heuristic(&nvidia, 128, 32); /* 64 rows fit no 32-row block: the caller */
+    assert_true(pbsa_mma_config_equal(&h, &half));   /* checks, and takes the portable kernel */
+    assert_false(pbsa_mma_config_fits(&h, 32));
+    pbsa_device_info tiny = nvidia;
+    tiny.local_mem_bytes = 10000; /* nothing fits: the caller must check (portable path) */
+    h = pbsa_mma_config_heuristic(&tiny, 128, 0);
+    assert_false(pbsa_mma_config_valid(&h, 128, &tiny));
+
+    char options[256] = "";
+    assert_true(pbsa_mma_options(options, sizeof options, PBSA_DTYPE_BF16, 96, 1, &other));
+    assert_non_null(strstr(options, "-DDTYPE_BF16 -DHEAD_DIM=96 -DCAUSAL=1"));
+    assert_non_null(strstr(options, "-DMMA_WARPS=8 -DMMA_GROUPS=2 -DBN=64 -DMMA_STAGES=1"));
+    options[0] = '\0';
+    assert_true(pbsa_mma_options(options, sizeof options, PBSA_DTYPE_F16, 64, 0, &half));
+    assert_non_null(strstr(options, "-DHEAD_DIM=64 -DCAUSAL=0"));
+    assert_non_null(strstr(options, "-DMMA_WARPS=4 -DMMA_GROUPS=1 -DBN=32 -DMMA_STAGES=2"));
+}
+
+/* The values of PBSA_FLASH_CONFIG and PBSA_MMA_CONFIG. */
+static void test_environment_values(void **state)
+{
+    (void)state;
+    pbsa_kernel_config c;
+    assert_true(pbsa_tuning_parse_values(PBSA_KERNEL_DENSE, "64,32,8,8,16,8", &c));
+    pbsa_flash_config six = {64, 32, 8, 8, 16, 8, 0, 0};
+    assert_int_equal(memcmp(&c.flash, &six, sizeof six), 0);
+    assert_true(pbsa_tuning_parse_values(PBSA_KERNEL_SCORES, "64,32,8,8,16,8,4,2", &c));
+    assert_int_equal(c.flash.unroll_qk, 4);
+    assert_int_equal(c.flash.unroll_pv, 2);
+    assert_true(pbsa_tuning_parse_values(PBSA_KERNEL_SPARSE_MMA, "8,2,64,1", &c));
+    pbsa_mma_config four = {8, 2, 64, 1};
+    assert_true(pbsa_mma_config_equal(&c.mma, &four));
+    assert_true(pbsa_tuning_parse_values(PBSA_KERNEL_DENSE_MMA, "2,1,32,2", &c));
+    assert_int_equal(c.mma.warps, 2);
+    assert_int_equal(c.mma.groups, 1);
+    assert_int_equal(c.mma.keys, 32);
+    assert_int_equal(c.mma.stages, 2);
+    static const struct {
+        pbsa_kernel_kind kind;
+        const char *text;
+    } bad[] = {
+        {PBSA_KERNEL_DENSE, ""},
+        {PBSA_KERNEL_DENSE, "64,32,8,8,16"},
+        {PBSA_KERNEL_DENSE, "64,32,8,8,16,8,4"},
+        {PBSA_KERNEL_DENSE, "64,32,8,8,16,8,4,2,1"},
+        {PBSA_KERNEL_DENSE, "64,32,8,8,16,8 "},
+        {PBSA_KERNEL_DENSE_MMA, ""},
+        {PBSA_KERNEL_DENSE_MMA, "4"},
+        {PBSA_KERNEL_DENSE_MMA, "4,64"},
+        {PBSA_KERNEL_DENSE_MMA, "4,64,2"}, /* the old form: warps, keys, stages */
+        {PBSA_KERNEL_DENSE_MMA, "4,1,64,2,1"},
+        {PBSA_KERNEL_DENSE_MMA, "4,1,64,2,"},
+        {PBSA_KERNEL_DENSE_MMA, ",4,1,64,2"},
+        {PBSA_KERNEL_DENSE_MMA, "4;1;64;2"},
+        {PBSA_KERNEL_DENSE_MMA, "4,x,64,2"},
+        {PBSA_KERNEL_DENSE_MMA, "4,1,99999999999,2"},
+        {PBSA_KERNEL_SPARSE_MMA, "64,32,8,8,16,8"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        if (pbsa_tuning_parse_values(bad[i].kind, bad[i].text, &c))
+            fail_msg("'%s' accepted for %s", bad[i].text, pbsa_kernel_kind_name(bad[i].kind));
+    assert_string_equal(pbsa_tuning_space_of(PBSA_KERNEL_SPARSE)->environment,
+                        "PBSA_FLASH_CONFIG");
+    assert_string_equal(pbsa_tuning_space_of(PBSA_KERNEL_DENSE_MMA)->environment,
+                        "PBSA_MMA_CONFIG");
 }
 
 /* Random damage to a valid file: each result is one of the enum's, a corrupt file has no
@@ -427,7 +685,8 @@ int main(void)
         cmocka_unit_test(test_corrupt),    cmocka_unit_test(test_corrupt_sizes),
         cmocka_unit_test(test_versions),   cmocka_unit_test(test_names),
         cmocka_unit_test(test_round_trip), cmocka_unit_test(test_builtin_files),
-        cmocka_unit_test(test_neighbours), cmocka_unit_test(test_damage),
+        cmocka_unit_test(test_neighbours), cmocka_unit_test(test_mma_rules),
+        cmocka_unit_test(test_environment_values), cmocka_unit_test(test_damage),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -28,8 +28,11 @@ static void usage(FILE *to)
             "compute capability, whether the NVIDIA tensor-core path could apply, and which\n"
             "kernels run. Then, for the default device, the kernel configuration that dense\n"
             "attention (bf16, D 128, causal) and PBS sparse attention (block 128) use, and where\n"
-            "it comes from: PBSA_FLASH_CONFIG, PBSA_TUNING_FILE, the user's tuning file written\n"
-            "by pbsa-tune, tuning data built into the library, or the heuristic default.\n"
+            "it comes from: PBSA_FLASH_CONFIG (PBSA_MMA_CONFIG for the tensor-core kernels),\n"
+            "PBSA_TUNING_FILE, the user's tuning file written by pbsa-tune, tuning data built\n"
+            "into the library, or the heuristic default. Where the calls run on tensor cores,\n"
+            "the line names the tensor-core configuration (warps, groups, keys, stages) and its\n"
+            "source, then the portable kernel's tiles (used with PBSA_FORCE_PORTABLE=1).\n"
             "\n"
             "Exit status: 0 when at least one device is listed, 1 when there is no OpenCL\n"
             "platform or device, 2 on a usage error.\n");
@@ -123,8 +126,8 @@ static void print_device(int platform_index, int device_index, int global_index,
         printf("    tensor-core capable:  no (not NVIDIA sm_80+)\n");
     }
     printf("    kernels:              %s\n",
-           tensor_cores ? "mma.sync for f16/bf16 attention with D <= 128, portable OpenCL C "
-                          "otherwise"
+           tensor_cores ? "mma.sync for f16/bf16 dense and sparse attention with D 64, 96, 128, "
+                          "portable OpenCL C otherwise"
                         : "portable OpenCL C");
 }
 
@@ -158,7 +161,7 @@ static void print_tuning(void)
         };
         printf("\nkernel configurations on the default device (tuning: pbsa-tune --help):\n");
         for (size_t i = 0; i < sizeof calls / sizeof calls[0]; i++) {
-            char text[4400];
+            char text[9000]; /* two origins on the tensor-core path */
             pbsa_config_source source;
             if (pbsa_query_kernel_config(ctx, calls[i].kind, PBSA_DTYPE_BF16, 128, calls[i].block,
                                          1, text, sizeof text, &source) == PBSA_SUCCESS)

@@ -1,13 +1,17 @@
-/* pbsa-tune: finds the fastest tile configuration of the flash kernels for one device and writes
- * a tuning file that pbsattn reads at context creation.
+/* pbsa-tune: finds the fastest configuration of the flash kernels, and of the tensor-core kernels
+ * where the device runs them, for one device and writes a tuning file that pbsattn reads at
+ * context creation.
  *
  * For every key (kernel, dtype, head dim, PBS block, causal) it starts from the library's
- * heuristic default and tries the neighbours the search space declares (src/tuning_space.c):
- * each candidate is first checked against the float64 CPU reference on a small case, then timed
- * through the public call (pbsa_dense_attention() or pbsa_sparse_attention()) with the candidate
- * forced on the context, by profiling events after warm-up, median of the repeats, inputs
- * rotating over several sets. The best few are timed again, interleaved, and near-ties go to the
- * default, then to the earlier candidate, so that reruns pick the same winner. */
+ * heuristic default and tries the neighbours the search space declares (src/tuning_space.c; for
+ * the tensor-core kernels, the whole space with --full and, with --quick, the points one
+ * parameter step from the default): each candidate is first checked against the float64 CPU
+ * reference on a small case, then timed through the public call (pbsa_dense_attention() or
+ * pbsa_sparse_attention()) with the candidate forced on the context, by profiling events after
+ * warm-up, median of the repeats, inputs rotating over several sets. The best few are timed
+ * again, interleaved, and near-ties go to the default, then to the earlier candidate, so that
+ * reruns pick the same winner. The flash kernels are timed on a context forced portable, the
+ * tensor-core kernels on a context of the defaults. */
 #include "pbsattn.h"
 #include "tune_case.h"
 #include "tuning.h"
@@ -45,8 +49,9 @@ typedef struct options {
     int heads, kv_heads, head_dim;
     pbsa_dtype dtypes[MAX_LIST];
     int dtype_count;
-    pbsa_kernel_kind kinds[2];
+    pbsa_kernel_kind kinds[4];
     int kind_count;
+    bool kinds_given; /* --kernels: report the kinds that cannot be tuned here */
     int blocks[MAX_LIST], block_count;
     int causals[2], causal_count;
     int lengths[MAX_LIST], length_count;
@@ -62,8 +67,9 @@ static void usage(FILE *to)
 {
     fprintf(to,
             "usage: pbsa-tune [options]\n"
-            "Tunes the tile configuration of pbsattn's flash kernels for one OpenCL device and\n"
-            "writes a tuning file, which pbsattn then uses on that device.\n"
+            "Tunes the configuration of pbsattn's flash kernels, and of its NVIDIA tensor-core\n"
+            "kernels where the device runs them, for one OpenCL device and writes a tuning file,\n"
+            "which pbsattn then uses on that device.\n"
             "\n"
             "  --device SELECTOR  'P:D', a device index or a name substring (see pbsa-info);\n"
             "                     default: $PBSA_DEVICE, else the first GPU, else any device\n"
@@ -72,7 +78,9 @@ static void usage(FILE *to)
             "  --heads N, --kv-heads N, --head-dim N\n"
             "                     an explicit shape (override the preset's values)\n"
             "  --dtype LIST       f32, f16, bf16, comma-separated (default bf16)\n"
-            "  --kernels LIST     dense, sparse (default dense,sparse)\n"
+            "  --kernels LIST     dense, sparse, dense_mma, sparse_mma (default dense,sparse, and\n"
+            "                     dense_mma,sparse_mma where the device runs the tensor-core\n"
+            "                     kernels: f16/bf16, head dim 64, 96 or 128, blocks 64 and 128)\n"
             "  --blocks LIST      PBS logical blocks for the sparse kernel (default 128)\n"
             "  --causal LIST      0, 1 (default 1)\n"
             "  --lengths LIST     sequence lengths timed (default --quick: 8192 on a GPU, 1024\n"
@@ -95,8 +103,12 @@ static void usage(FILE *to)
             "  --seed N           seed of the random inputs (default 1)\n"
             "  --help             this text\n"
             "\n"
-            "The portable kernels are tuned (on devices where f16/bf16 dense attention runs on\n"
-            "tensor cores, the tuned tiles serve PBSA_FORCE_PORTABLE=1, f32 and head dim 256).\n"
+            "dense and sparse are the portable kernels, timed with the tensor cores off (on\n"
+            "devices that have them, their tiles serve PBSA_FORCE_PORTABLE=1, f32, head dim 256\n"
+            "and small blocks); dense_mma and sparse_mma are the tensor-core kernels (warps,\n"
+            "groups of query rows per warp, keys per tile and pipeline stages): --quick tries\n"
+            "the default and the configurations one step from it in one of them, --full all 24\n"
+            "points of their space.\n"
             "Progress and the reasons for skipped candidates go to stderr, the result table to\n"
             "stdout. The file is written (atomically) after each key; Ctrl-C stops the search and\n"
             "writes what was tuned so far. Set PBSA_TUNING=off to run without any tuning data.\n"
@@ -207,11 +219,15 @@ static int parse_options(int argc, char **argv, options *o)
             for (int d = 0; ok && d < o->dtype_count; d++)
                 o->dtypes[d] = dtypes[picked[d]];
         } else if (strcmp(arg, "--kernels") == 0) {
-            static const char *const names[] = {"dense", "sparse"};
+            static const char *const names[] = {"dense", "sparse", "dense_mma", "sparse_mma"};
+            static const pbsa_kernel_kind kinds[] = {PBSA_KERNEL_DENSE, PBSA_KERNEL_SPARSE,
+                                                     PBSA_KERNEL_DENSE_MMA,
+                                                     PBSA_KERNEL_SPARSE_MMA};
             int picked[MAX_LIST];
-            ok = parse_words(value, names, 2, picked, &o->kind_count);
+            ok = parse_words(value, names, 4, picked, &o->kind_count);
             for (int k = 0; ok && k < o->kind_count; k++)
-                o->kinds[k] = picked[k] == 0 ? PBSA_KERNEL_DENSE : PBSA_KERNEL_SPARSE;
+                o->kinds[k] = kinds[picked[k]];
+            o->kinds_given = ok;
         } else if (strcmp(arg, "--blocks") == 0) {
             ok = parse_int_list(value, 16, 128, o->blocks, &o->block_count);
             for (int b = 0; ok && b < o->block_count; b++)
@@ -262,9 +278,11 @@ static int parse_options(int argc, char **argv, options *o)
     }
     if (!o->dtype_count)
         o->dtypes[o->dtype_count++] = PBSA_DTYPE_BF16;
-    if (!o->kind_count) {
+    if (!o->kind_count) { /* the tensor-core kinds only where they run (main()) */
         o->kinds[o->kind_count++] = PBSA_KERNEL_DENSE;
         o->kinds[o->kind_count++] = PBSA_KERNEL_SPARSE;
+        o->kinds[o->kind_count++] = PBSA_KERNEL_DENSE_MMA;
+        o->kinds[o->kind_count++] = PBSA_KERNEL_SPARSE_MMA;
     }
     if (!o->block_count)
         o->blocks[o->block_count++] = 128;
@@ -369,7 +387,7 @@ static void log_to_stderr(pbsa_log_level level, const char *message, void *user_
  * ------------------------------------------------------------------------------------------- */
 
 typedef struct candidate {
-    pbsa_flash_config config;
+    pbsa_kernel_config config; /* the member of the key's kind */
     double ms[MAX_LIST]; /* median per length */
     double score;        /* geometric mean over the lengths; INFINITY when not timed */
     char skipped[240];   /* why it was not timed, or "" */
@@ -386,7 +404,8 @@ typedef struct key_result {
 
 typedef struct session {
     const options *o;
-    pbsa_context *ctx;
+    pbsa_context *ctx;        /* forced portable: the flash kernels */
+    pbsa_context *tensor_ctx; /* the defaults: the tensor-core kernels where the device runs them */
     cl_context cl_ctx;
     cl_device_id device;
     cl_command_queue queue;
@@ -394,21 +413,36 @@ typedef struct session {
     tune_case *cases[MAX_LIST]; /* one per length */
 } session;
 
+/* "dense bf16 D128 causal", "sparse_mma bf16 D128 b128 causal". */
 static void key_label(const pbsa_tuning_key *key, char *out, size_t capacity)
 {
-    if (key->kind == PBSA_KERNEL_DENSE)
-        snprintf(out, capacity, "dense %s D%d %s", pbsa_tuning_dtype_name(key->dtype),
-                 key->head_dim, key->causal ? "causal" : "non-causal");
-    else
-        snprintf(out, capacity, "sparse %s D%d b%d %s", pbsa_tuning_dtype_name(key->dtype),
-                 key->head_dim, key->block, key->causal ? "causal" : "non-causal");
+    char block[16] = "";
+    if (pbsa_tuning_key_max_tile(key))
+        snprintf(block, sizeof block, " b%d", key->block);
+    snprintf(out, capacity, "%s %s D%d%s %s", pbsa_kernel_kind_name(key->kind),
+             pbsa_tuning_dtype_name(key->dtype), key->head_dim, block,
+             key->causal ? "causal" : "non-causal");
 }
 
-static void short_config(const pbsa_flash_config *config, char *out, size_t capacity)
+/* The context whose calls run the kernel of key. */
+static pbsa_context *context_of(const session *s, const pbsa_tuning_key *key)
 {
-    pbsa_flash_config c = pbsa_tuning_explicit(config);
-    snprintf(out, capacity, "%d,%d,%d,%d,%d,%d,%d,%d", c.block_m, c.block_n, c.wg_rows, c.wg_cols,
-             c.kchunk, c.vchunk, c.unroll_qk, c.unroll_pv);
+    return pbsa_kernel_kind_is_mma(key->kind) ? s->tensor_ctx : s->ctx;
+}
+
+/* config as its environment variable spells it ("64,64,8,16,16,16,16,16", "4,1,64,2"). */
+static void short_config(pbsa_kernel_kind kind, const pbsa_kernel_config *config, char *out,
+                         size_t capacity)
+{
+    const pbsa_tuning_space *space = pbsa_tuning_space_of(kind);
+    pbsa_kernel_config c = *config;
+    if (!pbsa_kernel_kind_is_mma(kind))
+        c.flash = pbsa_tuning_explicit(&config->flash);
+    size_t used = 0;
+    out[0] = '\0';
+    for (int i = 0; i < space->param_count && used < capacity; i++)
+        used += (size_t)snprintf(out + used, capacity - used, "%s%d", i ? "," : "",
+                                 pbsa_tuning_param_get(&c, &space->params[i]));
 }
 
 static double geometric_mean(const double *values, int count)
@@ -427,7 +461,7 @@ static void evaluate(session *s, const pbsa_tuning_key *key, candidate *c, const
     const options *o = s->o;
     c->score = INFINITY;
     c->skipped[0] = '\0';
-    if (!pbsa_tuning_force(s->ctx, key->kind, &c->config)) {
+    if (!pbsa_tuning_force(context_of(s, key), key->kind, &c->config)) {
         snprintf(c->skipped, sizeof c->skipped, "out of host memory");
         return;
     }
@@ -449,10 +483,11 @@ static void evaluate(session *s, const pbsa_tuning_key *key, candidate *c, const
     c->score = geometric_mean(c->ms, o->length_count);
 }
 
-static bool tried_before(const candidate *list, int count, const pbsa_flash_config *config)
+static bool tried_before(pbsa_kernel_kind kind, const candidate *list, int count,
+                         const pbsa_kernel_config *config)
 {
     for (int i = 0; i < count; i++)
-        if (pbsa_flash_config_equal(&list[i].config, config))
+        if (pbsa_tuning_config_equal(kind, &list[i].config, config))
             return true;
     return false;
 }
@@ -485,7 +520,7 @@ static int pick_winner(session *s, const pbsa_tuning_key *key, candidate *list, 
         for (int r = 0; r < RETIME_ROUNDS && complete && !interrupted; r++)
             for (int f = 0; f < n && complete; f++) {
                 candidate *c = &list[finalists[f]];
-                pbsa_tuning_force(s->ctx, key->kind, &c->config);
+                pbsa_tuning_force(context_of(s, key), key->kind, &c->config);
                 for (int l = 0; l < o->length_count && complete; l++) {
                     char reason[240];
                     int repeats = o->repeats / 2 > 3 ? o->repeats / 2 : 3;
@@ -528,14 +563,57 @@ static int pick_winner(session *s, const pbsa_tuning_key *key, candidate *list, 
     return earliest;
 }
 
+/* The index of value in param's steps; -1 when it is not one of them. */
+static int step_index(const pbsa_tuning_param *param, int value)
+{
+    for (int i = 0; i < param->step_count; i++)
+        if (param->steps[i] == value)
+            return i;
+    return -1;
+}
+
+/* Whether b is one step from a in exactly one parameter of kind's space, the others equal. */
+static bool one_step_apart(pbsa_kernel_kind kind, const pbsa_kernel_config *a,
+                           const pbsa_kernel_config *b)
+{
+    const pbsa_tuning_space *space = pbsa_tuning_space_of(kind);
+    int moved = 0;
+    for (int i = 0; i < space->param_count; i++) {
+        const pbsa_tuning_param *p = &space->params[i];
+        int x = pbsa_tuning_param_get(a, p), y = pbsa_tuning_param_get(b, p);
+        if (x == y)
+            continue;
+        int from = step_index(p, x), to = step_index(p, y);
+        if (from < 0 || to < 0 || (to - from != 1 && from - to != 1))
+            return false;
+        moved++;
+    }
+    return moved == 1;
+}
+
+/* The configurations to try next from from (pbsa_tuning_neighbours()), at most capacity. The
+ * tensor-core kinds' neighbourhood is their whole space (24 points): --full tries it all, --quick
+ * those one step from from in one parameter (at most 5 of them). */
+static int next_candidates(const session *s, const pbsa_tuning_key *key,
+                           const pbsa_kernel_config *from, pbsa_kernel_config *out, int capacity)
+{
+    int n = (int)pbsa_tuning_neighbours(from, key, &s->info, out, (size_t)capacity);
+    if (s->o->full || !pbsa_kernel_kind_is_mma(key->kind))
+        return n;
+    int kept = 0;
+    for (int i = 0; i < n; i++)
+        if (one_step_apart(key->kind, from, &out[i]))
+            out[kept++] = out[i];
+    return kept;
+}
+
 /* Candidates the first round of key will try: the default and its neighbours, at most
  * --candidates. */
 static int planned_candidates(const session *s, const pbsa_tuning_key *key)
 {
-    pbsa_flash_config start =
-        pbsa_flash_config_heuristic(&s->info, key->head_dim, pbsa_tuning_key_max_tile(key));
-    pbsa_flash_config neighbours[64];
-    int n = 1 + (int)pbsa_tuning_neighbours(&start, key, &s->info, neighbours, 64);
+    pbsa_kernel_config start = pbsa_tuning_heuristic(key, &s->info);
+    pbsa_kernel_config neighbours[64];
+    int n = 1 + next_candidates(s, key, &start, neighbours, 64);
     return n < s->o->candidates ? n : s->o->candidates;
 }
 
@@ -549,8 +627,8 @@ static void tune_key(session *s, const pbsa_tuning_key *key, double key_deadline
     tune_shape shape = {o->heads, o->kv_heads, 0};
     for (int l = 0; l < o->length_count; l++) {
         shape.seq = o->lengths[l];
-        if (tune_case_create(s->ctx, s->cl_ctx, s->queue, key, &shape, o->seed, &s->cases[l],
-                             out->error, sizeof out->error) != 0) {
+        if (tune_case_create(context_of(s, key), s->cl_ctx, s->queue, key, &shape, o->seed,
+                             &s->cases[l], out->error, sizeof out->error) != 0) {
             note("%s: %s", label, out->error);
             return;
         }
@@ -558,24 +636,24 @@ static void tune_key(session *s, const pbsa_tuning_key *key, double key_deadline
     /* Candidate 0 is the library's heuristic default, the baseline of the speedup. */
     static candidate list[MAX_CANDIDATES];
     memset(&list[0], 0, sizeof list[0]);
-    pbsa_flash_config fallback =
-        pbsa_flash_config_heuristic(&s->info, key->head_dim, pbsa_tuning_key_max_tile(key));
-    list[0].config = pbsa_tuning_explicit(&fallback);
+    list[0].config = pbsa_tuning_heuristic(key, &s->info);
+    if (!pbsa_kernel_kind_is_mma(key->kind))
+        list[0].config.flash = pbsa_tuning_explicit(&list[0].config.flash);
     int count = 1;
     if (!pbsa_tuning_config_usable(&list[0].config, key, &s->info)) {
         snprintf(out->error, sizeof out->error, "no configuration fits this device");
         note("%s: %s", label, out->error);
         return;
     }
-    pbsa_flash_config neighbours[64];
+    pbsa_kernel_config neighbours[64];
     double per_candidate = o->full ? 3.0 : 1.0;
     int best = -1, next = 0;
     for (int round = 0; round < (o->full ? FULL_ROUNDS : 1); round++) {
-        const pbsa_flash_config *from = best >= 0 ? &list[best].config : &list[0].config;
-        int n = (int)pbsa_tuning_neighbours(from, key, &s->info, neighbours, 64);
+        const pbsa_kernel_config *from = best >= 0 ? &list[best].config : &list[0].config;
+        int n = next_candidates(s, key, from, neighbours, 64);
         int added = 0;
         for (int i = 0; i < n && count < o->candidates && count < MAX_CANDIDATES; i++)
-            if (!tried_before(list, count, &neighbours[i])) {
+            if (!tried_before(key->kind, list, count, &neighbours[i])) {
                 list[count++].config = neighbours[i];
                 added++;
             }
@@ -592,7 +670,7 @@ static void tune_key(session *s, const pbsa_tuning_key *key, double key_deadline
             }
             candidate *c = &list[next];
             char text[64];
-            short_config(&c->config, text, sizeof text);
+            short_config(key->kind, &c->config, text, sizeof text);
             snprintf(bar.label, sizeof bar.label, "%s: %s%s", label, text,
                      next == 0 ? " (default)" : "");
             draw_bar();
@@ -635,7 +713,7 @@ static void tune_key(session *s, const pbsa_tuning_key *key, double key_deadline
     snprintf(bar.label, sizeof bar.label, "%s: timing the fastest again, interleaved", label);
     draw_bar();
     int winner = pick_winner(s, key, list, count);
-    pbsa_tuning_force(s->ctx, key->kind, NULL);
+    pbsa_tuning_force(context_of(s, key), key->kind, NULL);
     if (winner < 0)
         return;
     out->best = list[winner];
@@ -689,14 +767,15 @@ static int write_tuning_file(const char *path, const pbsa_tuning_file *file)
 
 static void print_table(const options *o, const key_result *results, int count)
 {
-    printf("\n%-7s %-5s %4s %5s %6s %6s %11s %10s %8s\n", "kernel", "dtype", "D", "block", "causal",
-           "tried", "default_ms", "tuned_ms", "speedup");
+    printf("\n%-10s %-5s %4s %5s %6s %6s %11s %10s %8s\n", "kernel", "dtype", "D", "block",
+           "causal", "tried", "default_ms", "tuned_ms", "speedup");
     for (int i = 0; i < count; i++) {
         const key_result *r = &results[i];
+        const pbsa_kernel_kind kind = r->key.kind;
         char block[16] = "-";
-        if (r->key.kind == PBSA_KERNEL_SPARSE)
+        if (pbsa_tuning_key_max_tile(&r->key))
             snprintf(block, sizeof block, "%d", r->key.block);
-        printf("%-7s %-5s %4d %5s %6d %6d ", pbsa_kernel_kind_name(r->key.kind),
+        printf("%-10s %-5s %4d %5s %6d %6d ", pbsa_kernel_kind_name(kind),
                pbsa_tuning_dtype_name(r->key.dtype), r->key.head_dim, block, r->key.causal,
                r->tried);
         if (!r->done) {
@@ -708,12 +787,13 @@ static void print_table(const options *o, const key_result *results, int count)
         printf("%11.3f %10.3f %7.2fx%s\n", d, t, isfinite(r->fallback.score) ? d / t : NAN,
                r->interrupted ? "  (interrupted)" : "");
         char text[256];
-        pbsa_tuning_format_config(&r->fallback.config, text, sizeof text);
+        pbsa_tuning_format_config(kind, &r->fallback.config, text, sizeof text);
         printf("    default: %s\n", text);
-        pbsa_tuning_format_config(&r->best.config, text, sizeof text);
+        pbsa_tuning_format_config(kind, &r->best.config, text, sizeof text);
         printf("    tuned:   %s%s\n", text,
-               pbsa_flash_config_equal(&r->best.config, &r->fallback.config) ? " (the default)"
-                                                                             : "");
+               pbsa_tuning_config_equal(kind, &r->best.config, &r->fallback.config)
+                   ? " (the default)"
+                   : "");
     }
     printf("times: median kernel ms at seq %d (heads %d, kv_heads %d); speedup = default / "
            "tuned\n",
@@ -754,7 +834,7 @@ static void report_new_context(const session *s, const char *path, const key_res
     printf("a new context on this device uses:\n");
     for (int i = 0; i < count; i++) {
         const pbsa_tuning_key *k = &results[i].key;
-        char label[96], description[4400];
+        char label[96], description[9000]; /* two origins on the tensor-core path */
         pbsa_config_source source;
         key_label(k, label, sizeof label);
         if (pbsa_query_kernel_config(fresh, k->kind, k->dtype, k->head_dim, k->block, k->causal,
@@ -788,11 +868,14 @@ static int open_device(const options *o, session *s)
     }
     cl_int err;
     s->queue = clCreateCommandQueue(s->cl_ctx, s->device, CL_QUEUE_PROFILING_ENABLE, &err);
-    /* The tuned tiles are those of the portable kernels: time those, also where the calls would
-     * otherwise take the tensor-core kernel (main() says where). */
+    /* The portable kernels are timed on a context forced portable, also where the calls would
+     * otherwise take the tensor-core kernel (main() says where); the tensor-core kernels on a
+     * context of the defaults. */
     pbsa_context_options portable = {.struct_size = sizeof portable, .force_portable = 1};
     if (err == CL_SUCCESS)
         status = pbsa_context_create(s->cl_ctx, s->device, &portable, &s->ctx);
+    if (err == CL_SUCCESS && status == PBSA_SUCCESS)
+        status = pbsa_context_create(s->cl_ctx, s->device, NULL, &s->tensor_ctx);
     if (err != CL_SUCCESS || status != PBSA_SUCCESS) {
         fprintf(stderr, "%s: device set-up failed (%d): %s\n", PROGRAM,
                 err != CL_SUCCESS ? err : status, pbsa_context_last_error(NULL));
@@ -806,6 +889,7 @@ static void close_device(session *s)
 {
     release_cases(s);
     pbsa_context_release(s->ctx);
+    pbsa_context_release(s->tensor_ctx);
     if (s->queue)
         clReleaseCommandQueue(s->queue);
     if (s->cl_ctx)
@@ -871,43 +955,51 @@ int main(int argc, char **argv)
     time_t now = time(NULL);
     strftime(file.date, sizeof file.date, "%Y-%m-%dT%H:%M:%SZ", gmtime(&now));
 
-    /* The keys. */
+    /* The keys: the tensor-core kinds where the calls run on them (the query says so). */
     static pbsa_tuning_key keys[MAX_KEYS];
     int key_count = 0;
     for (int d = 0; d < o.dtype_count; d++)
-        for (int k = 0; k < o.kind_count; k++)
-            for (int b = 0; b < (o.kinds[k] == PBSA_KERNEL_SPARSE ? o.block_count : 1); b++)
+        for (int k = 0; k < o.kind_count; k++) {
+            const pbsa_kernel_kind kind = o.kinds[k];
+            const bool sparse = kind == PBSA_KERNEL_SPARSE || kind == PBSA_KERNEL_SPARSE_MMA;
+            for (int b = 0; b < (sparse ? o.block_count : 1); b++)
                 for (int c = 0; c < o.causal_count && key_count < MAX_KEYS; c++) {
-                    pbsa_tuning_key key = {o.kinds[k], o.dtypes[d], o.head_dim,
-                                           o.kinds[k] == PBSA_KERNEL_SPARSE ? o.blocks[b] : 0,
-                                           o.causals[c]};
+                    pbsa_tuning_key key = {kind, o.dtypes[d], o.head_dim,
+                                           sparse ? o.blocks[b] : 0, o.causals[c]};
+                    char label[96];
+                    key_label(&key, label, sizeof label);
+                    if (pbsa_kernel_kind_is_mma(kind) &&
+                        pbsa_query_kernel_config(s.tensor_ctx, kind, key.dtype, key.head_dim,
+                                                 key.block, key.causal, NULL, 0,
+                                                 NULL) != PBSA_SUCCESS) {
+                        if (o.kinds_given)
+                            note("%s: not tuned: %s", label,
+                                 pbsa_context_last_error(s.tensor_ctx));
+                        continue;
+                    }
                     if (o.resume && pbsa_tuning_file_find(&file, &key)) {
-                        char label[96];
-                        key_label(&key, label, sizeof label);
                         note("%s: already in %s (--resume)", label, path);
                         continue;
                     }
                     keys[key_count++] = key;
                 }
+        }
 
-    /* Where a context of the defaults runs the tensor-core kernel instead of the tuned ones. */
-    pbsa_context *plain = NULL;
+    /* Where a context of the defaults runs the tensor-core kernel instead of the portable one. */
     for (int i = 0; i < key_count; i++) {
-        char label[96], description[512];
+        char label[96];
         pbsa_config_source source;
-        if (!plain && pbsa_context_create(s.cl_ctx, s.device, NULL, &plain) != PBSA_SUCCESS)
-            break;
         key_label(&keys[i], label, sizeof label);
-        if (pbsa_query_kernel_config(plain, keys[i].kind, keys[i].dtype, keys[i].head_dim,
-                                     keys[i].block, keys[i].causal, description, sizeof description,
+        if (!pbsa_kernel_kind_is_mma(keys[i].kind) &&
+            pbsa_query_kernel_config(s.tensor_ctx, keys[i].kind, keys[i].dtype, keys[i].head_dim,
+                                     keys[i].block, keys[i].causal, NULL, 0,
                                      &source) == PBSA_SUCCESS &&
             source == PBSA_CONFIG_TENSOR_CORES)
-            note("note: %s runs on the tensor-core kernel on this device unless forced portable "
-                 "(PBSA_FORCE_PORTABLE=1, pbsa_context_options.force_portable): the portable "
-                 "kernel is tuned",
-                 label);
+            note("note: %s runs on the tensor-core kernel on this device (kind %s_mma); the "
+                 "portable tiles tuned here serve PBSA_FORCE_PORTABLE=1 and "
+                 "pbsa_context_options.force_portable",
+                 label, pbsa_kernel_kind_name(keys[i].kind));
     }
-    pbsa_context_release(plain);
 
     char platform_line[600];
     snprintf(platform_line, sizeof platform_line, "%s (%s, driver %s)", s.info.name,

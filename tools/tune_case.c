@@ -53,6 +53,12 @@ struct tune_case {
     double *check_ref;
 };
 
+/* Whether the kernel of key runs in pbsa_sparse_attention() (else in pbsa_dense_attention()). */
+static bool runs_sparse(const pbsa_tuning_key *key)
+{
+    return key->kind == PBSA_KERNEL_SPARSE || key->kind == PBSA_KERNEL_SPARSE_MMA;
+}
+
 static uint64_t splitmix64(uint64_t *state)
 {
     uint64_t z = (*state += 0x9e3779b97f4a7c15ull);
@@ -247,7 +253,7 @@ int tune_case_create(pbsa_context *ctx, cl_context cl_ctx, cl_command_queue queu
                      tune_case **out, char *error, size_t capacity)
 {
     *out = NULL;
-    if (key->kind != PBSA_KERNEL_DENSE && key->kind != PBSA_KERNEL_SPARSE) {
+    if (key->kind == PBSA_KERNEL_SCORES) {
         snprintf(error, capacity, "pbsa-tune times the dense and sparse kernels only");
         return 1;
     }
@@ -300,14 +306,14 @@ int tune_case_create(pbsa_context *ctx, cl_context cl_ctx, cl_command_queue queu
     }
     free(staging);
     c->out = upload(cl_ctx, NULL, q_count * element, &err);
-    if (err == CL_SUCCESS && key->kind == PBSA_KERNEL_SPARSE)
+    if (err == CL_SUCCESS && runs_sparse(key))
         err = upload_sparse(c, shape->heads, shape->seq, SPARSE_KEEP, &rng, &c->sparse, NULL, NULL);
     if (err != CL_SUCCESS) {
         snprintf(error, capacity, "cannot create the timed inputs (OpenCL error %d)", err);
         tune_case_release(c);
         return 1;
     }
-    if (key->kind == PBSA_KERNEL_SPARSE && create_sparse_check(c, &rng, error, capacity) != 0) {
+    if (runs_sparse(key) && create_sparse_check(c, &rng, error, capacity) != 0) {
         tune_case_release(c);
         return 1;
     }
@@ -435,8 +441,8 @@ static int check_sparse(tune_case *c, char *reason, size_t capacity)
 
 int tune_case_check(tune_case *c, char *reason, size_t capacity)
 {
-    return c->key.kind == PBSA_KERNEL_DENSE ? check_dense(c, reason, capacity)
-                                            : check_sparse(c, reason, capacity);
+    return runs_sparse(&c->key) ? check_sparse(c, reason, capacity)
+                                : check_dense(c, reason, capacity);
 }
 
 /* ---- timing ---- */
@@ -465,7 +471,7 @@ static int timed_run(tune_case *c, int run, double *ms, char *reason, size_t cap
     pbsa_tensor o = pbsa_tensor_bhsd(c->out, c->key.dtype, 1, c->shape.heads, seq, d);
     cl_event event = NULL;
     int status;
-    if (c->key.kind == PBSA_KERNEL_DENSE) {
+    if (!runs_sparse(&c->key)) {
         pbsa_dense_params params = {.causal = c->key.causal};
         status = pbsa_dense_attention(c->ctx, c->queue, &q, &k, &v, &o, &params, &event);
     } else {

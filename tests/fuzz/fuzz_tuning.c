@@ -10,26 +10,14 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
-/* A configuration with unrolling 0 ("full") spelled out, as the writer spells it. */
-static pbsa_flash_config spelled_out(pbsa_flash_config c)
-{
-    if (c.unroll_qk == 0)
-        c.unroll_qk = c.kchunk;
-    if (c.unroll_pv == 0)
-        c.unroll_pv = c.vchunk;
-    return c;
-}
-
 static bool same_entries(const pbsa_tuning_file *a, const pbsa_tuning_file *b)
 {
     if (a->count != b->count)
         return false;
     for (size_t i = 0; i < a->count; i++) {
         const pbsa_tuning_entry *x = &a->entries[i], *y = &b->entries[i];
-        pbsa_flash_config cx = spelled_out(x->config), cy = spelled_out(y->config);
-        if (x->key.kind != y->key.kind || x->key.dtype != y->key.dtype ||
-            x->key.head_dim != y->key.head_dim || x->key.block != y->key.block ||
-            x->key.causal != y->key.causal || memcmp(&cx, &cy, sizeof cx) != 0)
+        if (!pbsa_tuning_key_equal(&x->key, &y->key) ||
+            !pbsa_tuning_config_equal(x->key.kind, &x->config, &y->config))
             return false;
     }
     return true;

@@ -138,6 +138,8 @@ def tuning_seeds():
     entry = ("entry kernel=dense dtype=bf16 head_dim=128 block=0 causal=1 block_m=64 block_n=64 "
              "wg_rows=8 wg_cols=16 kchunk=16 vchunk=16 unroll_qk=16 unroll_pv=16 ms=21.5 "
              "default_ms=22.9 seq=4096 heads=32 kv_heads=8")
+    mma = ("entry kernel=dense_mma dtype=bf16 head_dim=128 block=0 causal=1 warps=4 groups=1 "
+           "keys=64 stages=2 ms=12.5 default_ms=13.1 seq=8192 heads=32 kv_heads=8")
     head = ("pbsattn-tuning 1\nplatform NVIDIA CUDA\ndevice NVIDIA H100 80GB HBM3\n"
             "driver 550.54.15\ngenerator pbsa-tune 0.1.0 --quick\ndate 2026-01-31T12:00:00Z\n")
     return {name: text.encode() for name, text in {
@@ -150,6 +152,9 @@ def tuning_seeds():
         "newer.txt": "pbsattn-tuning 99\nplatform x\ndevice y\n",
         "bad_value.txt": head + entry.replace("wg_rows=8", "wg_rows=-8") + "\n",
         "amd_name.txt": head.replace("NVIDIA H100 80GB HBM3", "gfx90a:sramecc+:xnack-"),
+        "mma.txt": head + mma + "\n" +
+                   mma.replace("kernel=dense_mma", "kernel=sparse_mma")
+                      .replace("block=0", "block=128") + "\n",
     }.items()}
 
 
