@@ -1,4 +1,4 @@
-/* Storage types and conversions shared by every kernel. Prepended to each program.
+/* Storage types, conversions and head views shared by every kernel. Prepended to each program.
  * load_element4 reads 4 consecutive elements (only element alignment is needed).
  * DTYPE_F32, DTYPE_F16 or DTYPE_BF16 selects how tensors are stored; arithmetic is fp32. */
 
@@ -36,3 +36,18 @@ inline void store_element(__global storage_t *base, ulong index, float value)
 #else
 #error "define DTYPE_F32, DTYPE_F16 or DTYPE_BF16"
 #endif
+
+/* Describes where one head's rows live: element (s, d) is at base + s*stride_seq + d. */
+typedef struct head_view {
+    ulong base;
+    ulong stride_seq;
+} head_view;
+
+/* Rows of query head (batch, head) from row first on. */
+inline head_view last_rows_view(ulong offset, ulong stride_batch, ulong stride_head,
+                                ulong stride_seq, int batch, int head, int first)
+{
+    head_view v = {offset + batch * stride_batch + head * stride_head + (ulong)first * stride_seq,
+                   stride_seq};
+    return v;
+}

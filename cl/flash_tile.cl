@@ -76,14 +76,8 @@ typedef struct __attribute__((aligned(16))) flash_local {
     int key_pos[2][BLOCK_N];         /* original position of that key, INT_MAX when absent */
 } flash_local;
 
-/* Describes where one head's rows live: element (s, d) is at base + s*stride_seq + d. */
-typedef struct head_view {
-    ulong base;
-    ulong stride_seq;
-} head_view;
-
 /* The interface the attention kernels are written against; cl/mma_tile.cl provides the same
- * names for the tensor-core path: tile_local, tile_state, head_view, tile_key_rows,
+ * names for the tensor-core path: tile_local, tile_state, tile_key_rows,
  * tile_key_positions, tile_begin, tile_fetch, tile_keys, tile_store, TILE_ROWS, TILE_KEYS and
  * TILE_WORK_ITEMS. The keys of tile i are listed in slot i % 2, so that the lists of the next
  * tile can be written while this one is used. */

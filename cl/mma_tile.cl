@@ -63,12 +63,6 @@ typedef struct tile_state {
     int r0;                                 /* the lane's first row in the query tile */
 } tile_state;
 
-/* Describes where one head's rows live: element (s, d) is at base + s*stride_seq + d. */
-typedef struct head_view {
-    ulong base;
-    ulong stride_seq;
-} head_view;
-
 inline __local int *tile_key_rows(__local tile_local *shm, int slot)
 {
     return shm->key_row[slot];
@@ -141,6 +135,32 @@ inline void tile_fetch(__local tile_local *shm, int slot, __global const storage
 #endif
 }
 
+/* s = Q.K^T of the lane's rows and the keys of the staged K tile (unscaled). Lane i addresses
+ * row i % 8 of 8x8 matrix i / 8: keys nb*8.., dims 8*(i / 8).. give the two B fragments of two
+ * consecutive 16-dim steps, used by every row group. */
+inline void tile_scores(__local const tile_local *shm, const tile_state *st,
+                        float s[MMA_GROUPS][BN / 8][4])
+{
+    const int lane = get_local_id(0) % 32;
+    const uint k_lane = local_address(shm->k) + ((lane % 8) * KP + lane / 8 * 8) * 2;
+#pragma unroll
+    for (int nb = 0; nb < BN / 8; nb++) {
+#pragma unroll
+        for (int group = 0; group < MMA_GROUPS; group++)
+            s[group][nb][0] = s[group][nb][1] = s[group][nb][2] = s[group][nb][3] = 0.0f;
+#pragma unroll
+        for (int kb = 0; kb < HEAD_DIM / 16; kb += 2) {
+            uint b[4];
+            LDMATRIX_X4(b, k_lane + (nb * 8 * KP + kb * 16) * 2);
+#pragma unroll
+            for (int group = 0; group < MMA_GROUPS; group++) {
+                MMA(s[group][nb], st->q[group][kb], b[0], b[1]);
+                MMA(s[group][nb], st->q[group][kb + 1], b[2], b[3]);
+            }
+        }
+    }
+}
+
 /* Attends the tile's queries to the keys listed in slot, whose loading has started, and starts
  * loading those of next_slot (the caller has filled both lists and synchronised). q_pos0 is the
  * absolute position of the tile's first query, for the causal test. */
@@ -158,26 +178,8 @@ inline void tile_keys(__local tile_local *shm, int slot, int next_slot, tile_sta
     copy_rows(shm->v, shm->key_row[slot], v, vv);
 #endif
 
-    /* S = Q.K^T. Lane i addresses row i % 8 of 8x8 matrix i / 8: keys nb*8.., dims 8*(i / 8)..
-     * give the two B fragments of two consecutive 16-dim steps, used by every row group. */
-    const uint k_lane = local_address(shm->k) + ((lane % 8) * KP + lane / 8 * 8) * 2;
     float s[MMA_GROUPS][BN / 8][4];
-#pragma unroll
-    for (int nb = 0; nb < BN / 8; nb++) {
-#pragma unroll
-        for (int group = 0; group < MMA_GROUPS; group++)
-            s[group][nb][0] = s[group][nb][1] = s[group][nb][2] = s[group][nb][3] = 0.0f;
-#pragma unroll
-        for (int kb = 0; kb < HEAD_DIM / 16; kb += 2) {
-            uint b[4];
-            LDMATRIX_X4(b, k_lane + (nb * 8 * KP + kb * 16) * 2);
-#pragma unroll
-            for (int group = 0; group < MMA_GROUPS; group++) {
-                MMA(s[group][nb], st->q[group][kb], b[0], b[1]);
-                MMA(s[group][nb], st->q[group][kb + 1], b[2], b[3]);
-            }
-        }
-    }
+    tile_scores(shm, st, s);
     /* Scale and mask, then the online softmax. Element e of a fragment is in row h = e / 2.
      * Absent keys have position INT_MAX, which the causal test also rejects. The scores are
      * scaled before the maximum is taken (not inside the exponent): with huge logits, a fused

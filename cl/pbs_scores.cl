@@ -14,15 +14,6 @@ inline void score_tile_keys(__local flash_local *shm, int k0, int key_count)
     barrier(CLK_LOCAL_MEM_FENCE);
 }
 
-/* Rows of query head (batch, head) from row first on. */
-inline head_view last_rows_view(ulong offset, ulong stride_batch, ulong stride_head,
-                                ulong stride_seq, int batch, int head, int first)
-{
-    head_view v = {offset + batch * stride_batch + head * stride_head + (ulong)first * stride_seq,
-                   stride_seq};
-    return v;
-}
-
 /* Partial (max, sum of exp2) of every one of the L rows over one key tile, in log2 units. */
 __kernel __attribute__((reqd_work_group_size(WG_SIZE, 1, 1)))
 void pbs_score_stats(__global const storage_t *q, __global const storage_t *k,

@@ -46,6 +46,11 @@ bool pbsa_mma_options(char *options, size_t capacity, pbsa_dtype dtype, int head
 bool pbsa_mma_applies(const pbsa_context *ctx, pbsa_kernel_kind kind, const pbsa_tensor *q,
                       const pbsa_tensor *k, const pbsa_tensor *v, int block, int causal,
                       pbsa_mma_config *config);
+/* Whether the fused permutation-score kernels run on the tensor cores (cl/pbs_scores_mma.cl)
+ * for q and k on ctx: ctx uses tensor cores, f16/bf16, head dim 64, 96 or 128, Q and K rows
+ * 16-byte aligned. *config receives their fixed configuration (4 warps, 64 keys) when true. */
+bool pbsa_mma_scores_apply(const pbsa_context *ctx, const pbsa_tensor *q, const pbsa_tensor *k,
+                           pbsa_mma_config *config);
 /* kernel_name of kernel_file built on the tensor-core tiles of config (extra_options appended),
  * with its work-group size (32 x warps) and query rows per work-group (16 x warps x groups). The
  * caller releases *out. */

@@ -26,6 +26,20 @@ bool pbsa_mma_applies(const pbsa_context *ctx, pbsa_kernel_kind kind, const pbsa
     return true;
 }
 
+bool pbsa_mma_scores_apply(const pbsa_context *ctx, const pbsa_tensor *q, const pbsa_tensor *k,
+                           pbsa_mma_config *config)
+{
+    /* One query-row group per warp (the kernels' rule); the tile count sizes the workspace, so
+     * the configuration is fixed rather than tuned. */
+    const pbsa_mma_config c = {4, 1, 64, 1};
+    if (!ctx->use_tensor_cores || q->dtype == PBSA_DTYPE_F32 || !rows_aligned(q) ||
+        !rows_aligned(k) ||
+        !pbsa_mma_config_valid(&c, (int)q->head_dim, &ctx->info))
+        return false;
+    *config = c;
+    return true;
+}
+
 int pbsa_mma_kernel(pbsa_context *ctx, const char *kernel_file, const char *kernel_name,
                     const char *extra_options, pbsa_dtype dtype, int head_dim, int causal,
                     const pbsa_mma_config *config, cl_kernel *out, size_t *work_items,

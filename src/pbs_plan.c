@@ -195,7 +195,9 @@ int pbsa_pbs_plan_make(pbsa_context *ctx, const char *fn, const pbsa_tensor *q,
                          "%s: the device's local memory or work-group size is too small for "
                          "head_dim %d with block_size %d",
                          fn, pl.head_dim, pl.block);
-    pl.score_tiles = (pl.key_count + pl.scores_config.block_n - 1) / pl.scores_config.block_n;
+    pl.scores_mma = pbsa_mma_scores_apply(ctx, q, k, &pl.scores_mma_config);
+    const int score_keys = pl.scores_mma ? pl.scores_mma_config.keys : pl.scores_config.block_n;
+    pl.score_tiles = (pl.key_count + score_keys - 1) / score_keys;
     pl.sort_size = next_power_of_two(pl.segment);
     pl.select_size = next_power_of_two(pl.k_blocks);
     uint64_t sort_bytes = 8 * (uint64_t)pl.sort_size;

@@ -4,6 +4,7 @@
 
 #include "flash_config.h"
 #include "launch_chain.h"
+#include "mma_config.h"
 
 /* Regions of the workspace, in this order; each starts on a 4 KiB boundary. Regions of a method
  * the plan does not use are empty, so the workspace grows only for the chosen methods. Kernels
@@ -52,7 +53,9 @@ typedef struct pbsa_pbs_plan {
     bool fallback; /* Skv <= segment: dense attention */
     pbsa_flash_config scores_config; /* tiles of the score kernels */
     pbsa_flash_config sparse_config; /* tiles of the sparse attention kernel */
-    int score_tiles;
+    bool scores_mma;                 /* the fused score kernels run on the tensor cores ... */
+    pbsa_mma_config scores_mma_config; /* ... with this configuration */
+    int score_tiles;                 /* key tiles of the fused score kernels */
     int sort_size;   /* power of two >= segment */
     int select_size; /* power of two >= k_blocks */
     pbsa_score_method score_method; /* FUSED or CLBLAST */

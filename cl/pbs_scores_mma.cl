@@ -1,0 +1,202 @@
+/* Permutation scores (PBS stage 1a) on NVIDIA tensor cores: the kernels pbs_score_stats and
+ * pbs_scores of cl/pbs_scores.cl, with the same arguments and results, their Q.K^T products on
+ * mma.sync (tile_scores of cl/mma_tile.cl). Needs common.cl, mma_ptx.cl and mma_tile.cl first,
+ * built with MMA_GROUPS 1. The statistics are reduced by pbs_score_stats_reduce of
+ * cl/pbs_scores.cl. Grid: dimension 0 = key tiles of BN keys x TILE_WORK_ITEMS, dimension 1 as
+ * in cl/pbs_scores.cl. */
+
+#if MMA_GROUPS != 1 || TILE_ROWS != BN
+#error "the score kernels take one row group per warp and as many query rows as keys"
+#endif
+
+/* Copies keys tile*BN.. below key_count (zeros beyond) into shm->k and waits for them. */
+inline void stage_score_keys(__local tile_local *shm, int tile, int key_count,
+                             __global const storage_t *k, head_view kv)
+{
+    for (int n = get_local_id(0); n < BN; n += TILE_WORK_ITEMS)
+        shm->key_row[0][n] = tile * BN + n < key_count ? tile * BN + n : -1;
+    barrier(CLK_LOCAL_MEM_FENCE);
+    copy_rows(shm->k, shm->key_row[0], k, kv);
+    COPY_ASYNC_WAIT(0);
+    barrier(CLK_LOCAL_MEM_FENCE);
+}
+
+/* Loads the Q fragments of the lane's rows of qv (zeros from row rows on) through local memory
+ * (shm->v, unused by these kernels, and the second list slot): one coalesced 16-byte copy per
+ * piece of a row, then ldmatrix, where direct fragment loads would read 2 bytes at a time. */
+inline void stage_q(__local tile_local *shm, tile_state *st, __global const storage_t *q,
+                    head_view qv, int rows)
+{
+    const int lid = get_local_id(0), lane = lid % 32, warp = lid / 32;
+    for (int n = lid; n < TILE_ROWS; n += TILE_WORK_ITEMS)
+        shm->key_row[1][n] = n < rows ? n : -1;
+    barrier(CLK_LOCAL_MEM_FENCE);
+    copy_rows(shm->v, shm->key_row[1], q, qv);
+    COPY_ASYNC_WAIT(0);
+    barrier(CLK_LOCAL_MEM_FENCE);
+    /* Matrices (rows 0-7, 8-15 of the warp's 16) x (dims 0-7, 8-15 of each 16-dim step). */
+    const uint q_lane = local_address(shm->v) + ((warp * 16 + lane % 16) * KP + lane / 16 * 8) * 2;
+#pragma unroll
+    for (int kb = 0; kb < HEAD_DIM / 16; kb++)
+        LDMATRIX_X4(st->q[0][kb], q_lane + kb * 16 * 2);
+    st->r0 = warp * 16 + lane / 4;
+}
+
+/* The scaled scores of the lane's rows against the staged keys, -inf for absent keys. */
+inline void score_rows(__local const tile_local *shm, const tile_state *st, float scale_log2,
+                       float s[BN / 8][4])
+{
+    float all[1][BN / 8][4];
+    tile_scores(shm, st, all);
+    const int t = get_local_id(0) % 4;
+#pragma unroll
+    for (int nb = 0; nb < BN / 8; nb++)
+#pragma unroll
+        for (int e = 0; e < 4; e++)
+            s[nb][e] = shm->key_row[0][nb * 8 + 2 * t + e % 2] >= 0 ? all[0][nb][e] * scale_log2
+                                                                  : -INFINITY;
+}
+
+/* Sum of x over the 4 lanes that hold one row. */
+inline float row_sum(float x)
+{
+    float other;
+    SHFL_XOR(other, x, 1);
+    x += other;
+    SHFL_XOR(other, x, 2);
+    return x + other;
+}
+
+/* Partial (max, sum of exp2) of every one of the L rows over one key tile, in log2 units. */
+__kernel __attribute__((reqd_work_group_size(TILE_WORK_ITEMS, 1, 1)))
+void pbs_score_stats(__global const storage_t *q, __global const storage_t *k,
+                     ulong q_offset, ulong q_stride_batch, ulong q_stride_head, ulong q_stride_seq,
+                     ulong k_offset, ulong k_stride_batch, ulong k_stride_head, ulong k_stride_seq,
+                     int q_heads, int kv_heads, int q_len, int last_rows, int key_count,
+                     float scale_log2, __global float2 *partials, ulong partials_offset)
+{
+    partials += partials_offset / 2;
+    __local tile_local shm;
+    const int tile = get_group_id(0), tiles = get_num_groups(0);
+    const int bh = get_group_id(1);
+    const int batch = bh / q_heads, head = bh % q_heads;
+    const int kv_head = head / (q_heads / kv_heads);
+    head_view kv = {k_offset + batch * k_stride_batch + kv_head * k_stride_head, k_stride_seq};
+    stage_score_keys(&shm, tile, key_count, k, kv);
+
+    for (int r0 = 0; r0 < last_rows; r0 += TILE_ROWS) {
+        head_view qv = last_rows_view(q_offset, q_stride_batch, q_stride_head, q_stride_seq,
+                                      batch, head, q_len - last_rows + r0);
+        tile_state st;
+        stage_q(&shm, &st, q, qv, min(TILE_ROWS, last_rows - r0));
+        float s[BN / 8][4];
+        score_rows(&shm, &st, scale_log2, s);
+        /* Rows r0 + st.r0 (elements 0, 1) and r0 + st.r0 + 8 (elements 2, 3). */
+#pragma unroll
+        for (int h = 0; h < 2; h++) {
+            float m = -INFINITY;
+#pragma unroll
+            for (int nb = 0; nb < BN / 8; nb++)
+                m = fmax(m, fmax(s[nb][2 * h], s[nb][2 * h + 1]));
+            float other;
+            SHFL_XOR(other, m, 1);
+            m = fmax(m, other);
+            SHFL_XOR(other, m, 2);
+            m = fmax(m, other);
+            float sum = 0.0f;
+#pragma unroll
+            for (int nb = 0; nb < BN / 8; nb++)
+                sum += m == -INFINITY ? 0.0f
+                                      : exp2_ftz(s[nb][2 * h] - m) + exp2_ftz(s[nb][2 * h + 1] - m);
+            sum = row_sum(sum);
+            const int r = r0 + st.r0 + 8 * h;
+            if (get_local_id(0) % 4 == 0 && r < last_rows)
+                partials[((ulong)bh * last_rows + r) * tiles + tile] = (float2)(m, sum);
+        }
+    }
+}
+
+/* score[key] = mean over the L rows (and, shared per KV group, over the group's query heads) of
+ * the softmax probability of the key. Dimension 1 of the grid: batch x permutation heads. */
+__kernel __attribute__((reqd_work_group_size(TILE_WORK_ITEMS, 1, 1)))
+void pbs_scores(__global const storage_t *q, __global const storage_t *k,
+                ulong q_offset, ulong q_stride_batch, ulong q_stride_head, ulong q_stride_seq,
+                ulong k_offset, ulong k_stride_batch, ulong k_stride_head, ulong k_stride_seq,
+                int q_heads, int kv_heads, int q_len, int last_rows, int key_count,
+                float scale_log2, int perm_heads, __global const float2 *stats, ulong stats_offset,
+                __global float *scores, ulong scores_offset)
+{
+    stats += stats_offset / 2;
+    scores += scores_offset;
+    __local tile_local shm;
+    const int lid = get_local_id(0), lane = lid % 32, warp = lid / 32;
+    const int tile = get_group_id(0);
+    const int bp = get_group_id(1);
+    const int batch = bp / perm_heads, perm_head = bp % perm_heads;
+    const int group = q_heads / kv_heads;
+    /* Per query head: one head. Shared per KV group: all query heads of the group. */
+    const int heads_in_perm = perm_heads == q_heads ? 1 : group;
+    const int first_head = perm_heads == q_heads ? perm_head : perm_head * group;
+    const int kv_head = first_head / group;
+    head_view kv = {k_offset + batch * k_stride_batch + kv_head * k_stride_head, k_stride_seq};
+    stage_score_keys(&shm, tile, key_count, k, kv);
+
+    /* The lane's share of columns nb*8 + 2*(lane % 4) and the next one. */
+    float column[BN / 8][2];
+#pragma unroll
+    for (int nb = 0; nb < BN / 8; nb++)
+        column[nb][0] = column[nb][1] = 0.0f;
+    for (int g = 0; g < heads_in_perm; g++) {
+        const int head = first_head + g;
+        const ulong stats_row0 = ((ulong)batch * q_heads + head) * last_rows;
+        for (int r0 = 0; r0 < last_rows; r0 += TILE_ROWS) {
+            head_view qv = last_rows_view(q_offset, q_stride_batch, q_stride_head, q_stride_seq,
+                                          batch, head, q_len - last_rows + r0);
+            tile_state st;
+            stage_q(&shm, &st, q, qv, min(TILE_ROWS, last_rows - r0));
+            float s[BN / 8][4];
+            score_rows(&shm, &st, scale_log2, s);
+#pragma unroll
+            for (int h = 0; h < 2; h++) {
+                const int r = r0 + st.r0 + 8 * h;
+                if (r >= last_rows)
+                    continue;
+                const float2 row = stats[stats_row0 + r];
+                const float inverse = 1.0f / row.y;
+#pragma unroll
+                for (int nb = 0; nb < BN / 8; nb++) {
+                    column[nb][0] += exp2_ftz(s[nb][2 * h] - row.x) * inverse;
+                    column[nb][1] += exp2_ftz(s[nb][2 * h + 1] - row.x) * inverse;
+                }
+            }
+        }
+    }
+    /* Sum the columns over the 8 row lanes of each warp, then over the warps (through the
+     * local memory of Q, once every warp is done with it). */
+    barrier(CLK_LOCAL_MEM_FENCE);
+    __local float *warp_columns = (__local float *)shm.v;
+#pragma unroll
+    for (int nb = 0; nb < BN / 8; nb++)
+#pragma unroll
+        for (int e = 0; e < 2; e++) {
+            float x = column[nb][e], other;
+            SHFL_XOR(other, x, 4);
+            x += other;
+            SHFL_XOR(other, x, 8);
+            x += other;
+            SHFL_XOR(other, x, 16);
+            x += other;
+            if (lane < 4)
+                warp_columns[warp * BN + nb * 8 + 2 * lane + e] = x;
+        }
+    barrier(CLK_LOCAL_MEM_FENCE);
+    for (int n = lid; n < BN; n += TILE_WORK_ITEMS) {
+        const int key = tile * BN + n;
+        if (key >= key_count)
+            continue;
+        float total = 0.0f;
+        for (int w = 0; w < MMA_WARPS; w++)
+            total += warp_columns[w * BN + n];
+        scores[(ulong)bp * key_count + key] = total / (float)(last_rows * heads_in_perm);
+    }
+}
