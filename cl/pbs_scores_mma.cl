@@ -42,10 +42,12 @@ inline void stage_q(__local tile_local *shm, tile_state *st, __global const stor
     st->r0 = warp * 16 + lane / 4;
 }
 
-/* The scaled scores of the lane's rows against the staged keys, -inf for absent keys. */
-inline void score_rows(__local const tile_local *shm, const tile_state *st, float scale_log2,
-                       float s[BN / 8][4])
+/* The scaled scores of the lane's rows of qv (rows of them exist) against the staged keys,
+ * -inf for absent keys; st->r0 is the lane's first row. */
+inline void score_rows(__local tile_local *shm, tile_state *st, __global const storage_t *q,
+                       head_view qv, int rows, float scale_log2, float s[BN / 8][4])
 {
+    stage_q(shm, st, q, qv, rows);
     float all[1][BN / 8][4];
     tile_scores(shm, st, all);
     const int t = get_local_id(0) % 4;
@@ -88,9 +90,8 @@ void pbs_score_stats(__global const storage_t *q, __global const storage_t *k,
         head_view qv = last_rows_view(q_offset, q_stride_batch, q_stride_head, q_stride_seq,
                                       batch, head, q_len - last_rows + r0);
         tile_state st;
-        stage_q(&shm, &st, q, qv, min(TILE_ROWS, last_rows - r0));
         float s[BN / 8][4];
-        score_rows(&shm, &st, scale_log2, s);
+        score_rows(&shm, &st, q, qv, min(TILE_ROWS, last_rows - r0), scale_log2, s);
         /* Rows r0 + st.r0 (elements 0, 1) and r0 + st.r0 + 8 (elements 2, 3). */
 #pragma unroll
         for (int h = 0; h < 2; h++) {
@@ -153,9 +154,8 @@ void pbs_scores(__global const storage_t *q, __global const storage_t *k,
             head_view qv = last_rows_view(q_offset, q_stride_batch, q_stride_head, q_stride_seq,
                                           batch, head, q_len - last_rows + r0);
             tile_state st;
-            stage_q(&shm, &st, q, qv, min(TILE_ROWS, last_rows - r0));
             float s[BN / 8][4];
-            score_rows(&shm, &st, scale_log2, s);
+            score_rows(&shm, &st, q, qv, min(TILE_ROWS, last_rows - r0), scale_log2, s);
 #pragma unroll
             for (int h = 0; h < 2; h++) {
                 const int r = r0 + st.r0 + 8 * h;
