@@ -77,8 +77,7 @@ int pbsa_sparse_attention(pbsa_context *ctx, cl_command_queue queue, const pbsa_
     pbsa_pbs_plan plan;
     int status = pbsa_pbs_begin(ctx, fn, queue, event, q, k, true, v, o, params, &plan);
     if (status == PBSA_SUCCESS && pi)
-        status = pbsa_check_int_buffer(ctx, fn, "pi", pi, pi_offset,
-                                       (uint64_t)plan.batch * plan.perm_heads * plan.kv_len);
+        status = pbsa_pbs_check_pi(ctx, fn, &plan, pi, pi_offset);
     if (status == PBSA_SUCCESS)
         status = pbsa_pbs_check_block_list(ctx, fn, &plan, blocks);
     if (status != PBSA_SUCCESS)
@@ -170,17 +169,17 @@ int pbsa_workspace_read(pbsa_context *ctx, cl_command_queue queue, const pbsa_te
         status = pbsa_pbs_check_workspace(ctx, fn, &plan, workspace);
     if (status != PBSA_SUCCESS)
         return status;
-    const pbsa_pbs_layout *l = &plan.layout;
-    uint64_t start, count;
+    pbsa_pbs_region region;
     switch (part) {
-    case PBSA_PART_PERMUTATION: start = l->start[PBSA_REGION_PI]; count = (uint64_t)plan.batch * plan.perm_heads * plan.kv_len; break;
-    case PBSA_PART_BLOCK_COUNTS: start = l->start[PBSA_REGION_COUNTS]; count = (uint64_t)plan.batch * plan.q_heads * plan.q_blocks; break;
-    case PBSA_PART_BLOCKS: start = l->start[PBSA_REGION_BLOCKS]; count = (uint64_t)plan.batch * plan.q_heads * plan.q_blocks * plan.k_blocks; break;
+    case PBSA_PART_PERMUTATION: region = PBSA_REGION_PI; break;
+    case PBSA_PART_BLOCK_COUNTS: region = PBSA_REGION_COUNTS; break;
+    case PBSA_PART_BLOCKS: region = PBSA_REGION_BLOCKS; break;
     default:
         return pbsa_fail(ctx, PBSA_ERROR_INVALID_VALUE, "%s: part = %d is not a pbsa_workspace_part",
                          fn, (int)part);
     }
-    size_t bytes = (size_t)count * 4;
+    const uint64_t start = plan.layout.start[region];
+    size_t bytes = (size_t)plan.layout.count[region] * 4;
     if (size_out)
         *size_out = bytes;
     if (capacity < bytes)

@@ -138,8 +138,7 @@ int pbsa_permutation(pbsa_context *ctx, cl_command_queue queue, const pbsa_tenso
     pbsa_pbs_plan plan;
     int status = pbsa_pbs_begin(ctx, fn, queue, event, q, k, false, NULL, NULL, params, &plan);
     if (status == PBSA_SUCCESS)
-        status = pbsa_check_int_buffer(ctx, fn, "pi", pi, pi_offset,
-                                       (uint64_t)plan.batch * plan.perm_heads * plan.kv_len);
+        status = pbsa_pbs_check_pi(ctx, fn, &plan, pi, pi_offset);
     cl_mem ws = NULL;
     if (status == PBSA_SUCCESS)
         status = pbsa_pbs_workspace_acquire(ctx, fn, &plan, workspace, &ws);

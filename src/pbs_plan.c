@@ -77,7 +77,7 @@ static bool make_layout(pbsa_pbs_plan *p)
     const uint64_t tiles = p->score_method == PBSA_SCORE_FUSED ? (uint64_t)p->score_tiles : 0;
     const uint64_t kv_copies =
         p->kv_method == PBSA_KV_MATERIALISED ? pbsa_dtype_size(p->dtype) : 0;
-    uint64_t count[PBSA_REGION_COUNT];
+    uint64_t *count = p->layout.count;
     /* Factors are below 2^31, so a product of two fits; longer products are checked. */
     bool ok = mul3(q_rows, L, 2 * tiles, &count[PBSA_REGION_PARTIALS]) &&
               mul3(units, d, unit_rows + PBSA_GEMM_LD_PAD, &count[PBSA_REGION_GEMM_Q]) &&
@@ -106,6 +106,13 @@ static bool make_layout(pbsa_pbs_plan *p)
     }
     p->layout.total = cursor;
     return cursor < UINT64_MAX / 4;
+}
+
+int pbsa_pbs_check_pi(pbsa_context *ctx, const char *fn, const pbsa_pbs_plan *plan, cl_mem pi,
+                      uint64_t pi_offset)
+{
+    return pbsa_check_int_buffer(ctx, fn, "pi", pi, pi_offset,
+                                 plan->layout.count[PBSA_REGION_PI]);
 }
 
 void pbsa_pbs_force_methods(pbsa_context *ctx, const pbsa_pbs_methods *methods)

@@ -37,6 +37,7 @@ enum { PBSA_GEMM_LD_PAD = 1 };
 
 typedef struct pbsa_pbs_layout {
     uint64_t start[PBSA_REGION_COUNT]; /* in 4-byte elements from the workspace's start */
+    uint64_t count[PBSA_REGION_COUNT]; /* the region's size, in 4-byte elements */
     uint64_t total;
 } pbsa_pbs_layout;
 
@@ -107,6 +108,9 @@ int pbsa_pbs_workspace_acquire(pbsa_context *ctx, const char *fn, const pbsa_pbs
 void pbsa_arg_region(pbsa_kernel_args *args, const pbsa_pbs_plan *plan, cl_mem workspace,
                      pbsa_pbs_region region);
 
+/* Checks that pi (at pi_offset) holds the permutation of the plan's shapes. */
+int pbsa_pbs_check_pi(pbsa_context *ctx, const char *fn, const pbsa_pbs_plan *plan, cl_mem pi,
+                      uint64_t pi_offset);
 /* Checks that list's buffers hold the counts and blocks of the plan's shapes. */
 int pbsa_pbs_check_block_list(pbsa_context *ctx, const char *fn, const pbsa_pbs_plan *plan,
                               const pbsa_block_list *list);

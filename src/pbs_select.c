@@ -101,12 +101,12 @@ int pbsa_pbs_check_block_list(pbsa_context *ctx, const char *fn, const pbsa_pbs_
 {
     if (!list)
         return pbsa_fail(ctx, PBSA_ERROR_NULL_ARGUMENT, "%s: block list is NULL", fn);
-    uint64_t rows = (uint64_t)plan->batch * plan->q_heads * plan->q_blocks;
+    const uint64_t *count = plan->layout.count;
     int status = pbsa_check_int_buffer(ctx, fn, "blocks.counts", list->counts, list->counts_offset,
-                                       rows);
+                                       count[PBSA_REGION_COUNTS]);
     if (status == PBSA_SUCCESS)
         status = pbsa_check_int_buffer(ctx, fn, "blocks.blocks", list->blocks,
-                                       list->blocks_offset, rows * (uint64_t)plan->k_blocks);
+                                       list->blocks_offset, count[PBSA_REGION_BLOCKS]);
     return status;
 }
 
@@ -119,8 +119,7 @@ int pbsa_block_selection(pbsa_context *ctx, cl_command_queue queue, const pbsa_t
     pbsa_pbs_plan plan;
     int status = pbsa_pbs_begin(ctx, fn, queue, event, q, k, false, NULL, NULL, params, &plan);
     if (status == PBSA_SUCCESS)
-        status = pbsa_check_int_buffer(ctx, fn, "pi", pi, pi_offset,
-                                       (uint64_t)plan.batch * plan.perm_heads * plan.kv_len);
+        status = pbsa_pbs_check_pi(ctx, fn, &plan, pi, pi_offset);
     if (status == PBSA_SUCCESS)
         status = pbsa_pbs_check_block_list(ctx, fn, &plan, out);
     cl_mem ws = NULL;
