@@ -51,3 +51,21 @@ inline head_view last_rows_view(ulong offset, ulong stride_batch, ulong stride_h
                    stride_seq};
     return v;
 }
+
+/* The query heads whose softmax rows make up the permutation scores of row bp of the grid
+ * (batch x permutation heads): one query head per permutation head, or the whole KV group when
+ * the permutation is shared per KV head. */
+typedef struct score_heads {
+    int batch, first, count, kv_head;
+} score_heads;
+
+inline score_heads score_heads_of(int bp, int q_heads, int kv_heads, int perm_heads)
+{
+    const int group = q_heads / kv_heads, perm_head = bp % perm_heads;
+    score_heads h;
+    h.batch = bp / perm_heads;
+    h.count = perm_heads == q_heads ? 1 : group;
+    h.first = perm_heads == q_heads ? perm_head : perm_head * group;
+    h.kv_head = h.first / group;
+    return h;
+}

@@ -118,25 +118,21 @@ void pbs_scores(__global const storage_t *q, __global const storage_t *k,
     const int ty = lid / WG_COLS, tx = lid % WG_COLS;
     const int tile = get_group_id(0);
     const int bp = get_group_id(1);
-    const int batch = bp / perm_heads, perm_head = bp % perm_heads;
-    const int group = q_heads / kv_heads;
-    /* Per query head: one head. Shared per KV group: all query heads of the group. */
-    const int heads_in_perm = perm_heads == q_heads ? 1 : group;
-    const int first_head = perm_heads == q_heads ? perm_head : perm_head * group;
-    const int kv_head = first_head / group;
-    head_view kv = {k_offset + batch * k_stride_batch + kv_head * k_stride_head, k_stride_seq};
+    const score_heads heads = score_heads_of(bp, q_heads, kv_heads, perm_heads);
+    head_view kv = {k_offset + heads.batch * k_stride_batch + heads.kv_head * k_stride_head,
+                    k_stride_seq};
     score_tile_keys(&shm, tile * BLOCK_N, key_count);
 
     float column[TN];
 #pragma unroll
     for (int j = 0; j < TN; j++)
         column[j] = 0.0f;
-    for (int g = 0; g < heads_in_perm; g++) {
-        const int head = first_head + g;
-        const ulong stats_row0 = ((ulong)batch * q_heads + head) * last_rows;
+    for (int g = 0; g < heads.count; g++) {
+        const int head = heads.first + g;
+        const ulong stats_row0 = ((ulong)heads.batch * q_heads + head) * last_rows;
         for (int r0 = 0; r0 < last_rows; r0 += BLOCK_M) {
             head_view qv = last_rows_view(q_offset, q_stride_batch, q_stride_head, q_stride_seq,
-                                          batch, head, q_len - last_rows + r0);
+                                          heads.batch, head, q_len - last_rows + r0);
             float s[TM][TN];
             flash_scores(&shm, shm.key_row[0], s, q, qv, min(BLOCK_M, last_rows - r0), k, kv);
 #pragma unroll
@@ -165,6 +161,6 @@ void pbs_scores(__global const storage_t *q, __global const storage_t *k,
         float total = 0.0f;
         for (int t = 0; t < WG_ROWS; t++)
             total += shm.p[n * PS_PITCH + t];
-        scores[(ulong)bp * key_count + key] = total / (float)(last_rows * heads_in_perm);
+        scores[(ulong)bp * key_count + key] = total / (float)(last_rows * heads.count);
     }
 }

@@ -133,13 +133,9 @@ void pbs_scores(__global const storage_t *q, __global const storage_t *k,
     const int lid = get_local_id(0), lane = lid % 32, warp = lid / 32;
     const int tile = get_group_id(0);
     const int bp = get_group_id(1);
-    const int batch = bp / perm_heads, perm_head = bp % perm_heads;
-    const int group = q_heads / kv_heads;
-    /* Per query head: one head. Shared per KV group: all query heads of the group. */
-    const int heads_in_perm = perm_heads == q_heads ? 1 : group;
-    const int first_head = perm_heads == q_heads ? perm_head : perm_head * group;
-    const int kv_head = first_head / group;
-    head_view kv = {k_offset + batch * k_stride_batch + kv_head * k_stride_head, k_stride_seq};
+    const score_heads heads = score_heads_of(bp, q_heads, kv_heads, perm_heads);
+    head_view kv = {k_offset + heads.batch * k_stride_batch + heads.kv_head * k_stride_head,
+                    k_stride_seq};
     stage_score_keys(&shm, tile, key_count, k, kv);
 
     /* The lane's share of columns nb*8 + 2*(lane % 4) and the next one. */
@@ -147,12 +143,12 @@ void pbs_scores(__global const storage_t *q, __global const storage_t *k,
 #pragma unroll
     for (int nb = 0; nb < BN / 8; nb++)
         column[nb][0] = column[nb][1] = 0.0f;
-    for (int g = 0; g < heads_in_perm; g++) {
-        const int head = first_head + g;
-        const ulong stats_row0 = ((ulong)batch * q_heads + head) * last_rows;
+    for (int g = 0; g < heads.count; g++) {
+        const int head = heads.first + g;
+        const ulong stats_row0 = ((ulong)heads.batch * q_heads + head) * last_rows;
         for (int r0 = 0; r0 < last_rows; r0 += TILE_ROWS) {
             head_view qv = last_rows_view(q_offset, q_stride_batch, q_stride_head, q_stride_seq,
-                                          batch, head, q_len - last_rows + r0);
+                                          heads.batch, head, q_len - last_rows + r0);
             tile_state st;
             float s[BN / 8][4];
             score_rows(&shm, &st, q, qv, min(TILE_ROWS, last_rows - r0), scale_log2, s);
@@ -197,6 +193,6 @@ void pbs_scores(__global const storage_t *q, __global const storage_t *k,
         float total = 0.0f;
         for (int w = 0; w < MMA_WARPS; w++)
             total += warp_columns[w * BN + n];
-        scores[(ulong)bp * key_count + key] = total / (float)(last_rows * heads_in_perm);
+        scores[(ulong)bp * key_count + key] = total / (float)(last_rows * heads.count);
     }
 }
