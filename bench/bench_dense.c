@@ -97,6 +97,36 @@ static void usage(FILE *to)
 }
 
 /* Returns 0 when the options are usable, 2 otherwise (after a message), -1 after --help. */
+/* bench_own_option: the options of this program. */
+static int dense_option(const char *arg, const char *value, void *data)
+{
+    bench_options *o = data;
+    long long n = 0;
+    bool ok = true;
+    if (strcmp(arg, "--q-len") == 0) {
+        ok = bench_parse_int(value, 0, INT32_MAX, &n);
+        o->q_len = n;
+    } else if (strcmp(arg, "--batch") == 0) {
+        ok = bench_parse_int(value, 1, 65536, &n);
+        o->batch = (int)n;
+    } else if (strcmp(arg, "--causal") == 0) {
+        ok = bench_parse_int(value, 0, 1, &n);
+        o->causal = (int)n;
+    } else if (strcmp(arg, "--check") == 0) {
+        if (strcmp(value, "auto") == 0)
+            o->check = CHECK_AUTO;
+        else if (strcmp(value, "always") == 0)
+            o->check = CHECK_ALWAYS;
+        else if (strcmp(value, "never") == 0)
+            o->check = CHECK_NEVER;
+        else
+            ok = false;
+    } else {
+        return 0;
+    }
+    return ok ? 1 : -1;
+}
+
 static int parse_options(int argc, char **argv, bench_options *o)
 {
     static const char program[] = "pbsa-bench-dense";
@@ -105,56 +135,9 @@ static int parse_options(int argc, char **argv, bench_options *o)
     o->batch = 1;
     o->causal = 1;
     o->check = CHECK_AUTO;
-    for (int i = 1; i < argc; i++) {
-        const char *arg = argv[i];
-        const char *value = i + 1 < argc ? argv[i + 1] : NULL;
-        if (strcmp(arg, "--help") == 0 || strcmp(arg, "-h") == 0) {
-            usage(stdout);
-            return -1;
-        }
-        int used = bench_parse_common_option(program, arg, value, &o->c);
-        if (used < 0)
-            return 2;
-        if (used > 0) {
-            i += used - 1;
-            continue;
-        }
-        if (!value) {
-            fprintf(stderr, "%s: unknown argument or missing value: '%s'\n", program, arg);
-            usage(stderr);
-            return 2;
-        }
-        i++;
-        long long n = 0;
-        bool ok = true;
-        if (strcmp(arg, "--q-len") == 0) {
-            ok = bench_parse_int(value, 0, INT32_MAX, &n);
-            o->q_len = n;
-        } else if (strcmp(arg, "--batch") == 0) {
-            ok = bench_parse_int(value, 1, 65536, &n);
-            o->batch = (int)n;
-        } else if (strcmp(arg, "--causal") == 0) {
-            ok = bench_parse_int(value, 0, 1, &n);
-            o->causal = (int)n;
-        } else if (strcmp(arg, "--check") == 0) {
-            if (strcmp(value, "auto") == 0)
-                o->check = CHECK_AUTO;
-            else if (strcmp(value, "always") == 0)
-                o->check = CHECK_ALWAYS;
-            else if (strcmp(value, "never") == 0)
-                o->check = CHECK_NEVER;
-            else
-                ok = false;
-        } else {
-            fprintf(stderr, "%s: unknown argument '%s'\n", program, arg);
-            usage(stderr);
-            return 2;
-        }
-        if (!ok) {
-            fprintf(stderr, "%s: bad value '%s' for %s (see --help)\n", program, value, arg);
-            return 2;
-        }
-    }
+    int status = bench_parse_options(program, argc, argv, usage, &o->c, dense_option, o);
+    if (status != 0)
+        return status;
     bench_common_options *c = &o->c;
     if (c->length_count == 0) {
         c->length_count = (int)(sizeof default_lengths / sizeof default_lengths[0]);

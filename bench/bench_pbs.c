@@ -149,80 +149,63 @@ static bool parse_workloads(const char *text, pbs_options *o)
     return o->workload_count > 0;
 }
 
+/* bench_own_option: the options of this program. */
+static int pbs_option(const char *arg, const char *value, void *data)
+{
+    pbs_options *o = data;
+    long long n = 0;
+    double x = 0.0;
+    bool ok = true;
+    if (strcmp(arg, "--workload") == 0) {
+        ok = o->workload_given = parse_workloads(value, o);
+    } else if (strcmp(arg, "--preset") == 0) {
+        ok = false;
+        for (int p = 0; p < PRESET_COUNT; p++)
+            if (strcmp(value, presets[p].name) == 0) {
+                o->preset = presets[p].name;
+                ok = true;
+            }
+    } else if (strcmp(arg, "--q") == 0 || strcmp(arg, "--k") == 0 ||
+               strcmp(arg, "--v") == 0) {
+        o->npy.path[arg[2] == 'q' ? 0 : arg[2] == 'k' ? 1 : 2] = value;
+    } else if (strcmp(arg, "--csv") == 0) {
+        o->csv_path = value;
+    } else if (strcmp(arg, "--dump-inputs") == 0) {
+        o->dump_dir = value;
+    } else if (strcmp(arg, "--dump-length") == 0) {
+        ok = strcmp(value, "all") == 0 || bench_parse_int(value, 1, INT32_MAX, &n);
+        o->dump_length = strcmp(value, "all") == 0 ? PBS_DUMP_ALL : n;
+    } else if (strcmp(arg, "--block") == 0) {
+        ok = bench_parse_int(value, 16, 128, &n) && (n & (n - 1)) == 0;
+        o->params.block_size = (int)n;
+    } else if (strcmp(arg, "--segment") == 0) {
+        ok = bench_parse_int(value, 16, 1 << 20, &n);
+        o->params.segment_size = (int)n;
+    } else if (strcmp(arg, "--threshold") == 0) {
+        ok = bench_parse_double(value, 0.0, 1.0, &x);
+        o->params.threshold = (float)x;
+    } else if (strcmp(arg, "--gqa") == 0) {
+        if (strcmp(value, "per-head") == 0)
+            o->params.gqa_mode = PBSA_GQA_PER_QUERY_HEAD;
+        else if (strcmp(value, "shared") == 0)
+            o->params.gqa_mode = PBSA_GQA_SHARED_PER_KV_GROUP;
+        else
+            ok = false;
+    } else {
+        return 0;
+    }
+    return ok ? 1 : -1;
+}
+
 /* Returns 0 when the options are usable, 2 otherwise (after a message), -1 after --help. */
 static int parse_options(int argc, char **argv, pbs_options *o)
 {
     memset(o, 0, sizeof *o);
     o->params = pbsa_params_default();
     parse_workloads("mixed", o);
-    for (int i = 1; i < argc; i++) {
-        const char *arg = argv[i];
-        const char *value = i + 1 < argc ? argv[i + 1] : NULL;
-        if (strcmp(arg, "--help") == 0 || strcmp(arg, "-h") == 0) {
-            usage(stdout);
-            return -1;
-        }
-        int used = bench_parse_common_option(PROGRAM, arg, value, &o->c);
-        if (used < 0)
-            return 2;
-        if (used > 0) {
-            i += used - 1;
-            continue;
-        }
-        if (!value) {
-            fprintf(stderr, "%s: unknown argument or missing value: '%s'\n", PROGRAM, arg);
-            usage(stderr);
-            return 2;
-        }
-        i++;
-        long long n = 0;
-        double x = 0.0;
-        bool ok = true;
-        if (strcmp(arg, "--workload") == 0) {
-            ok = o->workload_given = parse_workloads(value, o);
-        } else if (strcmp(arg, "--preset") == 0) {
-            ok = false;
-            for (int p = 0; p < PRESET_COUNT; p++)
-                if (strcmp(value, presets[p].name) == 0) {
-                    o->preset = presets[p].name;
-                    ok = true;
-                }
-        } else if (strcmp(arg, "--q") == 0 || strcmp(arg, "--k") == 0 ||
-                   strcmp(arg, "--v") == 0) {
-            o->npy.path[arg[2] == 'q' ? 0 : arg[2] == 'k' ? 1 : 2] = value;
-        } else if (strcmp(arg, "--csv") == 0) {
-            o->csv_path = value;
-        } else if (strcmp(arg, "--dump-inputs") == 0) {
-            o->dump_dir = value;
-        } else if (strcmp(arg, "--dump-length") == 0) {
-            ok = strcmp(value, "all") == 0 || bench_parse_int(value, 1, INT32_MAX, &n);
-            o->dump_length = strcmp(value, "all") == 0 ? PBS_DUMP_ALL : n;
-        } else if (strcmp(arg, "--block") == 0) {
-            ok = bench_parse_int(value, 16, 128, &n) && (n & (n - 1)) == 0;
-            o->params.block_size = (int)n;
-        } else if (strcmp(arg, "--segment") == 0) {
-            ok = bench_parse_int(value, 16, 1 << 20, &n);
-            o->params.segment_size = (int)n;
-        } else if (strcmp(arg, "--threshold") == 0) {
-            ok = bench_parse_double(value, 0.0, 1.0, &x);
-            o->params.threshold = (float)x;
-        } else if (strcmp(arg, "--gqa") == 0) {
-            if (strcmp(value, "per-head") == 0)
-                o->params.gqa_mode = PBSA_GQA_PER_QUERY_HEAD;
-            else if (strcmp(value, "shared") == 0)
-                o->params.gqa_mode = PBSA_GQA_SHARED_PER_KV_GROUP;
-            else
-                ok = false;
-        } else {
-            fprintf(stderr, "%s: unknown argument '%s'\n", PROGRAM, arg);
-            usage(stderr);
-            return 2;
-        }
-        if (!ok) {
-            fprintf(stderr, "%s: bad value '%s' for %s (see --help)\n", PROGRAM, value, arg);
-            return 2;
-        }
-    }
+    int status = bench_parse_options(PROGRAM, argc, argv, usage, &o->c, pbs_option, o);
+    if (status != 0)
+        return status;
     if (o->params.segment_size % o->params.block_size != 0) {
         fprintf(stderr, "%s: --segment %d is not a multiple of --block %d\n", PROGRAM,
                 o->params.segment_size, o->params.block_size);

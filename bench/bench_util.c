@@ -75,8 +75,10 @@ const char *bench_dtype_name(pbsa_dtype dtype)
     return "?";
 }
 
-int bench_parse_common_option(const char *program, const char *arg, const char *value,
-                              bench_common_options *o)
+/* Tries arg as a common option. Returns 2 when arg and value were consumed, 1 when only arg was,
+ * 0 when arg is not a common option, and -1 after a message about a bad or missing value. */
+static int parse_common_option(const char *program, const char *arg, const char *value,
+                               bench_common_options *o)
 {
     static const char *const with_value[] = {"--device", "--lengths", "--dtype", "--heads",
                                              "--kv-heads", "--head-dim", "--repeats", "--warmup",
@@ -131,6 +133,43 @@ int bench_parse_common_option(const char *program, const char *arg, const char *
         return -1;
     }
     return 2;
+}
+
+int bench_parse_options(const char *program, int argc, char **argv, void (*usage)(FILE *),
+                        bench_common_options *common, bench_own_option own, void *data)
+{
+    for (int i = 1; i < argc; i++) {
+        const char *arg = argv[i];
+        const char *value = i + 1 < argc ? argv[i + 1] : NULL;
+        if (strcmp(arg, "--help") == 0 || strcmp(arg, "-h") == 0) {
+            usage(stdout);
+            return -1;
+        }
+        int used = parse_common_option(program, arg, value, common);
+        if (used < 0)
+            return 2;
+        if (used > 0) {
+            i += used - 1;
+            continue;
+        }
+        if (!value) {
+            fprintf(stderr, "%s: unknown argument or missing value: '%s'\n", program, arg);
+            usage(stderr);
+            return 2;
+        }
+        int taken = own(arg, value, data);
+        if (taken == 0) {
+            fprintf(stderr, "%s: unknown argument '%s'\n", program, arg);
+            usage(stderr);
+            return 2;
+        }
+        if (taken < 0) {
+            fprintf(stderr, "%s: bad value '%s' for %s (see --help)\n", program, value, arg);
+            return 2;
+        }
+        i++;
+    }
+    return 0;
 }
 
 bool bench_check_common_options(const char *program, bench_common_options *o)

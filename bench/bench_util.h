@@ -50,15 +50,19 @@ bool bench_parse_lengths(const char *text, int64_t *lengths, int capacity, int *
 bool bench_parse_dtype(const char *text, pbsa_dtype *out);
 const char *bench_dtype_name(pbsa_dtype dtype);
 
+/* A program's own option: arg with its value. Returns 1 when it took them, 0 when arg is not one
+ * of its options and -1 when value is bad for it. */
+typedef int (*bench_own_option)(const char *arg, const char *value, void *data);
+
 /*
- * Tries arg as one of the common options: --device, --lengths, --dtype, --heads, --kv-heads,
- * --head-dim, --repeats, --warmup, --max-seconds, --json, --seed (each taking value, which may be
- * NULL when the command line ends) and --portable (no value).
- * Returns 2 when arg and value were consumed, 1 when only arg was, 0 when arg is not a common
- * option, and -1 after printing a message about a bad or missing value.
+ * Parses the command line: --help or -h (usage to stdout, returns -1), the common options
+ * --device, --lengths, --dtype, --heads, --kv-heads, --head-dim, --repeats, --warmup,
+ * --max-seconds, --json, --seed (each with a value) and --portable into *common, and every other
+ * "--name value" through own(arg, value, data). Returns 0, or 2 after a message naming the bad
+ * or unknown argument (usage to stderr for an unknown one).
  */
-int bench_parse_common_option(const char *program, const char *arg, const char *value,
-                              bench_common_options *o);
+int bench_parse_options(const char *program, int argc, char **argv, void (*usage)(FILE *),
+                        bench_common_options *common, bench_own_option own, void *data);
 
 /* Checks what depends on several options (--kv-heads divides --heads); sets kv_heads to heads
  * when it was not given. Returns false after printing a message. */
