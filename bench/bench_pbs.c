@@ -378,7 +378,7 @@ static cl_int fill_set(const pbs_options *o, const workload *w, cl_command_queue
     const size_t head_bytes = (size_t)seq * (size_t)d * pbsa_dtype_size(o->c.dtype);
     const workload_shape shape = {hq, hkv, d, seq, o->c.dtype};
     uint64_t seed_state = o->c.seed ^ ((uint64_t)seq << 20) ^ (uint64_t)index;
-    const uint64_t seed = bench_splitmix64(&seed_state);
+    const uint64_t seed = splitmix64(&seed_state);
     cl_int err = CL_SUCCESS;
     for (int g = 0; g < hkv && err == CL_SUCCESS; g++) {
         workload_kv_head *h = workload_kv_head_create(w, &shape, seed, g);

@@ -234,14 +234,6 @@ double bench_min(const double *values, int count)
     return best;
 }
 
-uint64_t bench_splitmix64(uint64_t *state)
-{
-    uint64_t z = (*state += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
-
 void bench_store_element(void *data, pbsa_dtype dtype, size_t index, float value)
 {
     switch (dtype) {
@@ -264,7 +256,7 @@ double bench_load_element(const void *data, pbsa_dtype dtype, size_t index)
 void bench_fill_random(void *data, pbsa_dtype dtype, size_t count, float amplitude, uint64_t *rng)
 {
     for (size_t i = 0; i < count; i += 2) {
-        uint64_t bits = bench_splitmix64(rng);
+        uint64_t bits = splitmix64(rng);
         bench_store_element(data, dtype, i, amplitude * bench_unit_float((uint32_t)bits));
         if (i + 1 < count)
             bench_store_element(data, dtype, i + 1,

@@ -11,6 +11,7 @@
 
 #include "json_writer.h"
 #include "pbsattn.h"
+#include "splitmix.h"
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -81,8 +82,6 @@ double bench_median(double *values, int count);
 /* Smallest of values; NaN when count is 0. */
 double bench_min(const double *values, int count);
 
-/* The splitmix64 generator: advances *state and returns 64 random bits. */
-uint64_t bench_splitmix64(uint64_t *state);
 /* A float uniform in [-1, 1), from a 32-bit half of a splitmix64 output. */
 static inline float bench_unit_float(uint32_t bits)
 {

@@ -92,19 +92,15 @@ enum { STREAM_FEATURES = 1, STREAM_K = 2, STREAM_V = 3, STREAM_Q = 4 };
 static uint64_t stream(uint64_t seed, int purpose, int head)
 {
     uint64_t state = seed ^ ((uint64_t)purpose << 56) ^ ((uint64_t)(unsigned)head << 24);
-    bench_splitmix64(&state);
+    splitmix64(&state);
     return state;
 }
 
 static float uniform(uint64_t *rng) /* [-1, 1) */
 {
-    return bench_unit_float((uint32_t)bench_splitmix64(rng));
+    return bench_unit_float((uint32_t)splitmix64(rng));
 }
 
-static double uniform01(uint64_t *rng) /* [0, 1) */
-{
-    return (double)(bench_splitmix64(rng) >> 11) * 0x1.0p-53;
-}
 
 workload_kv_head *workload_kv_head_create(const workload *w, const workload_shape *shape,
                                           uint64_t seed, int kv_head)
@@ -130,7 +126,7 @@ workload_kv_head *workload_kv_head_create(const workload *w, const workload_shap
 
     uint64_t rng = stream(seed, STREAM_FEATURES, kv_head);
     h->slash = WORKLOAD_SLASH_MIN +
-               (int64_t)(uniform01(&rng) * (WORKLOAD_SLASH_MAX - WORKLOAD_SLASH_MIN));
+               (int64_t)(splitmix_unit(&rng) * (WORKLOAD_SLASH_MAX - WORKLOAD_SLASH_MIN));
     if (h->features & F_LOCAL) {
         /* Stationary Ornstein-Uhlenbeck walk with unit variance per dimension. */
         h->walk = malloc((size_t)seq * (size_t)h->local_dims * sizeof *h->walk);
@@ -152,9 +148,9 @@ workload_kv_head *workload_kv_head_create(const workload *w, const workload_shap
         if (!h->heavy)
             goto fail;
         for (int64_t p = 0; p < seq; p++)
-            if (uniform01(&rng) * WORKLOAD_HEAVY_EVERY < 1.0)
+            if (splitmix_unit(&rng) * WORKLOAD_HEAVY_EVERY < 1.0)
                 h->heavy[p] = HEAVY_MIN_STRENGTH +
-                              (1.0f - HEAVY_MIN_STRENGTH) * (float)uniform01(&rng);
+                              (1.0f - HEAVY_MIN_STRENGTH) * (float)splitmix_unit(&rng);
     }
     if (h->features & F_TOPICS) {
         h->topic = malloc((size_t)seq);
@@ -162,8 +158,8 @@ workload_kv_head *workload_kv_head_create(const workload *w, const workload_shap
             goto fail;
         for (int64_t p = 0; p < seq;) {
             int64_t span = TOPIC_SPAN_MIN +
-                           (int64_t)(uniform01(&rng) * (TOPIC_SPAN_MAX - TOPIC_SPAN_MIN));
-            unsigned char t = (unsigned char)(uniform01(&rng) * WORKLOAD_TOPICS);
+                           (int64_t)(splitmix_unit(&rng) * (TOPIC_SPAN_MAX - TOPIC_SPAN_MIN));
+            unsigned char t = (unsigned char)(splitmix_unit(&rng) * WORKLOAD_TOPICS);
             for (int64_t e = p + span < seq ? p + span : seq; p < e; p++)
                 h->topic[p] = t;
         }
@@ -202,7 +198,7 @@ static void store_row(const workload_kv_head *h, void *out, int64_t p, const flo
     const int d = h->shape.head_dim;
     size_t base = (size_t)p * (size_t)d;
     for (int c = 0; c < d; c += 2) {
-        uint64_t bits = bench_splitmix64(rng);
+        uint64_t bits = splitmix64(rng);
         bench_store_element(out, h->shape.dtype, base + (size_t)c,
                             features[c] + UNIT_VARIANCE * bench_unit_float((uint32_t)bits));
         if (c + 1 < d)

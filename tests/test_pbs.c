@@ -8,6 +8,7 @@
 #include "device_fixture.h"
 #include "pbs_plan.h"
 #include "pbsattn_ref.h"
+#include "splitmix.h"
 
 #include <math.h>
 #include <setjmp.h>
@@ -69,20 +70,6 @@ static unsigned long long run_seed;
 static cl_context cl_ctx;
 
 /* ---- random inputs --------------------------------------------------------------------------- */
-
-static uint64_t rng_next(uint64_t *state)
-{
-    uint64_t z = (*state += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
-
-/* Uniform in [-1, 1). */
-static float rng_float(uint64_t *state)
-{
-    return (float)((double)(rng_next(state) >> 11) * 0x1.0p-52 - 1.0);
-}
 
 static uint64_t case_seed(const char *name)
 {
@@ -211,7 +198,7 @@ static void inputs_make(inputs *in, const pbs_case *c)
     float *direction = malloc((size_t)c->head_dim * sizeof *direction);
     assert_non_null(direction);
     for (int d = 0; d < c->head_dim; d++)
-        direction[d] = rng_float(&rng) < 0.0f ? -1.0f : 1.0f;
+        direction[d] = splitmix_signed(&rng) < 0.0f ? -1.0f : 1.0f;
     tensor_layout(&in->q, c->dtype, c->batch, c->q_heads, c->q_len, c->head_dim, c->bshd);
     tensor_layout(&in->k, c->dtype, c->batch, c->kv_heads, c->kv_len, c->head_dim, c->bshd);
     tensor_layout(&in->v, c->dtype, c->batch, c->kv_heads, c->kv_len, c->head_dim, c->bshd);
@@ -220,15 +207,15 @@ static void inputs_make(inputs *in, const pbs_case *c)
             for (int s = 0; s < c->q_len; s++)
                 for (int d = 0; d < c->head_dim; d++)
                     store_float(&in->q, element_index(&in->q.desc, b, h, s, d),
-                                1.5f * rng_float(&rng) + 0.5f * direction[d]);
+                                1.5f * splitmix_signed(&rng) + 0.5f * direction[d]);
     for (int b = 0; b < c->batch; b++)
         for (int h = 0; h < c->kv_heads; h++)
             for (int s = 0; s < c->kv_len; s++) {
-                float heavy = rng_float(&rng) > 0.6f ? 0.6f + 0.4f * rng_float(&rng) : 0.0f;
+                float heavy = splitmix_signed(&rng) > 0.6f ? 0.6f + 0.4f * splitmix_signed(&rng) : 0.0f;
                 for (int d = 0; d < c->head_dim; d++) {
                     store_float(&in->k, element_index(&in->k.desc, b, h, s, d),
-                                rng_float(&rng) + heavy * direction[d]);
-                    store_float(&in->v, element_index(&in->v.desc, b, h, s, d), rng_float(&rng));
+                                splitmix_signed(&rng) + heavy * direction[d]);
+                    store_float(&in->v, element_index(&in->v.desc, b, h, s, d), splitmix_signed(&rng));
                 }
             }
     free(direction);
@@ -740,7 +727,7 @@ static void test_sparse_identity(void **state)
         size_t cells = in.rows * (size_t)in.nkb;
         uint8_t *mask = alloc_or_fail(cells);
         for (size_t x = 0; x < cells; x++)
-            mask[x] = rng_float(&rng) < 0.0f;
+            mask[x] = splitmix_signed(&rng) < 0.0f;
         memset(mask, 0, (size_t)in.nkb); /* row 0: no block at all */
         if (in.rows > 2) {
             /* row 1: only blocks after the diagonal (nothing visible when causal) */

@@ -6,6 +6,7 @@
 #include <cmocka.h>
 
 #include "pbsattn_ref.h"
+#include "splitmix.h"
 
 #include <math.h>
 #include <stdint.h>
@@ -13,21 +14,6 @@
 #include <string.h>
 
 /* ---- helpers ------------------------------------------------------------------------------ */
-
-/* splitmix64: small, seedable, identical on every platform. */
-static uint64_t rng_next(uint64_t *state)
-{
-    uint64_t z = (*state += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
-
-/* Uniform in [-1, 1). */
-static float rng_float(uint64_t *state)
-{
-    return (float)((double)(rng_next(state) >> 11) * 0x1.0p-53 * 2.0 - 1.0);
-}
 
 /* An f32 tensor that owns its storage, BHSD unless built otherwise. */
 typedef struct owned_tensor {
@@ -43,7 +29,7 @@ static owned_tensor random_bhsd(uint64_t *rng, int64_t batch, int64_t heads, int
     o.data = malloc(count * sizeof *o.data);
     assert_non_null(o.data);
     for (size_t x = 0; x < count; x++)
-        o.data[x] = amplitude * rng_float(rng);
+        o.data[x] = amplitude * splitmix_signed(rng);
     o.t = (pbsa_host_tensor){.data = o.data, .dtype = PBSA_DTYPE_F32, .batch = batch,
                              .heads = heads, .seq = seq, .head_dim = dim,
                              .stride_batch = heads * seq * dim, .stride_head = seq * dim,

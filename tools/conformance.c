@@ -1,6 +1,7 @@
 /* Conformance cases and their runner (see conformance.h). */
 #include "conformance.h"
 #include "pbsattn_ref.h"
+#include "splitmix.h"
 
 #include <math.h>
 #include <stdbool.h>
@@ -36,20 +37,6 @@ double conformance_tolerance(pbsa_dtype dtype)
     case PBSA_DTYPE_BF16: return 5e-3; /* output rounding 2^-8 relative */
     }
     return 0.0;
-}
-
-static unsigned long long splitmix64(unsigned long long *state)
-{
-    unsigned long long z = (*state += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
-
-/* Uniform in [-1, 1), never exactly zero-filled data. */
-static float random_unit(unsigned long long *state)
-{
-    return (float)((double)(splitmix64(state) >> 11) * 0x1.0p-52 - 1.0);
 }
 
 /* A host copy of one device tensor: its layout and the bytes of its whole buffer. */
@@ -97,14 +84,14 @@ static void store_float(unsigned char *at, pbsa_dtype dtype, float x)
     memcpy(at, &bits, 2);
 }
 
-static bool fill_random(host_buffer *h, unsigned long long *rng, float amplitude)
+static bool fill_random(host_buffer *h, uint64_t *rng, float amplitude)
 {
     h->bytes = malloc(h->size);
     if (!h->bytes)
         return false;
     size_t element = pbsa_dtype_size(h->desc.dtype);
     for (size_t i = 0; i + element <= h->size; i += element)
-        store_float(h->bytes + i, h->desc.dtype, amplitude * random_unit(rng));
+        store_float(h->bytes + i, h->desc.dtype, amplitude * splitmix_signed(rng));
     return true;
 }
 
@@ -166,7 +153,7 @@ int conformance_run_dense(pbsa_context *ctx, cl_command_queue queue, const confo
     cl_context cl_ctx = NULL;
     clGetCommandQueueInfo(queue, CL_QUEUE_CONTEXT, sizeof cl_ctx, &cl_ctx, NULL);
 
-    unsigned long long rng = seed ^ (0x51ed270b27ull * (unsigned long long)(c->q_len + 1));
+    uint64_t rng = seed ^ (0x51ed270b27ull * (unsigned long long)(c->q_len + 1));
     host_buffer q = {0}, k = {0}, v = {0}, o = {0};
     make_layout(&q, c, c->q_heads, c->q_len);
     make_layout(&k, c, c->kv_heads, c->kv_len);

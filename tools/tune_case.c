@@ -2,6 +2,7 @@
 #include "tune_case.h"
 #include "conformance.h"
 #include "pbsattn_ref.h"
+#include "splitmix.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -59,16 +60,6 @@ static bool runs_sparse(const pbsa_tuning_key *key)
     return key->kind == PBSA_KERNEL_SPARSE || key->kind == PBSA_KERNEL_SPARSE_MMA;
 }
 
-static uint64_t splitmix64(uint64_t *state)
-{
-    uint64_t z = (*state += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
-
-static double uniform(uint64_t *state) { return (double)(splitmix64(state) >> 11) * 0x1.0p-53; }
-
 static void store(void *data, pbsa_dtype dtype, size_t index, float x)
 {
     switch (dtype) {
@@ -83,7 +74,7 @@ static void *random_host(pbsa_dtype dtype, size_t count, float amplitude, uint64
 {
     void *data = malloc(count * pbsa_dtype_size(dtype));
     for (size_t i = 0; data && i < count; i++)
-        store(data, dtype, i, (float)((2.0 * uniform(rng) - 1.0) * amplitude));
+        store(data, dtype, i, (float)((2.0 * splitmix_unit(rng) - 1.0) * amplitude));
     return data;
 }
 
@@ -136,7 +127,7 @@ static void make_blocks(int heads, int seq, int block, int causal, double keep, 
             int last = causal ? own_end : nb;
             int count = 0;
             for (int j = 0; j < last; j++) {
-                bool take = j == 0 || (j >= own_start && j < own_end) || uniform(rng) < keep;
+                bool take = j == 0 || (j >= own_start && j < own_end) || splitmix_unit(rng) < keep;
                 if (mask)
                     mask[row * (size_t)nb + (size_t)j] = take;
                 if (take)
