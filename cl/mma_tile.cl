@@ -3,15 +3,17 @@
  * mma_ptx.cl first. Used only after the probe (cl/mma_probe.cl) passed.
  *
  * A work-group of MMA_WARPS warps owns MMA_GROUPS groups of 16 queries per warp: each K or V
- * fragment read from local memory serves every group. Q stays in registers as mma A fragments. Key tiles of BN keys are copied into local memory with cp.async, K and V both
- * row-major with rows padded by 16 bytes so that ldmatrix reads them without bank conflicts (V
- * through its transposing form). MMA_STAGES 1 copies a tile's K and V between two tiles;
- * MMA_STAGES 2 pipelines them: V of this tile loads during Q.K^T and the softmax, K of the next
- * tile during P.V, in the same local memory. The scores of a warp stay in registers, where they become the A fragments
- * of P.V (the accumulator layout of m16n8k16 matches its A layout); row reductions use shfl.sync
- * within each group of 4 lanes. Key tiles come as a list of source rows, so the sparse kernel can
- * gather through the permutation. K and V rows are copied 16 bytes at a time: the host uses
- * these kernels only when every K/V row starts on a 16-byte boundary.
+ * fragment read from local memory serves every group. Q stays in registers as mma A fragments.
+ * Key tiles of BN keys are copied into local memory with cp.async, K and V both row-major with
+ * rows padded by 16 bytes so that ldmatrix reads them without bank conflicts (V through its
+ * transposing form). MMA_STAGES 1 copies a tile's K and V between two tiles; MMA_STAGES 2
+ * pipelines them: V of this tile loads during the first Q.K^T, K of the next tile during the
+ * last P.V, in the same local memory. A tile is computed PART_KEYS keys at a time, one
+ * online-softmax step each. The scores of a warp stay in registers, where they become the A
+ * fragments of P.V (the accumulator layout of m16n8k16 matches its A layout); row reductions use
+ * shfl.sync within each group of 4 lanes. Key tiles come as a list of source rows, so the sparse
+ * kernel can gather through the permutation. K and V rows are copied 16 bytes at a time: the
+ * host uses these kernels only when every K/V row starts on a 16-byte boundary.
  *
  * Tuning parameters (src/mma_config.c declares their ranges): MMA_WARPS, MMA_GROUPS, BN and
  * MMA_STAGES. */
@@ -34,6 +36,14 @@
 #ifndef MMA_GROUPS
 #define MMA_GROUPS 1
 #endif
+/* Keys per online-softmax step: a tile of BN keys is copied at once and computed 32 keys at a
+ * time, so that the scores of two row groups fit in registers beside Q and O. */
+#define PART_KEYS 32
+#if BN % PART_KEYS != 0
+#error "BN is a multiple of PART_KEYS"
+#endif
+/* The output is rescaled only when a row's maximum grows by more than this (log2 units). */
+#define RESCALE_SLACK 8.0f
 #if MMA_STAGES != 1 && MMA_STAGES != 2
 #error "MMA_STAGES is 1 or 2"
 #endif
@@ -135,16 +145,16 @@ inline void tile_fetch(__local tile_local *shm, int slot, __global const storage
 #endif
 }
 
-/* s = Q.K^T of the lane's rows and the keys of the staged K tile (unscaled). Lane i addresses
+/* s = Q.K^T of the lane's rows and keys key0.. of the staged K tile (unscaled). Lane i addresses
  * row i % 8 of 8x8 matrix i / 8: keys nb*8.., dims 8*(i / 8).. give the two B fragments of two
  * consecutive 16-dim steps, used by every row group. */
-inline void tile_scores(__local const tile_local *shm, const tile_state *st,
-                        float s[MMA_GROUPS][BN / 8][4])
+inline void tile_scores(__local const tile_local *shm, const tile_state *st, int key0,
+                        float s[MMA_GROUPS][PART_KEYS / 8][4])
 {
     const int lane = get_local_id(0) % 32;
-    const uint k_lane = local_address(shm->k) + ((lane % 8) * KP + lane / 8 * 8) * 2;
+    const uint k_lane = local_address(shm->k) + (((key0 + lane % 8) * KP) + lane / 8 * 8) * 2;
 #pragma unroll
-    for (int nb = 0; nb < BN / 8; nb++) {
+    for (int nb = 0; nb < PART_KEYS / 8; nb++) {
 #pragma unroll
         for (int group = 0; group < MMA_GROUPS; group++)
             s[group][nb][0] = s[group][nb][1] = s[group][nb][2] = s[group][nb][3] = 0.0f;
@@ -161,36 +171,34 @@ inline void tile_scores(__local const tile_local *shm, const tile_state *st,
     }
 }
 
-/* Attends the tile's queries to the keys listed in slot, whose loading has started, and starts
- * loading those of next_slot (the caller has filled both lists and synchronised). q_pos0 is the
- * absolute position of the tile's first query, for the causal test. */
-inline void tile_keys(__local tile_local *shm, int slot, int next_slot, tile_state *st,
-                      __global const storage_t *q, head_view qv, int q_rows, int q_pos0,
-                      __global const storage_t *k, head_view kv, __global const storage_t *v,
-                      head_view vv, float scale_log2)
+/* Whether p holds in any lane of the warp. */
+inline bool warp_any(bool p)
 {
-    /* Q is held in registers since tile_begin(). */
-    (void)q, (void)qv, (void)q_rows;
-    const int lane = get_local_id(0) % 32, t = lane % 4;
-    COPY_ASYNC_WAIT(0);
-    barrier(CLK_LOCAL_MEM_FENCE);
-#if MMA_STAGES == 2
-    copy_rows(shm->v, shm->key_row[slot], v, vv);
-#endif
+    uint any;
+    asm volatile("{ .reg .pred p; setp.ne.u32 p, %1, 0; vote.sync.any.pred p, p, 0xffffffff;"
+                 " selp.u32 %0, 1, 0, p; }"
+                 : "=r"(any) : "r"((uint)p));
+    return any != 0;
+}
 
-    float s[MMA_GROUPS][BN / 8][4];
-    tile_scores(shm, st, s);
-    /* Scale and mask, then the online softmax. Element e of a fragment is in row h = e / 2.
-     * Absent keys have position INT_MAX, which the causal test also rejects. The scores are
-     * scaled before the maximum is taken (not inside the exponent): with huge logits, a fused
-     * multiply-add against a separately rounded maximum can exceed it by thousands. */
+/* Online softmax of the scores s of keys key0.. (positions in key_pos): scales and masks them,
+ * turns them into probabilities relative to each row's running maximum and rescales the
+ * output when that maximum moves. Element e of a fragment is in row h = e / 2. Absent keys
+ * have position INT_MAX, which the causal test also rejects. The scores are scaled before the
+ * maximum is taken (not inside the exponent): with huge logits, a fused multiply-add against a
+ * separately rounded maximum can exceed it by thousands. */
+inline void tile_softmax(tile_state *st, float s[MMA_GROUPS][PART_KEYS / 8][4],
+                         __local const int *key_pos, int q_pos0, float scale_log2,
+                         uint p[MMA_GROUPS][PART_KEYS / 16][4])
+{
+    const int t = get_local_id(0) % 4;
     float row_max[LANE_ROWS];
 #pragma unroll
     for (int i = 0; i < LANE_ROWS; i++)
         row_max[i] = -INFINITY;
 #pragma unroll
-    for (int nb = 0; nb < BN / 8; nb++) {
-        const int2 key = vload2(0, shm->key_pos[slot] + nb * 8 + 2 * t);
+    for (int nb = 0; nb < PART_KEYS / 8; nb++) {
+        const int2 key = vload2(0, key_pos + nb * 8 + 2 * t);
 #pragma unroll
         for (int i = 0; i < LANE_ROWS; i++) {
             float *x = &s[i / 2][nb][i % 2 * 2];
@@ -205,6 +213,7 @@ inline void tile_keys(__local tile_local *shm, int slot, int next_slot, tile_sta
             row_max[i] = fmax(row_max[i], fmax(x[0], x[1]));
         }
     }
+    bool moved = false;
 #pragma unroll
     for (int i = 0; i < LANE_ROWS; i++) {
         float other;
@@ -212,54 +221,101 @@ inline void tile_keys(__local tile_local *shm, int slot, int next_slot, tile_sta
         row_max[i] = fmax(row_max[i], other);
         SHFL_XOR(other, row_max[i], 2);
         row_max[i] = fmax(row_max[i], other);
-        const float new_max = fmax(st->m[i], row_max[i]);
-        /* Rows that have seen no visible key keep -inf; use 0 so no inf - inf appears. */
-        const float use = new_max == -INFINITY ? 0.0f : new_max;
-        const float alpha = exp2_ftz(st->m[i] - use);
-        st->m[i] = new_max;
-        st->l[i] *= alpha;
+        moved = moved || row_max[i] > st->m[i] + RESCALE_SLACK;
+    }
+    /* The output is rescaled only when some row's maximum grew by more than RESCALE_SLACK (log2
+     * units): below that, probabilities relative to the old maximum stay under 2^RESCALE_SLACK,
+     * far from overflow, and l is summed against the same maximum. Most steps then skip the
+     * rescale; the branch is uniform across the warp. */
+    if (warp_any(moved)) {
 #pragma unroll
-        for (int n = 0; n < HEAD_DIM / 8; n++) {
-            st->acc[i / 2][n][i % 2 * 2] *= alpha;
-            st->acc[i / 2][n][i % 2 * 2 + 1] *= alpha;
-        }
+        for (int i = 0; i < LANE_ROWS; i++) {
+            const float new_max = row_max[i] > st->m[i] + RESCALE_SLACK ? row_max[i] : st->m[i];
+            /* Rows that have seen no visible key keep -inf; use 0 so no inf - inf appears. */
+            const float alpha = exp2_ftz(st->m[i] - (new_max == -INFINITY ? 0.0f : new_max));
+            st->m[i] = new_max;
+            st->l[i] *= alpha;
 #pragma unroll
-        for (int nb = 0; nb < BN / 8; nb++) {
-            float *x = &s[i / 2][nb][i % 2 * 2];
-            x[0] = exp2_ftz(x[0] - use);
-            x[1] = exp2_ftz(x[1] - use);
-            st->l[i] += x[0] + x[1];
+            for (int n = 0; n < HEAD_DIM / 8; n++) {
+                st->acc[i / 2][n][i % 2 * 2] *= alpha;
+                st->acc[i / 2][n][i % 2 * 2 + 1] *= alpha;
+            }
         }
     }
-#if MMA_STAGES == 2
-    /* V has arrived and every warp is done with K: the next tile's K may come. */
-    COPY_ASYNC_WAIT(0);
-    barrier(CLK_LOCAL_MEM_FENCE);
-    copy_rows(shm->k, shm->key_row[next_slot], k, kv);
-#endif
-    /* O += P.V, 16 keys per step. Lane i addresses key row i % 8 + 8 * (i / 8 % 2) and dims
-     * 8 * (i / 16)..: transposed, the four matrices are the B fragments of two 8-dim columns. */
-    const uint v_lane = local_address(shm->v) + ((lane % 8 + lane / 8 % 2 * 8) * KP + lane / 16 * 8) * 2;
+    /* The probabilities, packed in pairs as the A fragments of P.V: a fragment's row-h pair of
+     * key block nb becomes register (nb % 2) * 2 + h of 16-key step nb / 2. */
 #pragma unroll
-    for (int j = 0; j < BN / 16; j++) {
-        uint pa[MMA_GROUPS][4];
+    for (int i = 0; i < LANE_ROWS; i++) {
+        const float use = st->m[i] == -INFINITY ? 0.0f : st->m[i];
 #pragma unroll
-        for (int group = 0; group < MMA_GROUPS; group++) {
-            PACK2(pa[group][0], s[group][2 * j][0], s[group][2 * j][1]);
-            PACK2(pa[group][1], s[group][2 * j][2], s[group][2 * j][3]);
-            PACK2(pa[group][2], s[group][2 * j + 1][0], s[group][2 * j + 1][1]);
-            PACK2(pa[group][3], s[group][2 * j + 1][2], s[group][2 * j + 1][3]);
+        for (int nb = 0; nb < PART_KEYS / 8; nb++) {
+            const float *x = &s[i / 2][nb][i % 2 * 2];
+            uint pair;
+            const float p0 = exp2_ftz(x[0] - use), p1 = exp2_ftz(x[1] - use);
+            st->l[i] += p0 + p1;
+            PACK2(pair, p0, p1);
+            p[i / 2][nb / 2][nb % 2 * 2 + i % 2] = pair;
         }
+    }
+}
+
+/* O += P.V for the probabilities p of keys key0.. of the staged V tile, 16 keys per step. Lane i
+ * addresses key row i % 8 + 8 * (i / 8 % 2) and dims 8 * (i / 16)..: transposed, the four
+ * matrices are the B fragments of two 8-dim columns. */
+inline void tile_values(__local const tile_local *shm, tile_state *st, int key0,
+                        uint p[MMA_GROUPS][PART_KEYS / 16][4])
+{
+    const int lane = get_local_id(0) % 32;
+    const uint v_lane = local_address(shm->v) +
+                        ((key0 + lane % 8 + lane / 8 % 2 * 8) * KP + lane / 16 * 8) * 2;
+#pragma unroll
+    for (int j = 0; j < PART_KEYS / 16; j++) {
 #pragma unroll
         for (int n = 0; n < HEAD_DIM / 8; n += 2) {
             uint b[4];
             LDMATRIX_X4_TRANS(b, v_lane + (j * 16 * KP + n * 8) * 2);
 #pragma unroll
             for (int group = 0; group < MMA_GROUPS; group++) {
-                MMA(st->acc[group][n], pa[group], b[0], b[1]);
-                MMA(st->acc[group][n + 1], pa[group], b[2], b[3]);
+                MMA(st->acc[group][n], p[group][j], b[0], b[1]);
+                MMA(st->acc[group][n + 1], p[group][j], b[2], b[3]);
             }
         }
+    }
+}
+
+/* Attends the tile's queries to the keys listed in slot, whose loading has started, and starts
+ * loading those of next_slot (the caller has filled both lists and synchronised). q_pos0 is the
+ * absolute position of the tile's first query, for the causal test. The tile's keys are taken
+ * PART_KEYS at a time, one online-softmax step each: fewer scores live in registers. */
+inline void tile_keys(__local tile_local *shm, int slot, int next_slot, tile_state *st,
+                      __global const storage_t *q, head_view qv, int q_rows, int q_pos0,
+                      __global const storage_t *k, head_view kv, __global const storage_t *v,
+                      head_view vv, float scale_log2)
+{
+    /* Q is held in registers since tile_begin(). */
+    (void)q, (void)qv, (void)q_rows;
+    COPY_ASYNC_WAIT(0);
+    barrier(CLK_LOCAL_MEM_FENCE);
+#if MMA_STAGES == 2
+    copy_rows(shm->v, shm->key_row[slot], v, vv);
+#endif
+#pragma unroll
+    for (int part = 0; part < BN / PART_KEYS; part++) {
+        float s[MMA_GROUPS][PART_KEYS / 8][4];
+        uint p[MMA_GROUPS][PART_KEYS / 16][4];
+        tile_scores(shm, st, part * PART_KEYS, s);
+        tile_softmax(st, s, shm->key_pos[slot] + part * PART_KEYS, q_pos0, scale_log2, p);
+#if MMA_STAGES == 2
+        /* V has arrived before the first product with it; once every warp is done with K, the
+         * next tile's K may come. */
+        if (part == 0)
+            COPY_ASYNC_WAIT(0);
+        if (part == 0 || part == BN / PART_KEYS - 1)
+            barrier(CLK_LOCAL_MEM_FENCE);
+        if (part == BN / PART_KEYS - 1)
+            copy_rows(shm->k, shm->key_row[next_slot], k, kv);
+#endif
+        tile_values(shm, st, part * PART_KEYS, p);
     }
 #if MMA_STAGES == 1
     /* Every warp is done with this tile: the next one may come. */

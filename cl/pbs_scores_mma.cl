@@ -49,7 +49,10 @@ inline void score_rows(__local tile_local *shm, tile_state *st, __global const s
 {
     stage_q(shm, st, q, qv, rows);
     float all[1][BN / 8][4];
-    tile_scores(shm, st, all);
+#pragma unroll
+    for (int part = 0; part < BN / PART_KEYS; part++)
+        tile_scores(shm, st, part * PART_KEYS,
+                    (float(*)[PART_KEYS / 8][4]) & all[0][part * PART_KEYS / 8]);
     const int t = get_local_id(0) % 4;
 #pragma unroll
     for (int nb = 0; nb < BN / 8; nb++)

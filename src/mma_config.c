@@ -35,7 +35,7 @@ bool pbsa_mma_config_equal(const pbsa_mma_config *a, const pbsa_mma_config *b)
 
 pbsa_mma_config pbsa_mma_config_heuristic(const pbsa_device_info *info, int head_dim, int block)
 {
-    static const pbsa_mma_config list[] = {{4, 1, 64, 2}, {4, 1, 32, 2}};
+    static const pbsa_mma_config list[] = {{4, 2, 64, 2}, {4, 1, 64, 2}, {4, 1, 32, 2}};
     const size_t count = sizeof list / sizeof list[0];
     for (size_t i = 0; i < count; i++)
         if (pbsa_mma_config_fits(&list[i], block) &&

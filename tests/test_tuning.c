@@ -39,7 +39,7 @@ static const pbsa_flash_config C = {16, 32, 4, 8, 16, 8, 0, 0};
 static const pbsa_mma_config MA = {8, 1, 64, 1};
 static const pbsa_mma_config MB = {4, 2, 64, 1};
 static const pbsa_mma_config MC = {2, 2, 32, 1};
-static const pbsa_mma_config MH = {4, 1, 64, 2};
+static const pbsa_mma_config MH = {4, 2, 64, 2};
 
 /* The log callback's messages since the last reset_log(). */
 static struct {
@@ -538,14 +538,18 @@ static void test_mma_query(void **state)
         pbsa_kernel_kind kind;
         pbsa_dtype dtype;
         int head_dim, block, status;
+        const char *text;
     } cases[] = {
-        {PBSA_KERNEL_DENSE_MMA, PBSA_DTYPE_F32, 128, 0, PBSA_ERROR_UNSUPPORTED_DEVICE},
-        {PBSA_KERNEL_DENSE_MMA, PBSA_DTYPE_BF16, 256, 0, PBSA_ERROR_UNSUPPORTED_DEVICE},
-        {PBSA_KERNEL_SPARSE_MMA, PBSA_DTYPE_F16, 128, 32, PBSA_ERROR_UNSUPPORTED_DEVICE},
-        {PBSA_KERNEL_SPARSE_MMA, PBSA_DTYPE_F16, 128, 48, PBSA_ERROR_INVALID_VALUE},
-        {PBSA_KERNEL_SPARSE_MMA, PBSA_DTYPE_F16, 100, 64, PBSA_ERROR_UNSUPPORTED_HEAD_DIM},
-        {PBSA_KERNEL_SPARSE_MMA, PBSA_DTYPE_F16, 64, 64, PBSA_SUCCESS},
-        {PBSA_KERNEL_DENSE_MMA, PBSA_DTYPE_F16, 96, 48, PBSA_SUCCESS}, /* dense: block ignored */
+        {PBSA_KERNEL_DENSE_MMA, PBSA_DTYPE_F32, 128, 0, PBSA_ERROR_UNSUPPORTED_DEVICE, NULL},
+        {PBSA_KERNEL_DENSE_MMA, PBSA_DTYPE_BF16, 256, 0, PBSA_ERROR_UNSUPPORTED_DEVICE, NULL},
+        {PBSA_KERNEL_SPARSE_MMA, PBSA_DTYPE_F16, 128, 32, PBSA_ERROR_UNSUPPORTED_DEVICE, NULL},
+        {PBSA_KERNEL_SPARSE_MMA, PBSA_DTYPE_F16, 128, 48, PBSA_ERROR_INVALID_VALUE, NULL},
+        {PBSA_KERNEL_SPARSE_MMA, PBSA_DTYPE_F16, 100, 64, PBSA_ERROR_UNSUPPORTED_HEAD_DIM, NULL},
+        /* 64-row blocks: the heuristic's second choice, one row group per warp. */
+        {PBSA_KERNEL_SPARSE_MMA, PBSA_DTYPE_F16, 64, 64, PBSA_SUCCESS,
+         "warps=4 groups=1 keys=64 stages=2 (heuristic default)"},
+        {PBSA_KERNEL_DENSE_MMA, PBSA_DTYPE_F16, 96, 48, PBSA_SUCCESS, /* dense: block ignored */
+         "warps=4 groups=2 keys=64 stages=2 (heuristic default)"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         int status = pbsa_query_kernel_config(ctx, cases[i].kind, cases[i].dtype,
@@ -556,7 +560,7 @@ static void test_mma_query(void **state)
                      pbsa_context_last_error(ctx));
         if (status == PBSA_SUCCESS) {
             assert_int_equal(source, PBSA_CONFIG_HEURISTIC);
-            assert_string_equal(text, "warps=4 groups=1 keys=64 stages=2 (heuristic default)");
+            assert_string_equal(text, cases[i].text);
         }
     }
     /* Calls the tensor-core kernels do not take keep the portable kernel and its source. */

@@ -564,17 +564,21 @@ static void test_mma_rules(void **state)
         pbsa_tuning_file_free(&f);
     }
 
-    /* The heuristic: 4 warps, 1 group, 64 keys, 2 stages; 32 keys where 64 do not fit the
-     * local memory; never one that does not fit the block. */
+    /* The heuristic: 4 warps, 2 groups, 64 keys, 2 stages; 1 group where 128 rows do not fit
+     * the block, 32 keys where 64 do not fit the local memory; never one that does not fit the
+     * block. */
+    const pbsa_mma_config two_groups = {4, 2, 64, 2};
     pbsa_mma_config h = pbsa_mma_config_heuristic(&nvidia, 128, 64);
     assert_true(pbsa_mma_config_equal(&h, &base));
     h = pbsa_mma_config_heuristic(&nvidia, 128, 0);
-    assert_true(pbsa_mma_config_equal(&h, &base));
+    assert_true(pbsa_mma_config_equal(&h, &two_groups));
+    h = pbsa_mma_config_heuristic(&nvidia, 128, 128);
+    assert_true(pbsa_mma_config_equal(&h, &two_groups));
     h = pbsa_mma_config_heuristic(&small, 128, 128);
     assert_true(pbsa_mma_config_equal(&h, &half));
     assert_true(pbsa_mma_config_valid(&h, 128, &small));
     h = pbsa_mma_config_heuristic(&small, 96, 128);
-    assert_true(pbsa_mma_config_equal(&h, &base));
+    assert_true(pbsa_mma_config_equal(&h, &two_groups));
     h = pbsa_mma_config_heuristic(&nvidia, 128, 32); /* 64 rows fit no 32-row block: the caller */
     assert_true(pbsa_mma_config_equal(&h, &half));   /* checks, and takes the portable kernel */
     assert_false(pbsa_mma_config_fits(&h, 32));
