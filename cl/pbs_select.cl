@@ -9,14 +9,14 @@
 #define SELECT_SIZE 256 /* a power of two >= the number of key blocks */
 #endif
 #ifndef SELECT_WG
-#define SELECT_WG 256
+#define SELECT_WG 64 /* a power of two >= 8 */
 #endif
 #ifndef CAUSAL
 #define CAUSAL 1
 #endif
 
 /* sink[bp] = the key block holding original key 0 in permutation bp (segment 0 holds it).
- * One work-group of SELECT_WG per permutation head. */
+ * One work-group per permutation head. */
 __kernel void pbs_find_sink(__global const int *pi, ulong pi_offset, int kv_len, int segment,
                             int block, __global int *sink, ulong sink_offset)
 {
@@ -30,11 +30,13 @@ __kernel void pbs_find_sink(__global const int *pi, ulong pi_offset, int kv_len,
 }
 
 /* Mean of each block of rows (zero rows pad a partial block): one work-item per (block, dim).
- * Keys are read through pi when given; grid dimension 1 = batch x heads of the output. */
+ * Keys are read through pi when given; grid dimension 1 = batch x heads of the output. The means
+ * are stored [head][block][dim], or [head][dim][block] when dim_major is set (the key means, so
+ * that the selection's work-items, one per key block, read them coalesced). */
 __kernel void pbs_block_means(__global const storage_t *x, ulong offset, ulong stride_batch,
                               ulong stride_head, ulong stride_seq, int out_heads, int heads_per_in,
                               int seq, int block, int blocks,
-                              __global const int *pi, ulong pi_offset, int use_pi,
+                              __global const int *pi, ulong pi_offset, int use_pi, int dim_major,
                               __global float *means, ulong means_offset)
 {
     means += means_offset;
@@ -55,61 +57,95 @@ __kernel void pbs_block_means(__global const storage_t *x, ulong offset, ulong s
         int row = use_pi ? perm[p] : p;
         sum += load_element(x, base + (ulong)row * stride_seq);
     }
-    means[((ulong)bh * blocks + j) * HEAD_DIM + d] = sum / (float)block;
+    const ulong at = dim_major ? (ulong)d * blocks + j : (ulong)j * HEAD_DIM + d;
+    means[(ulong)bh * blocks * HEAD_DIM + at] = sum / (float)block;
 }
 
-/* Sum of v over the work-group (result valid in every work-item). */
-inline float group_sum(__local float *scratch, float v)
+/* Key blocks per work-item in pbs_select_blocks: work-item lid holds blocks lid + e * SELECT_WG. */
+#define PER_ITEM (SELECT_SIZE > SELECT_WG ? SELECT_SIZE / SELECT_WG : 1)
+#define SLOTS (PER_ITEM * SELECT_WG)
+
+/* Maximum (group_max) or sum (group_sum) of v over the work-group, valid in every work-item:
+ * SELECT_WG / 8 work-items combine 8 values each, then every work-item combines those partials.
+ * Calls need no barrier in between: values are rewritten only after every work-item has passed
+ * the barrier that follows their reading, and partials likewise. */
+inline float group_max(__local float *values, __local float *partials, float v)
 {
     const int lid = get_local_id(0);
-    scratch[lid] = v;
+    values[lid] = v;
     barrier(CLK_LOCAL_MEM_FENCE);
-    for (int span = SELECT_WG / 2; span > 0; span >>= 1) {
-        if (lid < span)
-            scratch[lid] += scratch[lid + span];
-        barrier(CLK_LOCAL_MEM_FENCE);
+    if (lid < SELECT_WG / 8) {
+        float r = values[8 * lid];
+        for (int t = 1; t < 8; t++)
+            r = fmax(r, values[8 * lid + t]);
+        partials[lid] = r;
     }
-    float total = scratch[0];
     barrier(CLK_LOCAL_MEM_FENCE);
-    return total;
+    float r = partials[0];
+    for (int t = 1; t < SELECT_WG / 8; t++)
+        r = fmax(r, partials[t]);
+    return r;
 }
 
-inline float group_max(__local float *scratch, float v)
+inline ulong group_sum(__local ulong *values, __local ulong *partials, ulong v)
 {
     const int lid = get_local_id(0);
-    scratch[lid] = v;
+    values[lid] = v;
     barrier(CLK_LOCAL_MEM_FENCE);
-    for (int span = SELECT_WG / 2; span > 0; span >>= 1) {
-        if (lid < span)
-            scratch[lid] = fmax(scratch[lid], scratch[lid + span]);
-        barrier(CLK_LOCAL_MEM_FENCE);
+    if (lid < SELECT_WG / 8) {
+        ulong r = values[8 * lid];
+        for (int t = 1; t < 8; t++)
+            r += values[8 * lid + t];
+        partials[lid] = r;
     }
-    float total = scratch[0];
     barrier(CLK_LOCAL_MEM_FENCE);
-    return total;
+    ulong r = partials[0];
+    for (int t = 1; t < SELECT_WG / 8; t++)
+        r += partials[t];
+    return r;
 }
 
-/* Inclusive prefix sum of values[0..SELECT_SIZE) in place (Hillis-Steele, double-buffered). */
-inline void prefix_sum(__local float *values, __local float *scratch)
+/* Blocks that the threshold selection may pick: other segments, not after the diagonal if causal. */
+inline bool selectable(int j, int k_blocks, int blocks_per_segment, int own_segment, int diagonal)
 {
-    const int lid = get_local_id(0);
-    for (int offset = 1; offset < SELECT_SIZE; offset <<= 1) {
-        for (int t = lid; t < SELECT_SIZE; t += SELECT_WG)
-            scratch[t] = values[t] + (t >= offset ? values[t - offset] : 0.0f);
-        barrier(CLK_LOCAL_MEM_FENCE);
-        for (int t = lid; t < SELECT_SIZE; t += SELECT_WG)
-            values[t] = scratch[t];
-        barrier(CLK_LOCAL_MEM_FENCE);
-    }
+    bool allowed = j < k_blocks && j / blocks_per_segment != own_segment;
+#if CAUSAL
+    allowed = allowed && j <= diagonal;
+#endif
+    return allowed;
 }
 
-inline bool sorts_before(float ka, int ia, float kb, int ib)
+/* ceil(threshold * total), exactly, for 0 < threshold < 1: threshold = m 2^-s with m < 2^24 and
+ * s >= 24, so the 128-bit product m * total (below 2^87) is shifted right by s, rounding up. */
+inline ulong scaled_threshold(float threshold, ulong total)
 {
-    return ka > kb || (ka == kb && ia < ib);
+    int exponent;
+    const ulong m = convert_ulong(frexp(threshold, &exponent) * 0x1p24f);
+    const int s = 24 - exponent;
+    const ulong high = mul_hi(m, total), low = m * total;
+    if (s >= 87)
+        return 1;
+    if (s >= 64)
+        return (high >> (s - 64)) + ((high & (((ulong)1 << (s - 64)) - 1)) != 0 || low != 0);
+    return (high << (64 - s) | low >> s) + ((low & (((ulong)1 << s) - 1)) != 0);
 }
 
 /* One work-group of SELECT_WG per (query block, batch x query head). Writes the ascending list
- * of the final key blocks of the query block and their count. */
+ * of the final key blocks of the query block and their count.
+ *
+ * The threshold selection keeps the shortest prefix of the blocks ordered by probability
+ * (descending, ties by smaller block) whose sum reaches the threshold, without sorting: each block
+ * gets a unique rank key, the bits of its exponential (ordered as the values, all >= 0) above its
+ * reversed index, so that the order of the keys is the order of the prefix. The crossing block's
+ * key is the largest cut such that the blocks with key >= cut hold at least the threshold; a
+ * binary search finds it bit by bit, one work-group sum per bit, and the kept blocks are those
+ * with key >= cut.
+ *
+ * The masses are the exponentials in fixed point (the largest, exp(0) = 1, is 2^(63 - index
+ * bits), so that any sum fits 63 bits), compared with threshold x their total: the sums are
+ * exact, so they depend neither on the order of their terms nor on the work-group size, no
+ * rounding keeps or drops a block, and rows of exact ties (equal logits) select as the float64
+ * reference does. */
 __kernel __attribute__((reqd_work_group_size(SELECT_WG, 1, 1)))
 void pbs_select_blocks(__global const float *q_means, ulong q_means_offset,
                        __global const float *k_means, ulong k_means_offset,
@@ -118,14 +154,15 @@ void pbs_select_blocks(__global const float *q_means, ulong q_means_offset,
                        float threshold, int force_first_block, __global int *counts,
                        ulong counts_offset, __global int *blocks, ulong blocks_offset)
 {
-    __local float prob[SELECT_SIZE];
-    __local int index[SELECT_SIZE];
-    __local float scratch[SELECT_SIZE > SELECT_WG ? SELECT_SIZE : SELECT_WG];
-    __local int chosen[SELECT_SIZE];
     __local float qbar[HEAD_DIM];
+    __local float max_values[SELECT_WG];
+    __local float max_partials[SELECT_WG / 8];
+    __local ulong sum_values[SELECT_WG];
+    __local ulong sum_partials[SELECT_WG / 8];
+    __local uchar chosen[SLOTS];
+    __local int taken[SELECT_WG];
     q_means += q_means_offset;
     k_means += k_means_offset;
-    sink += sink_offset;
     const int lid = get_local_id(0);
     const int i = get_group_id(0);
     const int bh = get_group_id(1);
@@ -134,109 +171,94 @@ void pbs_select_blocks(__global const float *q_means, ulong q_means_offset,
     const int bp = batch * perm_heads + perm;
     const int diagonal = i + k_blocks - q_blocks; /* key block of this query block */
     const int own_segment = diagonal / blocks_per_segment;
+    const int sink_block = force_first_block ? sink[sink_offset + bp] : -1;
     const ulong row = (ulong)bh * q_blocks + i;
 
     for (int d = lid; d < HEAD_DIM; d += SELECT_WG)
         qbar[d] = q_means[row * HEAD_DIM + d];
     barrier(CLK_LOCAL_MEM_FENCE);
 
-    /* Logits of the allowed blocks: other segments, and not after the diagonal when causal. */
+    /* Logits of the selectable blocks, -inf elsewhere; the key means are [dim][block]. */
+    __global const float *kbar = k_means + (ulong)bp * HEAD_DIM * k_blocks;
+    float weight[PER_ITEM];
     float local_max = -INFINITY;
-    for (int j = lid; j < SELECT_SIZE; j += SELECT_WG) {
-        bool allowed = j < k_blocks && j / blocks_per_segment != own_segment;
-#if CAUSAL
-        allowed = allowed && j <= diagonal;
-#endif
+#pragma unroll
+    for (int e = 0; e < PER_ITEM; e++) {
+        const int j = lid + e * SELECT_WG;
         float logit = -INFINITY;
-        if (allowed) {
-            __global const float *kbar = k_means + ((ulong)bp * k_blocks + j) * HEAD_DIM;
+        if (selectable(j, k_blocks, blocks_per_segment, own_segment, diagonal)) {
             float dot = 0.0f;
             for (int d = 0; d < HEAD_DIM; d++)
-                dot = mad(qbar[d], kbar[d], dot);
+                dot = mad(qbar[d], kbar[(ulong)d * k_blocks + j], dot);
             logit = dot * scale;
         }
-        prob[j] = logit;
-        index[j] = j;
+        weight[e] = logit;
         local_max = fmax(local_max, logit);
     }
-    const float row_max = group_max(scratch, local_max);
-    float local_sum = 0.0f;
-    for (int j = lid; j < SELECT_SIZE; j += SELECT_WG) {
-        float e = row_max == -INFINITY || prob[j] == -INFINITY ? 0.0f : exp(prob[j] - row_max);
-        prob[j] = e;
-        local_sum += e;
+    const float row_max = group_max(max_values, max_partials, local_max);
+
+    /* Exponentials (the softmax before its division), their rank keys and fixed-point masses. */
+    const int index_bits = 31 - clz(SLOTS);
+    const float unit = ldexp(1.0f, 63 - index_bits);
+    ulong key[PER_ITEM], mass[PER_ITEM];
+    ulong local_total = 0;
+#pragma unroll
+    for (int e = 0; e < PER_ITEM; e++) {
+        const float w = row_max == -INFINITY || weight[e] == -INFINITY
+                            ? 0.0f
+                            : exp(weight[e] - row_max);
+        key[e] = (ulong)as_uint(w) << index_bits | (uint)(SLOTS - 1 - lid - e * SELECT_WG);
+        mass[e] = convert_ulong(w * unit);
+        local_total += mass[e];
     }
-    const float row_sum = group_sum(scratch, local_sum);
-    for (int j = lid; j < SELECT_SIZE; j += SELECT_WG) {
-        prob[j] = row_sum > 0.0f ? prob[j] / row_sum : 0.0f;
-        chosen[j] = 0;
+    const ulong total = group_sum(sum_values, sum_partials, local_total);
+
+    ulong cut = ULONG_MAX; /* no row with no mass keeps anything */
+    if (threshold < 1.0f && total > 0) {
+        const ulong target = scaled_threshold(threshold, total);
+        cut = 0;
+        /* Exponentials are at most 1.0f, whose bits are below 2^30. */
+        for (int bit = 29 + index_bits; bit >= 0; bit--) {
+            const ulong trial = cut | (ulong)1 << bit;
+            ulong above = 0;
+#pragma unroll
+            for (int e = 0; e < PER_ITEM; e++)
+                above += key[e] >= trial ? mass[e] : 0;
+            if (group_sum(sum_values, sum_partials, above) >= target)
+                cut = trial;
+        }
+    }
+
+    /* The kept blocks (a threshold >= 1 keeps every selectable block, also those whose
+     * probability underflowed to zero), the sink block and the whole of the query's own segment:
+     * the permutation can move keys before the query into later blocks of the segment; the token
+     * causal test sorts them out. */
+#pragma unroll
+    for (int e = 0; e < PER_ITEM; e++) {
+        const int j = lid + e * SELECT_WG;
+        const bool kept = threshold >= 1.0f
+                              ? selectable(j, k_blocks, blocks_per_segment, own_segment, diagonal)
+                              : key[e] >= cut;
+        chosen[j] = j < k_blocks && (kept || j / blocks_per_segment == own_segment ||
+                                     j == sink_block);
     }
     barrier(CLK_LOCAL_MEM_FENCE);
 
-    if (threshold >= 1.0f) {
-        /* Every allowed block, also those whose probability underflowed to zero. */
-        for (int j = lid; j < k_blocks; j += SELECT_WG) {
-            bool allowed = j / blocks_per_segment != own_segment;
-#if CAUSAL
-            allowed = allowed && j <= diagonal;
-#endif
-            chosen[j] = allowed;
-        }
-    } else {
-        /* Sort by probability (descending, ties by smaller block), then keep the shortest prefix
-         * whose sum reaches the threshold: element t is kept when the sum before it is short. */
-        for (int size = 2; size <= SELECT_SIZE; size <<= 1) {
-            for (int stride = size >> 1; stride > 0; stride >>= 1) {
-                for (int t = lid; t < SELECT_SIZE / 2; t += SELECT_WG) {
-                    int a = 2 * t - (t & (stride - 1));
-                    int b = a + stride;
-                    bool first_run = (a & size) == 0;
-                    bool swap = first_run ? sorts_before(prob[b], index[b], prob[a], index[a])
-                                          : sorts_before(prob[a], index[a], prob[b], index[b]);
-                    if (swap) {
-                        float tp = prob[a];
-                        prob[a] = prob[b];
-                        prob[b] = tp;
-                        int ti = index[a];
-                        index[a] = index[b];
-                        index[b] = ti;
-                    }
-                }
-                barrier(CLK_LOCAL_MEM_FENCE);
-            }
-        }
-        /* Keep the sorted probabilities in scratch; prefix-sum a copy in prob. */
-        float sorted_keep[SELECT_SIZE / SELECT_WG > 0 ? SELECT_SIZE / SELECT_WG : 1];
-        int slot = 0;
-        for (int t = lid; t < SELECT_SIZE; t += SELECT_WG)
-            sorted_keep[slot++] = prob[t];
-        __local float *sums = prob;
-        prefix_sum(sums, scratch);
-        slot = 0;
-        for (int t = lid; t < SELECT_SIZE; t += SELECT_WG) {
-            float p = sorted_keep[slot++];
-            float before = sums[t] - p;
-            if (p > 0.0f && before < threshold)
-                chosen[index[t]] = 1;
-        }
-    }
+    /* Compact the chosen blocks in ascending order: work-item lid writes those of
+     * [lid * PER_ITEM, (lid + 1) * PER_ITEM) after the ones of the work-items before it. */
+    const int first = lid * PER_ITEM;
+    int count = 0;
+    for (int j = first; j < first + PER_ITEM; j++)
+        count += chosen[j];
+    taken[lid] = count;
     barrier(CLK_LOCAL_MEM_FENCE);
-    /* The sink block and the whole of the query's own segment: the permutation can move keys
-     * before the query into later blocks of the segment; the token causal test sorts them out. */
-    for (int j = lid; j < k_blocks; j += SELECT_WG)
-        if (j / blocks_per_segment == own_segment || (force_first_block && j == sink[bp]))
-            chosen[j] = 1;
-    barrier(CLK_LOCAL_MEM_FENCE);
-
-    /* Compact the chosen blocks in ascending order. */
-    __local float *positions = prob;
-    for (int j = lid; j < SELECT_SIZE; j += SELECT_WG)
-        positions[j] = (float)chosen[j];
-    barrier(CLK_LOCAL_MEM_FENCE);
-    prefix_sum(positions, scratch);
-    for (int j = lid; j < k_blocks; j += SELECT_WG)
+    int position = 0;
+    for (int t = 0; t < lid; t++)
+        position += taken[t];
+    __global int *list = blocks + blocks_offset + row * k_blocks;
+    for (int j = first; j < first + PER_ITEM; j++)
         if (chosen[j])
-            blocks[blocks_offset + row * k_blocks + (int)positions[j] - 1] = j;
-    if (lid == 0)
-        counts[counts_offset + row] = (int)positions[SELECT_SIZE - 1];
+            list[position++] = j;
+    if (lid == SELECT_WG - 1)
+        counts[counts_offset + row] = position;
 }

@@ -207,8 +207,17 @@ int pbsa_pbs_plan_make(pbsa_context *ctx, const char *fn, const pbsa_tensor *q,
     pl.score_tiles = (pl.key_count + score_keys - 1) / score_keys;
     pl.sort_size = next_power_of_two(pl.segment);
     pl.select_size = next_power_of_two(pl.k_blocks);
+    /* At most 16 key blocks per work-item (its registers) where the device allows. */
+    pl.select_wg = 64;
+    while (pl.select_wg * 16 < pl.select_size &&
+           2 * (size_t)pl.select_wg <= ctx->info.max_work_group_size)
+        pl.select_wg *= 2;
     uint64_t sort_bytes = 8 * (uint64_t)pl.sort_size;
-    uint64_t select_bytes = 16 * (uint64_t)pl.select_size + 4 * 256 + 4 * (uint64_t)pl.head_dim;
+    /* pbs_select_blocks: a byte per slot (at least one per work-item); per work-item a float,
+     * a ulong and an int, and an eighth of the first two for the partials; the query mean. */
+    int select_slots = pl.select_size > pl.select_wg ? pl.select_size : pl.select_wg;
+    uint64_t select_bytes =
+        (uint64_t)select_slots + 18 * (uint64_t)pl.select_wg + 4 * (uint64_t)pl.head_dim;
     if (sort_bytes > ctx->info.local_mem_bytes)
         return pbsa_fail(ctx, PBSA_ERROR_UNSUPPORTED_DEVICE,
                          "%s: params->segment_size = %d needs %" PRIu64

@@ -24,7 +24,7 @@ typedef enum pbsa_pbs_region {
     PBSA_REGION_GEMM_K,   /* float [D, key_count + 1] */
     PBSA_REGION_SINK,     /* cl_int [B, Hp] */
     PBSA_REGION_Q_MEANS,  /* float [B, Hq, nqb, D] */
-    PBSA_REGION_K_MEANS,  /* float [B, Hp, nkb, D] */
+    PBSA_REGION_K_MEANS,  /* float [B, Hp, D, nkb] */
     PBSA_REGION_K_PERM,   /* materialised K' = K[pi]: storage dtype [B, Hp, Skv, D] */
     PBSA_REGION_V_PERM,   /* materialised V' = V[pi]: storage dtype [B, Hp, Skv, D] */
     PBSA_REGION_COUNTS,   /* cl_int [B, Hq, nqb] */
@@ -59,6 +59,7 @@ typedef struct pbsa_pbs_plan {
     int score_tiles;                 /* key tiles of the fused score kernels */
     int sort_size;   /* power of two >= segment */
     int select_size; /* power of two >= k_blocks */
+    int select_wg;   /* work-group size of the selection kernel */
     pbsa_score_method score_method; /* FUSED or CLBLAST */
     pbsa_kv_method kv_method;       /* GATHER or MATERIALISED (pbsa_attention() only) */
     /* CLBlast scores: KV rows (unit = batch x KV head) per chunk, so the chunk's regions stay

@@ -3,13 +3,13 @@
 
 static const char *const select_files[] = {"common.cl", "pbs_select.cl"};
 
-enum { SELECT_WG = 256 };
-
 static size_t round_up(size_t x, size_t to) { return (x + to - 1) / to * to; }
 
+/* Block means of x: of the queries, or (keys set) of the keys read through pi, stored
+ * dimension-major for the selection kernel. */
 static int prepare_means(pbsa_context *ctx, const char *fn, const pbsa_pbs_plan *plan,
                          const char *options, const pbsa_tensor *x, int out_heads, int blocks,
-                         int use_pi, cl_mem pi, uint64_t pi_offset, cl_mem workspace,
+                         int keys, cl_mem pi, uint64_t pi_offset, cl_mem workspace,
                          pbsa_pbs_region means, pbsa_launch_chain *chain)
 {
     cl_kernel kernel;
@@ -28,7 +28,8 @@ static int prepare_means(pbsa_context *ctx, const char *fn, const pbsa_pbs_plan 
     pbsa_arg_i32(&a, blocks);
     pbsa_arg_mem(&a, pi);
     pbsa_arg_u64(&a, pi_offset);
-    pbsa_arg_i32(&a, use_pi);
+    pbsa_arg_i32(&a, keys); /* use_pi */
+    pbsa_arg_i32(&a, keys); /* dim_major */
     pbsa_arg_region(&a, plan, workspace, means);
     size_t global[2] = {round_up((size_t)blocks * (size_t)plan->head_dim, 64),
                         (size_t)plan->batch * (size_t)out_heads};
@@ -41,7 +42,7 @@ int pbsa_pbs_prepare_selection(pbsa_context *ctx, const char *fn, const pbsa_pbs
                                uint64_t pi_offset, const pbsa_block_list *out,
                                cl_mem workspace, pbsa_launch_chain *chain)
 {
-    size_t select_wg = SELECT_WG <= ctx->info.max_work_group_size ? SELECT_WG : 64;
+    const size_t select_wg = (size_t)plan->select_wg;
     char options[256] = "";
     pbsa_append_option(options, sizeof options,
                        "%s -DHEAD_DIM=%d -DSELECT_SIZE=%d -DSELECT_WG=%zu -DCAUSAL=%d",

@@ -128,6 +128,14 @@ static void tensor_upload(dev_tensor *t)
     assert_int_equal(err, CL_SUCCESS);
 }
 
+/* Writes the host copy to the device again, after a test changed it. */
+static void tensor_rewrite(dev_tensor *t)
+{
+    assert_int_equal(clEnqueueWriteBuffer(fixture.queue, t->desc.buffer, CL_TRUE, 0, t->size,
+                                          t->bytes, 0, NULL, NULL),
+                     CL_SUCCESS);
+}
+
 static void tensor_download(dev_tensor *t)
 {
     assert_int_equal(clEnqueueReadBuffer(fixture.queue, t->desc.buffer, CL_TRUE, 0, t->size,
@@ -489,8 +497,8 @@ static int sink_block_of(const inputs *in, const cl_int *pi_row)
  * ascending and in range; the own segment and the sink present; nothing else that is not
  * allowed; the allowed blocks kept reach tau; dropping the smallest kept block (the forced sink
  * aside) falls below tau; no block left out is clearly more probable than one kept. Fills mask
- * (B*Hq*nqb*nkb bytes) from the lists. */
-static void check_block_lists(const char *what, const inputs *in, const cl_int *pi,
+ * (B*Hq*nqb*nkb bytes) from the lists; returns the number of rows equal to the reference's. */
+static size_t check_block_lists(const char *what, const inputs *in, const cl_int *pi,
                               const cl_int *counts, const cl_int *blocks, uint8_t *mask)
 {
     const pbs_case *c = in->c;
@@ -585,35 +593,35 @@ static void check_block_lists(const char *what, const inputs *in, const cl_int *
     free(ref_mask);
     free(probs);
     free(pi32);
+    return exact_rows;
 }
 
-static void test_selection(void **state)
+/* The permutation and the selection of in on the device, checked against the reference with the
+ * device's pi; returns the number of rows equal to the reference's. */
+static size_t select_and_check(const inputs *in)
 {
-    const pbs_case *c = *state;
-    inputs in;
-    inputs_make(&in, c);
-    int_buffer pi_buf = int_buffer_make(in.pi_count, NULL);
-    expect_ok("pbsa_permutation", pbsa_permutation(fixture.ctx, fixture.queue, &in.q.desc,
-                                                   &in.k.desc, &in.params, pi_buf.mem, GUARD,
+    int_buffer pi_buf = int_buffer_make(in->pi_count, NULL);
+    expect_ok("pbsa_permutation", pbsa_permutation(fixture.ctx, fixture.queue, &in->q.desc,
+                                                   &in->k.desc, &in->params, pi_buf.mem, GUARD,
                                                    NULL, NULL));
     cl_int *pi = int_buffer_read("pbsa_permutation", &pi_buf);
-    check_pi_structure("permutation structure", &in, pi);
+    check_pi_structure("permutation structure", in, pi);
 
     /* The device's pi goes to both selections, so they work on identical inputs. */
-    int_buffer counts_buf = int_buffer_make(in.rows, NULL);
-    int_buffer blocks_buf = int_buffer_make(in.rows * (size_t)in.nkb, NULL);
+    int_buffer counts_buf = int_buffer_make(in->rows, NULL);
+    int_buffer blocks_buf = int_buffer_make(in->rows * (size_t)in->nkb, NULL);
     pbsa_block_list list = {counts_buf.mem, blocks_buf.mem, GUARD, GUARD};
     cl_event done = NULL;
     expect_ok("pbsa_block_selection",
-              pbsa_block_selection(fixture.ctx, fixture.queue, &in.q.desc, &in.k.desc,
-                                   &in.params, pi_buf.mem, GUARD, &list, NULL, &done));
+              pbsa_block_selection(fixture.ctx, fixture.queue, &in->q.desc, &in->k.desc,
+                                   &in->params, pi_buf.mem, GUARD, &list, NULL, &done));
     assert_non_null(done);
     assert_int_equal(clWaitForEvents(1, &done), CL_SUCCESS);
     clReleaseEvent(done);
     cl_int *counts = int_buffer_read("pbsa_block_selection counts", &counts_buf);
     cl_int *blocks = int_buffer_read("pbsa_block_selection blocks", &blocks_buf);
-    uint8_t *mask = alloc_or_fail(in.rows * (size_t)in.nkb);
-    check_block_lists("selection", &in, pi, counts, blocks, mask);
+    uint8_t *mask = alloc_or_fail(in->rows * (size_t)in->nkb);
+    size_t exact_rows = check_block_lists("selection", in, pi, counts, blocks, mask);
 
     free(pi);
     free(counts);
@@ -622,7 +630,57 @@ static void test_selection(void **state)
     int_buffer_free(&pi_buf);
     int_buffer_free(&counts_buf);
     int_buffer_free(&blocks_buf);
+    return exact_rows;
+}
+
+static void test_selection(void **state)
+{
+    inputs in;
+    inputs_make(&in, *state);
+    select_and_check(&in);
     inputs_free(&in);
+}
+
+/* Exact ties. Keys are equal within each segment: +a, 0 or -a by segment (a a vector of +-1);
+ * queries are zero (head 0) or 8a (head 1), so that block means and logits are exact. Head 0 has
+ * every selectable block equally likely; in head 1 the +a blocks (else the 0 blocks) share all
+ * the mass, the others hold about 1e-28 each or 0 in float, so the kept set ends inside a group
+ * of ties and many blocks have tiny or no mass. No threshold is k/m for any count m of tied
+ * blocks, so the float64 reference's choice is exact: the first ceil(tau m) of the tied blocks by
+ * index. The device must choose the same in every row, over a block count that is not a power
+ * of two, and over more than 2048 blocks. */
+static void test_selection_ties(void **state)
+{
+    (void)state;
+    static const pbs_case shapes[] = {
+        {"f32_ties_132_blocks", F32, 1, 2, 1, 2100, 2100, 64, 16, 32, 0.9f, 1, 1, PER, 0},
+        {"f32_ties_chunked_noncausal", F32, 1, 2, 1, 700, 1100, 64, 16, 64, 0.7f, 0, 0, PER, 0},
+        {"f32_ties_2063_blocks", F32, 1, 2, 1, 33000, 33000, 64, 16, 64, 0.9f, 1, 1, PER, 0},
+    };
+    for (size_t n = 0; n < sizeof shapes / sizeof shapes[0]; n++) {
+        const pbs_case *c = &shapes[n];
+        inputs in;
+        inputs_make(&in, c);
+        for (int s = 0; s < c->kv_len; s++) {
+            int pattern = (s / c->segment * 7 + 3) % 5;
+            float sign = pattern < 2 ? 1.0f : pattern == 2 ? 0.0f : -1.0f;
+            for (int d = 0; d < c->head_dim; d++)
+                store_float(&in.k, element_index(&in.k.desc, 0, 0, s, d),
+                            d % 3 ? sign : -sign);
+        }
+        for (int s = 0; s < c->q_len; s++)
+            for (int d = 0; d < c->head_dim; d++) {
+                store_float(&in.q, element_index(&in.q.desc, 0, 0, s, d), 0.0f);
+                store_float(&in.q, element_index(&in.q.desc, 0, 1, s, d), d % 3 ? 8.0f : -8.0f);
+            }
+        tensor_rewrite(&in.q);
+        tensor_rewrite(&in.k);
+        size_t exact_rows = select_and_check(&in);
+        if (exact_rows != in.rows)
+            fail_msg("%s: %zu of %zu rows differ from the reference", c->name,
+                     in.rows - exact_rows, in.rows);
+        inputs_free(&in);
+    }
 }
 
 /* ---- sparse attention over a given list ------------------------------------------------------ */
@@ -1310,6 +1368,7 @@ int main(void)
             tests[count++] = t;
         }
     const struct CMUnitTest others[] = {
+        cmocka_unit_test(test_selection_ties),
         cmocka_unit_test(test_sparse_identity),
         cmocka_unit_test(test_full_threshold_is_dense),
         cmocka_unit_test(test_fallback_is_dense),
