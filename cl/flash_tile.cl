@@ -6,7 +6,9 @@
  * kernel can gather through the permutation) and processed with an online softmax in fp32:
  * Q.K^T through local memory in chunks of KCHUNK dims, then P.V in chunks of VCHUNK keys.
  * Chunks are double-buffered: the global loads of chunk c+1 are in flight while chunk c is
- * computed, which hides their latency and needs one barrier per chunk. */
+ * computed, which hides their latency and needs one barrier per chunk. Those loads are
+ * unconditional (a missing row reads row 0 and is masked or zeroed when staged) and stay in
+ * their storage format until staged, so that nothing waits for them before that compute. */
 
 #ifndef HEAD_DIM
 #define HEAD_DIM 128
@@ -41,6 +43,7 @@
 #define UNROLL_PV VCHUNK
 #endif
 
+
 #define WG_SIZE (WG_ROWS * WG_COLS)
 #define TM (BLOCK_M / WG_ROWS)
 #define TN (BLOCK_N / WG_COLS)
@@ -66,6 +69,35 @@
 #define Q_QUADS ((BLOCK_M * KCHUNK / 4 + WG_SIZE - 1) / WG_SIZE)
 #define K_QUADS ((BLOCK_N * KCHUNK / 4 + WG_SIZE - 1) / WG_SIZE)
 #define V_QUADS ((VCHUNK * HEAD_DIM / 4 + WG_SIZE - 1) / WG_SIZE)
+
+/* A prefetched quad as loaded: bf16 stays pairs of 16-bit patterns in 32-bit words until it is
+ * staged, so that no unpacking waits for the load before the compute that is to hide it. Rows
+ * are read as uint2 when the head view keeps them 8-byte aligned (aligned is the same in every
+ * work-item), else element by element. */
+#if defined(DTYPE_BF16)
+typedef uint2 raw4;
+inline bool raw_aligned(head_view view) { return ((view.base | view.stride_seq) & 3) == 0; }
+inline raw4 load_raw4(__global const storage_t *base, ulong index, bool aligned)
+{
+    if (aligned)
+        return *(__global const uint2 *)(base + index);
+    return (uint2)((uint)base[index] | (uint)base[index + 1] << 16,
+                   (uint)base[index + 2] | (uint)base[index + 3] << 16);
+}
+inline float4 raw_float4(raw4 r)
+{
+    return as_float4((uint4)(r.s0 << 16, r.s0 & 0xffff0000u, r.s1 << 16, r.s1 & 0xffff0000u));
+}
+#else
+typedef float4 raw4;
+inline bool raw_aligned(head_view view) { (void)view; return true; }
+inline raw4 load_raw4(__global const storage_t *base, ulong index, bool aligned)
+{
+    (void)aligned;
+    return load_element4(base, index);
+}
+inline float4 raw_float4(raw4 r) { return r; }
+#endif
 
 typedef struct __attribute__((aligned(16))) flash_local {
     float stage[2][STAGE_FLOATS];    /* double buffer: Q and K chunks (transposed), or V chunks */
@@ -126,6 +158,39 @@ inline void tile_begin(flash_state *st, __global const storage_t *q, head_view q
     }
 }
 
+/* Where the partial of row i (of the work-item's rows) from column tx lives in row_max and
+ * row_sum: [i][ty][tx], so that the two row groups of a warp fall in different banks. */
+inline int partial_index(int i, int ty, int tx)
+{
+    return (i * WG_ROWS + ty) * WG_COLS + tx;
+}
+
+/* Sum or max of the WG_COLS partials of row i. */
+inline float reduce_partials(__local const float *partials, int i, int ty, bool is_max)
+{
+    __local const float *row = partials + partial_index(i, ty, 0);
+    float r = is_max ? -INFINITY : 0.0f;
+#if WG_COLS % 4 == 0
+#pragma unroll
+    for (int t = 0; t < WG_COLS; t += 4) {
+        float4 x = vload4(0, row + t);
+        r = is_max ? fmax(fmax(r, fmax(x.s0, x.s1)), fmax(x.s2, x.s3))
+                   : r + ((x.s0 + x.s1) + (x.s2 + x.s3));
+    }
+#else
+    for (int t = 0; t < WG_COLS; t++)
+        r = is_max ? fmax(r, row[t]) : r + row[t];
+#endif
+    return r;
+}
+
+/* First of the 4 consecutive output dims g (0 .. TD/4) of work-item tx: interleaved (tx*4 +
+ * 4*WG_COLS*g) so that the work-items of a row read V without bank conflicts. */
+inline int dim_base(int tx, int g)
+{
+    return g * 4 * WG_COLS + tx * 4;
+}
+
 /* Component i of v; with a constant i (unrolled loops) this folds to a register. Loading into
  * float4 values rather than through vstore4 into private arrays keeps them out of memory. */
 inline float lane(float4 v, int i)
@@ -133,10 +198,12 @@ inline float lane(float4 v, int i)
     return i == 0 ? v.s0 : i == 1 ? v.s1 : i == 2 ? v.s2 : v.s3;
 }
 
-/* Global loads of one Q.K^T chunk (dims d0..d0+KCHUNK) into registers. */
-inline void fetch_qk_chunk(__local const int *key_row, float4 qr[Q_QUADS], float4 kr[K_QUADS],
+/* Global loads of one Q.K^T chunk (dims d0..d0+KCHUNK) into registers, unconditional, from row 0 (the tile's, or the head's) in place of a missing row: such rows
+ * only reach scores that are never stored (query rows past q_rows) or are masked to -inf
+ * (absent keys) by a select, so their values do not matter. */
+inline void fetch_qk_chunk(__local const int *key_row, raw4 qr[Q_QUADS], raw4 kr[K_QUADS],
                            __global const storage_t *q, head_view qv, int q_rows,
-                           __global const storage_t *k, head_view kv, int d0)
+                           __global const storage_t *k, head_view kv, int d0, bool aligned)
 {
     const int lid = get_local_id(0);
 #pragma unroll
@@ -144,21 +211,20 @@ inline void fetch_qk_chunk(__local const int *key_row, float4 qr[Q_QUADS], float
         int quad = lid + u * WG_SIZE;
         int r = quad / (KCHUNK / 4), c = quad % (KCHUNK / 4) * 4;
         bool ok = quad < BLOCK_M * KCHUNK / 4 && r < q_rows;
-        qr[u] = ok ? load_element4(q, qv.base + (ulong)r * qv.stride_seq + d0 + c) : (float4)(0.0f);
+        qr[u] = load_raw4(q, qv.base + (ulong)(ok ? r : 0) * qv.stride_seq + d0 + c, aligned);
     }
 #pragma unroll
     for (int u = 0; u < K_QUADS; u++) {
         int quad = lid + u * WG_SIZE;
         int n = quad / (KCHUNK / 4), c = quad % (KCHUNK / 4) * 4;
         int row = quad < BLOCK_N * KCHUNK / 4 ? key_row[n] : -1;
-        kr[u] = row >= 0 ? load_element4(k, kv.base + (ulong)row * kv.stride_seq + d0 + c)
-                         : (float4)(0.0f);
+        kr[u] = load_raw4(k, kv.base + (ulong)max(row, 0) * kv.stride_seq + d0 + c, aligned);
     }
 }
 
 /* Writes a fetched Q.K^T chunk into a stage buffer, transposed: [dim][row] and [dim][key]. */
-inline void store_qk_chunk(__local float *buffer, const float4 qr[Q_QUADS],
-                           const float4 kr[K_QUADS])
+inline void store_qk_chunk(__local float *buffer, const raw4 qr_raw[Q_QUADS],
+                           const raw4 kr_raw[K_QUADS])
 {
     const int lid = get_local_id(0);
     __local float *qs = buffer;
@@ -169,9 +235,10 @@ inline void store_qk_chunk(__local float *buffer, const float4 qr[Q_QUADS],
         if (quad >= BLOCK_M * KCHUNK / 4)
             break;
         int r = quad / (KCHUNK / 4), c = quad % (KCHUNK / 4) * 4;
+        float4 x = raw_float4(qr_raw[u]);
 #pragma unroll
         for (int t = 0; t < 4; t++)
-            qs[(c + t) * QS_PITCH + r] = lane(qr[u], t);
+            qs[(c + t) * QS_PITCH + r] = lane(x, t);
     }
 #pragma unroll
     for (int u = 0; u < K_QUADS; u++) {
@@ -179,18 +246,19 @@ inline void store_qk_chunk(__local float *buffer, const float4 qr[Q_QUADS],
         if (quad >= BLOCK_N * KCHUNK / 4)
             break;
         int n = quad / (KCHUNK / 4), c = quad % (KCHUNK / 4) * 4;
+        float4 x = raw_float4(kr_raw[u]);
 #pragma unroll
         for (int t = 0; t < 4; t++)
-            ks[(c + t) * KS_PITCH + n] = lane(kr[u], t);
+            ks[(c + t) * KS_PITCH + n] = lane(x, t);
     }
 }
 
 /* Q.K^T for the tile: s[i][j] = q(row ty*TM+i) . k(key tx*TN+j). The caller has filled
  * key_row and synchronised; on return the stage buffers may still be read by other work-items
- * until the caller's next barrier. */
-inline void flash_scores(__local flash_local *shm, __local const int *key_row, float s[TM][TN],
-                         __global const storage_t *q, head_view qv, int q_rows,
-                         __global const storage_t *k, head_view kv)
+ * until the caller's next barrier. aligned: see load_raw4. */
+inline void flash_scores_with(__local flash_local *shm, __local const int *key_row,
+                              float s[TM][TN], __global const storage_t *q, head_view qv,
+                              int q_rows, __global const storage_t *k, head_view kv, bool aligned)
 {
     const int lid = get_local_id(0);
     const int ty = lid / WG_COLS, tx = lid % WG_COLS;
@@ -199,14 +267,14 @@ inline void flash_scores(__local flash_local *shm, __local const int *key_row, f
 #pragma unroll
         for (int j = 0; j < TN; j++)
             s[i][j] = 0.0f;
-    float4 qr[Q_QUADS], kr[K_QUADS];
-    fetch_qk_chunk(key_row, qr, kr, q, qv, q_rows, k, kv, 0);
+    raw4 qr[Q_QUADS], kr[K_QUADS];
+    fetch_qk_chunk(key_row, qr, kr, q, qv, q_rows, k, kv, 0, aligned);
     for (int c = 0; c < HEAD_DIM / KCHUNK; c++) {
         __local float *buffer = shm->stage[c & 1];
         store_qk_chunk(buffer, qr, kr);
         barrier(CLK_LOCAL_MEM_FENCE);
         if (c + 1 < HEAD_DIM / KCHUNK)
-            fetch_qk_chunk(key_row, qr, kr, q, qv, q_rows, k, kv, (c + 1) * KCHUNK);
+            fetch_qk_chunk(key_row, qr, kr, q, qv, q_rows, k, kv, (c + 1) * KCHUNK, aligned);
         __local const float *qs = buffer;
         __local const float *ks = buffer + KCHUNK * QS_PITCH;
 #pragma unroll UNROLL_QK
@@ -227,9 +295,22 @@ inline void flash_scores(__local flash_local *shm, __local const int *key_row, f
     }
 }
 
-/* Global loads of one P.V chunk (keys n0..n0+VCHUNK of the tile) into registers. */
-inline void fetch_v_chunk(__local const int *key_row, float4 vr[V_QUADS],
-                          __global const storage_t *v, head_view vv, int n0)
+/* Q.K^T for a tile (as flash_scores_with), for the score kernels: one inlined copy for aligned
+ * rows and one for the others, so that neither holds the other's loads in registers. */
+inline void flash_scores(__local flash_local *shm, __local const int *key_row, float s[TM][TN],
+                         __global const storage_t *q, head_view qv, int q_rows,
+                         __global const storage_t *k, head_view kv)
+{
+    if (raw_aligned(qv) && raw_aligned(kv))
+        flash_scores_with(shm, key_row, s, q, qv, q_rows, k, kv, true);
+    else
+        flash_scores_with(shm, key_row, s, q, qv, q_rows, k, kv, false);
+}
+
+/* Global loads of one P.V chunk (keys n0..n0+VCHUNK of the tile) into registers: row 0 in place
+ * of an absent key, zeroed when staged. */
+inline void fetch_v_chunk(__local const int *key_row, raw4 vr[V_QUADS],
+                          __global const storage_t *v, head_view vv, int n0, bool aligned)
 {
     const int lid = get_local_id(0);
 #pragma unroll
@@ -237,12 +318,12 @@ inline void fetch_v_chunk(__local const int *key_row, float4 vr[V_QUADS],
         int quad = lid + u * WG_SIZE;
         int nn = quad / (HEAD_DIM / 4), d = quad % (HEAD_DIM / 4) * 4;
         int row = quad < VCHUNK * HEAD_DIM / 4 ? key_row[n0 + nn] : -1;
-        vr[u] = row >= 0 ? load_element4(v, vv.base + (ulong)row * vv.stride_seq + d)
-                         : (float4)(0.0f);
+        vr[u] = load_raw4(v, vv.base + (ulong)max(row, 0) * vv.stride_seq + d, aligned);
     }
 }
 
-inline void store_v_chunk(__local float *buffer, const float4 vr[V_QUADS])
+inline void store_v_chunk(__local float *buffer, const raw4 vr[V_QUADS],
+                          __local const int *key_row, int n0)
 {
     const int lid = get_local_id(0);
 #pragma unroll
@@ -251,27 +332,50 @@ inline void store_v_chunk(__local float *buffer, const float4 vr[V_QUADS])
         if (quad >= VCHUNK * HEAD_DIM / 4)
             break;
         int nn = quad / (HEAD_DIM / 4), d = quad % (HEAD_DIM / 4) * 4;
-        vstore4(vr[u], 0, buffer + nn * VS_PITCH + d);
+        float4 x = key_row[n0 + nn] >= 0 ? raw_float4(vr[u]) : (float4)(0.0f);
+        vstore4(x, 0, buffer + nn * VS_PITCH + d);
+    }
+}
+
+/* P.V for keys n0..n0+VCHUNK of the tile, the V chunk staged in vs. */
+inline void pv_chunk(__local flash_local *shm, __local const float *vs, flash_state *st, int n0)
+{
+    const int lid = get_local_id(0);
+    const int ty = lid / WG_COLS, tx = lid % WG_COLS;
+#pragma unroll UNROLL_PV
+    for (int nn = 0; nn < VCHUNK; nn++) {
+        float4 a[TM / 4], b[TD / 4];
+#pragma unroll
+        for (int g = 0; g < TM / 4; g++)
+            a[g] = vload4(0, shm->p + (n0 + nn) * PS_PITCH + ty * TM + 4 * g);
+#pragma unroll
+        for (int g = 0; g < TD / 4; g++)
+            b[g] = vload4(0, vs + nn * VS_PITCH + dim_base(tx, g));
+#pragma unroll
+        for (int i = 0; i < TM; i++)
+#pragma unroll
+            for (int e = 0; e < TD; e++)
+                st->o[i][e] = mad(lane(a[i / 4], i % 4), lane(b[e / 4], e % 4), st->o[i][e]);
     }
 }
 
 /* One key tile: the caller has filled the lists of slot and of next_slot (the next tile's,
  * unused here: each tile is loaded as it is used) and synchronised. q_pos0 is the absolute
- * position of the tile's first query, used by the causal test. */
-inline void tile_keys(__local flash_local *shm, int slot, int next_slot, flash_state *st,
-                      __global const storage_t *q, head_view qv, int q_rows, int q_pos0,
-                      __global const storage_t *k, head_view kv, __global const storage_t *v,
-                      head_view vv, float scale_log2)
+ * position of the tile's first query, used by the causal test. aligned: see load_raw4. */
+inline void tile_keys_with(__local flash_local *shm, int slot, flash_state *st,
+                           __global const storage_t *q, head_view qv, int q_rows, int q_pos0,
+                           __global const storage_t *k, head_view kv,
+                           __global const storage_t *v, head_view vv, float scale_log2,
+                           bool aligned)
 {
-    (void)next_slot;
     __local const int *key_row = shm->key_row[slot], *key_pos = shm->key_pos[slot];
     const int lid = get_local_id(0);
     const int ty = lid / WG_COLS, tx = lid % WG_COLS;
     float s[TM][TN];
-    flash_scores(shm, key_row, s, q, qv, q_rows, k, kv);
+    flash_scores_with(shm, key_row, s, q, qv, q_rows, k, kv, aligned);
     /* Start the first V loads now; the softmax below hides their latency. */
-    float4 vr[V_QUADS];
-    fetch_v_chunk(key_row, vr, v, vv, 0);
+    raw4 vr[V_QUADS];
+    fetch_v_chunk(key_row, vr, v, vv, 0, aligned);
 
     /* Scale, mask, and the work-item's share of each row's maximum. */
 #pragma unroll
@@ -287,16 +391,14 @@ inline void tile_keys(__local flash_local *shm, int slot, int next_slot, flash_s
             s[i][j] = valid ? s[i][j] * scale_log2 : -INFINITY;
             local_max = fmax(local_max, s[i][j]);
         }
-        shm->row_max[(ty * TM + i) * WG_COLS + tx] = local_max;
+        shm->row_max[partial_index(i, ty, tx)] = local_max;
     }
     barrier(CLK_LOCAL_MEM_FENCE);
 
     float alpha[TM];
 #pragma unroll
     for (int i = 0; i < TM; i++) {
-        float tile_max = -INFINITY;
-        for (int t = 0; t < WG_COLS; t++)
-            tile_max = fmax(tile_max, shm->row_max[(ty * TM + i) * WG_COLS + t]);
+        float tile_max = reduce_partials(shm->row_max, i, ty, true);
         float m_new = fmax(st->m[i], tile_max);
         /* A row that has seen no valid key yet keeps m = -inf; use 0 so no inf - inf appears. */
         float m_use = m_new == -INFINITY ? 0.0f : m_new;
@@ -305,51 +407,61 @@ inline void tile_keys(__local flash_local *shm, int slot, int next_slot, flash_s
         float partial = 0.0f;
 #pragma unroll
         for (int j = 0; j < TN; j++) {
-            float p = exp2(s[i][j] - m_use);
-            partial += p;
-            shm->p[(tx * TN + j) * PS_PITCH + ty * TM + i] = p;
+            s[i][j] = exp2(s[i][j] - m_use);
+            partial += s[i][j];
         }
-        shm->row_sum[(ty * TM + i) * WG_COLS + tx] = partial;
+        shm->row_sum[partial_index(i, ty, tx)] = partial;
     }
+    /* P as float4 columns of 4 rows. V chunk 0 is staged before the same barrier (its stage
+     * buffer was last read before the row-max barrier) and chunk 1's loads start. */
+#pragma unroll
+    for (int j = 0; j < TN; j++)
+#pragma unroll
+        for (int g = 0; g < TM / 4; g++)
+            vstore4((float4)(s[4 * g][j], s[4 * g + 1][j], s[4 * g + 2][j], s[4 * g + 3][j]), 0,
+                    shm->p + (tx * TN + j) * PS_PITCH + ty * TM + 4 * g);
+    store_v_chunk(shm->stage[0], vr, key_row, 0);
+    if (BLOCK_N / VCHUNK > 1)
+        fetch_v_chunk(key_row, vr, v, vv, VCHUNK, aligned);
     barrier(CLK_LOCAL_MEM_FENCE);
 
 #pragma unroll
     for (int i = 0; i < TM; i++) {
-        float sum = 0.0f;
-        for (int t = 0; t < WG_COLS; t++)
-            sum += shm->row_sum[(ty * TM + i) * WG_COLS + t];
+        float sum = reduce_partials(shm->row_sum, i, ty, false);
         st->l[i] = st->l[i] * alpha[i] + sum;
 #pragma unroll
         for (int e = 0; e < TD; e++)
             st->o[i][e] *= alpha[i];
     }
 
-    /* P.V in chunks of VCHUNK keys staged in local memory, double-buffered. */
+    /* P.V in chunks of VCHUNK keys staged in local memory, double-buffered (chunk 0 is). */
     for (int c = 0; c < BLOCK_N / VCHUNK; c++) {
         __local float *vs = shm->stage[c & 1];
-        store_v_chunk(vs, vr);
-        barrier(CLK_LOCAL_MEM_FENCE);
-        if (c + 1 < BLOCK_N / VCHUNK)
-            fetch_v_chunk(key_row, vr, v, vv, (c + 1) * VCHUNK);
-        const int n0 = c * VCHUNK;
-#pragma unroll UNROLL_PV
-        for (int nn = 0; nn < VCHUNK; nn++) {
-            float4 a[TM / 4], b[TD / 4];
-#pragma unroll
-            for (int g = 0; g < TM / 4; g++)
-                a[g] = vload4(0, shm->p + (n0 + nn) * PS_PITCH + ty * TM + 4 * g);
-#pragma unroll
-            for (int g = 0; g < TD / 4; g++)
-                b[g] = vload4(0, vs + nn * VS_PITCH + tx * TD + 4 * g);
-#pragma unroll
-            for (int i = 0; i < TM; i++)
-#pragma unroll
-                for (int e = 0; e < TD; e++)
-                    st->o[i][e] = mad(lane(a[i / 4], i % 4), lane(b[e / 4], e % 4), st->o[i][e]);
+        if (c > 0) {
+            store_v_chunk(vs, vr, key_row, c * VCHUNK);
+            barrier(CLK_LOCAL_MEM_FENCE);
+            if (c + 1 < BLOCK_N / VCHUNK)
+                fetch_v_chunk(key_row, vr, v, vv, (c + 1) * VCHUNK, aligned);
         }
+        pv_chunk(shm, vs, st, c * VCHUNK);
     }
-    /* The next tile rewrites the key list and the stage buffers. */
-    barrier(CLK_LOCAL_MEM_FENCE);
+    /* No barrier needed here: this slot's lists are not read after the last chunk's barrier
+     * (the caller may rewrite them at once), and the next tile's first local writes follow the
+     * caller's barrier. */
+}
+
+/* One key tile (see tile_keys_with): one inlined copy for 8-byte aligned bf16 rows (the usual
+ * case) and one for the others, so that neither holds the other's loads in registers. */
+inline void tile_keys(__local flash_local *shm, int slot, int next_slot, flash_state *st,
+                      __global const storage_t *q, head_view qv, int q_rows, int q_pos0,
+                      __global const storage_t *k, head_view kv, __global const storage_t *v,
+                      head_view vv, float scale_log2)
+{
+    (void)next_slot;
+    if (raw_aligned(qv) && raw_aligned(kv) && raw_aligned(vv))
+        tile_keys_with(shm, slot, st, q, qv, q_rows, q_pos0, k, kv, v, vv, scale_log2, true);
+    else
+        tile_keys_with(shm, slot, st, q, qv, q_rows, q_pos0, k, kv, v, vv, scale_log2, false);
 }
 
 /* Writes O = o / l for the work-item's rows and dims; a row that saw no key gets zeros. */
@@ -365,6 +477,7 @@ inline void tile_store(flash_state *st, __global storage_t *o, head_view ov, int
         float inv = st->l[i] > 0.0f ? 1.0f / st->l[i] : 0.0f;
 #pragma unroll
         for (int e = 0; e < TD; e++)
-            store_element(o, ov.base + (ulong)r * ov.stride_seq + tx * TD + e, st->o[i][e] * inv);
+            store_element(o, ov.base + (ulong)r * ov.stride_seq + dim_base(tx, e / 4) + e % 4,
+                          st->o[i][e] * inv);
     }
 }

@@ -11,7 +11,7 @@ size_t pbsa_flash_local_bytes(const pbsa_flash_config *c, int head_dim)
     size_t stage = 2 * (stage_qk > stage_v ? stage_qk : stage_v); /* double-buffered */
     size_t p = (size_t)c->block_n * qs_pitch;
     size_t reductions = 2 * (size_t)c->block_m * (size_t)c->wg_cols;
-    size_t keys = 2 * (size_t)c->block_n;
+    size_t keys = 4 * (size_t)c->block_n; /* key_row and key_pos, two slots each */
     return 4 * (stage + p + reductions + keys) + 16;
 }
 
