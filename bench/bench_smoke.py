@@ -55,6 +55,8 @@ def run(bench, args, log):
 
 def check_files(json_path, csv_path, workloads):
     """Every (workload, length) row in both files, with numbers; returns the JSON rows."""
+    if not all(check(os.path.isfile(p), f"{p}: not written") for p in (json_path, csv_path)):
+        return []
     with open(json_path) as f:
         doc = json.load(f)
     check(doc.get("complete") is True, f"{json_path}: not complete")

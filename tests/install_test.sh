@@ -65,18 +65,20 @@ stray=$(printf '%s\n' "$exported" | grep -v '^pbsa_' || true)
 "$cc" -std=c11 -Wall -Wextra -Wpedantic -Werror $cflags -o "$stage/consumer" "$consumer" $libs ||
     fail "the consumer program does not build against the installed header and library"
 
+# The staged library first; the caller's path may hold the dependencies (OpenCL, CLBlast).
+run_path="$libdir${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 if command -v ldd >/dev/null 2>&1; then
-    resolved=$(LD_LIBRARY_PATH="$libdir" ldd "$stage/consumer" |
+    resolved=$(LD_LIBRARY_PATH="$run_path" ldd "$stage/consumer" |
         sed -n 's/.*libpbsattn\.so\.0 => \([^ ]*\).*/\1/p')
     [ "$resolved" = "$libdir/libpbsattn.so.0" ] ||
         fail "the consumer loads libpbsattn.so.0 from '$resolved', not from the staged $libdir"
 fi
-output=$(LD_LIBRARY_PATH="$libdir" "$stage/consumer") || fail "the consumer program failed"
+output=$(LD_LIBRARY_PATH="$run_path" "$stage/consumer") || fail "the consumer program failed"
 echo "consumer: $output"
 
 bindir=$(pkg --variable=prefix)/bin
 if [ -x "$bindir/pbsa-info" ]; then
-    LD_LIBRARY_PATH="$libdir" "$bindir/pbsa-info" --help >/dev/null ||
+    LD_LIBRARY_PATH="$run_path" "$bindir/pbsa-info" --help >/dev/null ||
         fail "the installed pbsa-info --help failed"
     echo "installed pbsa-info runs"
 fi
