@@ -19,7 +19,7 @@
 # after it started; a step with less than a minimum left is skipped. Variables: OUT, PREFIX,
 # BUILD_DIR (default /tmp/b), WORK (logs and dumped inputs, default /tmp/pbsa-gpu-run),
 # PART (checks: build, tests, conformance and tuning only; bench: build and benchmarks only;
-# default: both), DEADLINE, TESTS_LIMIT (seconds for meson test, default 180), TUNE_BUDGET (seconds of
+# default: both), DEADLINE, TESTS_LIMIT (seconds for meson test, default 300), TUNE_BUDGET (seconds of
 # pbsa-tune, 0 to skip), PBSREF (the authors' code), and PBS_LENGTHS, PBS_LONG (the mixed-only
 # length, empty to skip), DENSE_LENGTHS, SDPA_LENGTHS.
 set -u -o pipefail
@@ -36,7 +36,7 @@ DENSE_LENGTHS=${DENSE_LENGTHS:-8192,16384,32768,65536}
 SDPA_LENGTHS=${SDPA_LENGTHS:-8192,16384,32768,65536,131072}
 TUNE_BUDGET=${TUNE_BUDGET:-100}
 PBSREF=${PBSREF:-.pbsref}
-TESTS_LIMIT=${TESTS_LIMIT:-180}
+TESTS_LIMIT=${TESTS_LIMIT:-300}
 LOGS=$WORK/logs
 START=$SECONDS
 mkdir -p "$OUT" "$LOGS"

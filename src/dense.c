@@ -91,9 +91,5 @@ int pbsa_dense_attention(pbsa_context *ctx, cl_command_queue queue, const pbsa_t
     size_t tiles = ((size_t)q->seq + rows - 1) / rows;
     size_t global[2] = {tiles * wg, (size_t)groups_bh};
     size_t local[2] = {wg, 1};
-    cl_int err = clEnqueueNDRangeKernel(queue, kernel, 2, NULL, global, local, 0, NULL, event);
-    clReleaseKernel(kernel);
-    if (err != CL_SUCCESS)
-        return pbsa_fail(ctx, err, "%s: clEnqueueNDRangeKernel failed (%d)", fn, err);
-    return PBSA_SUCCESS;
+    return pbsa_enqueue_kernel(ctx, fn, queue, kernel, 2, global, local, NULL, event);
 }

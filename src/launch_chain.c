@@ -97,18 +97,46 @@ int pbsa_chain_add_call(pbsa_context *ctx, const char *fn, pbsa_launch_chain *ch
     return PBSA_SUCCESS;
 }
 
+static void CL_CALLBACK release_kernel(cl_event event, cl_int status, void *kernel)
+{
+    (void)event, (void)status;
+    clReleaseKernel((cl_kernel)kernel);
+}
+
+int pbsa_enqueue_kernel(pbsa_context *ctx, const char *fn, cl_command_queue queue,
+                        cl_kernel kernel, cl_uint dims, const size_t *global, const size_t *local,
+                        cl_event last, cl_event *event)
+{
+    cl_event done = NULL;
+    cl_int err = clEnqueueNDRangeKernel(queue, kernel, dims, NULL, global, local, last ? 1 : 0,
+                                        last ? &last : NULL, &done);
+    if (err != CL_SUCCESS) {
+        clReleaseKernel(kernel);
+        return pbsa_fail(ctx, err, "%s: clEnqueueNDRangeKernel failed (%d)", fn, err);
+    }
+    /* The kernel is released once its launch has run, not now: NVIDIA's OpenCL (driver 580)
+     * crashes when a kernel is released while its launch still waits, e.g. behind the caller's
+     * user event. Where no callback can be set, it is released now (legal OpenCL). */
+    if (clSetEventCallback(done, CL_COMPLETE, release_kernel, kernel) != CL_SUCCESS)
+        clReleaseKernel(kernel);
+    if (event)
+        *event = done;
+    else
+        clReleaseEvent(done);
+    return PBSA_SUCCESS;
+}
+
 /* Enqueues one step after the event last (NULL: nothing before it); *done receives its event. */
 static int enqueue_step(pbsa_context *ctx, const char *fn, cl_command_queue queue,
-                        const pbsa_step *step, cl_event last, cl_event *done)
+                        pbsa_step *step, cl_event last, cl_event *done)
 {
     *done = NULL;
     cl_int err;
     if (step->kernel) {
-        err = clEnqueueNDRangeKernel(queue, step->kernel, step->dims, NULL, step->global,
-                                     step->local, last ? 1 : 0, last ? &last : NULL, done);
-        if (err != CL_SUCCESS)
-            return pbsa_fail(ctx, err, "%s: clEnqueueNDRangeKernel failed (%d)", fn, err);
-        return PBSA_SUCCESS;
+        cl_kernel kernel = step->kernel;
+        step->kernel = NULL; /* taken by pbsa_enqueue_kernel */
+        return pbsa_enqueue_kernel(ctx, fn, queue, kernel, step->dims, step->global, step->local,
+                                   last, done);
     }
     /* The library call takes no wait list: a barrier orders it after the previous step. */
     if (last && (err = clEnqueueBarrierWithWaitList(queue, 1, &last, NULL)) != CL_SUCCESS)

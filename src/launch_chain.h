@@ -29,6 +29,13 @@ typedef struct pbsa_launch_chain {
 int pbsa_chain_add_kernel(pbsa_context *ctx, const char *fn, pbsa_launch_chain *chain,
                           const pbsa_kernel_args *args, cl_uint dims, const size_t *global,
                           const size_t *local);
+/* Enqueues kernel after the event last (NULL: nothing before it) and takes it in every case:
+ * it is released when the launch has run (or at once where no completion callback can be set,
+ * and on failure). *event (event may be NULL) receives the launch's event. fn names the caller
+ * in the message. */
+int pbsa_enqueue_kernel(pbsa_context *ctx, const char *fn, cl_command_queue queue,
+                        cl_kernel kernel, cl_uint dims, const size_t *global, const size_t *local,
+                        cl_event last, cl_event *event);
 /* Fails with PBSA_ERROR_UNSUPPORTED_DEVICE when kernel, as compiled for the device, allows fewer
  * than items work-items per group (register-heavy variants can fall below the device's maximum),
  * or with the OpenCL error of the query. fn names the caller in the message. Single launches

@@ -316,21 +316,23 @@ static counts take_counts(void)
     return c;
 }
 
-/* The counts once the implementation has let go of the caller's buffers: it may keep references
- * to finished commands, and through them to their buffers, a little after clFinish() returns.
- * Each caller buffer has the test's own reference alone when idle. Waits up to two seconds. */
+/* The counts once the implementation has let go of the caller's buffers and the library of its
+ * kernels: the implementation may keep references to finished commands, and through them to
+ * their buffers, a little after clFinish() returns, and the library releases each kernel from
+ * its launch's completion callback. Each caller buffer has the test's own reference alone when
+ * idle; the rest must hold still for 3 ms. Waits up to two seconds. */
 static counts settled_counts(void)
 {
     assert_int_equal(clFinish(fixture.queue), CL_SUCCESS);
     counts c = take_counts();
-    for (int wait = 0; wait < 200; wait++) {
+    for (int wait = 0, still = 0; wait < 2000 && still < 3; wait++) {
+        usleep(1000);
+        counts next = take_counts();
         bool idle = true;
         for (int i = 0; i < BUFFER_COUNT; i++)
-            idle = idle && c.buffer_refs[i] == 1;
-        if (idle)
-            break;
-        usleep(10000);
-        c = take_counts();
+            idle = idle && next.buffer_refs[i] == 1;
+        still = idle && memcmp(&next, &c, sizeof c) == 0 ? still + 1 : 0;
+        c = next;
     }
     return c;
 }
