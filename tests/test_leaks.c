@@ -10,6 +10,7 @@
 #include "kernel_source.h"
 
 #include <malloc.h>
+#include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -541,6 +542,44 @@ static void test_cycles(void **state)
     }
 }
 
+/* Completes the user event *arg a little later: the operations wait for their own events. */
+static void *open_gate(void *arg)
+{
+    usleep(2000);
+    clSetUserEventStatus(*(cl_event *)arg, CL_COMPLETE);
+    return NULL;
+}
+
+/* Every enqueueing operation behind a user event, as callers gate work: once the event has
+ * completed, the same results as ungated and nothing held (the library releases each kernel when
+ * its launch has run: NVIDIA's OpenCL crashed on kernels released while their launch waited). */
+static void test_gated_queue(void **state)
+{
+    (void)state;
+    counts before = settled_counts();
+    for (int i = 0; i < OPERATION_COUNT; i++) {
+        const operation *op = &operations[i];
+        if (!op->builds)
+            continue;
+        poison_outputs(op);
+        cl_int err;
+        cl_event gate = clCreateUserEvent(fixture.cl_ctx, &err);
+        assert_int_equal(err, CL_SUCCESS);
+        assert_int_equal(clEnqueueMarkerWithWaitList(fixture.queue, 1, &gate, NULL), CL_SUCCESS);
+        pthread_t opener;
+        assert_int_equal(pthread_create(&opener, NULL, open_gate, &gate), 0);
+        int status = op->run(fixture.ctx);
+        pthread_join(opener, NULL);
+        clReleaseEvent(gate);
+        if (status != PBSA_SUCCESS)
+            fail_msg("gated %s: %d (%s): %s", op->name, status, pbsa_status_string(status),
+                     pbsa_context_last_error(fixture.ctx));
+        assert_int_equal(clFinish(fixture.queue), CL_SUCCESS);
+        check_outputs("gated queue", op, false);
+    }
+    check_no_leak("gated queue", &before);
+}
+
 /* Bad arguments of every kind, each on every operation it applies to. */
 static void test_invalid_arguments(void **state)
 {
@@ -749,6 +788,7 @@ int main(void)
         return opened;
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_cycles),
+        cmocka_unit_test(test_gated_queue),
         cmocka_unit_test(test_invalid_arguments),
         cmocka_unit_test(test_allocation_failures),
         cmocka_unit_test(test_opencl_failures),
