@@ -29,14 +29,14 @@ __kernel void pbs_find_sink(__global const int *pi, ulong pi_offset, int kv_len,
             sink[bp] = p / block;
 }
 
-/* Mean of each block of rows (zero rows pad a partial block): one work-item per (block, dim).
- * Keys are read through pi when given; grid dimension 1 = batch x heads of the output. The means
- * are stored [head][block][dim], or [head][dim][block] when dim_major is set (the key means, so
- * that the selection's work-items, one per key block, read them coalesced). */
+/* Mean of each block of rows (zero rows pad a partial block): one work-item per (block, dim);
+ * grid dimension 1 = batch x heads of the output. Query means (keys 0) are stored
+ * [head][block][dim]; key means (keys 1) are read through pi and stored [head][dim][block], so
+ * that the selection's work-items, one per key block, read them coalesced. */
 __kernel void pbs_block_means(__global const storage_t *x, ulong offset, ulong stride_batch,
                               ulong stride_head, ulong stride_seq, int out_heads, int heads_per_in,
                               int seq, int block, int blocks,
-                              __global const int *pi, ulong pi_offset, int use_pi, int dim_major,
+                              __global const int *pi, ulong pi_offset, int keys,
                               __global float *means, ulong means_offset)
 {
     means += means_offset;
@@ -54,10 +54,10 @@ __kernel void pbs_block_means(__global const storage_t *x, ulong offset, ulong s
         int p = j * block + r;
         if (p >= seq)
             break;
-        int row = use_pi ? perm[p] : p;
+        int row = keys ? perm[p] : p;
         sum += load_element(x, base + (ulong)row * stride_seq);
     }
-    const ulong at = dim_major ? (ulong)d * blocks + j : (ulong)j * HEAD_DIM + d;
+    const ulong at = keys ? (ulong)d * blocks + j : (ulong)j * HEAD_DIM + d;
     means[(ulong)bh * blocks * HEAD_DIM + at] = sum / (float)block;
 }
 

@@ -28,8 +28,7 @@ static int prepare_means(pbsa_context *ctx, const char *fn, const pbsa_pbs_plan 
     pbsa_arg_i32(&a, blocks);
     pbsa_arg_mem(&a, pi);
     pbsa_arg_u64(&a, pi_offset);
-    pbsa_arg_i32(&a, keys); /* use_pi */
-    pbsa_arg_i32(&a, keys); /* dim_major */
+    pbsa_arg_i32(&a, keys);
     pbsa_arg_region(&a, plan, workspace, means);
     size_t global[2] = {round_up((size_t)blocks * (size_t)plan->head_dim, 64),
                         (size_t)plan->batch * (size_t)out_heads};
