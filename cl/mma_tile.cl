@@ -15,6 +15,13 @@
  * kernel can gather through the permutation. K and V rows are copied 16 bytes at a time: the
  * host uses these kernels only when every K/V row starts on a 16-byte boundary.
  *
+ * WGMMA 1 (Hopper, needs wgmma_ptx.cl before this file) computes the products with warpgroup
+ * instructions instead: each warpgroup of 4 warps multiplies its 64 rows by a whole tile of BN
+ * keys at once, Q and P as register operands and K and V read by the tensor cores straight from
+ * local memory. There, K and V tiles are stored as 8x8 core matrices (8 keys x 16 bytes, 128
+ * contiguous bytes) ordered key group by key group, the layout the products' descriptors read:
+ * K as a k-major operand of Q.K^T, V as an n-major operand of P.V.
+ *
  * Tuning parameters (src/mma_config.c declares their ranges): MMA_WARPS, MMA_GROUPS, BN and
  * MMA_STAGES. */
 
@@ -36,9 +43,22 @@
 #ifndef MMA_GROUPS
 #define MMA_GROUPS 1
 #endif
+#ifndef WGMMA
+#define WGMMA 0
+#endif
+#if WGMMA
+/* A warpgroup's scores of a whole tile take 32 registers a thread: one softmax step per tile. */
+#define PART_KEYS BN
+#if MMA_GROUPS != 1 || MMA_WARPS % 4 != 0 || BN != 64 || HEAD_DIM % 64 != 0
+#error "WGMMA takes whole warpgroups of one row group, 64-key tiles and head dims of 64 or 128"
+#endif
+#define KP HEAD_DIM /* K and V row length in 16-bit elements: core matrices need no padding */
+#else
 /* Keys per online-softmax step: a tile of BN keys is copied at once and computed 32 keys at a
  * time, so that the scores of two row groups fit in registers beside Q and O. */
 #define PART_KEYS 32
+#define KP (HEAD_DIM + 8) /* K and V row pitch in 16-bit elements: ldmatrix without conflicts */
+#endif
 #if BN % PART_KEYS != 0
 #error "BN is a multiple of PART_KEYS"
 #endif
@@ -47,7 +67,6 @@
 #if MMA_STAGES != 1 && MMA_STAGES != 2
 #error "MMA_STAGES is 1 or 2"
 #endif
-#define KP (HEAD_DIM + 8) /* K and V row pitch in 16-bit elements */
 
 #define TILE_ROWS (16 * MMA_WARPS * MMA_GROUPS)
 #define TILE_KEYS BN
@@ -127,12 +146,28 @@ inline void copy_rows(__local uint4 *tile, __local const int *rows, __global con
                       head_view xv)
 {
     for (int i = get_local_id(0); i < BN * HEAD_DIM / 8; i += TILE_WORK_ITEMS) {
+#if WGMMA
+        /* 16-byte piece i is core matrix i / 8's row i % 8: key group, dims chunk, key. */
+        const int n = i / HEAD_DIM * 8 + i % 8, d = i / 8 % (HEAD_DIM / 8) * 8;
+        const int slot = i;
+#else
         const int n = i / (HEAD_DIM / 8), d = i % (HEAD_DIM / 8) * 8;
+        const int slot = (n * KP + d) / 8;
+#endif
         const int row = rows[n];
         const ulong source = xv.base + (ulong)max(row, 0) * xv.stride_seq + d;
-        COPY_ASYNC16(local_address(&tile[(n * KP + d) / 8]), x + source, row >= 0 ? 16u : 0u);
+        COPY_ASYNC16(local_address(&tile[slot]), x + source, row >= 0 ? 16u : 0u);
     }
     COPY_ASYNC_COMMIT();
+}
+
+/* Waits for this work-item's copies and makes them visible to the products; a barrier follows. */
+inline void copies_arrived(void)
+{
+    COPY_ASYNC_WAIT(0);
+#if WGMMA
+    FENCE_PROXY_ASYNC();
+#endif
 }
 
 /* Starts loading the first tile, listed in slot (the caller has synchronised since). */
@@ -145,6 +180,50 @@ inline void tile_fetch(__local tile_local *shm, int slot, __global const storage
 #endif
 }
 
+#if WGMMA
+/* Bytes between core matrices of a staged tile: along the head dims, along the keys. */
+#define CORE_DIMS_STEP 128
+#define CORE_KEYS_STEP (HEAD_DIM * 16)
+
+/* s = Q.K^T of the warpgroup's 64 rows and the BN keys from key0 of the staged K tile
+ * (unscaled), one product per 16 dims, each over the whole tile. */
+inline void tile_scores(__local const tile_local *shm, const tile_state *st, int key0,
+                        float s[MMA_GROUPS][PART_KEYS / 8][4])
+{
+    const ulong desc = wgmma_desc(shm->k, CORE_DIMS_STEP, CORE_KEYS_STEP) +
+                       (ulong)(key0 / 8 * CORE_KEYS_STEP / 16);
+    WGMMA_FENCE();
+#pragma unroll
+    for (int kb = 0; kb < HEAD_DIM / 16; kb++)
+        WGMMA_M64N64K16(s[0], st->q[0][kb], desc + (ulong)(kb * 2 * CORE_DIMS_STEP / 16),
+                        kb > 0 ? 1 : 0, 0);
+    WGMMA_COMMIT();
+    WGMMA_WAIT_ALL();
+    WGMMA_HOLD32(s[0]);
+}
+
+/* O += P.V for the probabilities p of the BN keys from key0 of the staged V tile: per 16 keys,
+ * one product per 64 head dims. */
+inline void tile_values(__local const tile_local *shm, tile_state *st, int key0,
+                        uint p[MMA_GROUPS][PART_KEYS / 16][4])
+{
+    const ulong desc = wgmma_desc(shm->v, CORE_KEYS_STEP, CORE_DIMS_STEP) +
+                       (ulong)(key0 / 8 * CORE_KEYS_STEP / 16);
+    WGMMA_FENCE();
+#pragma unroll
+    for (int j = 0; j < PART_KEYS / 16; j++)
+#pragma unroll
+        for (int n = 0; n < HEAD_DIM / 64; n++)
+            WGMMA_M64N64K16(st->acc[0] + 8 * n, p[0][j],
+                            desc + (ulong)((j * 2 * CORE_KEYS_STEP + n * 8 * CORE_DIMS_STEP) / 16),
+                            1, 1);
+    WGMMA_COMMIT();
+    WGMMA_WAIT_ALL();
+#pragma unroll
+    for (int n = 0; n < HEAD_DIM / 64; n++)
+        WGMMA_HOLD32(st->acc[0] + 8 * n);
+}
+#else
 /* s = Q.K^T of the lane's rows and keys key0.. of the staged K tile (unscaled). Lane i addresses
  * row i % 8 of 8x8 matrix i / 8: keys nb*8.., dims 8*(i / 8).. give the two B fragments of two
  * consecutive 16-dim steps, used by every row group. */
@@ -170,6 +249,31 @@ inline void tile_scores(__local const tile_local *shm, const tile_state *st, int
         }
     }
 }
+
+/* O += P.V for the probabilities p of keys key0.. of the staged V tile, 16 keys per step. Lane i
+ * addresses key row i % 8 + 8 * (i / 8 % 2) and dims 8 * (i / 16)..: transposed, the four
+ * matrices are the B fragments of two 8-dim columns. */
+inline void tile_values(__local const tile_local *shm, tile_state *st, int key0,
+                        uint p[MMA_GROUPS][PART_KEYS / 16][4])
+{
+    const int lane = get_local_id(0) % 32;
+    const uint v_lane = local_address(shm->v) +
+                        ((key0 + lane % 8 + lane / 8 % 2 * 8) * KP + lane / 16 * 8) * 2;
+#pragma unroll
+    for (int j = 0; j < PART_KEYS / 16; j++) {
+#pragma unroll
+        for (int n = 0; n < HEAD_DIM / 8; n += 2) {
+            uint b[4];
+            LDMATRIX_X4_TRANS(b, v_lane + (j * 16 * KP + n * 8) * 2);
+#pragma unroll
+            for (int group = 0; group < MMA_GROUPS; group++) {
+                MMA(st->acc[group][n], p[group][j], b[0], b[1]);
+                MMA(st->acc[group][n + 1], p[group][j], b[2], b[3]);
+            }
+        }
+    }
+}
+#endif
 
 /* Whether p holds in any lane of the warp. */
 inline bool warp_any(bool p)
@@ -259,30 +363,6 @@ inline void tile_softmax(tile_state *st, float s[MMA_GROUPS][PART_KEYS / 8][4],
     }
 }
 
-/* O += P.V for the probabilities p of keys key0.. of the staged V tile, 16 keys per step. Lane i
- * addresses key row i % 8 + 8 * (i / 8 % 2) and dims 8 * (i / 16)..: transposed, the four
- * matrices are the B fragments of two 8-dim columns. */
-inline void tile_values(__local const tile_local *shm, tile_state *st, int key0,
-                        uint p[MMA_GROUPS][PART_KEYS / 16][4])
-{
-    const int lane = get_local_id(0) % 32;
-    const uint v_lane = local_address(shm->v) +
-                        ((key0 + lane % 8 + lane / 8 % 2 * 8) * KP + lane / 16 * 8) * 2;
-#pragma unroll
-    for (int j = 0; j < PART_KEYS / 16; j++) {
-#pragma unroll
-        for (int n = 0; n < HEAD_DIM / 8; n += 2) {
-            uint b[4];
-            LDMATRIX_X4_TRANS(b, v_lane + (j * 16 * KP + n * 8) * 2);
-#pragma unroll
-            for (int group = 0; group < MMA_GROUPS; group++) {
-                MMA(st->acc[group][n], p[group][j], b[0], b[1]);
-                MMA(st->acc[group][n + 1], p[group][j], b[2], b[3]);
-            }
-        }
-    }
-}
-
 /* Attends the tile's queries to the keys listed in slot, whose loading has started, and starts
  * loading those of next_slot (the caller has filled both lists and synchronised). q_pos0 is the
  * absolute position of the tile's first query, for the causal test. The tile's keys are taken
@@ -294,7 +374,7 @@ inline void tile_keys(__local tile_local *shm, int slot, int next_slot, tile_sta
 {
     /* Q is held in registers since tile_begin(). */
     (void)q, (void)qv, (void)q_rows;
-    COPY_ASYNC_WAIT(0);
+    copies_arrived();
     barrier(CLK_LOCAL_MEM_FENCE);
 #if MMA_STAGES == 2
     copy_rows(shm->v, shm->key_row[slot], v, vv);
@@ -309,7 +389,7 @@ inline void tile_keys(__local tile_local *shm, int slot, int next_slot, tile_sta
         /* V has arrived before the first product with it; once every warp is done with K, the
          * next tile's K may come. */
         if (part == 0)
-            COPY_ASYNC_WAIT(0);
+            copies_arrived();
         if (part == 0 || part == BN / PART_KEYS - 1)
             barrier(CLK_LOCAL_MEM_FENCE);
         if (part == BN / PART_KEYS - 1)

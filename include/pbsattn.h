@@ -205,6 +205,21 @@ PBSA_API int pbsa_context_device_info(const pbsa_context *ctx, pbsa_device_info 
  * Thread-safe. */
 PBSA_API int pbsa_context_uses_tensor_cores(const pbsa_context *ctx);
 
+/* Which tensor-core instructions the tensor-core kernels of a context use. */
+typedef enum pbsa_tensor_core_path {
+    PBSA_TENSOR_CORES_NONE = 0,     /* the portable kernels everywhere */
+    PBSA_TENSOR_CORES_MMA_SYNC = 1, /* warp-level mma.sync (compute capability 8.0 and up) */
+    PBSA_TENSOR_CORES_WGMMA = 2,    /* Hopper's warpgroup wgmma (9.0) for the attention tiles
+                                       that fit it (f16/bf16, head dims 64 and 128), mma.sync
+                                       for the rest */
+} pbsa_tensor_core_path;
+
+/* The tensor-core path of ctx. WGMMA is chosen at context creation on compute capability 9.0
+ * when a probe of the instructions (built by rewriting the compiler's PTX for sm_90a) computes
+ * exactly, unless the environment variable PBSA_FORCE_MMA_SYNC is set (any value but "0"; for
+ * comparisons). ctx NULL gives PBSA_TENSOR_CORES_NONE. Thread-safe. */
+PBSA_API pbsa_tensor_core_path pbsa_context_tensor_core_path(const pbsa_context *ctx);
+
 /* Reads the information of any device without creating a context (used by pbsa-info).
  * Errors: PBSA_ERROR_NULL_ARGUMENT or an OpenCL error. Thread-safe. */
 PBSA_API int pbsa_query_device_info(cl_device_id device, pbsa_device_info *out);

@@ -70,7 +70,7 @@ int pbsa_context_create(cl_context cl_ctx, cl_device_id device,
     ctx->options = opts;
     clRetainContext(cl_ctx);
     clRetainDevice(device);
-    ctx->use_tensor_cores = pbsa_tensor_core_decide(ctx);
+    pbsa_tensor_core_decide(ctx);
     pbsa_tuning_load(ctx, pbsa_builtin_tuning, pbsa_builtin_tuning_count);
     *out = ctx;
     return PBSA_SUCCESS;

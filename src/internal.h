@@ -35,6 +35,7 @@ struct pbsa_context {
     pbsa_device_info info;
     pbsa_context_options options;
     bool use_tensor_cores; /* the mma.sync kernels passed their probe (src/tensor_core.c) */
+    bool use_wgmma;        /* and the Hopper (wgmma) tiles passed theirs */
     pthread_mutex_t lock; /* guards programs and build_log */
     pbsa_program_entry *programs;
     const char *build_log; /* log of the last failed build, owned by its cache entry */
@@ -44,9 +45,11 @@ struct pbsa_context {
 
 /* ---- the NVIDIA tensor-core path (src/tensor_core.c; the kernels: src/mma_config.h) ---- */
 
-/* Whether ctx may use the tensor-core kernels: a capable device, not forced portable (options or
- * PBSA_FORCE_PORTABLE), and a probe kernel that compiles and computes exactly. */
-bool pbsa_tensor_core_decide(pbsa_context *ctx);
+/* Sets whether ctx may use the tensor-core kernels (use_tensor_cores): a capable device, not
+ * forced portable (options or PBSA_FORCE_PORTABLE), and a probe kernel that compiles and computes
+ * exactly; and whether their tiles use wgmma (use_wgmma): compute capability 9.0, its own probe,
+ * PBSA_FORCE_MMA_SYNC not set. */
+void pbsa_tensor_core_decide(pbsa_context *ctx);
 
 /* ---- errors (src/errors.c) ---- */
 
@@ -90,6 +93,10 @@ bool pbsa_head_dim_supported(int64_t head_dim);
  * PBSA_ERROR_BUILD_FAILED and keeps its log for pbsa_context_build_log(). */
 int pbsa_get_kernel(pbsa_context *ctx, const char *const *files, size_t file_count,
                     const char *options, const char *kernel_name, cl_kernel *out);
+/* pbsa_get_kernel() for a program that uses cl/wgmma_ptx.cl: its PTX is rewritten for sm_90a
+ * (src/ptx_sm90a.h) and rebuilt from that text; cached apart from plain builds. NVIDIA only. */
+int pbsa_get_sm90a_kernel(pbsa_context *ctx, const char *const *files, size_t file_count,
+                          const char *options, const char *kernel_name, cl_kernel *out);
 /* Frees every cached program of ctx. */
 void pbsa_program_cache_clear(pbsa_context *ctx);
 

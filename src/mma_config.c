@@ -27,6 +27,11 @@ bool pbsa_mma_config_fits(const pbsa_mma_config *c, int block)
                           block % (16 * c->warps * c->groups) == 0 && block % c->keys == 0);
 }
 
+bool pbsa_wgmma_config_fits(const pbsa_mma_config *c, int head_dim)
+{
+    return c->warps % 4 == 0 && c->groups == 1 && c->keys == 64 && head_dim % 64 == 0;
+}
+
 bool pbsa_mma_config_equal(const pbsa_mma_config *a, const pbsa_mma_config *b)
 {
     return a->warps == b->warps && a->groups == b->groups && a->keys == b->keys &&
@@ -35,6 +40,11 @@ bool pbsa_mma_config_equal(const pbsa_mma_config *a, const pbsa_mma_config *b)
 
 pbsa_mma_config pbsa_mma_config_heuristic(const pbsa_device_info *info, int head_dim, int block)
 {
+    /* On Hopper the first that takes wgmma (src/mma_tiles.c): two warpgroups of 64 rows. */
+    static const pbsa_mma_config hopper = {8, 1, 64, 2};
+    if (info->nv_compute_major == 9 && pbsa_mma_config_fits(&hopper, block) &&
+        pbsa_mma_config_valid(&hopper, head_dim, info) && pbsa_wgmma_config_fits(&hopper, head_dim))
+        return hopper;
     static const pbsa_mma_config list[] = {{4, 2, 64, 2}, {4, 1, 64, 2}, {4, 1, 32, 2}};
     const size_t count = sizeof list / sizeof list[0];
     for (size_t i = 0; i < count; i++)

@@ -27,6 +27,10 @@ bool pbsa_mma_config_valid(const pbsa_mma_config *config, int head_dim,
  * kernel; 0 for the dense kernel: no limit). */
 bool pbsa_mma_config_fits(const pbsa_mma_config *config, int block);
 bool pbsa_mma_config_equal(const pbsa_mma_config *a, const pbsa_mma_config *b);
+/* Whether cl/mma_tile.cl's WGMMA variant takes config for head_dim: whole warpgroups (warps 4 or
+ * 8) of one row group, 64-key tiles, head dim 64 or 128. Contexts that use wgmma run such
+ * configurations on it. */
+bool pbsa_wgmma_config_fits(const pbsa_mma_config *config, int head_dim);
 /* The built-in rule: the first of a short list (the fastest on an H100 first) that fits the
  * device and block. Check the result with pbsa_mma_config_valid() (a tiny device may have
  * none). */

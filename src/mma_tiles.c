@@ -45,11 +45,17 @@ int pbsa_mma_kernel(pbsa_context *ctx, const char *kernel_file, const char *kern
                     const pbsa_mma_config *config, cl_kernel *out, size_t *work_items,
                     size_t *rows)
 {
-    const char *files[] = {"common.cl", "mma_ptx.cl", "mma_tile.cl", kernel_file};
     char options[512] = "";
     pbsa_mma_options(options, sizeof options, dtype, head_dim, causal, config);
     pbsa_append_option(options, sizeof options, "%s", extra_options);
     *work_items = 32 * (size_t)config->warps;
     *rows = 16 * (size_t)config->warps * (size_t)config->groups;
+    if (ctx->use_wgmma && pbsa_wgmma_config_fits(config, head_dim)) {
+        const char *files[] = {"common.cl", "mma_ptx.cl", "wgmma_ptx.cl", "mma_tile.cl",
+                               kernel_file};
+        pbsa_append_option(options, sizeof options, " -DWGMMA=1");
+        return pbsa_get_sm90a_kernel(ctx, files, 5, options, kernel_name, out);
+    }
+    const char *files[] = {"common.cl", "mma_ptx.cl", "mma_tile.cl", kernel_file};
     return pbsa_get_kernel(ctx, files, 4, options, kernel_name, out);
 }

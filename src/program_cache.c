@@ -1,6 +1,7 @@
 /* Compiles each program variant once per context and keeps it (and any failure) for reuse. */
 #include "internal.h"
 #include "kernel_source.h"
+#include "ptx_sm90a.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -45,9 +46,10 @@ static const char *kernel_text(const char *name, char **owned)
     return NULL;
 }
 
-static char *make_key(const char *const *files, size_t file_count, const char *options)
+static char *make_key(const char *const *files, size_t file_count, const char *options,
+                      bool sm90a)
 {
-    size_t length = strlen(options) + 2;
+    size_t length = strlen(options) + 8;
     for (size_t i = 0; i < file_count; i++)
         length += strlen(files[i]) + 1;
     char *key = malloc(length);
@@ -58,7 +60,7 @@ static char *make_key(const char *const *files, size_t file_count, const char *o
         strcat(key, files[i]);
         strcat(key, "+");
     }
-    strcat(key, "|");
+    strcat(key, sm90a ? "|sm90a|" : "|");
     strcat(key, options);
     return key;
 }
@@ -77,9 +79,49 @@ static char *read_build_log(cl_program program, cl_device_id device)
     return log;
 }
 
-/* Builds the program for key; on failure entry->program stays NULL and entry->log is set. */
+/* The PTX of program, a source build for NVIDIA's driver, rewritten for sm_90a and built
+ * again from that text (src/ptx_sm90a.h). Returns the new program, or NULL with *log set to
+ * why. */
+static cl_program rebuild_sm90a(pbsa_context *ctx, cl_program program, const char *options,
+                                char **log)
+{
+    *log = NULL;
+    size_t size = 0;
+    cl_int err = clGetProgramInfo(program, CL_PROGRAM_BINARY_SIZES, sizeof size, &size, NULL);
+    char *ptx = err == CL_SUCCESS && size > 0 ? calloc(size + 1, 1) : NULL;
+    if (ptx)
+        err = clGetProgramInfo(program, CL_PROGRAM_BINARIES, sizeof ptx, &ptx, NULL);
+    size_t markers = 0;
+    char *patched = ptx && err == CL_SUCCESS ? pbsa_ptx_sm90a(ptx, &markers) : NULL;
+    free(ptx);
+    if (!patched || markers == 0) {
+        free(patched);
+        *log = strdup("the compiler's output is not sm_90 PTX with sm_90a markers");
+        return NULL;
+    }
+    size_t length = strlen(patched);
+    const unsigned char *text = (const unsigned char *)patched;
+    cl_int binary_status;
+    cl_program rebuilt = clCreateProgramWithBinary(ctx->cl_ctx, 1, &ctx->device, &length, &text,
+                                                   &binary_status, &err);
+    free(patched);
+    if (err != CL_SUCCESS) {
+        *log = strdup("clCreateProgramWithBinary refused the sm_90a PTX");
+        return NULL;
+    }
+    err = clBuildProgram(rebuilt, 1, &ctx->device, options, NULL, NULL);
+    if (err != CL_SUCCESS) {
+        *log = read_build_log(rebuilt, ctx->device);
+        clReleaseProgram(rebuilt);
+        return NULL;
+    }
+    return rebuilt;
+}
+
+/* Builds the program for key (for sm_90a when sm90a); on failure entry->program stays NULL and
+ * entry->log is set. */
 static int build_program(pbsa_context *ctx, pbsa_program_entry *entry, const char *const *files,
-                         size_t file_count, const char *options)
+                         size_t file_count, const char *options, bool sm90a)
 {
     const char *texts[16];
     char *owned[16] = {0};
@@ -107,13 +149,6 @@ static int build_program(pbsa_context *ctx, pbsa_program_entry *entry, const cha
     char full_options[2048];
     snprintf(full_options, sizeof full_options, "-cl-std=CL1.2 %s %s", options, extra ? extra : "");
     err = clBuildProgram(program, 1, &ctx->device, full_options, NULL, NULL);
-    if (err == CL_SUCCESS && extra) {
-        char *log = read_build_log(program, ctx->device);
-        if (log)
-            pbsa_log(PBSA_LOG_INFO, "build log of %s with \"%s\":\n%s", files[file_count - 1],
-                     full_options, log);
-        free(log);
-    }
     if (err != CL_SUCCESS) {
         entry->log = read_build_log(program, ctx->device);
         clReleaseProgram(program);
@@ -122,6 +157,25 @@ static int build_program(pbsa_context *ctx, pbsa_program_entry *entry, const cha
                            files[file_count - 1], options, err);
         goto done;
     }
+    if (sm90a) {
+        cl_program rebuilt = rebuild_sm90a(ctx, program, extra ? extra : "", &entry->log);
+        clReleaseProgram(program);
+        if (!rebuilt) {
+            status = pbsa_fail(ctx, PBSA_ERROR_BUILD_FAILED,
+                               "building %s with \"%s\" for sm_90a failed; see "
+                               "pbsa_context_build_log()",
+                               files[file_count - 1], options);
+            goto done;
+        }
+        program = rebuilt;
+    }
+    if (extra) {
+        char *log = read_build_log(program, ctx->device);
+        if (log)
+            pbsa_log(PBSA_LOG_INFO, "build log of %s with \"%s\":\n%s", files[file_count - 1],
+                     full_options, log);
+        free(log);
+    }
     entry->program = program;
 done:
     for (size_t i = 0; i < file_count; i++)
@@ -129,11 +183,11 @@ done:
     return status;
 }
 
-int pbsa_get_kernel(pbsa_context *ctx, const char *const *files, size_t file_count,
-                    const char *options, const char *kernel_name, cl_kernel *out)
+static int get_kernel(pbsa_context *ctx, const char *const *files, size_t file_count,
+                      const char *options, bool sm90a, const char *kernel_name, cl_kernel *out)
 {
     *out = NULL;
-    char *key = make_key(files, file_count, options);
+    char *key = make_key(files, file_count, options, sm90a);
     if (!key)
         return pbsa_fail(ctx, PBSA_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
     pthread_mutex_lock(&ctx->lock);
@@ -151,7 +205,7 @@ int pbsa_get_kernel(pbsa_context *ctx, const char *const *files, size_t file_cou
             return pbsa_fail(ctx, PBSA_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
         }
         entry->key = key;
-        status = build_program(ctx, entry, files, file_count, options);
+        status = build_program(ctx, entry, files, file_count, options, sm90a);
         if (status != PBSA_SUCCESS && status != PBSA_ERROR_BUILD_FAILED) {
             free(entry->key);
             free(entry->log);
@@ -178,6 +232,18 @@ int pbsa_get_kernel(pbsa_context *ctx, const char *const *files, size_t file_cou
     if (err != CL_SUCCESS)
         return pbsa_fail(ctx, err, "clCreateKernel(%s) failed (%d)", kernel_name, err);
     return PBSA_SUCCESS;
+}
+
+int pbsa_get_kernel(pbsa_context *ctx, const char *const *files, size_t file_count,
+                    const char *options, const char *kernel_name, cl_kernel *out)
+{
+    return get_kernel(ctx, files, file_count, options, false, kernel_name, out);
+}
+
+int pbsa_get_sm90a_kernel(pbsa_context *ctx, const char *const *files, size_t file_count,
+                          const char *options, const char *kernel_name, cl_kernel *out)
+{
+    return get_kernel(ctx, files, file_count, options, true, kernel_name, out);
 }
 
 void pbsa_program_cache_clear(pbsa_context *ctx)

@@ -69,19 +69,20 @@ static const char *device_type_name(cl_device_id device)
     return "other";
 }
 
-/* Whether a library context on device runs the tensor-core kernels (its probe passed). */
-static int uses_tensor_cores(cl_device_id device)
+/* The tensor-core path a library context on device takes (its probes decide). */
+static pbsa_tensor_core_path tensor_core_path(cl_device_id device)
 {
     cl_int err;
     cl_context cl_ctx = clCreateContext(NULL, 1, &device, NULL, NULL, &err);
     if (err != CL_SUCCESS)
-        return 0;
+        return PBSA_TENSOR_CORES_NONE;
     pbsa_context *ctx = NULL;
-    int uses = pbsa_context_create(cl_ctx, device, NULL, &ctx) == PBSA_SUCCESS &&
-               pbsa_context_uses_tensor_cores(ctx);
+    pbsa_tensor_core_path path = PBSA_TENSOR_CORES_NONE;
+    if (pbsa_context_create(cl_ctx, device, NULL, &ctx) == PBSA_SUCCESS)
+        path = pbsa_context_tensor_core_path(ctx);
     pbsa_context_release(ctx);
     clReleaseContext(cl_ctx);
-    return uses;
+    return path;
 }
 
 static void print_device(int platform_index, int device_index, int global_index,
@@ -115,20 +116,30 @@ static void print_device(int platform_index, int device_index, int global_index,
         printf("    compute capability:   not reported by the driver\n");
     else
         printf("    compute capability:   %d.%d\n", info.nv_compute_major, info.nv_compute_minor);
-    int tensor_cores = info.tensor_core_capable && uses_tensor_cores(device);
+    const pbsa_tensor_core_path path =
+        info.tensor_core_capable ? tensor_core_path(device) : PBSA_TENSOR_CORES_NONE;
     if (info.tensor_core_capable) {
         printf("    tensor-core capable:  yes (sm_%d%d)\n", info.nv_compute_major,
                info.nv_compute_minor);
         printf("    tensor-core path:     %s\n",
-               tensor_cores ? "in use (probe passed)"
-                            : "not in use (probe failed, or PBSA_FORCE_PORTABLE is set)");
+               path == PBSA_TENSOR_CORES_WGMMA
+                   ? "wgmma (sm_90a, probe passed)"
+                   : path == PBSA_TENSOR_CORES_MMA_SYNC
+                         ? info.nv_compute_major == 9
+                               ? "mma.sync (wgmma probe failed, or PBSA_FORCE_MMA_SYNC is set)"
+                               : "mma.sync (probe passed)"
+                         : "not in use (probe failed, or PBSA_FORCE_PORTABLE is set)");
     } else {
         printf("    tensor-core capable:  no (not NVIDIA sm_80+)\n");
     }
     printf("    kernels:              %s\n",
-           tensor_cores ? "mma.sync for f16/bf16 dense and sparse attention with D 64, 96, 128, "
-                          "portable OpenCL C otherwise"
-                        : "portable OpenCL C");
+           path == PBSA_TENSOR_CORES_WGMMA
+               ? "wgmma for f16/bf16 dense and sparse attention with D 64 and 128, mma.sync for "
+                 "D 96 and the permutation scores, portable OpenCL C otherwise"
+           : path == PBSA_TENSOR_CORES_MMA_SYNC
+               ? "mma.sync for f16/bf16 dense and sparse attention with D 64, 96, 128, "
+                 "portable OpenCL C otherwise"
+               : "portable OpenCL C");
 }
 
 static void log_warning(pbsa_log_level level, const char *message, void *user_data)

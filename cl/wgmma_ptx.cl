@@ -1,0 +1,52 @@
+/* Hopper's warpgroup matrix instructions (wgmma, sm_90a) for the tensor-core tile. NVIDIA's
+ * OpenCL compiler targets sm_90, where these are rejected, so each is written here as a PTX
+ * comment: "// PBSA_SM90A <instruction>" with its operands substituted by the compiler. The host
+ * (src/ptx_sm90a.c) uncomments the marked lines of the compiled PTX, retargets it to sm_90a and
+ * rebuilds it from that text. Needs mma_ptx.cl first (MMA_TYPE).
+ *
+ * Every asm is volatile and touches "memory", so that none moves across another or a barrier.
+ * The accumulators are "+f" operands of the products and of the fence after the wait, so the
+ * compiler neither reads them while a product is in flight nor keeps copies that would need
+ * the product to finish early. */
+
+#define SM90A "// PBSA_SM90A "
+
+/* Orders this thread's earlier register and local-memory accesses before the warpgroup's next
+ * products. Needed before the first product and whenever its inputs were written since. */
+#define WGMMA_FENCE() asm volatile(SM90A "wgmma.fence.sync.aligned;" ::: "memory")
+#define WGMMA_COMMIT() asm volatile(SM90A "wgmma.commit_group.sync.aligned;" ::: "memory")
+#define WGMMA_WAIT_ALL() asm volatile(SM90A "wgmma.wait_group.sync.aligned 0;" ::: "memory")
+/* Makes this thread's generic-proxy writes of local memory (cp.async copies included) visible
+ * to the products, which read local memory through the async proxy; before the barrier that
+ * publishes them. */
+#define FENCE_PROXY_ASYNC() asm volatile(SM90A "fence.proxy.async.shared::cta;" ::: "memory")
+
+/* Ties 4 or 32 accumulators to an empty asm placed after WGMMA_WAIT_ALL(): their next use
+ * depends on it, so it stays after the wait. */
+#define ACC4(x) "+f"((x)[0]), "+f"((x)[1]), "+f"((x)[2]), "+f"((x)[3])
+#define ACC16(d) ACC4((d)[0]), ACC4((d)[1]), ACC4((d)[2]), ACC4((d)[3])
+#define ACC32(d) ACC16(d), ACC16((d) + 4)
+#define WGMMA_HOLD32(d) asm volatile("" : ACC32(d) :: "memory")
+
+/* d (64 rows x 64 columns, 32 floats a thread in 8 blocks of 4) += a (64x16, the thread's 4
+ * registers of A fragments) . B (16x64 from local memory, described by desc). TRANS_B 0: B's
+ * 16-dim rows are contiguous (K-major, as K for Q.K^T); 1: its columns are (as V for P.V).
+ * scale_d 0 ignores d's old value. */
+#define WGMMA_M64N64K16(d, a, desc, scale_d, TRANS_B)                                              \
+    asm volatile(SM90A "{ .reg .pred p; setp.ne.b32 p, %37, 0; "                                    \
+                 "wgmma.mma_async.sync.aligned.m64n64k16.f32." MMA_TYPE "." MMA_TYPE " "           \
+                 "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "          \
+                 "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, "\
+                 "{%32, %33, %34, %35}, %36, p, 1, 1, " #TRANS_B "; }"                              \
+                 : ACC32(d)                                                                        \
+                 : "r"((a)[0]), "r"((a)[1]), "r"((a)[2]), "r"((a)[3]), "l"(desc), "r"(scale_d)    \
+                 : "memory")
+
+/* A local-memory matrix descriptor without swizzle: the operand is made of 8x8 core matrices of
+ * 128 contiguous bytes (8 rows of 16 bytes); lead is the byte distance between core matrices
+ * adjacent along the product's k dimension, stride along its m or n dimension. */
+inline ulong wgmma_desc(__local const void *start, uint lead, uint stride)
+{
+    return (((ulong)start & 0x3FFFFul) >> 4) | ((ulong)(lead >> 4) << 16) |
+           ((ulong)(stride >> 4) << 32);
+}
