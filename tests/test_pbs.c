@@ -6,7 +6,7 @@
  * context). Where float32 rounding can flip a near tie, the tests check properties that any
  * correct answer has rather than equality with the reference's choice. */
 #include "device_fixture.h"
-#include "pbs_plan.h"
+#include "pbs/plan.h"
 #include "pbsattn_ref.h"
 #include "splitmix.h"
 

@@ -9,7 +9,7 @@
 #include "conformance.h"
 #include "device_fixture.h"
 #include "tune_case.h"
-#include "tuning.h"
+#include "tuning/tuning.h"
 
 #include <setjmp.h>
 #include <stdarg.h>

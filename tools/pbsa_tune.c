@@ -3,7 +3,7 @@
  * context creation.
  *
  * For every key (kernel, dtype, head dim, PBS block, causal) it starts from the library's
- * heuristic default and tries the neighbours the search space declares (src/tuning_space.c; for
+ * heuristic default and tries the neighbours the search space declares (src/tuning/space.c; for
  * the tensor-core kernels, the whole space with --full and, with --quick, the points one
  * parameter step from the default): each candidate is first checked against the float64 CPU
  * reference on a small case, then timed through the public call (pbsa_dense_attention() or
@@ -14,7 +14,7 @@
  * tensor-core kernels on a context of the defaults. */
 #include "pbsattn.h"
 #include "tune_case.h"
-#include "tuning.h"
+#include "tuning/tuning.h"
 
 #include <errno.h>
 #include <math.h>

@@ -4,7 +4,7 @@
 #ifndef PBSA_TUNE_CASE_H
 #define PBSA_TUNE_CASE_H
 
-#include "tuning_space.h"
+#include "tuning/space.h"
 
 #include <signal.h>
 #include <stdint.h>
