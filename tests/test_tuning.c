@@ -9,6 +9,7 @@
 #include "conformance.h"
 #include "device_fixture.h"
 #include "tune_case.h"
+#include "launch/dispatch.h"
 #include "tuning/tuning.h"
 
 #include <setjmp.h>
@@ -183,9 +184,15 @@ static void expect(pbsa_context *ctx, pbsa_kernel_kind kind, const pbsa_flash_co
     pbsa_tuning_format_config(kind, &(pbsa_kernel_config){.flash = *cfg}, config, sizeof config);
     if (strncmp(text, config, strlen(config)) != 0)
         fail_msg("'%s' is not '%s'", text, config);
-    pbsa_flash_config used = pbsa_tuned_config(ctx, kind, PBSA_DTYPE_F32, 64, block, 1, &source);
-    assert_true(pbsa_flash_config_equal(&used, cfg));
-    assert_int_equal(source, want);
+    /* The configuration the calls run with: what the dispatch answers. */
+    pbsa_tile_role role = kind == PBSA_KERNEL_DENSE    ? PBSA_ROLE_DENSE
+                          : kind == PBSA_KERNEL_SPARSE ? PBSA_ROLE_SPARSE
+                                                       : PBSA_ROLE_SCORES;
+    pbsa_dispatch used;
+    assert_true(pbsa_dispatch_pick(ctx, role, PBSA_DTYPE_F32, 64, block, 1, 8, &used));
+    assert_ptr_equal(used.family, &pbsa_portable_family);
+    assert_true(pbsa_flash_config_equal(&used.config.flash, cfg));
+    assert_int_equal(used.source, want);
 }
 
 static pbsa_flash_config heuristic(pbsa_kernel_kind kind)
@@ -589,6 +596,20 @@ static void test_mma_query(void **state)
 /* A tuned tensor-core configuration that does not fit the device or the call is passed over for
  * the heuristic one; where none fits, the call takes the portable kernel. The context has 32 KiB
  * of local memory, where 64 keys of D128 (35840 bytes) do not fit and the heuristic takes 32. */
+/* Whether a causal call of role (block: the logical block) on q, k, v runs on the tensor-core
+ * tiles, and with which configuration. */
+static bool runs_mma(pbsa_context *ctx, pbsa_tile_role role, const pbsa_tensor *q,
+                     const pbsa_tensor *k, const pbsa_tensor *v, int block, pbsa_mma_config *used)
+{
+    pbsa_dispatch d;
+    if (!pbsa_dispatch_pick(ctx, role, q->dtype, (int)q->head_dim, block, 1,
+                            pbsa_row_alignment(k, v), &d) ||
+        d.family == &pbsa_portable_family)
+        return false;
+    *used = d.config.mma;
+    return true;
+}
+
 static void test_mma_fallback(void **state)
 {
     (void)state;
@@ -643,29 +664,29 @@ static void test_mma_fallback(void **state)
     assert_int_equal(source, PBSA_CONFIG_ENVIRONMENT);
     unsetenv("PBSA_MMA_CONFIG");
 
-    /* The calls' own test: the configuration that fits, or none (the portable kernel). */
+    /* The dispatch of the calls: the configuration that fits, or none (the portable kernel). */
     ctx->use_tensor_cores = true;
     pbsa_tensor t = pbsa_tensor_bhsd(NULL, PBSA_DTYPE_BF16, 1, 2, 256, 128);
     pbsa_mma_config used;
-    assert_true(pbsa_mma_applies(ctx, PBSA_KERNEL_SPARSE_MMA, &t, &t, &t, 128, 1, &used));
+    assert_true(runs_mma(ctx, PBSA_ROLE_SPARSE, &t, &t, &t, 128, &used));
     assert_true(pbsa_mma_config_equal(&used, &grouped));
-    assert_true(pbsa_mma_applies(ctx, PBSA_KERNEL_SPARSE_MMA, &t, &t, &t, 64, 1, &used));
+    assert_true(runs_mma(ctx, PBSA_ROLE_SPARSE, &t, &t, &t, 64, &used));
     assert_true(pbsa_mma_config_equal(&used, &small_h));
-    assert_true(pbsa_mma_applies(ctx, PBSA_KERNEL_DENSE_MMA, &t, &t, &t, 0, 1, &used));
+    assert_true(runs_mma(ctx, PBSA_ROLE_DENSE, &t, &t, &t, 0, &used));
     assert_true(pbsa_mma_config_equal(&used, &small_h));
-    assert_false(pbsa_mma_applies(ctx, PBSA_KERNEL_SPARSE_MMA, &t, &t, &t, 32, 1, &used));
+    assert_false(runs_mma(ctx, PBSA_ROLE_SPARSE, &t, &t, &t, 32, &used));
     pbsa_tensor shifted = t;
     shifted.offset = 4; /* rows 8 bytes off a 16-byte boundary */
-    assert_false(pbsa_mma_applies(ctx, PBSA_KERNEL_DENSE_MMA, &t, &shifted, &t, 0, 1, &used));
+    assert_false(runs_mma(ctx, PBSA_ROLE_DENSE, &t, &shifted, &t, 0, &used));
     pbsa_tensor wide_rows = pbsa_tensor_bhsd(NULL, PBSA_DTYPE_BF16, 1, 2, 256, 256);
-    assert_false(pbsa_mma_applies(ctx, PBSA_KERNEL_DENSE_MMA, &wide_rows, &wide_rows, &wide_rows,
-                                  0, 1, &used));
+    assert_false(runs_mma(ctx, PBSA_ROLE_DENSE, &wide_rows, &wide_rows, &wide_rows,
+                                  0, &used));
     pbsa_tensor f32 = pbsa_tensor_bhsd(NULL, PBSA_DTYPE_F32, 1, 2, 256, 128);
-    assert_false(pbsa_mma_applies(ctx, PBSA_KERNEL_DENSE_MMA, &f32, &f32, &f32, 0, 1, &used));
+    assert_false(runs_mma(ctx, PBSA_ROLE_DENSE, &f32, &f32, &f32, 0, &used));
     ctx->info.local_mem_bytes = 10000; /* no tensor-core tile fits */
-    assert_false(pbsa_mma_applies(ctx, PBSA_KERNEL_DENSE_MMA, &t, &t, &t, 0, 1, &used));
+    assert_false(runs_mma(ctx, PBSA_ROLE_DENSE, &t, &t, &t, 0, &used));
     ctx->use_tensor_cores = false;
-    assert_false(pbsa_mma_applies(ctx, PBSA_KERNEL_DENSE_MMA, &t, &t, &t, 0, 1, &used));
+    assert_false(runs_mma(ctx, PBSA_ROLE_DENSE, &t, &t, &t, 0, &used));
     pbsa_context_release(ctx);
 }
 

@@ -1,20 +1,9 @@
 /* pbsa_dense_attention(): argument checks, kernel variant selection and launch. */
-#include "tiles/flash_tile.h"
+#include "launch/dispatch.h"
 #include "launch/launch_chain.h"
-#include "tiles/mma_tile.h"
 
 #include <math.h>
 #include <stdio.h>
-
-static const char *const dense_files[] = {"common.cl", "flash_tile.cl", "dense_attention.cl"};
-
-int pbsa_dense_kernel(pbsa_context *ctx, pbsa_dtype dtype, int head_dim, int causal,
-                      const pbsa_flash_config *config, cl_kernel *out)
-{
-    char options[512] = "";
-    pbsa_flash_options(options, sizeof options, dtype, head_dim, causal, config);
-    return pbsa_get_kernel(ctx, dense_files, 3, options, "dense_attention", out);
-}
 
 int pbsa_dense_attention(pbsa_context *ctx, cl_command_queue queue, const pbsa_tensor *q,
                          const pbsa_tensor *k, const pbsa_tensor *v, const pbsa_tensor *o,
@@ -39,9 +28,9 @@ int pbsa_dense_attention(pbsa_context *ctx, cl_command_queue queue, const pbsa_t
     float scale = p.scale > 0.0f ? p.scale : 1.0f / sqrtf((float)q->head_dim);
 
     const int head_dim = (int)q->head_dim;
-    pbsa_flash_config config =
-        pbsa_tuned_config(ctx, PBSA_KERNEL_DENSE, q->dtype, head_dim, 0, p.causal, NULL);
-    if (!pbsa_flash_config_valid(&config, head_dim, &ctx->info))
+    pbsa_dispatch dispatch;
+    if (!pbsa_dispatch_pick(ctx, PBSA_ROLE_DENSE, q->dtype, head_dim, 0, p.causal,
+                            pbsa_row_alignment(k, v), &dispatch))
         return pbsa_fail(ctx, PBSA_ERROR_UNSUPPORTED_DEVICE,
                          "%s: the device's local memory (%llu bytes) or work-group size (%zu) is "
                          "too small for head_dim %d",
@@ -53,15 +42,10 @@ int pbsa_dense_attention(pbsa_context *ctx, cl_command_queue queue, const pbsa_t
                          "%s: q.batch x q.heads = %llu exceeds %d", fn,
                          (unsigned long long)groups_bh, INT32_MAX);
 
-    /* Both kernels take the same arguments; they differ in tiles and work-group size. */
+    /* Every family's kernel takes the same arguments; they differ in tiles and work-group size. */
     cl_kernel kernel;
-    size_t wg = (size_t)config.wg_rows * (size_t)config.wg_cols, rows = (size_t)config.block_m;
-    pbsa_mma_config mma;
-    if (pbsa_mma_applies(ctx, PBSA_KERNEL_DENSE_MMA, q, k, v, 0, p.causal, &mma))
-        status = pbsa_mma_kernel(ctx, "dense_attention.cl", "dense_attention", "", q->dtype,
-                                 head_dim, p.causal, &mma, &kernel, &wg, &rows);
-    else
-        status = pbsa_dense_kernel(ctx, q->dtype, head_dim, p.causal, &config, &kernel);
+    size_t wg, rows;
+    status = pbsa_dispatch_kernel(ctx, &dispatch, "dense_attention", "", &kernel, &wg, &rows);
     if (status != PBSA_SUCCESS)
         return status;
     status = pbsa_check_group_size(ctx, fn, kernel, wg);

@@ -2,13 +2,10 @@
  * what can be read back from it. The pipeline reads K and V through pi (gather) or, with the
  * materialised method, from K' and V' copied by src/pbs/gather.c; the stage call
  * pbsa_sparse_attention() has no workspace and always gathers. */
-#include "tiles/mma_tile.h"
 #include "pbs/plan.h"
 
 #include <math.h>
 #include <stdlib.h>
-
-static const char *const sparse_files[] = {"common.cl", "flash_tile.cl", "pbs_attention.cl"};
 
 int pbsa_pbs_prepare_sparse(pbsa_context *ctx, const char *fn, const pbsa_pbs_plan *plan,
                             const pbsa_tensor *q, const pbsa_tensor *k, const pbsa_tensor *v,
@@ -16,28 +13,14 @@ int pbsa_pbs_prepare_sparse(pbsa_context *ctx, const char *fn, const pbsa_pbs_pl
                             const pbsa_block_list *blocks, bool materialised,
                             pbsa_launch_chain *chain)
 {
-    const pbsa_flash_config *c = &plan->sparse_config;
     char sparse_options[128] = "";
     pbsa_append_option(sparse_options, sizeof sparse_options,
                        " -DLOGICAL_BLOCK=%d -DHAS_PI=%d -DMATERIALISED=%d", plan->block, pi ? 1 : 0,
                        materialised ? 1 : 0);
-    /* The same kernel on the tensor-core tiles where they apply, else on the portable ones. */
     cl_kernel kernel;
-    size_t wg = (size_t)c->wg_rows * (size_t)c->wg_cols, rows = (size_t)c->block_m;
-    int status;
-    pbsa_mma_config mma;
-    if (pbsa_mma_applies(ctx, PBSA_KERNEL_SPARSE_MMA, q, k, v, plan->block, plan->params.causal,
-                         &mma)) {
-        status = pbsa_mma_kernel(ctx, "pbs_attention.cl", "pbs_attention", sparse_options,
-                                 plan->dtype, plan->head_dim, plan->params.causal, &mma, &kernel,
-                                 &wg, &rows);
-    } else {
-        char options[512] = "";
-        pbsa_flash_options(options, sizeof options, plan->dtype, plan->head_dim,
-                           plan->params.causal, c);
-        pbsa_append_option(options, sizeof options, "%s", sparse_options);
-        status = pbsa_get_kernel(ctx, sparse_files, 3, options, "pbs_attention", &kernel);
-    }
+    size_t wg, rows;
+    int status = pbsa_dispatch_kernel(ctx, &plan->sparse, "pbs_attention", sparse_options,
+                                      &kernel, &wg, &rows);
     if (status != PBSA_SUCCESS)
         return status;
     pbsa_kernel_args a = {kernel, 0, CL_SUCCESS};

@@ -4,9 +4,6 @@
 
 #include <math.h>
 
-static const char *const score_files[] = {"common.cl", "flash_tile.cl", "pbs_scores.cl"};
-static const char *const score_mma_files[] = {"common.cl", "mma_ptx.cl", "mma_tile.cl",
-                                              "pbs_scores_mma.cl"};
 static const char *const sort_files[] = {"pbs_sort.cl"};
 
 enum { SORT_WG_MAX = 256 };
@@ -33,28 +30,15 @@ static int prepare_scores_fused(pbsa_context *ctx, const char *fn, const pbsa_pb
                                 const pbsa_tensor *q, const pbsa_tensor *k,
                                 cl_mem workspace, pbsa_launch_chain *chain)
 {
-    const pbsa_flash_config *c = &plan->scores_config;
-    char options[512] = "", mma_options[512] = "";
-    pbsa_flash_options(options, sizeof options, plan->dtype, plan->head_dim, 0, c);
-    /* The two tile kernels run on the tensor cores where they apply; the reduction does not
-     * depend on the tiles. */
-    const char *const *tile_files = score_files;
-    const char *tile_options = options;
-    size_t tile_file_count = 3, wg = (size_t)c->wg_rows * (size_t)c->wg_cols;
-    if (plan->scores_mma) {
-        tile_files = score_mma_files;
-        tile_file_count = 4;
-        wg = 32 * (size_t)plan->scores_mma_config.warps;
-        pbsa_mma_options(mma_options, sizeof mma_options, plan->dtype, plan->head_dim, 0,
-                         &plan->scores_mma_config);
-        tile_options = mma_options;
-    }
+    /* The two tile kernels run on the plan's family; the reduction does not depend on the tiles
+     * and runs from the portable program. */
     const size_t tiles = (size_t)plan->score_tiles;
     const int q_rows = plan->batch * plan->q_heads;
 
     cl_kernel kernel;
-    int status = pbsa_get_kernel(ctx, tile_files, tile_file_count, tile_options,
-                                 "pbs_score_stats", &kernel);
+    size_t wg, rows, reduce_wg;
+    int status = pbsa_dispatch_kernel(ctx, &plan->scores, "pbs_score_stats", "", &kernel, &wg,
+                                      &rows);
     if (status != PBSA_SUCCESS)
         return status;
     pbsa_kernel_args a = {kernel, 0, CL_SUCCESS};
@@ -65,7 +49,8 @@ static int prepare_scores_fused(pbsa_context *ctx, const char *fn, const pbsa_pb
     if (status != PBSA_SUCCESS)
         return status;
 
-    status = pbsa_get_kernel(ctx, score_files, 3, options, "pbs_score_stats_reduce", &kernel);
+    status = pbsa_dispatch_kernel(ctx, &plan->scores_reduce, "pbs_score_stats_reduce", "",
+                                  &kernel, &reduce_wg, &rows);
     if (status != PBSA_SUCCESS)
         return status;
     const int stat_rows = q_rows * plan->last_rows;
@@ -79,8 +64,7 @@ static int prepare_scores_fused(pbsa_context *ctx, const char *fn, const pbsa_pb
     if (status != PBSA_SUCCESS)
         return status;
 
-    status = pbsa_get_kernel(ctx, tile_files, tile_file_count, tile_options, "pbs_scores",
-                             &kernel);
+    status = pbsa_dispatch_kernel(ctx, &plan->scores, "pbs_scores", "", &kernel, &wg, &rows);
     if (status != PBSA_SUCCESS)
         return status;
     a = (pbsa_kernel_args){kernel, 0, CL_SUCCESS};

@@ -192,18 +192,22 @@ int pbsa_pbs_plan_make(pbsa_context *ctx, const char *fn, const pbsa_tensor *q,
     pl.identity = pl.segments == 0 || (pl.segments == 1 && pl.kv_len % pl.segment == 0);
     pl.last_rows = pl.q_len < pl.block ? pl.q_len : pl.block;
     pl.key_count = pl.segments * pl.segment;
-    pl.scores_config =
-        pbsa_tuned_config(ctx, PBSA_KERNEL_SCORES, pl.dtype, pl.head_dim, pl.block, 0, NULL);
-    pl.sparse_config = pbsa_tuned_config(ctx, PBSA_KERNEL_SPARSE, pl.dtype, pl.head_dim,
-                                         pl.block, p.causal, NULL);
-    if (!pbsa_flash_config_valid(&pl.scores_config, pl.head_dim, &ctx->info) ||
-        !pbsa_flash_config_valid(&pl.sparse_config, pl.head_dim, &ctx->info))
+    /* Q and K feed the scores, K and V (v NULL: K alone) the sparse attention. */
+    const int qk_align = pbsa_row_alignment(q, k), kv_align = pbsa_row_alignment(k, v);
+    bool found = pbsa_dispatch_pick(ctx, PBSA_ROLE_SCORES, pl.dtype, pl.head_dim, pl.block, 0,
+                                    qk_align, &pl.scores);
+    pl.scores_reduce = pl.scores;
+    if (found && pl.scores.family != &pbsa_portable_family)
+        found = pbsa_dispatch_family(ctx, &pbsa_portable_family, PBSA_ROLE_SCORES, pl.dtype,
+                                     pl.head_dim, pl.block, 0, qk_align, &pl.scores_reduce, NULL,
+                                     0);
+    if (!found || !pbsa_dispatch_pick(ctx, PBSA_ROLE_SPARSE, pl.dtype, pl.head_dim, pl.block,
+                                      p.causal, kv_align, &pl.sparse))
         return pbsa_fail(ctx, PBSA_ERROR_UNSUPPORTED_DEVICE,
                          "%s: the device's local memory or work-group size is too small for "
                          "head_dim %d with block_size %d",
                          fn, pl.head_dim, pl.block);
-    pl.scores_mma = pbsa_mma_scores_apply(ctx, q, k, &pl.scores_mma_config);
-    const int score_keys = pl.scores_mma ? pl.scores_mma_config.keys : pl.scores_config.block_n;
+    const int score_keys = pl.scores.family->tile_keys(&pl.scores.config);
     pl.score_tiles = (pl.key_count + score_keys - 1) / score_keys;
     pl.sort_size = next_power_of_two(pl.segment);
     pl.select_size = next_power_of_two(pl.k_blocks);

@@ -2,9 +2,8 @@
 #ifndef PBSA_PBS_PLAN_H
 #define PBSA_PBS_PLAN_H
 
-#include "tiles/flash_tile.h"
+#include "launch/dispatch.h"
 #include "launch/launch_chain.h"
-#include "tiles/mma_tile.h"
 
 /* Regions of the workspace, in this order; each starts on a 4 KiB boundary. Regions of a method
  * the plan does not use are empty, so the workspace grows only for the chosen methods. Kernels
@@ -52,11 +51,10 @@ typedef struct pbsa_pbs_plan {
     int key_count; /* keys of the complete segments */
     bool identity; /* the permutation is the identity */
     bool fallback; /* Skv <= segment: dense attention */
-    pbsa_flash_config scores_config; /* tiles of the score kernels */
-    pbsa_flash_config sparse_config; /* tiles of the sparse attention kernel */
-    bool scores_mma;                 /* the fused score kernels run on the tensor cores ... */
-    pbsa_mma_config scores_mma_config; /* ... with this configuration */
-    int score_tiles;                 /* key tiles of the fused score kernels */
+    pbsa_dispatch scores;        /* family and tiles of the fused score kernels */
+    pbsa_dispatch scores_reduce; /* the portable scores, whose program holds their reduction */
+    pbsa_dispatch sparse;        /* family and tiles of the sparse attention, reading k and v */
+    int score_tiles;             /* key tiles of the fused score kernels */
     int sort_size;   /* power of two >= segment */
     int select_size; /* power of two >= k_blocks */
     int select_wg;   /* work-group size of the selection kernel */

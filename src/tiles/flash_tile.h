@@ -1,5 +1,5 @@
-/* Tile configurations of the flash-attention kernels (cl/flash_tile.cl) and how a call picks one
- * (src/tuning/tuning.c: forced, PBSA_FLASH_CONFIG, tuning files, built-in tuning data, heuristics). */
+/* The portable tile family (cl/flash_tile.cl): its configurations, their rules, local-memory need,
+ * heuristic defaults and -D options. src/launch/dispatch.c decides when a call runs on it. */
 #ifndef PBSA_FLASH_TILE_H
 #define PBSA_FLASH_TILE_H
 
@@ -36,22 +36,5 @@ pbsa_flash_config pbsa_flash_config_heuristic(const pbsa_device_info *info, int 
  * unrolling). */
 bool pbsa_flash_options(char *options, size_t capacity, pbsa_dtype dtype, int head_dim, int causal,
                         const pbsa_flash_config *config);
-
-/* The dense attention kernel for these parameters, built on first use (src/dense/attention.c). The caller
- * checks that the device runs work-groups of its size (pbsa_check_group_size()) and releases
- * *out. */
-int pbsa_dense_kernel(pbsa_context *ctx, pbsa_dtype dtype, int head_dim, int causal,
-                      const pbsa_flash_config *config, cl_kernel *out);
-
-/* The configuration a call of kind (dense, sparse or scores) with these parameters uses on ctx
- * (src/tuning/tuning.c), in this order: one forced on ctx (pbsa_tuning_force), PBSA_FLASH_CONFIG, the
- * file PBSA_TUNING_FILE, the user's tuning file of the device, the built-in tuning data, the
- * heuristic. Every candidate is checked with pbsa_flash_config_valid() and, for the sparse and
- * scores kernels, to fit block; block is ignored for the dense kernel and causal for the scores
- * kernel. source may be NULL. Check the result with pbsa_flash_config_valid(). The tensor-core
- * kernels look theirs up with pbsa_tuning_lookup() (src/launch/dispatch.c). Thread-safe. */
-pbsa_flash_config pbsa_tuned_config(const pbsa_context *ctx, pbsa_kernel_kind kind,
-                                    pbsa_dtype dtype, int head_dim, int block, int causal,
-                                    pbsa_config_source *source);
 
 #endif

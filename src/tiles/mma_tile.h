@@ -1,6 +1,7 @@
-/* Configurations of the NVIDIA tensor-core kernels (cl/mma_tile.cl) and when a call runs on them
- * (src/launch/dispatch.c). A call picks its configuration through the same lookup as the flash kernels
- * (src/tuning/tuning.c), under the kinds PBSA_KERNEL_DENSE_MMA and PBSA_KERNEL_SPARSE_MMA. */
+/* The NVIDIA mma.sync tile family (cl/mma_tile.cl): its configurations, their rules, local-memory
+ * need, heuristic default and -D options, and the probe that decides whether a context uses it
+ * (src/tiles/mma_probe.c). src/launch/dispatch.c decides when a call runs on it; its
+ * configuration is looked up under the kinds PBSA_KERNEL_DENSE_MMA and PBSA_KERNEL_SPARSE_MMA. */
 #ifndef PBSA_MMA_TILE_H
 #define PBSA_MMA_TILE_H
 
@@ -34,29 +35,5 @@ pbsa_mma_config pbsa_mma_config_heuristic(const pbsa_device_info *info, int head
 /* Writes the build options of a tensor-core kernel variant (dtype, head dim, causal, config). */
 bool pbsa_mma_options(char *options, size_t capacity, pbsa_dtype dtype, int head_dim, int causal,
                       const pbsa_mma_config *config);
-
-/* ---- the tensor-core path (src/launch/dispatch.c) ---- */
-
-/* Whether a call of kind (PBSA_KERNEL_DENSE_MMA with block 0, or PBSA_KERNEL_SPARSE_MMA with the
- * logical block) on these tensors runs on the tensor-core tiles, and with which configuration:
- * ctx uses tensor cores, the key has a tensor-core variant (f16/bf16, head dim 64, 96 or 128,
- * sparse blocks 64 and 128), K and V rows start on 16-byte boundaries, and the configuration
- * that the lookup finds for the key (pbsa_tuning_lookup(): tuned entries that do not fit are
- * passed over for the heuristic) fits. *config receives it when true. Thread-safe. */
-bool pbsa_mma_applies(const pbsa_context *ctx, pbsa_kernel_kind kind, const pbsa_tensor *q,
-                      const pbsa_tensor *k, const pbsa_tensor *v, int block, int causal,
-                      pbsa_mma_config *config);
-/* Whether the fused permutation-score kernels run on the tensor cores (cl/pbs_scores_mma.cl)
- * for q and k on ctx: ctx uses tensor cores, f16/bf16, head dim 64, 96 or 128, Q and K rows
- * 16-byte aligned. *config receives their fixed configuration (4 warps, 64 keys) when true. */
-bool pbsa_mma_scores_apply(const pbsa_context *ctx, const pbsa_tensor *q, const pbsa_tensor *k,
-                           pbsa_mma_config *config);
-/* kernel_name of kernel_file built on the tensor-core tiles of config (extra_options appended),
- * with its work-group size (32 x warps) and query rows per work-group (16 x warps x groups). The
- * caller releases *out. */
-int pbsa_mma_kernel(pbsa_context *ctx, const char *kernel_file, const char *kernel_name,
-                    const char *extra_options, pbsa_dtype dtype, int head_dim, int causal,
-                    const pbsa_mma_config *config, cl_kernel *out, size_t *work_items,
-                    size_t *rows);
 
 #endif

@@ -1,6 +1,5 @@
 /* Per-device tuning data of a context: the tuning files read at context creation and the lookup
- * of the configuration a call uses, for the flash kernels (pbsa_tuned_config() in
- * flash_config.h) and the tensor-core ones (pbsa_mma_applies() in mma_config.h). Internal. */
+ * of a kernel kind's configuration. src/launch/dispatch.c asks it for the family a call runs on. */
 #ifndef PBSA_TUNING_H
 #define PBSA_TUNING_H
 
