@@ -257,10 +257,10 @@ PBSA_API int pbsa_dense_attention(pbsa_context *ctx, cl_command_queue queue, con
  * stages). A call uses, from the first that has one valid for the device and the call:
  * PBSA_FLASH_CONFIG ("block_m,block_n,wg_rows,wg_cols,kchunk,vchunk[,unroll_qk,unroll_pv]") or,
  * for the tensor-core kernels, PBSA_MMA_CONFIG ("warps,groups,keys,stages"), both for
- * experiments and read at every call; the tuning file named by PBSA_TUNING_FILE, the user's
- * tuning file of the device ($XDG_CONFIG_HOME/pbsattn/tuning/<device>.txt, else
+ * experiments; the tuning file named by PBSA_TUNING_FILE, the user's tuning file of the device ($XDG_CONFIG_HOME/pbsattn/tuning/<device>.txt, else
  * ~/.config/pbsattn/tuning/<device>.txt, as pbsa-tune writes it), the tuning data built into the
- * library, then the library's heuristic. Tuning files are read once, by pbsa_context_create();
+ * library, then the library's heuristic. Tuning files and PBSA_* variables are read once, by
+ * pbsa_context_create();
  * one that is unreadable, corrupt, of another device or of an older format is ignored with a
  * warning to the log callback. PBSA_TUNING=off at context creation ignores all tuning data
  * (heuristic defaults, to compare against tuned runs). Tuning changes speed only, never results.

@@ -200,6 +200,17 @@ static pbsa_flash_config heuristic(pbsa_kernel_kind kind)
     return pbsa_flash_config_heuristic(&info, 64, kind == PBSA_KERNEL_SPARSE ? 64 : 0);
 }
 
+/* Sets (value NULL: unsets) a tile configuration variable and has ctx read the environment again,
+ * as a context created now would. */
+static void set_tile_env(pbsa_context *ctx, const char *name, const char *value)
+{
+    if (value)
+        setenv(name, value, 1);
+    else
+        unsetenv(name);
+    pbsa_environment_read(&ctx->env);
+}
+
 static void test_lookup_order(void **state)
 {
     (void)state;
@@ -212,18 +223,18 @@ static void test_lookup_order(void **state)
         pbsa_context *ctx = new_context(builtin);
         expect(ctx, k, &A, PBSA_CONFIG_TUNING_FILE, "PBSA_TUNING_FILE");
 
-        /* PBSA_FLASH_CONFIG is read at every call, above every file. */
-        setenv("PBSA_FLASH_CONFIG", "32,32,4,8,16,16,8,16", 1);
+        /* PBSA_FLASH_CONFIG is above every file. */
+        set_tile_env(ctx, "PBSA_FLASH_CONFIG", "32,32,4,8,16,16,8,16");
         expect(ctx, k, &B, PBSA_CONFIG_ENVIRONMENT, "PBSA_FLASH_CONFIG");
         /* One that does not fit is passed over. */
-        setenv("PBSA_FLASH_CONFIG", "16,16,4,4,12,16", 1);
+        set_tile_env(ctx, "PBSA_FLASH_CONFIG", "16,16,4,4,12,16");
         expect(ctx, k, &A, PBSA_CONFIG_TUNING_FILE, named_path);
-        setenv("PBSA_FLASH_CONFIG", "32,32,4,8,16,16,8,16", 1);
+        set_tile_env(ctx, "PBSA_FLASH_CONFIG", "32,32,4,8,16,16,8,16");
         /* The tuner's override is above everything, and can be lifted. */
         assert_true(pbsa_tuning_force(ctx, k, &(pbsa_kernel_config){.flash = C}));
         expect(ctx, k, &C, PBSA_CONFIG_FORCED, "forced");
         assert_true(pbsa_tuning_force(ctx, k, NULL));
-        unsetenv("PBSA_FLASH_CONFIG");
+        set_tile_env(ctx, "PBSA_FLASH_CONFIG", NULL);
         expect(ctx, k, &A, PBSA_CONFIG_TUNING_FILE, named_path);
         pbsa_context_release(ctx);
 
@@ -270,7 +281,7 @@ static void test_tuning_off(void **state)
     pbsa_flash_config h = heuristic(PBSA_KERNEL_DENSE);
     expect(ctx, PBSA_KERNEL_DENSE, &h, PBSA_CONFIG_HEURISTIC, "PBSA_TUNING=off");
     /* PBSA_FLASH_CONFIG still applies: it is an experiment, not tuning data. */
-    setenv("PBSA_FLASH_CONFIG", "16,16,4,4,16,16,8,8", 1);
+    set_tile_env(ctx, "PBSA_FLASH_CONFIG", "16,16,4,4,16,16,8,8");
     expect(ctx, PBSA_KERNEL_DENSE, &A, PBSA_CONFIG_ENVIRONMENT, NULL);
     pbsa_context_release(ctx);
     free(builtin);
@@ -473,27 +484,27 @@ static void test_mma_lookup_order(void **state)
         pbsa_context *ctx = new_context(builtin);
         expect_mma(ctx, k, &MA, PBSA_CONFIG_TUNING_FILE, "PBSA_TUNING_FILE");
 
-        /* Each family has its own variable, read at every call, above every file. */
-        setenv("PBSA_FLASH_CONFIG", "16,16,4,4,16,16,8,8", 1);
+        /* Each family has its own variable, above every file. */
+        set_tile_env(ctx, "PBSA_FLASH_CONFIG", "16,16,4,4,16,16,8,8");
         expect_mma(ctx, k, &MA, PBSA_CONFIG_TUNING_FILE, named_path);
-        setenv("PBSA_MMA_CONFIG", "4,2,64,1", 1);
+        set_tile_env(ctx, "PBSA_MMA_CONFIG", "4,2,64,1");
         expect_mma(ctx, k, &MB, PBSA_CONFIG_ENVIRONMENT, "PBSA_MMA_CONFIG");
         expect(ctx, PBSA_KERNEL_DENSE, &A, PBSA_CONFIG_ENVIRONMENT, "PBSA_FLASH_CONFIG");
-        unsetenv("PBSA_FLASH_CONFIG");
+        set_tile_env(ctx, "PBSA_FLASH_CONFIG", NULL);
         /* One that the kernel does not take is passed over, as is one that is not 4 values (the
          * old warps,keys,stages among them). */
         static const char *const passed_over[] = {"4,1,32,3", "4,3,32,2", "4,64,1", "4,2,64",
                                                   "4,2,64,1,1"};
         for (size_t i = 0; i < sizeof passed_over / sizeof passed_over[0]; i++) {
-            setenv("PBSA_MMA_CONFIG", passed_over[i], 1);
+            set_tile_env(ctx, "PBSA_MMA_CONFIG", passed_over[i]);
             expect_mma(ctx, k, &MA, PBSA_CONFIG_TUNING_FILE, named_path);
         }
-        setenv("PBSA_MMA_CONFIG", "4,2,64,1", 1);
+        set_tile_env(ctx, "PBSA_MMA_CONFIG", "4,2,64,1");
         /* The tuner's override is above everything, and can be lifted. */
         assert_true(pbsa_tuning_force(ctx, k, &(pbsa_kernel_config){.mma = MC}));
         expect_mma(ctx, k, &MC, PBSA_CONFIG_FORCED, "forced");
         assert_true(pbsa_tuning_force(ctx, k, NULL));
-        unsetenv("PBSA_MMA_CONFIG");
+        set_tile_env(ctx, "PBSA_MMA_CONFIG", NULL);
         expect_mma(ctx, k, &MA, PBSA_CONFIG_TUNING_FILE, named_path);
         pbsa_context_release(ctx);
 
@@ -654,15 +665,15 @@ static void test_mma_fallback(void **state)
     /* Local memory does not depend on groups or stages: none of these 64-key ones fits. */
     static const char *const too_big[] = {"4,1,64,2", "4,2,64,1", "2,1,64,1"};
     for (size_t i = 0; i < sizeof too_big / sizeof too_big[0]; i++) {
-        setenv("PBSA_MMA_CONFIG", too_big[i], 1);
+        set_tile_env(ctx, "PBSA_MMA_CONFIG", too_big[i]);
         expect_mma(ctx, PBSA_KERNEL_DENSE_MMA, &small_h, PBSA_CONFIG_HEURISTIC, NULL);
     }
-    setenv("PBSA_MMA_CONFIG", "4,1,64,2", 1);
+    set_tile_env(ctx, "PBSA_MMA_CONFIG", "4,1,64,2");
     pbsa_tuning_key d64 = {PBSA_KERNEL_DENSE_MMA, PBSA_DTYPE_F16, 64, 0, 0};
     c = pbsa_tuning_lookup(ctx, &d64, &source, NULL, 0); /* 19456 bytes at D64: used */
     assert_true(pbsa_mma_config_equal(&c.mma, &big));
     assert_int_equal(source, PBSA_CONFIG_ENVIRONMENT);
-    unsetenv("PBSA_MMA_CONFIG");
+    set_tile_env(ctx, "PBSA_MMA_CONFIG", NULL);
 
     /* The dispatch of the calls: the configuration that fits, or none (the portable kernel). */
     ctx->use_tensor_cores = true;

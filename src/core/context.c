@@ -68,6 +68,7 @@ int pbsa_context_create(cl_context cl_ctx, cl_device_id device,
     ctx->cl_ctx = cl_ctx;
     ctx->device = device;
     ctx->options = opts;
+    pbsa_environment_read(&ctx->env);
     clRetainContext(cl_ctx);
     clRetainDevice(device);
     ctx->use_tensor_cores = pbsa_tensor_core_decide(ctx);

@@ -29,11 +29,33 @@ typedef struct pbsa_pbs_methods {
     uint64_t gemm_chunk_bytes; /* CLBlast scores: workspace share of one chunk (0: 256 MiB) */
 } pbsa_pbs_methods;
 
+/* The PBSA_* environment variables, read once by pbsa_context_create() (src/core/environment.c).
+ * Users set none of them; they serve kernel development and experiments (README.md, "Environment
+ * variables"). */
+typedef struct pbsa_environment {
+    char kernel_dir[4096];     /* PBSA_KERNEL_DIR: read kernel sources from this folder */
+    char build_options[1024];  /* PBSA_BUILD_OPTIONS: added to every program's build options */
+    bool log_builds;           /* PBSA_BUILD_OPTIONS is set: log every build */
+    bool force_portable;       /* PBSA_FORCE_PORTABLE set and not "0": no tensor-core kernels */
+    bool tuning_off;           /* PBSA_TUNING = off, 0, no or none: no tuning files */
+    char tuning_file[4096];    /* PBSA_TUNING_FILE: a tuning file read first */
+    /* PBSA_FLASH_CONFIG, PBSA_MMA_CONFIG: a configuration for every call of the tuning space
+     * (src/tuning/space.c), in the order of the spaces. */
+    char tile_config[2][256];
+    bool has_tile_config[2];
+    pbsa_score_method score_method; /* PBSA_SCORE_METHOD = fused | clblast, else AUTO */
+    pbsa_kv_method kv_method;       /* PBSA_KV_METHOD = gather | materialised, else AUTO */
+} pbsa_environment;
+
+/* Reads the variables into env. */
+void pbsa_environment_read(pbsa_environment *env);
+
 struct pbsa_context {
     cl_context cl_ctx;
     cl_device_id device;
     pbsa_device_info info;
     pbsa_context_options options;
+    pbsa_environment env; /* read at creation */
     bool use_tensor_cores; /* the mma.sync kernels passed their probe (src/tiles/mma_probe.c) */
     pthread_mutex_t lock; /* guards programs and build_log */
     pbsa_program_entry *programs;
@@ -45,7 +67,7 @@ struct pbsa_context {
 /* ---- the NVIDIA tensor-core path (src/tiles/mma_probe.c; the kernels: src/tiles/mma_tile.h) ---- */
 
 /* Whether ctx may use the tensor-core kernels: a capable device, not forced portable (options or
- * PBSA_FORCE_PORTABLE), and a probe kernel that compiles and computes exactly. */
+ * ctx->env.force_portable), and a probe kernel that compiles and computes exactly. */
 bool pbsa_tensor_core_decide(pbsa_context *ctx);
 
 /* ---- errors (src/core/errors.c) ---- */

@@ -15,12 +15,12 @@ struct pbsa_program_entry {
 
 /* Reads a kernel file from PBSA_KERNEL_DIR when set (for kernel development), else returns the
  * embedded copy. *owned is set when the text was allocated here. */
-static const char *kernel_text(const char *name, char **owned)
+static const char *kernel_text(const pbsa_context *ctx, const char *name, char **owned)
 {
     *owned = NULL;
-    const char *dir = getenv("PBSA_KERNEL_DIR");
-    if (dir && *dir) {
-        char path[4096];
+    const char *dir = ctx->env.kernel_dir;
+    if (*dir) {
+        char path[sizeof ctx->env.kernel_dir + 256];
         snprintf(path, sizeof path, "%s/%s", dir, name);
         FILE *file = fopen(path, "rb");
         if (file) {
@@ -87,7 +87,7 @@ static int build_program(pbsa_context *ctx, pbsa_program_entry *entry, const cha
     if (file_count > 16)
         return pbsa_fail(ctx, PBSA_ERROR_INVALID_VALUE, "internal: too many kernel files");
     for (size_t i = 0; i < file_count; i++) {
-        texts[i] = kernel_text(files[i], &owned[i]);
+        texts[i] = kernel_text(ctx, files[i], &owned[i]);
         if (!texts[i]) {
             status = pbsa_fail(ctx, PBSA_ERROR_BUILD_FAILED, "kernel source %s is missing",
                                files[i]);
@@ -103,11 +103,11 @@ static int build_program(pbsa_context *ctx, pbsa_program_entry *entry, const cha
     }
     /* PBSA_BUILD_OPTIONS adds compiler options for kernel development (e.g. -cl-nv-verbose);
      * the build log of every program is then sent to the log callback. */
-    const char *extra = getenv("PBSA_BUILD_OPTIONS");
+    const char *extra = ctx->env.build_options;
     char full_options[2048];
-    snprintf(full_options, sizeof full_options, "-cl-std=CL1.2 %s %s", options, extra ? extra : "");
+    snprintf(full_options, sizeof full_options, "-cl-std=CL1.2 %s %s", options, extra);
     err = clBuildProgram(program, 1, &ctx->device, full_options, NULL, NULL);
-    if (err == CL_SUCCESS && extra) {
+    if (err == CL_SUCCESS && ctx->env.log_builds) {
         char *log = read_build_log(program, ctx->device);
         if (log)
             pbsa_log(PBSA_LOG_INFO, "build log of %s with \"%s\":\n%s", files[file_count - 1],

@@ -120,16 +120,10 @@ void pbsa_pbs_force_methods(pbsa_context *ctx, const pbsa_pbs_methods *methods)
     ctx->pbs_methods = methods ? *methods : (pbsa_pbs_methods){0};
 }
 
-/* The method forced on ctx, else the one the environment variable names, else the default. */
-static int method_of(int forced, const char *variable, const char *const names[2])
+/* The method forced on ctx, else the one the environment named, else the default (1). */
+static int method_of(int forced, int environment)
 {
-    if (forced != 0)
-        return forced;
-    const char *text = getenv(variable);
-    for (int m = 0; text && m < 2; m++)
-        if (strcmp(text, names[m]) == 0)
-            return m + 1;
-    return 1;
+    return forced != 0 ? forced : environment != 0 ? environment : 1;
 }
 
 /* Chunk size and work-group sizes of the CLBlast scores. */
@@ -232,11 +226,9 @@ int pbsa_pbs_plan_make(pbsa_context *ctx, const char *fn, const pbsa_tensor *q,
                          "%s: k.seq = %d gives %d key blocks, more than the device's local memory "
                          "can select over; use a larger params->block_size",
                          fn, pl.kv_len, pl.k_blocks);
-    static const char *const score_names[2] = {"fused", "clblast"};
-    static const char *const kv_names[2] = {"gather", "materialised"};
-    pl.score_method = (pbsa_score_method)method_of(ctx->pbs_methods.score, "PBSA_SCORE_METHOD",
-                                                   score_names);
-    pl.kv_method = (pbsa_kv_method)method_of(ctx->pbs_methods.kv, "PBSA_KV_METHOD", kv_names);
+    pl.score_method =
+        (pbsa_score_method)method_of(ctx->pbs_methods.score, ctx->env.score_method);
+    pl.kv_method = (pbsa_kv_method)method_of(ctx->pbs_methods.kv, ctx->env.kv_method);
     if (pl.identity)
         pl.score_method = PBSA_SCORE_FUSED; /* no scores: neither method runs */
     if (pl.score_method == PBSA_SCORE_CLBLAST)

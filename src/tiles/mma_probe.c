@@ -69,8 +69,7 @@ bool pbsa_tensor_core_decide(pbsa_context *ctx)
 {
     if (!ctx->info.tensor_core_capable)
         return false;
-    const char *forced = getenv("PBSA_FORCE_PORTABLE");
-    if (ctx->options.force_portable || (forced && *forced && strcmp(forced, "0") != 0)) {
+    if (ctx->options.force_portable || ctx->env.force_portable) {
         pbsa_log(PBSA_LOG_INFO, "%s: portable kernels forced", ctx->info.name);
         return false;
     }

@@ -26,13 +26,6 @@ struct pbsa_tuning {
     pbsa_kernel_config forced[PBSA_KERNEL_KIND_COUNT];
 };
 
-static bool tuning_disabled(void)
-{
-    const char *text = getenv("PBSA_TUNING");
-    return text && (strcasecmp(text, "off") == 0 || strcmp(text, "0") == 0 ||
-                    strcasecmp(text, "no") == 0 || strcasecmp(text, "none") == 0);
-}
-
 static void read_platform_name(cl_device_id device, char *out, size_t capacity)
 {
     cl_platform_id platform = NULL;
@@ -169,13 +162,13 @@ void pbsa_tuning_load(pbsa_context *ctx, const pbsa_tuning_text *builtin, size_t
     t->layers = layers;
     read_platform_name(ctx->device, t->platform, sizeof t->platform);
     ctx->tuning = t;
-    t->disabled = tuning_disabled();
+    t->disabled = ctx->env.tuning_off;
     if (t->disabled) {
         pbsa_log(PBSA_LOG_INFO, "pbsa_context_create: PBSA_TUNING=off: tuning data ignored");
         return;
     }
-    const char *named = getenv("PBSA_TUNING_FILE");
-    if (named && named[0])
+    const char *named = ctx->env.tuning_file;
+    if (named[0])
         add_file_layer(t, &ctx->info, PBSA_CONFIG_TUNING_FILE, "PBSA_TUNING_FILE", named, true);
     char path[ORIGIN_CAPACITY - 64];
     if (pbsa_tuning_user_path(ctx->info.name, path, sizeof path))
@@ -230,8 +223,11 @@ pbsa_kernel_config pbsa_tuning_lookup(const pbsa_context *ctx, const pbsa_tuning
     key.causal = key.causal ? 1 : 0;
     const struct pbsa_tuning *t = ctx->tuning;
     const pbsa_device_info *info = &ctx->info;
-    const char *variable = pbsa_tuning_space_of(key.kind)->environment;
-    const char *text = getenv(variable);
+    const pbsa_tuning_space *space = pbsa_tuning_space_of(key.kind);
+    const int space_index = (int)(space - pbsa_tuning_spaces);
+    const char *variable = space->environment;
+    const char *text =
+        ctx->env.has_tile_config[space_index] ? ctx->env.tile_config[space_index] : NULL;
     pbsa_config_source found = PBSA_CONFIG_HEURISTIC;
     pbsa_kernel_config config;
     bool have = false;

@@ -34,7 +34,7 @@ bool pbsa_tuning_force(pbsa_context *ctx, pbsa_kernel_kind kind, const pbsa_kern
 
 /* The configuration of key on ctx (the member of key->kind) and its source: the first usable one
  * of the forced configuration, the environment variable of the kind's space (PBSA_FLASH_CONFIG,
- * PBSA_MMA_CONFIG, read at every call), the tuning files in lookup order, else the heuristic
+ * PBSA_MMA_CONFIG, read when ctx was created), the tuning files in lookup order, else the heuristic
  * (which may not be usable: check it). block is ignored for the dense kinds and causal for the
  * scores kind. origin (may be NULL when capacity is 0) receives where it came from ("user tuning
  * file PATH, line N"); source may be NULL. Thread-safe. */
