@@ -430,6 +430,10 @@ typedef enum pbsa_kernel_kind {
     PBSA_KERNEL_SCORES = 2, /* the permutation scores of pbsa_attention() and pbsa_permutation() */
     PBSA_KERNEL_DENSE_MMA = 3,  /* the tensor-core kernel of pbsa_dense_attention() */
     PBSA_KERNEL_SPARSE_MMA = 4, /* the tensor-core kernel of the block-sparse attention */
+    /* Not a kernel: how the permutation scores are computed, clblast=0 by the fused kernels,
+     * clblast=1 through CLBlast's GEMM; pbsa-tune times both and keeps the faster (the
+     * variable PBSA_SCORE_METHOD overrides it, for experiments). */
+    PBSA_KERNEL_SCORES_METHOD = 5,
 } pbsa_kernel_kind;
 
 /* Where a configuration comes from. Of the first six, a higher value takes precedence over a

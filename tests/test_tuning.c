@@ -10,6 +10,7 @@
 #include "device_fixture.h"
 #include "tune_case.h"
 #include "launch/dispatch.h"
+#include "pbs/plan.h"
 #include "tuning/tuning.h"
 
 #include <setjmp.h>
@@ -746,6 +747,87 @@ static void test_query_errors(void **state)
     pbsa_context_release(ctx);
 }
 
+/* Asserts what ctx reports for the permutation scores' method of f32 D64 b64. */
+static void expect_method(pbsa_context *ctx, int clblast, pbsa_config_source want,
+                          const char *origin)
+{
+    char text[4400], expected[32];
+    pbsa_config_source source = (pbsa_config_source)-1;
+    assert_int_equal(pbsa_query_kernel_config(ctx, PBSA_KERNEL_SCORES_METHOD, PBSA_DTYPE_F32, 64,
+                                              64, 0, text, sizeof text, &source),
+                     PBSA_SUCCESS);
+    snprintf(expected, sizeof expected, "clblast=%d (", clblast);
+    if (source != want || strncmp(text, expected, strlen(expected)) != 0 ||
+        !strstr(text, origin))
+        fail_msg("source %d, expected %d; '%s' should start with '%s' and mention '%s'",
+                 (int)source, (int)want, text, expected, origin);
+}
+
+/* The workspace of a PBS call of f32 D64 b64 on ctx: larger with the CLBlast scores, whose GEMM
+ * regions are empty otherwise. */
+static size_t workspace_bytes(pbsa_context *ctx, cl_mem buffer)
+{
+    pbsa_tensor q = pbsa_tensor_bhsd(buffer, PBSA_DTYPE_F32, 1, 2, 1024, 64);
+    pbsa_tensor k = pbsa_tensor_bhsd(buffer, PBSA_DTYPE_F32, 1, 1, 1024, 64);
+    pbsa_params params = pbsa_params_default();
+    params.block_size = 64;
+    size_t bytes = 0;
+    assert_int_equal(pbsa_workspace_size(ctx, &q, &k, &params, &bytes), PBSA_SUCCESS);
+    return bytes;
+}
+
+/* The permutation scores' method: the heuristic's fused kernels, the measured choice of a tuning
+ * file, PBSA_SCORE_METHOD above the file, the tuner's and a test's forcing above both; the calls
+ * use what the query reports. */
+static void test_scores_method(void **state)
+{
+    (void)state;
+    cl_int err;
+    cl_mem buffer =
+        clCreateBuffer(fixture.cl_ctx, CL_MEM_READ_WRITE, 2 * 1024 * 64 * 4, NULL, &err);
+    assert_int_equal(err, CL_SUCCESS);
+    pbsa_context *ctx = new_context(NULL);
+    expect_method(ctx, 0, PBSA_CONFIG_HEURISTIC, "heuristic default");
+    const size_t fused = workspace_bytes(ctx, buffer);
+    pbsa_context_release(ctx);
+
+    pbsa_tuning_entry e = {.key = {PBSA_KERNEL_SCORES_METHOD, PBSA_DTYPE_F32, 64, 64, 0},
+                           .config.method = {1},
+                           .ms = -1,
+                           .default_ms = -1};
+    char *text = entries_text(PBSA_TUNING_SCHEMA, NULL, NULL, &e, 1, NULL);
+    write_text(user_path, text);
+    free(text);
+    ctx = new_context(NULL);
+    expect_method(ctx, 1, PBSA_CONFIG_USER_FILE, user_path);
+    assert_true(workspace_bytes(ctx, buffer) > fused);
+    /* Another key keeps the default. */
+    char other[256];
+    assert_int_equal(pbsa_query_kernel_config(ctx, PBSA_KERNEL_SCORES_METHOD, PBSA_DTYPE_F32, 64,
+                                              128, 0, other, sizeof other, NULL),
+                     PBSA_SUCCESS);
+    assert_non_null(strstr(other, "clblast=0 (heuristic default)"));
+
+    assert_true(
+        pbsa_tuning_force(ctx, PBSA_KERNEL_SCORES_METHOD, &(pbsa_kernel_config){.method = {0}}));
+    expect_method(ctx, 0, PBSA_CONFIG_FORCED, "forced by the tuner");
+    assert_int_equal(workspace_bytes(ctx, buffer), fused);
+    assert_true(pbsa_tuning_force(ctx, PBSA_KERNEL_SCORES_METHOD, NULL));
+
+    setenv("PBSA_SCORE_METHOD", "fused", 1);
+    pbsa_environment_read(&ctx->env);
+    expect_method(ctx, 0, PBSA_CONFIG_ENVIRONMENT, "PBSA_SCORE_METHOD");
+    assert_int_equal(workspace_bytes(ctx, buffer), fused);
+    unsetenv("PBSA_SCORE_METHOD");
+    pbsa_environment_read(&ctx->env);
+
+    pbsa_pbs_force_methods(ctx, &(pbsa_pbs_methods){.score = PBSA_SCORE_FUSED});
+    expect_method(ctx, 0, PBSA_CONFIG_FORCED, "forced on the context");
+    assert_int_equal(workspace_bytes(ctx, buffer), fused);
+    pbsa_context_release(ctx);
+    clReleaseMemObject(buffer);
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 2) {
@@ -808,6 +890,7 @@ int main(int argc, char **argv)
         cmocka_unit_test_setup(test_mma_lookup_order, clean_environment),
         cmocka_unit_test_setup(test_mma_query, clean_environment),
         cmocka_unit_test_setup(test_mma_fallback, clean_environment),
+        cmocka_unit_test_setup(test_scores_method, clean_environment),
     };
     int failed = cmocka_run_group_tests_name("tuning", tests, NULL, NULL);
     pbsa_set_log_callback(NULL, NULL);

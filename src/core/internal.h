@@ -29,6 +29,8 @@ typedef struct pbsa_pbs_methods {
     uint64_t gemm_chunk_bytes; /* CLBlast scores: workspace share of one chunk (0: 256 MiB) */
 } pbsa_pbs_methods;
 
+enum { PBSA_TILE_CONFIG_VARIABLES = 2 };
+
 /* The PBSA_* environment variables, read once by pbsa_context_create() (src/core/environment.c).
  * Users set none of them; they serve kernel development and experiments (README.md, "Environment
  * variables"). */
@@ -41,8 +43,8 @@ typedef struct pbsa_environment {
     char tuning_file[4096];    /* PBSA_TUNING_FILE: a tuning file read first */
     /* PBSA_FLASH_CONFIG, PBSA_MMA_CONFIG: a configuration for every call of the tuning space
      * (src/tuning/space.c), in the order of the spaces. */
-    char tile_config[2][256];
-    bool has_tile_config[2];
+    char tile_config[PBSA_TILE_CONFIG_VARIABLES][256];
+    bool has_tile_config[PBSA_TILE_CONFIG_VARIABLES];
     pbsa_score_method score_method; /* PBSA_SCORE_METHOD = fused | clblast, else AUTO */
     pbsa_kv_method kv_method;       /* PBSA_KV_METHOD = gather | materialised, else AUTO */
 } pbsa_environment;

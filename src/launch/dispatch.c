@@ -139,6 +139,32 @@ bool pbsa_dispatch_pick(const pbsa_context *ctx, pbsa_tile_role role, pbsa_dtype
     return false;
 }
 
+pbsa_score_method pbsa_dispatch_score_method(const pbsa_context *ctx, pbsa_dtype dtype,
+                                             int head_dim, int block,
+                                             pbsa_config_source *source, char *origin,
+                                             size_t capacity)
+{
+    pbsa_config_source found = PBSA_CONFIG_FORCED;
+    pbsa_score_method method = ctx->pbs_methods.score;
+    if (method != PBSA_SCORE_AUTO) {
+        if (capacity > 0)
+            snprintf(origin, capacity, "forced on the context");
+    } else {
+        pbsa_tuning_key key = {PBSA_KERNEL_SCORES_METHOD, dtype, head_dim, block, 0};
+        pbsa_kernel_config c = pbsa_tuning_lookup(ctx, &key, &found, origin, capacity);
+        method = c.method.clblast ? PBSA_SCORE_CLBLAST : PBSA_SCORE_FUSED;
+        if (found != PBSA_CONFIG_FORCED && ctx->env.score_method != PBSA_SCORE_AUTO) {
+            method = ctx->env.score_method;
+            found = PBSA_CONFIG_ENVIRONMENT;
+            if (capacity > 0)
+                snprintf(origin, capacity, "PBSA_SCORE_METHOD");
+        }
+    }
+    if (source)
+        *source = found;
+    return method;
+}
+
 int pbsa_dispatch_kernel(pbsa_context *ctx, const pbsa_dispatch *d, const char *kernel_name,
                          const char *extra_options, cl_kernel *out, size_t *work_items,
                          size_t *rows)
@@ -185,10 +211,11 @@ int pbsa_query_kernel_config(const pbsa_context *ctx, pbsa_kernel_kind kind, pbs
     if (!description && capacity > 0)
         return pbsa_fail(ctx, PBSA_ERROR_NULL_ARGUMENT,
                          "%s: description is NULL but capacity is %zu", fn, capacity);
-    pbsa_tile_role role;
+    pbsa_tile_role role = PBSA_ROLE_SCORES;
     const pbsa_tile_family *family = family_of_kind(kind, &role);
     const char *name = pbsa_kernel_kind_name(kind);
-    if (!name || !family)
+    const bool method = pbsa_kernel_kind_is_method(kind);
+    if (!name || (!family && !method))
         return pbsa_fail(ctx, PBSA_ERROR_INVALID_VALUE, "%s: kind = %d is not a pbsa_kernel_kind",
                          fn, (int)kind);
     if (!pbsa_tuning_dtype_name(dtype))
@@ -202,6 +229,18 @@ int pbsa_query_kernel_config(const pbsa_context *ctx, pbsa_kernel_kind kind, pbs
         return pbsa_fail(ctx, PBSA_ERROR_INVALID_VALUE,
                          "%s: block_size = %d is not supported (16, 32, 64 or 128)", fn,
                          block_size);
+    if (method) {
+        pbsa_config_source found;
+        char origin[ORIGIN_CAPACITY];
+        pbsa_score_method m = pbsa_dispatch_score_method(ctx, dtype, head_dim, block_size, &found,
+                                                         origin, sizeof origin);
+        if (capacity > 0)
+            snprintf(description, capacity, "clblast=%d (%s)", m == PBSA_SCORE_CLBLAST ? 1 : 0,
+                     origin);
+        if (source)
+            *source = found;
+        return PBSA_SUCCESS;
+    }
     /* Tensors whose rows are aligned for every family: the query is about the kernel. */
     const int aligned = 8;
     pbsa_dispatch d;

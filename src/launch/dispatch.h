@@ -80,6 +80,16 @@ bool pbsa_dispatch_family(const pbsa_context *ctx, const pbsa_tile_family *famil
 bool pbsa_dispatch_pick(const pbsa_context *ctx, pbsa_tile_role role, pbsa_dtype dtype,
                         int head_dim, int block, int causal, int alignment, pbsa_dispatch *out);
 
+/* How the permutation scores of a PBS call with these shapes are computed on ctx, and where
+ * that comes from: forced on ctx (pbsa_pbs_force_methods(), tests), forced by the tuner, the
+ * PBSA_SCORE_METHOD variable, the tuned choice of the scores_method kind (pbsa-tune measures
+ * both), else the fused kernels. origin (may be NULL when capacity is 0) and source (may be NULL)
+ * receive where it came from. Thread-safe. */
+pbsa_score_method pbsa_dispatch_score_method(const pbsa_context *ctx, pbsa_dtype dtype,
+                                             int head_dim, int block,
+                                             pbsa_config_source *source, char *origin,
+                                             size_t capacity);
+
 /* kernel_name of the role's kernel built on d's tiles (extra_options appended to the family's
  * options), with its work-group size and query rows per work-group. The caller releases *out. */
 int pbsa_dispatch_kernel(pbsa_context *ctx, const pbsa_dispatch *d, const char *kernel_name,

@@ -226,8 +226,8 @@ int pbsa_pbs_plan_make(pbsa_context *ctx, const char *fn, const pbsa_tensor *q,
                          "%s: k.seq = %d gives %d key blocks, more than the device's local memory "
                          "can select over; use a larger params->block_size",
                          fn, pl.kv_len, pl.k_blocks);
-    pl.score_method =
-        (pbsa_score_method)method_of(ctx->pbs_methods.score, ctx->env.score_method);
+    pl.score_method = pbsa_dispatch_score_method(ctx, pl.dtype, pl.head_dim, pl.block, NULL,
+                                                 NULL, 0);
     pl.kv_method = (pbsa_kv_method)method_of(ctx->pbs_methods.kv, ctx->env.kv_method);
     if (pl.identity)
         pl.score_method = PBSA_SCORE_FUSED; /* no scores: neither method runs */

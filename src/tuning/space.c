@@ -16,6 +16,7 @@ const char *pbsa_kernel_kind_name(pbsa_kernel_kind kind)
     case PBSA_KERNEL_SCORES: return "scores";
     case PBSA_KERNEL_DENSE_MMA: return "dense_mma";
     case PBSA_KERNEL_SPARSE_MMA: return "sparse_mma";
+    case PBSA_KERNEL_SCORES_METHOD: return "scores_method";
     }
     return NULL;
 }
@@ -33,6 +34,11 @@ const char *pbsa_tuning_dtype_name(pbsa_dtype dtype)
 bool pbsa_kernel_kind_is_mma(pbsa_kernel_kind kind)
 {
     return kind == PBSA_KERNEL_DENSE_MMA || kind == PBSA_KERNEL_SPARSE_MMA;
+}
+
+bool pbsa_kernel_kind_is_method(pbsa_kernel_kind kind)
+{
+    return kind == PBSA_KERNEL_SCORES_METHOD;
 }
 
 static bool block_supported(int block)
@@ -53,7 +59,8 @@ bool pbsa_tuning_key_valid(const pbsa_tuning_key *key)
     case PBSA_KERNEL_DENSE:
     case PBSA_KERNEL_DENSE_MMA: return key->block == 0;
     case PBSA_KERNEL_SPARSE: return block_supported(key->block);
-    case PBSA_KERNEL_SCORES: return block_supported(key->block) && key->causal == 0;
+    case PBSA_KERNEL_SCORES:
+    case PBSA_KERNEL_SCORES_METHOD: return block_supported(key->block) && key->causal == 0;
     case PBSA_KERNEL_SPARSE_MMA: return key->block == 64 || key->block == 128;
     }
     return false;
@@ -80,6 +87,7 @@ static const int warp_steps[] = {2, 4, 8};
 static const int group_steps[] = {1, 2};
 static const int key_steps[] = {32, 64};
 static const int stage_steps[] = {1, 2};
+static const int choice_steps[] = {0, 1};
 
 #define STEPS(array) array, (int)(sizeof array / sizeof array[0])
 #define PARAM(type, member, min, steps) {#member, offsetof(type, member), min, 4096, STEPS(steps)}
@@ -95,6 +103,10 @@ static const pbsa_tuning_param flash_params[] = {
     PARAM(pbsa_flash_config, unroll_qk, 0, unroll_steps),
     PARAM(pbsa_flash_config, unroll_pv, 0, unroll_steps),
 };
+/* A choice between two methods: 0 or 1. */
+static const pbsa_tuning_param method_params[] = {
+    {"clblast", offsetof(pbsa_method_config, clblast), 0, 1, STEPS(choice_steps)},
+};
 static const pbsa_tuning_param mma_params[] = {
     PARAM(pbsa_mma_config, warps, 1, warp_steps),
     PARAM(pbsa_mma_config, groups, 1, group_steps),
@@ -106,11 +118,14 @@ static const pbsa_tuning_param mma_params[] = {
 const pbsa_tuning_space pbsa_tuning_spaces[PBSA_TUNING_SPACE_COUNT] = {
     SPACE("PBSA_FLASH_CONFIG", flash_params),
     SPACE("PBSA_MMA_CONFIG", mma_params),
+    SPACE(NULL, method_params),
 };
 
 const pbsa_tuning_space *pbsa_tuning_space_of(pbsa_kernel_kind kind)
 {
-    return &pbsa_tuning_spaces[pbsa_kernel_kind_is_mma(kind) ? 1 : 0];
+    return &pbsa_tuning_spaces[pbsa_kernel_kind_is_mma(kind)      ? 1
+                               : pbsa_kernel_kind_is_method(kind) ? 2
+                                                                  : 0];
 }
 
 int pbsa_tuning_param_get(const pbsa_kernel_config *config, const pbsa_tuning_param *param)
@@ -139,7 +154,7 @@ pbsa_flash_config pbsa_tuning_explicit(const pbsa_flash_config *config)
 static pbsa_kernel_config explicit_config(pbsa_kernel_kind kind, const pbsa_kernel_config *config)
 {
     pbsa_kernel_config c = *config;
-    if (!pbsa_kernel_kind_is_mma(kind))
+    if (!pbsa_kernel_kind_is_mma(kind) && !pbsa_kernel_kind_is_method(kind))
         c.flash = pbsa_tuning_explicit(&config->flash);
     return c;
 }
@@ -195,6 +210,8 @@ bool pbsa_tuning_parse_values(pbsa_kernel_kind kind, const char *text, pbsa_kern
 bool pbsa_tuning_config_equal(pbsa_kernel_kind kind, const pbsa_kernel_config *a,
                               const pbsa_kernel_config *b)
 {
+    if (pbsa_kernel_kind_is_method(kind))
+        return a->method.clblast == b->method.clblast;
     return pbsa_kernel_kind_is_mma(kind) ? pbsa_mma_config_equal(&a->mma, &b->mma)
                                          : pbsa_flash_config_equal(&a->flash, &b->flash);
 }
@@ -203,6 +220,8 @@ bool pbsa_tuning_config_usable(const pbsa_kernel_config *config, const pbsa_tuni
                                const pbsa_device_info *info)
 {
     int max_tile = pbsa_tuning_key_max_tile(key);
+    if (pbsa_kernel_kind_is_method(key->kind))
+        return config->method.clblast == 0 || config->method.clblast == 1;
     if (pbsa_kernel_kind_is_mma(key->kind))
         return pbsa_mma_config_fits(&config->mma, max_tile) &&
                pbsa_mma_config_valid(&config->mma, key->head_dim, info);
@@ -215,7 +234,9 @@ pbsa_kernel_config pbsa_tuning_heuristic(const pbsa_tuning_key *key, const pbsa_
     pbsa_kernel_config c;
     memset(&c, 0, sizeof c);
     int max_tile = pbsa_tuning_key_max_tile(key);
-    if (pbsa_kernel_kind_is_mma(key->kind))
+    if (pbsa_kernel_kind_is_method(key->kind))
+        c.method.clblast = 0; /* the fused kernels: no extra memory, as fast on the H100 */
+    else if (pbsa_kernel_kind_is_mma(key->kind))
         c.mma = pbsa_mma_config_heuristic(info, key->head_dim, max_tile);
     else
         c.flash = pbsa_flash_config_heuristic(info, key->head_dim, max_tile);
@@ -230,8 +251,9 @@ enum { MAX_REGISTER_FLOATS = 192 };
 
 static bool worth_trying(const pbsa_kernel_config *config, const pbsa_tuning_key *key)
 {
-    if (pbsa_kernel_kind_is_mma(key->kind))
-        return true; /* the kernel's register tiles are fixed by the mma fragments */
+    /* The mma kernels' register tiles are fixed by the fragments; methods have no tiles. */
+    if (pbsa_kernel_kind_is_mma(key->kind) || pbsa_kernel_kind_is_method(key->kind))
+        return true;
     const pbsa_flash_config *c = &config->flash;
     int tm = c->block_m / c->wg_rows, tn = c->block_n / c->wg_cols;
     int td = key->head_dim / c->wg_cols;
@@ -336,7 +358,7 @@ size_t pbsa_tuning_neighbours(const pbsa_kernel_config *from, const pbsa_tuning_
 {
     pbsa_kernel_config start = explicit_config(key->kind, from);
     neighbour_list list = {&start, key, info, out, capacity, 0};
-    if (pbsa_kernel_kind_is_mma(key->kind)) {
+    if (pbsa_kernel_kind_is_mma(key->kind) || pbsa_kernel_kind_is_method(key->kind)) {
         offer_all(&list, start, 0);
         return list.count;
     }

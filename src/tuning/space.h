@@ -25,14 +25,17 @@ typedef struct pbsa_tuning_key {
     int causal;
 } pbsa_tuning_key;
 
-enum { PBSA_KERNEL_KIND_COUNT = 5 };
+enum { PBSA_KERNEL_KIND_COUNT = 6 };
 
-/* "dense", "sparse", "scores", "dense_mma", "sparse_mma"; NULL for an unknown kind. */
+/* "dense", "sparse", "scores", "dense_mma", "sparse_mma", "scores_method"; NULL for an unknown
+ * kind. */
 const char *pbsa_kernel_kind_name(pbsa_kernel_kind kind);
 /* "f32", "f16", "bf16"; NULL for an unknown dtype. */
 const char *pbsa_tuning_dtype_name(pbsa_dtype dtype);
 /* Whether kind is a kernel of the tensor-core tiles (dense_mma, sparse_mma). */
 bool pbsa_kernel_kind_is_mma(pbsa_kernel_kind kind);
+/* Whether kind is a choice of method rather than a kernel's tiles (scores_method). */
+bool pbsa_kernel_kind_is_method(pbsa_kernel_kind kind);
 /* Whether key names a variant the library has: a known kind and dtype, a supported head dim, a
  * block of 16, 32, 64 or 128 for the PBS kernels and 0 for the dense one, causal 0 or 1 (0 for
  * the scores kernel); the tensor-core kinds take f16 and bf16, head dims 64, 96 and 128, and
@@ -43,11 +46,18 @@ bool pbsa_tuning_key_equal(const pbsa_tuning_key *a, const pbsa_tuning_key *b);
  * the block for the sparse kernels, 0 (no limit) otherwise. */
 int pbsa_tuning_key_max_tile(const pbsa_tuning_key *key);
 
+/* The PBS methods measured on the device rather than derived (the scores_method kind). */
+typedef struct pbsa_method_config {
+    int clblast; /* the permutation scores through CLBlast (src/pbs/scores_clblast.c) */
+} pbsa_method_config;
+
 /* A configuration of one kernel kind: flash for the kinds of cl/flash_tile.cl (dense, sparse,
- * scores), mma for those of cl/mma_tile.cl (pbsa_kernel_kind_is_mma()). The key says which. */
+ * scores), mma for those of cl/mma_tile.cl (pbsa_kernel_kind_is_mma()), method for the
+ * scores_method kind. The key says which. */
 typedef union pbsa_kernel_config {
     pbsa_flash_config flash;
     pbsa_mma_config mma;
+    pbsa_method_config method;
 } pbsa_kernel_config;
 
 /*
@@ -71,17 +81,19 @@ typedef struct pbsa_tuning_param {
 /* The parameters of one kernel family, in the order of its -D options and of its environment
  * variable, which overrides the configuration of every call of the family (for experiments):
  * PBSA_FLASH_CONFIG="block_m,block_n,wg_rows,wg_cols,kchunk,vchunk[,unroll_qk,unroll_pv]",
- * PBSA_MMA_CONFIG="warps,groups,keys,stages". */
+ * PBSA_MMA_CONFIG="warps,groups,keys,stages". The method space has no such variable (NULL):
+ * PBSA_SCORE_METHOD names the method instead (src/pbs/plan.c). */
 typedef struct pbsa_tuning_space {
     const char *environment;
     const pbsa_tuning_param *params;
     int param_count;
 } pbsa_tuning_space;
 
-enum { PBSA_TUNING_SPACE_COUNT = 2 };
-/* The flash space, then the tensor-core one. */
+enum { PBSA_TUNING_SPACE_COUNT = 3 };
+/* The flash space, the tensor-core one, then the methods'. */
 extern const pbsa_tuning_space pbsa_tuning_spaces[PBSA_TUNING_SPACE_COUNT];
-/* The space of kind's configuration (the flash one for unknown kinds). */
+/* The space of kind's configuration (the flash one for unknown kinds). Its index in
+ * pbsa_tuning_spaces is the one of its environment variable in pbsa_environment. */
 const pbsa_tuning_space *pbsa_tuning_space_of(pbsa_kernel_kind kind);
 
 int pbsa_tuning_param_get(const pbsa_kernel_config *config, const pbsa_tuning_param *param);

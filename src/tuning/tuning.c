@@ -226,8 +226,10 @@ pbsa_kernel_config pbsa_tuning_lookup(const pbsa_context *ctx, const pbsa_tuning
     const pbsa_tuning_space *space = pbsa_tuning_space_of(key.kind);
     const int space_index = (int)(space - pbsa_tuning_spaces);
     const char *variable = space->environment;
-    const char *text =
-        ctx->env.has_tile_config[space_index] ? ctx->env.tile_config[space_index] : NULL;
+    const char *text = space_index < PBSA_TILE_CONFIG_VARIABLES &&
+                               ctx->env.has_tile_config[space_index]
+                           ? ctx->env.tile_config[space_index]
+                           : NULL;
     pbsa_config_source found = PBSA_CONFIG_HEURISTIC;
     pbsa_kernel_config config;
     bool have = false;
