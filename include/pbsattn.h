@@ -465,7 +465,8 @@ typedef enum pbsa_config_source {
  * stages=2 (heuristic default); the portable kernel would use block_m=... (...)".
  * PBSA_KERNEL_DENSE_MMA and PBSA_KERNEL_SPARSE_MMA give the tensor-core configuration alone
  * ("warps=4 groups=2 keys=64 stages=2 (heuristic default)") with its own source, for calls that
- * run on it.
+ * run on it. PBSA_KERNEL_SCORES_METHOD gives "clblast=0" or "clblast=1" and where it comes from
+ * (PBSA_CONFIG_ENVIRONMENT: PBSA_SCORE_METHOD; PBSA_CONFIG_FORCED also when a test forced it).
  * Errors: PBSA_ERROR_NULL_ARGUMENT (ctx NULL, or description NULL with capacity > 0),
  * PBSA_ERROR_INVALID_VALUE (kind unknown, block_size not 16, 32, 64 or 128 for the PBS kernels),
  * PBSA_ERROR_UNSUPPORTED_DTYPE, PBSA_ERROR_UNSUPPORTED_HEAD_DIM, PBSA_ERROR_UNSUPPORTED_DEVICE (no
@@ -473,8 +474,8 @@ typedef enum pbsa_config_source {
  * kinds, the call does not run on the tensor-core kernel on ctx: no tensor cores, f32, head dim
  * 256, another block_size, or no configuration fits). On error description receives ""
  * (capacity > 0) and *source is not written.
- * Thread-safe; the answer stays the same for the life of ctx unless PBSA_FLASH_CONFIG or
- * PBSA_MMA_CONFIG changes.
+ * Thread-safe; the answer stays the same for the life of ctx (the variables are read when it is
+ * created).
  */
 PBSA_API int pbsa_query_kernel_config(const pbsa_context *ctx, pbsa_kernel_kind kind,
                                       pbsa_dtype dtype, int head_dim, int block_size, int causal,

@@ -11,7 +11,8 @@
 typedef struct pbsa_program_entry pbsa_program_entry;
 
 /* How PBS attention computes the permutation scores and reads the permuted keys and values
- * (src/pbs/plan.c). AUTO: the environment (PBSA_SCORE_METHOD, PBSA_KV_METHOD), else the default. */
+ * (src/pbs/plan.c). AUTO: the environment (PBSA_SCORE_METHOD, PBSA_KV_METHOD), then for the
+ * scores the tuned choice, else the default. */
 typedef enum pbsa_score_method {
     PBSA_SCORE_AUTO = 0,
     PBSA_SCORE_FUSED,   /* flash-tile kernels, cl/pbs_scores.cl (default) */

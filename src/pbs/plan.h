@@ -69,9 +69,10 @@ typedef struct pbsa_pbs_plan {
 } pbsa_pbs_plan;
 
 /* Forces the methods of later plans on ctx (NULL or zero members: automatic, that is the
- * environment variables PBSA_SCORE_METHOD = fused | clblast and PBSA_KV_METHOD = gather |
- * materialised, else fused and gather). For tests and experiments; not to be changed while other
- * threads use ctx. */
+ * variables PBSA_SCORE_METHOD = fused | clblast and PBSA_KV_METHOD = gather | materialised as
+ * read when ctx was created, then for the scores the tuned choice (pbsa_dispatch_score_method()),
+ * else fused and gather). For tests and experiments; not to be changed while other threads use
+ * ctx. */
 void pbsa_pbs_force_methods(pbsa_context *ctx, const pbsa_pbs_methods *methods);
 
 /* Validates params (NULL: defaults) and the shapes of q and k (v and o too when not NULL), and
