@@ -466,7 +466,7 @@ typedef enum pbsa_config_source {
  * PBSA_KERNEL_DENSE_MMA and PBSA_KERNEL_SPARSE_MMA give the tensor-core configuration alone
  * ("warps=4 groups=2 keys=64 stages=2 (heuristic default)") with its own source, for calls that
  * run on it. PBSA_KERNEL_SCORES_METHOD gives "clblast=0" or "clblast=1" and where it comes from
- * (PBSA_CONFIG_ENVIRONMENT: PBSA_SCORE_METHOD; PBSA_CONFIG_FORCED also when a test forced it).
+ * (PBSA_CONFIG_ENVIRONMENT: PBSA_SCORE_METHOD).
  * Errors: PBSA_ERROR_NULL_ARGUMENT (ctx NULL, or description NULL with capacity > 0),
  * PBSA_ERROR_INVALID_VALUE (kind unknown, block_size not 16, 32, 64 or 128 for the PBS kernels),
  * PBSA_ERROR_UNSUPPORTED_DTYPE, PBSA_ERROR_UNSUPPORTED_HEAD_DIM, PBSA_ERROR_UNSUPPORTED_DEVICE (no
