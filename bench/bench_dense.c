@@ -6,7 +6,7 @@
  * kernels); the median of the timed runs, whose inputs rotate over several input sets so that no
  * run finds its inputs in cache from the run before. */
 #include "bench_util.h"
-#include "internal.h" /* pbsa_get_kernel(): the FMA probe is built from the embedded sources */
+#include "core/internal.h" /* pbsa_get_kernel(): the FMA probe is built from the embedded sources */
 #include "pbsattn.h"
 #include "pbsattn_ref.h"
 

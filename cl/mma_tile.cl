@@ -22,7 +22,7 @@
  * contiguous bytes) ordered key group by key group, the layout the products' descriptors read:
  * K as a k-major operand of Q.K^T, V as an n-major operand of P.V.
  *
- * Tuning parameters (src/mma_config.c declares their ranges): MMA_WARPS, MMA_GROUPS, BN and
+ * Tuning parameters (src/tiles/mma_tile.c declares their ranges): MMA_WARPS, MMA_GROUPS, BN and
  * MMA_STAGES. */
 
 #ifndef HEAD_DIM
@@ -73,7 +73,7 @@
 #define TILE_WORK_ITEMS (32 * MMA_WARPS)
 
 /* The keys of tile i are listed in slot i % 2, so that the next tile's lists can be written
- * while this one is used. src/mma_config.c counts these bytes. */
+ * while this one is used. src/tiles/mma_tile.c counts these bytes. */
 typedef struct tile_local {
     uint4 k[BN * KP / 8];
     uint4 v[BN * KP / 8];

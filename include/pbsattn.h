@@ -45,6 +45,11 @@ extern "C" {
 #define PBSA_API
 #endif
 
+/* ---------------------------------------------------------------------------------------------
+ * Tier 1: core calls. Versions, status codes, tensors, contexts, dense attention and the whole
+ * PBS pipeline (pbsa_attention()): all an inference engine needs.
+ * ------------------------------------------------------------------------------------------- */
+
 #define PBSA_VERSION_MAJOR 0
 #define PBSA_VERSION_MINOR 1
 #define PBSA_VERSION_PATCH 0
@@ -264,81 +269,6 @@ PBSA_API int pbsa_dense_attention(pbsa_context *ctx, cl_command_queue queue, con
                                   const pbsa_dense_params *params, cl_event *event);
 
 /* ---------------------------------------------------------------------------------------------
- * Tuned kernel configurations
- *
- * The flash-attention kernels take a tile configuration (queries and keys per tile, work-group
- * shape, staging chunks, loop unrolling); the NVIDIA tensor-core kernels, where they run, take
- * theirs (warps per work-group, groups of 16 query rows per warp, keys per tile, pipeline
- * stages). A call uses, from the first that has one valid for the device and the call:
- * PBSA_FLASH_CONFIG ("block_m,block_n,wg_rows,wg_cols,kchunk,vchunk[,unroll_qk,unroll_pv]") or,
- * for the tensor-core kernels, PBSA_MMA_CONFIG ("warps,groups,keys,stages"), both for
- * experiments and read at every call; the tuning file named by PBSA_TUNING_FILE, the user's
- * tuning file of the device ($XDG_CONFIG_HOME/pbsattn/tuning/<device>.txt, else
- * ~/.config/pbsattn/tuning/<device>.txt, as pbsa-tune writes it), the tuning data built into the
- * library, then the library's heuristic. Tuning files are read once, by pbsa_context_create();
- * one that is unreadable, corrupt, of another device or of an older format is ignored with a
- * warning to the log callback. PBSA_TUNING=off at context creation ignores all tuning data
- * (heuristic defaults, to compare against tuned runs). Tuning changes speed only, never results.
- * ------------------------------------------------------------------------------------------- */
-
-/* The kernels that take a tuned configuration. New kinds are appended (3 and 4 came with the
- * tunable tensor-core kernels): existing values keep their meaning. */
-typedef enum pbsa_kernel_kind {
-    PBSA_KERNEL_DENSE = 0,  /* pbsa_dense_attention() */
-    PBSA_KERNEL_SPARSE = 1, /* the block-sparse attention of pbsa_attention() and
-                               pbsa_sparse_attention() */
-    PBSA_KERNEL_SCORES = 2, /* the permutation scores of pbsa_attention() and pbsa_permutation() */
-    PBSA_KERNEL_DENSE_MMA = 3,  /* the tensor-core kernel of pbsa_dense_attention() */
-    PBSA_KERNEL_SPARSE_MMA = 4, /* the tensor-core kernel of the block-sparse attention */
-} pbsa_kernel_kind;
-
-/* Where a configuration comes from. Of the first six, a higher value takes precedence over a
- * lower one; tensor cores, where they apply, replace the portable kernel and its configuration. */
-typedef enum pbsa_config_source {
-    PBSA_CONFIG_HEURISTIC = 0,   /* the library's built-in rule (no tuning data for the call) */
-    PBSA_CONFIG_BUILTIN = 1,     /* tuning data compiled into the library */
-    PBSA_CONFIG_USER_FILE = 2,   /* the user's tuning file of this device */
-    PBSA_CONFIG_TUNING_FILE = 3, /* the file named by PBSA_TUNING_FILE */
-    PBSA_CONFIG_ENVIRONMENT = 4, /* PBSA_FLASH_CONFIG, or PBSA_MMA_CONFIG for the _MMA kinds */
-    PBSA_CONFIG_FORCED = 5,      /* forced on the context by pbsattn's tuner (pbsa-tune) */
-    /* For PBSA_KERNEL_DENSE and PBSA_KERNEL_SPARSE: the call runs the NVIDIA tensor-core kernel
-     * (its configuration's own source: query PBSA_KERNEL_DENSE_MMA or PBSA_KERNEL_SPARSE_MMA). */
-    PBSA_CONFIG_TENSOR_CORES = 6,
-} pbsa_config_source;
-
-/*
- * Which configuration a call of kernel kind on ctx uses for dtype, head_dim, block_size (the PBS
- * logical block; ignored for the dense kinds) and causal (ignored for PBSA_KERNEL_SCORES), and
- * where it comes from. description (may be NULL when capacity is 0) receives a NUL-terminated
- * text such as "block_m=64 block_n=64 wg_rows=8 wg_cols=16 kchunk=16 vchunk=16 unroll_qk=16
- * unroll_pv=16 (user tuning file /home/me/.config/pbsattn/tuning/NVIDIA_H100.txt, line 9)",
- * truncated to capacity bytes. source (may be NULL) receives the source. Nothing is compiled or
- * enqueued.
- * Tensor cores: where dense or sparse attention runs on the tensor-core kernel
- * (pbsa_context_uses_tensor_cores(); f16 and bf16, head dims 64, 96 and 128, sparse blocks 64 and
- * 128, K and V rows assumed 16-byte aligned), PBSA_KERNEL_DENSE and PBSA_KERNEL_SPARSE give the
- * source PBSA_CONFIG_TENSOR_CORES and a text "tensor-core kernel warps=4 groups=2 keys=64
- * stages=2 (heuristic default); the portable kernel would use block_m=... (...)".
- * PBSA_KERNEL_DENSE_MMA and PBSA_KERNEL_SPARSE_MMA give the tensor-core configuration alone
- * ("warps=4 groups=2 keys=64 stages=2 (heuristic default)") with its own source, for calls that
- * run on it.
- * Errors: PBSA_ERROR_NULL_ARGUMENT (ctx NULL, or description NULL with capacity > 0),
- * PBSA_ERROR_INVALID_VALUE (kind unknown, block_size not 16, 32, 64 or 128 for the PBS kernels),
- * PBSA_ERROR_UNSUPPORTED_DTYPE, PBSA_ERROR_UNSUPPORTED_HEAD_DIM, PBSA_ERROR_UNSUPPORTED_DEVICE (no
- * configuration fits the device: the call itself would fail the same way; or, for the _MMA
- * kinds, the call does not run on the tensor-core kernel on ctx: no tensor cores, f32, head dim
- * 256, another block_size, or no configuration fits). On error description receives ""
- * (capacity > 0) and *source is not written.
- * Thread-safe; the answer stays the same for the life of ctx unless PBSA_FLASH_CONFIG or
- * PBSA_MMA_CONFIG changes.
- */
-PBSA_API int pbsa_query_kernel_config(const pbsa_context *ctx, pbsa_kernel_kind kind,
-                                      pbsa_dtype dtype, int head_dim, int block_size, int causal,
-                                      char *description, size_t capacity,
-                                      pbsa_config_source *source);
-
-
-/* ---------------------------------------------------------------------------------------------
  * Permuted Block-Sparse Attention (PBS-Attn)
  * ------------------------------------------------------------------------------------------- */
 
@@ -403,7 +333,7 @@ PBSA_API int pbsa_workspace_size(pbsa_context *ctx, const pbsa_tensor *q, const 
  * device memory is allocated by the call. NULL: the library allocates a workspace for the call
  * and releases it when the work completes. After the call completes, the permutation and block
  * lists can be read from the workspace with pbsa_workspace_read().
- * Two variants for measurements, chosen by environment variables read when the call is made:
+ * Two variants for measurements, chosen by environment variables read when ctx was created:
  * PBSA_KV_METHOD=materialised copies K' = K[pi] and V' = V[pi] into the (larger) workspace, and
  * PBSA_SCORE_METHOD=clblast computes the permutation scores with CLBlast, which allocates
  * temporary buffers of its own. The defaults (gather, fused) make no copy and no allocation.
@@ -416,6 +346,11 @@ PBSA_API int pbsa_workspace_size(pbsa_context *ctx, const pbsa_tensor *q, const 
 PBSA_API int pbsa_attention(pbsa_context *ctx, cl_command_queue queue, const pbsa_tensor *q,
                             const pbsa_tensor *k, const pbsa_tensor *v, const pbsa_tensor *o,
                             const pbsa_params *params, cl_mem workspace, cl_event *event);
+
+/* ---------------------------------------------------------------------------------------------
+ * Tier 2: PBS stages. The pipeline's parts, for inspection, testing and engines that run stages
+ * separately; pbsa_attention() runs them all.
+ * ------------------------------------------------------------------------------------------- */
 
 /* What pbsa_workspace_read() copies out. */
 typedef enum pbsa_workspace_part {
@@ -479,6 +414,96 @@ PBSA_API int pbsa_sparse_attention(pbsa_context *ctx, cl_command_queue queue, co
                                    const pbsa_tensor *k, const pbsa_tensor *v, const pbsa_tensor *o,
                                    const pbsa_params *params, cl_mem pi, uint64_t pi_offset,
                                    const pbsa_block_list *blocks, cl_event *event);
+
+/* ---------------------------------------------------------------------------------------------
+ * Tier 3: tuning and queries. What the calls run with and why; for tools, tuning and reports. No
+ * call needs them.
+ *
+ * Tuned kernel configurations
+ *
+ * The flash-attention kernels take a tile configuration (queries and keys per tile, work-group
+ * shape, staging chunks, loop unrolling); the NVIDIA tensor-core kernels, where they run, take
+ * theirs (warps per work-group, groups of 16 query rows per warp, keys per tile, pipeline
+ * stages). A call uses, from the first that has one valid for the device and the call:
+ * PBSA_FLASH_CONFIG ("block_m,block_n,wg_rows,wg_cols,kchunk,vchunk[,unroll_qk,unroll_pv]") or,
+ * for the tensor-core kernels, PBSA_MMA_CONFIG ("warps,groups,keys,stages"), both for
+ * experiments; the tuning file named by PBSA_TUNING_FILE, the user's tuning file of the device
+ * ($XDG_CONFIG_HOME/pbsattn/tuning/<device>.txt, else ~/.config/pbsattn/tuning/<device>.txt, as
+ * pbsa-tune writes it), the tuning data built into the library, then the library's heuristic.
+ * Tuning files and PBSA_* variables are read once, by pbsa_context_create(); a file that is
+ * unreadable, corrupt, of another device or of an older format is ignored with a warning to the
+ * log callback. PBSA_TUNING=off at context creation ignores all tuning data
+ * (heuristic defaults, to compare against tuned runs). Tuning changes speed only, never results.
+ * ------------------------------------------------------------------------------------------- */
+
+/* The kernels that take a tuned configuration. New kinds are appended (3 and 4 came with the
+ * tunable tensor-core kernels, 6 and 7 with their wgmma variant): existing values keep their
+ * meaning. */
+typedef enum pbsa_kernel_kind {
+    PBSA_KERNEL_DENSE = 0,  /* pbsa_dense_attention() */
+    PBSA_KERNEL_SPARSE = 1, /* the block-sparse attention of pbsa_attention() and
+                               pbsa_sparse_attention() */
+    PBSA_KERNEL_SCORES = 2, /* the permutation scores of pbsa_attention() and pbsa_permutation() */
+    PBSA_KERNEL_DENSE_MMA = 3,  /* the tensor-core kernel of pbsa_dense_attention() */
+    PBSA_KERNEL_SPARSE_MMA = 4, /* the tensor-core kernel of the block-sparse attention */
+    /* Not a kernel: how the permutation scores are computed, clblast=0 by the fused kernels,
+     * clblast=1 through CLBlast's GEMM; pbsa-tune times both and keeps the faster (the
+     * variable PBSA_SCORE_METHOD overrides it, for experiments). */
+    PBSA_KERNEL_SCORES_METHOD = 5,
+    /* Hopper's wgmma variant of the tensor-core kernels (pbsa_context_tensor_core_path()): the
+     * same parameters as the _MMA kinds (and PBSA_MMA_CONFIG), 4 or 8 warps of one row group,
+     * 64-key tiles, head dims 64 and 128. */
+    PBSA_KERNEL_DENSE_WGMMA = 6,
+    PBSA_KERNEL_SPARSE_WGMMA = 7,
+} pbsa_kernel_kind;
+
+/* Where a configuration comes from. Of the first six, a higher value takes precedence over a
+ * lower one; tensor cores, where they apply, replace the portable kernel and its configuration. */
+typedef enum pbsa_config_source {
+    PBSA_CONFIG_HEURISTIC = 0,   /* the library's built-in rule (no tuning data for the call) */
+    PBSA_CONFIG_BUILTIN = 1,     /* tuning data compiled into the library */
+    PBSA_CONFIG_USER_FILE = 2,   /* the user's tuning file of this device */
+    PBSA_CONFIG_TUNING_FILE = 3, /* the file named by PBSA_TUNING_FILE */
+    PBSA_CONFIG_ENVIRONMENT = 4, /* PBSA_FLASH_CONFIG, or PBSA_MMA_CONFIG for the _MMA and
+                                    _WGMMA kinds */
+    PBSA_CONFIG_FORCED = 5,      /* tuner only: forced on the context by pbsa-tune */
+    /* For PBSA_KERNEL_DENSE and PBSA_KERNEL_SPARSE: the call runs the NVIDIA tensor-core kernel
+     * (its configuration's own source: query PBSA_KERNEL_DENSE_MMA or PBSA_KERNEL_SPARSE_MMA). */
+    PBSA_CONFIG_TENSOR_CORES = 6,
+} pbsa_config_source;
+
+/*
+ * Which configuration a call of kernel kind on ctx uses for dtype, head_dim, block_size (the PBS
+ * logical block; ignored for the dense kinds) and causal (ignored for PBSA_KERNEL_SCORES), and
+ * where it comes from. description (may be NULL when capacity is 0) receives a NUL-terminated
+ * text such as "block_m=64 block_n=64 wg_rows=8 wg_cols=16 kchunk=16 vchunk=16 unroll_qk=16
+ * unroll_pv=16 (user tuning file /home/me/.config/pbsattn/tuning/NVIDIA_H100.txt, line 9)",
+ * truncated to capacity bytes. source (may be NULL) receives the source. Nothing is compiled or
+ * enqueued.
+ * Tensor cores: where dense or sparse attention runs on the tensor-core kernel
+ * (pbsa_context_uses_tensor_cores(); f16 and bf16, head dims 64, 96 and 128, sparse blocks 64 and
+ * 128, K and V rows assumed 16-byte aligned), PBSA_KERNEL_DENSE and PBSA_KERNEL_SPARSE give the
+ * source PBSA_CONFIG_TENSOR_CORES and a text "tensor-core kernel warps=4 groups=2 keys=64
+ * stages=2 (heuristic default); the portable kernel would use block_m=... (...)".
+ * PBSA_KERNEL_DENSE_MMA and PBSA_KERNEL_SPARSE_MMA give the tensor-core configuration alone
+ * ("warps=4 groups=2 keys=64 stages=2 (heuristic default)") with its own source, for calls that
+ * run on it; PBSA_KERNEL_DENSE_WGMMA and PBSA_KERNEL_SPARSE_WGMMA likewise for contexts on the
+ * wgmma path (head dims 64 and 128), where they run ahead of the _MMA kinds. PBSA_KERNEL_SCORES_METHOD gives "clblast=0" or "clblast=1" and where it comes from
+ * (PBSA_CONFIG_ENVIRONMENT: PBSA_SCORE_METHOD).
+ * Errors: PBSA_ERROR_NULL_ARGUMENT (ctx NULL, or description NULL with capacity > 0),
+ * PBSA_ERROR_INVALID_VALUE (kind unknown, block_size not 16, 32, 64 or 128 for the PBS kernels),
+ * PBSA_ERROR_UNSUPPORTED_DTYPE, PBSA_ERROR_UNSUPPORTED_HEAD_DIM, PBSA_ERROR_UNSUPPORTED_DEVICE (no
+ * configuration fits the device: the call itself would fail the same way; or, for the _MMA
+ * kinds, the call does not run on the tensor-core kernel on ctx: no tensor cores, f32, head dim
+ * 256, another block_size, or no configuration fits). On error description receives ""
+ * (capacity > 0) and *source is not written.
+ * Thread-safe; the answer stays the same for the life of ctx (the variables are read when it is
+ * created).
+ */
+PBSA_API int pbsa_query_kernel_config(const pbsa_context *ctx, pbsa_kernel_kind kind,
+                                      pbsa_dtype dtype, int head_dim, int block_size, int causal,
+                                      char *description, size_t capacity,
+                                      pbsa_config_source *source);
 
 #ifdef __cplusplus
 }

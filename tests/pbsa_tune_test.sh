@@ -48,6 +48,8 @@ grep -q '^device ' "$file" && grep -q '^platform ' "$file" || fail "no device ke
     fail "no dense entry"
 [ "$(grep -c '^entry kernel=sparse dtype=bf16 head_dim=128 block=128 causal=1 ' "$file")" -eq 1 ] ||
     fail "no sparse entry"
+[ "$(grep -Ec '^entry kernel=scores_method dtype=bf16 head_dim=128 block=128 causal=0 clblast=[01] ' \
+    "$file")" -eq 1 ] || fail "no scores_method entry"
 grep -q '(default): [0-9.]* ms$' "$dir/tune.err" || fail "no timed default on stderr"
 grep -q '^dense  *bf16  *128 .*x$' "$dir/tune.out" || fail "no dense row with a speedup"
 grep -q '^sparse  *bf16  *128  *128 .*x$' "$dir/tune.out" || fail "no sparse row with a speedup"

@@ -2,7 +2,7 @@
  * bad argument (also sent to the log callback), and leaves the caller's buffers and queue as they
  * were. Also covers the failure path of the kernel build cache. */
 #include "device_fixture.h"
-#include "internal.h"
+#include "core/internal.h"
 
 #include <math.h>
 #include <pthread.h>

@@ -7,7 +7,7 @@
  * an optional query must still give the right result. */
 #include "device_fixture.h"
 #include "fault_hooks.h"
-#include "kernel_source.h"
+#include "launch/kernel_source.h"
 
 #include <malloc.h>
 #include <pthread.h>

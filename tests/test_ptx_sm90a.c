@@ -1,4 +1,4 @@
-/* Tests of the PTX rewrite behind the Hopper tiles (src/ptx_sm90a.c), on PTX text shaped as
+/* Tests of the PTX rewrite behind the Hopper tiles (src/launch/ptx_sm90a.c), on PTX text shaped as
  * NVIDIA's OpenCL compiler writes it, with cl/wgmma_ptx.cl's markers after operand
  * substitution. No device needed. */
 #include <setjmp.h>
@@ -7,7 +7,7 @@
 
 #include <cmocka.h>
 
-#include "ptx_sm90a.h"
+#include "launch/ptx_sm90a.h"
 
 #include <stdlib.h>
 #include <string.h>

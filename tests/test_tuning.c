@@ -9,7 +9,9 @@
 #include "conformance.h"
 #include "device_fixture.h"
 #include "tune_case.h"
-#include "tuning.h"
+#include "launch/dispatch.h"
+#include "pbs/plan.h"
+#include "tuning/tuning.h"
 
 #include <setjmp.h>
 #include <stdarg.h>
@@ -183,14 +185,31 @@ static void expect(pbsa_context *ctx, pbsa_kernel_kind kind, const pbsa_flash_co
     pbsa_tuning_format_config(kind, &(pbsa_kernel_config){.flash = *cfg}, config, sizeof config);
     if (strncmp(text, config, strlen(config)) != 0)
         fail_msg("'%s' is not '%s'", text, config);
-    pbsa_flash_config used = pbsa_tuned_config(ctx, kind, PBSA_DTYPE_F32, 64, block, 1, &source);
-    assert_true(pbsa_flash_config_equal(&used, cfg));
-    assert_int_equal(source, want);
+    /* The configuration the calls run with: what the dispatch answers. */
+    pbsa_tile_role role = kind == PBSA_KERNEL_DENSE    ? PBSA_ROLE_DENSE
+                          : kind == PBSA_KERNEL_SPARSE ? PBSA_ROLE_SPARSE
+                                                       : PBSA_ROLE_SCORES;
+    pbsa_dispatch used;
+    assert_true(pbsa_dispatch_pick(ctx, role, PBSA_DTYPE_F32, 64, block, 1, 8, &used));
+    assert_ptr_equal(used.family, &pbsa_portable_family);
+    assert_true(pbsa_flash_config_equal(&used.config.flash, cfg));
+    assert_int_equal(used.source, want);
 }
 
 static pbsa_flash_config heuristic(pbsa_kernel_kind kind)
 {
     return pbsa_flash_config_heuristic(&info, 64, kind == PBSA_KERNEL_SPARSE ? 64 : 0);
+}
+
+/* Sets (value NULL: unsets) a tile configuration variable and has ctx read the environment again,
+ * as a context created now would. */
+static void set_tile_env(pbsa_context *ctx, const char *name, const char *value)
+{
+    if (value)
+        setenv(name, value, 1);
+    else
+        unsetenv(name);
+    pbsa_environment_read(&ctx->env);
 }
 
 static void test_lookup_order(void **state)
@@ -205,18 +224,18 @@ static void test_lookup_order(void **state)
         pbsa_context *ctx = new_context(builtin);
         expect(ctx, k, &A, PBSA_CONFIG_TUNING_FILE, "PBSA_TUNING_FILE");
 
-        /* PBSA_FLASH_CONFIG is read at every call, above every file. */
-        setenv("PBSA_FLASH_CONFIG", "32,32,4,8,16,16,8,16", 1);
+        /* PBSA_FLASH_CONFIG is above every file. */
+        set_tile_env(ctx, "PBSA_FLASH_CONFIG", "32,32,4,8,16,16,8,16");
         expect(ctx, k, &B, PBSA_CONFIG_ENVIRONMENT, "PBSA_FLASH_CONFIG");
         /* One that does not fit is passed over. */
-        setenv("PBSA_FLASH_CONFIG", "16,16,4,4,12,16", 1);
+        set_tile_env(ctx, "PBSA_FLASH_CONFIG", "16,16,4,4,12,16");
         expect(ctx, k, &A, PBSA_CONFIG_TUNING_FILE, named_path);
-        setenv("PBSA_FLASH_CONFIG", "32,32,4,8,16,16,8,16", 1);
+        set_tile_env(ctx, "PBSA_FLASH_CONFIG", "32,32,4,8,16,16,8,16");
         /* The tuner's override is above everything, and can be lifted. */
         assert_true(pbsa_tuning_force(ctx, k, &(pbsa_kernel_config){.flash = C}));
         expect(ctx, k, &C, PBSA_CONFIG_FORCED, "forced");
         assert_true(pbsa_tuning_force(ctx, k, NULL));
-        unsetenv("PBSA_FLASH_CONFIG");
+        set_tile_env(ctx, "PBSA_FLASH_CONFIG", NULL);
         expect(ctx, k, &A, PBSA_CONFIG_TUNING_FILE, named_path);
         pbsa_context_release(ctx);
 
@@ -263,7 +282,7 @@ static void test_tuning_off(void **state)
     pbsa_flash_config h = heuristic(PBSA_KERNEL_DENSE);
     expect(ctx, PBSA_KERNEL_DENSE, &h, PBSA_CONFIG_HEURISTIC, "PBSA_TUNING=off");
     /* PBSA_FLASH_CONFIG still applies: it is an experiment, not tuning data. */
-    setenv("PBSA_FLASH_CONFIG", "16,16,4,4,16,16,8,8", 1);
+    set_tile_env(ctx, "PBSA_FLASH_CONFIG", "16,16,4,4,16,16,8,8");
     expect(ctx, PBSA_KERNEL_DENSE, &A, PBSA_CONFIG_ENVIRONMENT, NULL);
     pbsa_context_release(ctx);
     free(builtin);
@@ -466,27 +485,27 @@ static void test_mma_lookup_order(void **state)
         pbsa_context *ctx = new_context(builtin);
         expect_mma(ctx, k, &MA, PBSA_CONFIG_TUNING_FILE, "PBSA_TUNING_FILE");
 
-        /* Each family has its own variable, read at every call, above every file. */
-        setenv("PBSA_FLASH_CONFIG", "16,16,4,4,16,16,8,8", 1);
+        /* Each family has its own variable, above every file. */
+        set_tile_env(ctx, "PBSA_FLASH_CONFIG", "16,16,4,4,16,16,8,8");
         expect_mma(ctx, k, &MA, PBSA_CONFIG_TUNING_FILE, named_path);
-        setenv("PBSA_MMA_CONFIG", "4,2,64,1", 1);
+        set_tile_env(ctx, "PBSA_MMA_CONFIG", "4,2,64,1");
         expect_mma(ctx, k, &MB, PBSA_CONFIG_ENVIRONMENT, "PBSA_MMA_CONFIG");
         expect(ctx, PBSA_KERNEL_DENSE, &A, PBSA_CONFIG_ENVIRONMENT, "PBSA_FLASH_CONFIG");
-        unsetenv("PBSA_FLASH_CONFIG");
+        set_tile_env(ctx, "PBSA_FLASH_CONFIG", NULL);
         /* One that the kernel does not take is passed over, as is one that is not 4 values (the
          * old warps,keys,stages among them). */
         static const char *const passed_over[] = {"4,1,32,3", "4,3,32,2", "4,64,1", "4,2,64",
                                                   "4,2,64,1,1"};
         for (size_t i = 0; i < sizeof passed_over / sizeof passed_over[0]; i++) {
-            setenv("PBSA_MMA_CONFIG", passed_over[i], 1);
+            set_tile_env(ctx, "PBSA_MMA_CONFIG", passed_over[i]);
             expect_mma(ctx, k, &MA, PBSA_CONFIG_TUNING_FILE, named_path);
         }
-        setenv("PBSA_MMA_CONFIG", "4,2,64,1", 1);
+        set_tile_env(ctx, "PBSA_MMA_CONFIG", "4,2,64,1");
         /* The tuner's override is above everything, and can be lifted. */
         assert_true(pbsa_tuning_force(ctx, k, &(pbsa_kernel_config){.mma = MC}));
         expect_mma(ctx, k, &MC, PBSA_CONFIG_FORCED, "forced");
         assert_true(pbsa_tuning_force(ctx, k, NULL));
-        unsetenv("PBSA_MMA_CONFIG");
+        set_tile_env(ctx, "PBSA_MMA_CONFIG", NULL);
         expect_mma(ctx, k, &MA, PBSA_CONFIG_TUNING_FILE, named_path);
         pbsa_context_release(ctx);
 
@@ -589,6 +608,20 @@ static void test_mma_query(void **state)
 /* A tuned tensor-core configuration that does not fit the device or the call is passed over for
  * the heuristic one; where none fits, the call takes the portable kernel. The context has 32 KiB
  * of local memory, where 64 keys of D128 (35840 bytes) do not fit and the heuristic takes 32. */
+/* Whether a causal call of role (block: the logical block) on q, k, v runs on the tensor-core
+ * tiles, and with which configuration. */
+static bool runs_mma(pbsa_context *ctx, pbsa_tile_role role, const pbsa_tensor *q,
+                     const pbsa_tensor *k, const pbsa_tensor *v, int block, pbsa_mma_config *used)
+{
+    pbsa_dispatch d;
+    if (!pbsa_dispatch_pick(ctx, role, q->dtype, (int)q->head_dim, block, 1,
+                            pbsa_row_alignment(k, v), &d) ||
+        d.family == &pbsa_portable_family)
+        return false;
+    *used = d.config.mma;
+    return true;
+}
+
 static void test_mma_fallback(void **state)
 {
     (void)state;
@@ -633,39 +666,39 @@ static void test_mma_fallback(void **state)
     /* Local memory does not depend on groups or stages: none of these 64-key ones fits. */
     static const char *const too_big[] = {"4,1,64,2", "4,2,64,1", "2,1,64,1"};
     for (size_t i = 0; i < sizeof too_big / sizeof too_big[0]; i++) {
-        setenv("PBSA_MMA_CONFIG", too_big[i], 1);
+        set_tile_env(ctx, "PBSA_MMA_CONFIG", too_big[i]);
         expect_mma(ctx, PBSA_KERNEL_DENSE_MMA, &small_h, PBSA_CONFIG_HEURISTIC, NULL);
     }
-    setenv("PBSA_MMA_CONFIG", "4,1,64,2", 1);
+    set_tile_env(ctx, "PBSA_MMA_CONFIG", "4,1,64,2");
     pbsa_tuning_key d64 = {PBSA_KERNEL_DENSE_MMA, PBSA_DTYPE_F16, 64, 0, 0};
     c = pbsa_tuning_lookup(ctx, &d64, &source, NULL, 0); /* 19456 bytes at D64: used */
     assert_true(pbsa_mma_config_equal(&c.mma, &big));
     assert_int_equal(source, PBSA_CONFIG_ENVIRONMENT);
-    unsetenv("PBSA_MMA_CONFIG");
+    set_tile_env(ctx, "PBSA_MMA_CONFIG", NULL);
 
-    /* The calls' own test: the configuration that fits, or none (the portable kernel). */
+    /* The dispatch of the calls: the configuration that fits, or none (the portable kernel). */
     ctx->use_tensor_cores = true;
     pbsa_tensor t = pbsa_tensor_bhsd(NULL, PBSA_DTYPE_BF16, 1, 2, 256, 128);
     pbsa_mma_config used;
-    assert_true(pbsa_mma_applies(ctx, PBSA_KERNEL_SPARSE_MMA, &t, &t, &t, 128, 1, &used));
+    assert_true(runs_mma(ctx, PBSA_ROLE_SPARSE, &t, &t, &t, 128, &used));
     assert_true(pbsa_mma_config_equal(&used, &grouped));
-    assert_true(pbsa_mma_applies(ctx, PBSA_KERNEL_SPARSE_MMA, &t, &t, &t, 64, 1, &used));
+    assert_true(runs_mma(ctx, PBSA_ROLE_SPARSE, &t, &t, &t, 64, &used));
     assert_true(pbsa_mma_config_equal(&used, &small_h));
-    assert_true(pbsa_mma_applies(ctx, PBSA_KERNEL_DENSE_MMA, &t, &t, &t, 0, 1, &used));
+    assert_true(runs_mma(ctx, PBSA_ROLE_DENSE, &t, &t, &t, 0, &used));
     assert_true(pbsa_mma_config_equal(&used, &small_h));
-    assert_false(pbsa_mma_applies(ctx, PBSA_KERNEL_SPARSE_MMA, &t, &t, &t, 32, 1, &used));
+    assert_false(runs_mma(ctx, PBSA_ROLE_SPARSE, &t, &t, &t, 32, &used));
     pbsa_tensor shifted = t;
     shifted.offset = 4; /* rows 8 bytes off a 16-byte boundary */
-    assert_false(pbsa_mma_applies(ctx, PBSA_KERNEL_DENSE_MMA, &t, &shifted, &t, 0, 1, &used));
+    assert_false(runs_mma(ctx, PBSA_ROLE_DENSE, &t, &shifted, &t, 0, &used));
     pbsa_tensor wide_rows = pbsa_tensor_bhsd(NULL, PBSA_DTYPE_BF16, 1, 2, 256, 256);
-    assert_false(pbsa_mma_applies(ctx, PBSA_KERNEL_DENSE_MMA, &wide_rows, &wide_rows, &wide_rows,
-                                  0, 1, &used));
+    assert_false(runs_mma(ctx, PBSA_ROLE_DENSE, &wide_rows, &wide_rows, &wide_rows,
+                                  0, &used));
     pbsa_tensor f32 = pbsa_tensor_bhsd(NULL, PBSA_DTYPE_F32, 1, 2, 256, 128);
-    assert_false(pbsa_mma_applies(ctx, PBSA_KERNEL_DENSE_MMA, &f32, &f32, &f32, 0, 1, &used));
+    assert_false(runs_mma(ctx, PBSA_ROLE_DENSE, &f32, &f32, &f32, 0, &used));
     ctx->info.local_mem_bytes = 10000; /* no tensor-core tile fits */
-    assert_false(pbsa_mma_applies(ctx, PBSA_KERNEL_DENSE_MMA, &t, &t, &t, 0, 1, &used));
+    assert_false(runs_mma(ctx, PBSA_ROLE_DENSE, &t, &t, &t, 0, &used));
     ctx->use_tensor_cores = false;
-    assert_false(pbsa_mma_applies(ctx, PBSA_KERNEL_DENSE_MMA, &t, &t, &t, 0, 1, &used));
+    assert_false(runs_mma(ctx, PBSA_ROLE_DENSE, &t, &t, &t, 0, &used));
     pbsa_context_release(ctx);
 }
 
@@ -683,10 +716,17 @@ static void test_query_errors(void **state)
                                               NULL, 8, &source),
                      PBSA_ERROR_NULL_ARGUMENT);
     assert_non_null(strstr(pbsa_context_last_error(ctx), "description"));
-    assert_int_equal(pbsa_query_kernel_config(ctx, (pbsa_kernel_kind)7, PBSA_DTYPE_F32, 64, 0, 1,
+    assert_int_equal(pbsa_query_kernel_config(ctx, (pbsa_kernel_kind)8, PBSA_DTYPE_F32, 64, 0, 1,
                                               text, sizeof text, &source),
                      PBSA_ERROR_INVALID_VALUE);
     assert_non_null(strstr(pbsa_context_last_error(ctx), "kind"));
+    /* The wgmma kinds answer only on contexts whose wgmma probe passed. */
+    if (pbsa_context_tensor_core_path(ctx) != PBSA_TENSOR_CORES_WGMMA) {
+        assert_int_equal(pbsa_query_kernel_config(ctx, PBSA_KERNEL_SPARSE_WGMMA, PBSA_DTYPE_BF16,
+                                                  128, 128, 1, text, sizeof text, &source),
+                         PBSA_ERROR_UNSUPPORTED_DEVICE);
+        assert_non_null(strstr(pbsa_context_last_error(ctx), "wgmma"));
+    }
     assert_int_equal(pbsa_query_kernel_config(ctx, PBSA_KERNEL_DENSE, (pbsa_dtype)9, 64, 0, 1, text,
                                               sizeof text, &source),
                      PBSA_ERROR_UNSUPPORTED_DTYPE);
@@ -712,6 +752,87 @@ static void test_query_errors(void **state)
     assert_int_equal(source, PBSA_CONFIG_HEURISTIC);
     assert_string_equal(pbsa_context_last_error(ctx), "");
     pbsa_context_release(ctx);
+}
+
+/* Asserts what ctx reports for the permutation scores' method of f32 D64 b64. */
+static void expect_method(pbsa_context *ctx, int clblast, pbsa_config_source want,
+                          const char *origin)
+{
+    char text[4400], expected[32];
+    pbsa_config_source source = (pbsa_config_source)-1;
+    assert_int_equal(pbsa_query_kernel_config(ctx, PBSA_KERNEL_SCORES_METHOD, PBSA_DTYPE_F32, 64,
+                                              64, 0, text, sizeof text, &source),
+                     PBSA_SUCCESS);
+    snprintf(expected, sizeof expected, "clblast=%d (", clblast);
+    if (source != want || strncmp(text, expected, strlen(expected)) != 0 ||
+        !strstr(text, origin))
+        fail_msg("source %d, expected %d; '%s' should start with '%s' and mention '%s'",
+                 (int)source, (int)want, text, expected, origin);
+}
+
+/* The workspace of a PBS call of f32 D64 b64 on ctx: larger with the CLBlast scores, whose GEMM
+ * regions are empty otherwise. */
+static size_t workspace_bytes(pbsa_context *ctx, cl_mem buffer)
+{
+    pbsa_tensor q = pbsa_tensor_bhsd(buffer, PBSA_DTYPE_F32, 1, 2, 1024, 64);
+    pbsa_tensor k = pbsa_tensor_bhsd(buffer, PBSA_DTYPE_F32, 1, 1, 1024, 64);
+    pbsa_params params = pbsa_params_default();
+    params.block_size = 64;
+    size_t bytes = 0;
+    assert_int_equal(pbsa_workspace_size(ctx, &q, &k, &params, &bytes), PBSA_SUCCESS);
+    return bytes;
+}
+
+/* The permutation scores' method: the heuristic's fused kernels, the measured choice of a tuning
+ * file, PBSA_SCORE_METHOD above the file, the tuner's and a test's forcing above both; the calls
+ * use what the query reports. */
+static void test_scores_method(void **state)
+{
+    (void)state;
+    cl_int err;
+    cl_mem buffer =
+        clCreateBuffer(fixture.cl_ctx, CL_MEM_READ_WRITE, 2 * 1024 * 64 * 4, NULL, &err);
+    assert_int_equal(err, CL_SUCCESS);
+    pbsa_context *ctx = new_context(NULL);
+    expect_method(ctx, 0, PBSA_CONFIG_HEURISTIC, "heuristic default");
+    const size_t fused = workspace_bytes(ctx, buffer);
+    pbsa_context_release(ctx);
+
+    pbsa_tuning_entry e = {.key = {PBSA_KERNEL_SCORES_METHOD, PBSA_DTYPE_F32, 64, 64, 0},
+                           .config.method = {1},
+                           .ms = -1,
+                           .default_ms = -1};
+    char *text = entries_text(PBSA_TUNING_SCHEMA, NULL, NULL, &e, 1, NULL);
+    write_text(user_path, text);
+    free(text);
+    ctx = new_context(NULL);
+    expect_method(ctx, 1, PBSA_CONFIG_USER_FILE, user_path);
+    assert_true(workspace_bytes(ctx, buffer) > fused);
+    /* Another key keeps the default. */
+    char other[256];
+    assert_int_equal(pbsa_query_kernel_config(ctx, PBSA_KERNEL_SCORES_METHOD, PBSA_DTYPE_F32, 64,
+                                              128, 0, other, sizeof other, NULL),
+                     PBSA_SUCCESS);
+    assert_non_null(strstr(other, "clblast=0 (heuristic default)"));
+
+    assert_true(
+        pbsa_tuning_force(ctx, PBSA_KERNEL_SCORES_METHOD, &(pbsa_kernel_config){.method = {0}}));
+    expect_method(ctx, 0, PBSA_CONFIG_FORCED, "forced by the tuner");
+    assert_int_equal(workspace_bytes(ctx, buffer), fused);
+    assert_true(pbsa_tuning_force(ctx, PBSA_KERNEL_SCORES_METHOD, NULL));
+
+    setenv("PBSA_SCORE_METHOD", "fused", 1);
+    pbsa_environment_read(&ctx->env);
+    expect_method(ctx, 0, PBSA_CONFIG_ENVIRONMENT, "PBSA_SCORE_METHOD");
+    assert_int_equal(workspace_bytes(ctx, buffer), fused);
+    unsetenv("PBSA_SCORE_METHOD");
+    pbsa_environment_read(&ctx->env);
+
+    pbsa_pbs_force_methods(ctx, &(pbsa_pbs_methods){.score = PBSA_SCORE_FUSED});
+    expect_method(ctx, 0, PBSA_CONFIG_FORCED, "forced on the context");
+    assert_int_equal(workspace_bytes(ctx, buffer), fused);
+    pbsa_context_release(ctx);
+    clReleaseMemObject(buffer);
 }
 
 int main(int argc, char **argv)
@@ -776,6 +897,7 @@ int main(int argc, char **argv)
         cmocka_unit_test_setup(test_mma_lookup_order, clean_environment),
         cmocka_unit_test_setup(test_mma_query, clean_environment),
         cmocka_unit_test_setup(test_mma_fallback, clean_environment),
+        cmocka_unit_test_setup(test_scores_method, clean_environment),
     };
     int failed = cmocka_run_group_tests_name("tuning", tests, NULL, NULL);
     pbsa_set_log_callback(NULL, NULL);

@@ -2,7 +2,7 @@
  * input, the writer (round trip), device-name normalisation, the built-in files, the rules of the
  * tensor-core configurations, the environment variables' values, the search spaces'
  * neighbourhoods, and random damage to a valid file (never a crash, never an invalid entry). */
-#include "tuning.h"
+#include "tuning/tuning.h"
 
 #include <setjmp.h>
 #include <stdarg.h>

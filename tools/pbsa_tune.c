@@ -3,7 +3,7 @@
  * context creation.
  *
  * For every key (kernel, dtype, head dim, PBS block, causal) it starts from the library's
- * heuristic default and tries the neighbours the search space declares (src/tuning_space.c; for
+ * heuristic default and tries the neighbours the search space declares (src/tuning/space.c; for
  * the tensor-core kernels, the whole space with --full and, with --quick, the points one
  * parameter step from the default): each candidate is first checked against the float64 CPU
  * reference on a small case, then timed through the public call (pbsa_dense_attention() or
@@ -14,7 +14,7 @@
  * tensor-core kernels on a context of the defaults. */
 #include "pbsattn.h"
 #include "tune_case.h"
-#include "tuning.h"
+#include "tuning/tuning.h"
 
 #include <errno.h>
 #include <math.h>
@@ -49,7 +49,7 @@ typedef struct options {
     int heads, kv_heads, head_dim;
     pbsa_dtype dtypes[MAX_LIST];
     int dtype_count;
-    pbsa_kernel_kind kinds[4];
+    pbsa_kernel_kind kinds[MAX_LIST];
     int kind_count;
     bool kinds_given; /* --kernels: report the kinds that cannot be tuned here */
     int blocks[MAX_LIST], block_count;
@@ -78,9 +78,11 @@ static void usage(FILE *to)
             "  --heads N, --kv-heads N, --head-dim N\n"
             "                     an explicit shape (override the preset's values)\n"
             "  --dtype LIST       f32, f16, bf16, comma-separated (default bf16)\n"
-            "  --kernels LIST     dense, sparse, dense_mma, sparse_mma (default dense,sparse, and\n"
-            "                     dense_mma,sparse_mma where the device runs the tensor-core\n"
-            "                     kernels: f16/bf16, head dim 64, 96 or 128, blocks 64 and 128)\n"
+            "  --kernels LIST     dense, sparse, dense_mma, sparse_mma, scores_method (default\n"
+            "                     dense,sparse,scores_method, and dense_mma,sparse_mma where the\n"
+            "                     device runs the tensor-core kernels: f16/bf16, head dim 64, 96\n"
+            "                     or 128, blocks 64 and 128); scores_method times the fused\n"
+            "                     permutation scores against CLBlast's GEMM and keeps the faster\n"
             "  --blocks LIST      PBS logical blocks for the sparse kernel (default 128)\n"
             "  --causal LIST      0, 1 (default 1)\n"
             "  --lengths LIST     sequence lengths timed (default --quick: 8192 on a GPU, 1024\n"
@@ -219,12 +221,15 @@ static int parse_options(int argc, char **argv, options *o)
             for (int d = 0; ok && d < o->dtype_count; d++)
                 o->dtypes[d] = dtypes[picked[d]];
         } else if (strcmp(arg, "--kernels") == 0) {
-            static const char *const names[] = {"dense", "sparse", "dense_mma", "sparse_mma"};
-            static const pbsa_kernel_kind kinds[] = {PBSA_KERNEL_DENSE, PBSA_KERNEL_SPARSE,
-                                                     PBSA_KERNEL_DENSE_MMA,
-                                                     PBSA_KERNEL_SPARSE_MMA};
+            static const char *const names[] = {"dense",         "sparse",      "dense_mma",
+                                                "sparse_mma",    "dense_wgmma", "sparse_wgmma",
+                                                "scores_method"};
+            static const pbsa_kernel_kind kinds[] = {
+                PBSA_KERNEL_DENSE,       PBSA_KERNEL_SPARSE,       PBSA_KERNEL_DENSE_MMA,
+                PBSA_KERNEL_SPARSE_MMA,  PBSA_KERNEL_DENSE_WGMMA, PBSA_KERNEL_SPARSE_WGMMA,
+                PBSA_KERNEL_SCORES_METHOD};
             int picked[MAX_LIST];
-            ok = parse_words(value, names, 4, picked, &o->kind_count);
+            ok = parse_words(value, names, 7, picked, &o->kind_count);
             for (int k = 0; ok && k < o->kind_count; k++)
                 o->kinds[k] = kinds[picked[k]];
             o->kinds_given = ok;
@@ -283,6 +288,9 @@ static int parse_options(int argc, char **argv, options *o)
         o->kinds[o->kind_count++] = PBSA_KERNEL_SPARSE;
         o->kinds[o->kind_count++] = PBSA_KERNEL_DENSE_MMA;
         o->kinds[o->kind_count++] = PBSA_KERNEL_SPARSE_MMA;
+        o->kinds[o->kind_count++] = PBSA_KERNEL_DENSE_WGMMA;
+        o->kinds[o->kind_count++] = PBSA_KERNEL_SPARSE_WGMMA;
+        o->kinds[o->kind_count++] = PBSA_KERNEL_SCORES_METHOD;
     }
     if (!o->block_count)
         o->blocks[o->block_count++] = 128;
@@ -424,10 +432,19 @@ static void key_label(const pbsa_tuning_key *key, char *out, size_t capacity)
              key->causal ? "causal" : "non-causal");
 }
 
-/* The context whose calls run the kernel of key. */
+/* The context whose calls run the kernel of key: the defaults' for the tensor-core kernels and
+ * the methods (which compare whole stages as users run them). */
 static pbsa_context *context_of(const session *s, const pbsa_tuning_key *key)
 {
-    return pbsa_kernel_kind_is_mma(key->kind) ? s->tensor_ctx : s->ctx;
+    return pbsa_kernel_kind_is_mma(key->kind) || pbsa_kernel_kind_is_method(key->kind)
+               ? s->tensor_ctx
+               : s->ctx;
+}
+
+/* Whether kind's configurations are flash tiles (whose unrolling 0 means full). */
+static bool flash_kind(pbsa_kernel_kind kind)
+{
+    return !pbsa_kernel_kind_is_mma(kind) && !pbsa_kernel_kind_is_method(kind);
 }
 
 /* config as its environment variable spells it ("64,64,8,16,16,16,16,16", "4,1,64,2"). */
@@ -436,7 +453,7 @@ static void short_config(pbsa_kernel_kind kind, const pbsa_kernel_config *config
 {
     const pbsa_tuning_space *space = pbsa_tuning_space_of(kind);
     pbsa_kernel_config c = *config;
-    if (!pbsa_kernel_kind_is_mma(kind))
+    if (flash_kind(kind))
         c.flash = pbsa_tuning_explicit(&config->flash);
     size_t used = 0;
     out[0] = '\0';
@@ -637,7 +654,7 @@ static void tune_key(session *s, const pbsa_tuning_key *key, double key_deadline
     static candidate list[MAX_CANDIDATES];
     memset(&list[0], 0, sizeof list[0]);
     list[0].config = pbsa_tuning_heuristic(key, &s->info);
-    if (!pbsa_kernel_kind_is_mma(key->kind))
+    if (flash_kind(key->kind))
         list[0].config.flash = pbsa_tuning_explicit(&list[0].config.flash);
     int count = 1;
     if (!pbsa_tuning_config_usable(&list[0].config, key, &s->info)) {
@@ -961,11 +978,14 @@ int main(int argc, char **argv)
     for (int d = 0; d < o.dtype_count; d++)
         for (int k = 0; k < o.kind_count; k++) {
             const pbsa_kernel_kind kind = o.kinds[k];
-            const bool sparse = kind == PBSA_KERNEL_SPARSE || kind == PBSA_KERNEL_SPARSE_MMA;
-            for (int b = 0; b < (sparse ? o.block_count : 1); b++)
-                for (int c = 0; c < o.causal_count && key_count < MAX_KEYS; c++) {
+            const bool method = pbsa_kernel_kind_is_method(kind);
+            const bool blocked = method || pbsa_kernel_kind_is_sparse(kind);
+            /* The methods' keys have no causality (the scores have no mask). */
+            const int causal_count = method ? 1 : o.causal_count;
+            for (int b = 0; b < (blocked ? o.block_count : 1); b++)
+                for (int c = 0; c < causal_count && key_count < MAX_KEYS; c++) {
                     pbsa_tuning_key key = {kind, o.dtypes[d], o.head_dim,
-                                           sparse ? o.blocks[b] : 0, o.causals[c]};
+                                           blocked ? o.blocks[b] : 0, method ? 0 : o.causals[c]};
                     char label[96];
                     key_label(&key, label, sizeof label);
                     if (pbsa_kernel_kind_is_mma(kind) &&
@@ -995,10 +1015,10 @@ int main(int argc, char **argv)
                                      keys[i].block, keys[i].causal, NULL, 0,
                                      &source) == PBSA_SUCCESS &&
             source == PBSA_CONFIG_TENSOR_CORES)
-            note("note: %s runs on the tensor-core kernel on this device (kind %s_mma); the "
-                 "portable tiles tuned here serve PBSA_FORCE_PORTABLE=1 and "
+            note("note: %s runs on a tensor-core kernel on this device (its _mma or _wgmma kind); "
+                 "the portable tiles tuned here serve PBSA_FORCE_PORTABLE=1 and "
                  "pbsa_context_options.force_portable",
-                 label, pbsa_kernel_kind_name(keys[i].kind));
+                 label);
     }
 
     char platform_line[600];

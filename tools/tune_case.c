@@ -52,12 +52,21 @@ struct tune_case {
     cl_mem check_out;
     sparse_inputs check_sparse;
     double *check_ref;
+    /* The permutation stage (scores_method): its output and workspace, grown as needed. */
+    cl_mem pi, workspace;
+    size_t workspace_bytes;
 };
+
+/* Whether key is timed through pbsa_permutation(), the stage whose method it chooses. */
+static bool runs_permutation(const pbsa_tuning_key *key)
+{
+    return key->kind == PBSA_KERNEL_SCORES_METHOD;
+}
 
 /* Whether the kernel of key runs in pbsa_sparse_attention() (else in pbsa_dense_attention()). */
 static bool runs_sparse(const pbsa_tuning_key *key)
 {
-    return key->kind == PBSA_KERNEL_SPARSE || key->kind == PBSA_KERNEL_SPARSE_MMA;
+    return pbsa_kernel_kind_is_sparse(key->kind);
 }
 
 static void store(void *data, pbsa_dtype dtype, size_t index, float x)
@@ -233,6 +242,8 @@ void tune_case_release(tune_case *c)
     release(&c->check_sparse.pi);
     release(&c->check_sparse.counts);
     release(&c->check_sparse.blocks);
+    release(&c->pi);
+    release(&c->workspace);
     for (int i = 0; i < 3; i++)
         free(c->check_host[i]);
     free(c->check_ref);
@@ -297,6 +308,9 @@ int tune_case_create(pbsa_context *ctx, cl_context cl_ctx, cl_command_queue queu
     }
     free(staging);
     c->out = upload(cl_ctx, NULL, q_count * element, &err);
+    if (runs_permutation(key))
+        c->pi = upload(cl_ctx, NULL, (size_t)shape->heads * (size_t)shape->seq * sizeof(cl_int),
+                       &err);
     if (err == CL_SUCCESS && runs_sparse(key))
         err = upload_sparse(c, shape->heads, shape->seq, SPARSE_KEEP, &rng, &c->sparse, NULL, NULL);
     if (err != CL_SUCCESS) {
@@ -430,8 +444,97 @@ static int check_sparse(tune_case *c, char *reason, size_t capacity)
     return 0;
 }
 
+/* The params of the permutation stage for key. */
+static pbsa_params permutation_params(const tune_case *c)
+{
+    pbsa_params params = pbsa_params_default();
+    params.block_size = c->key.block;
+    params.segment_size = SEGMENT;
+    return params;
+}
+
+/* Runs pbsa_permutation() on input set of the timed shape into c->pi, growing the workspace to
+ * what the forced method needs; *event (may be NULL) receives its event. */
+static int run_permutation(tune_case *c, int set, cl_event *event, char *reason, size_t capacity)
+{
+    const device_set *s = &c->sets[set % c->set_count];
+    const int seq = c->shape.seq, d = c->key.head_dim;
+    pbsa_tensor q = pbsa_tensor_bhsd(s->q, c->key.dtype, 1, c->shape.heads, seq, d);
+    pbsa_tensor k = pbsa_tensor_bhsd(s->k, c->key.dtype, 1, c->shape.kv_heads, seq, d);
+    pbsa_params params = permutation_params(c);
+    size_t bytes = 0;
+    int status = pbsa_workspace_size(c->ctx, &q, &k, &params, &bytes);
+    if (status == PBSA_SUCCESS && bytes > c->workspace_bytes) {
+        cl_int err = CL_SUCCESS;
+        release(&c->workspace);
+        c->workspace_bytes = 0;
+        c->workspace = upload(c->cl_ctx, NULL, bytes, &err);
+        if (err != CL_SUCCESS) {
+            snprintf(reason, capacity, "cannot allocate a %zu-byte workspace (OpenCL error %d)",
+                     bytes, err);
+            return 1;
+        }
+        c->workspace_bytes = bytes;
+    }
+    if (status == PBSA_SUCCESS)
+        status = pbsa_permutation(c->ctx, c->queue, &q, &k, &params, c->pi, 0, c->workspace,
+                                  event);
+    if (status != PBSA_SUCCESS) {
+        call_failed(c, status, reason, capacity);
+        return 1;
+    }
+    return 0;
+}
+
+/* The permutation of the timed shape: every complete segment of every head holds each of its
+ * positions once, the tail is the identity. */
+static int check_permutation(tune_case *c, char *reason, size_t capacity)
+{
+    const size_t seq = (size_t)c->shape.seq, count = (size_t)c->shape.heads * seq;
+    cl_int *pi = malloc(count * sizeof *pi);
+    unsigned char *seen = calloc(seq, 1);
+    int failed = !pi || !seen;
+    if (failed)
+        snprintf(reason, capacity, "out of host memory");
+    if (!failed) {
+        /* Poisoned first, so that an unwritten element is caught. */
+        const cl_int poison = -1;
+        cl_int err = clEnqueueFillBuffer(c->queue, c->pi, &poison, sizeof poison, 0,
+                                         count * sizeof *pi, 0, NULL, NULL);
+        failed = err != CL_SUCCESS || run_permutation(c, 0, NULL, reason, capacity) != 0;
+        if (err != CL_SUCCESS)
+            snprintf(reason, capacity, "cannot poison pi (OpenCL error %d)", err);
+    }
+    if (!failed) {
+        cl_int err = clEnqueueReadBuffer(c->queue, c->pi, CL_TRUE, 0, count * sizeof *pi, pi, 0,
+                                         NULL, NULL);
+        failed = err != CL_SUCCESS;
+        if (failed)
+            snprintf(reason, capacity, "cannot read pi (OpenCL error %d)", err);
+    }
+    const size_t whole = seq / SEGMENT * SEGMENT;
+    for (size_t h = 0; !failed && h < (size_t)c->shape.heads; h++) {
+        const cl_int *row = pi + h * seq;
+        memset(seen, 0, seq);
+        for (size_t i = 0; !failed && i < seq; i++) {
+            const size_t start = i < whole ? i / SEGMENT * SEGMENT : i;
+            const size_t end = i < whole ? start + SEGMENT : i + 1;
+            failed = row[i] < (cl_int)start || (size_t)row[i] >= end || seen[row[i]]++;
+            if (failed)
+                snprintf(reason, capacity,
+                         "wrong permutation on the check: head %zu, position %zu holds %d", h, i,
+                         (int)row[i]);
+        }
+    }
+    free(pi);
+    free(seen);
+    return failed ? 1 : 0;
+}
+
 int tune_case_check(tune_case *c, char *reason, size_t capacity)
 {
+    if (runs_permutation(&c->key))
+        return check_permutation(c, reason, capacity);
     return runs_sparse(&c->key) ? check_sparse(c, reason, capacity)
                                 : check_dense(c, reason, capacity);
 }
@@ -451,9 +554,33 @@ static int compare_doubles(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
+/* One permutation on input set run % set_count; *ms is the whole call's time on the host, from
+ * an idle queue to its completion (the CLBlast method's host work and its several kernels
+ * included). */
+static int timed_permutation(tune_case *c, int run, double *ms, char *reason, size_t capacity)
+{
+    cl_event event = NULL;
+    cl_int err = clFinish(c->queue);
+    double begin = now_seconds();
+    if (err == CL_SUCCESS && run_permutation(c, run, &event, reason, capacity) != 0)
+        return 1;
+    if (err == CL_SUCCESS)
+        err = clWaitForEvents(1, &event);
+    *ms = (now_seconds() - begin) * 1e3;
+    if (event)
+        clReleaseEvent(event);
+    if (err != CL_SUCCESS) {
+        snprintf(reason, capacity, "the run failed on the device (OpenCL error %d)", err);
+        return 1;
+    }
+    return 0;
+}
+
 /* One run on input set run % set_count; *ms is its kernel time. */
 static int timed_run(tune_case *c, int run, double *ms, char *reason, size_t capacity)
 {
+    if (runs_permutation(&c->key))
+        return timed_permutation(c, run, ms, reason, capacity);
     const device_set *s = &c->sets[run % c->set_count];
     const int seq = c->shape.seq, d = c->key.head_dim;
     pbsa_tensor q = pbsa_tensor_bhsd(s->q, c->key.dtype, 1, c->shape.heads, seq, d);

@@ -4,7 +4,7 @@
 #ifndef PBSA_TUNE_CASE_H
 #define PBSA_TUNE_CASE_H
 
-#include "tuning_space.h"
+#include "tuning/space.h"
 
 #include <signal.h>
 #include <stdint.h>
@@ -18,7 +18,9 @@ typedef struct tune_case tune_case;
 
 /* Creates the inputs of key (kind dense, sparse, dense_mma or sparse_mma; ctx decides whether the
  * calls run on the tensor cores) for the timed shape, and the small check case with its reference
- * output. Returns 0, or 1 with the reason in error. */
+ * output. Kind scores_method runs pbsa_permutation() on the timed shape instead: its check is
+ * that the output is a permutation within every segment, its time the whole call's. Returns 0,
+ * or 1 with the reason in error. */
 int tune_case_create(pbsa_context *ctx, cl_context cl_ctx, cl_command_queue queue,
                      const pbsa_tuning_key *key, const tune_shape *shape, uint64_t seed,
                      tune_case **out, char *error, size_t capacity);

@@ -7,7 +7,7 @@
  * predict) is skipped; pbsa_workspace_size(), pbsa_workspace_read() (a plain read) and
  * pbsa_block_density() (host only) always run. Input format: see decode below;
  * tests/fuzz/make_seeds.py writes the seeds in it. */
-#include "internal.h"
+#include "core/internal.h"
 
 #include <math.h>
 #include <stdint.h>

@@ -1,8 +1,8 @@
-/* Fuzz target: the tuning-file reader (src/tuning_file.h), over any bytes, and the device-name
+/* Fuzz target: the tuning-file reader (src/tuning/file.h), over any bytes, and the device-name
  * normalisation that keys those files. It must never crash or read outside the text; what it
  * accepts must survive a round trip (formatting and parsing again gives the same entries, and
  * formatting that gives the same text); what it refuses comes with a message and no entries. */
-#include "tuning_file.h"
+#include "tuning/file.h"
 
 #include <stdint.h>
 #include <stdlib.h>

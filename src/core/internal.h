@@ -1,0 +1,152 @@
+/* Library internals shared by the host source files. Not installed. */
+#ifndef PBSA_INTERNAL_H
+#define PBSA_INTERNAL_H
+
+#include "pbsattn.h"
+
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdbool.h>
+
+typedef struct pbsa_program_entry pbsa_program_entry;
+
+/* How PBS attention computes the permutation scores and reads the permuted keys and values
+ * (src/pbs/plan.c). AUTO: the environment (PBSA_SCORE_METHOD, PBSA_KV_METHOD), then for the
+ * scores the tuned choice, else the default. */
+typedef enum pbsa_score_method {
+    PBSA_SCORE_AUTO = 0,
+    PBSA_SCORE_FUSED,   /* flash-tile kernels, cl/pbs_scores.cl (default) */
+    PBSA_SCORE_CLBLAST, /* CLBlast GEMM into logits, cl/pbs_scores_clblast.cl */
+} pbsa_score_method;
+typedef enum pbsa_kv_method {
+    PBSA_KV_AUTO = 0,
+    PBSA_KV_GATHER,       /* the sparse kernel reads K and V through pi (default) */
+    PBSA_KV_MATERIALISED, /* K' = K[pi], V' = V[pi] copied first, cl/pbs_gather.cl */
+} pbsa_kv_method;
+/* Methods forced on a context (tests and experiments); zero members are automatic. */
+typedef struct pbsa_pbs_methods {
+    pbsa_score_method score;
+    pbsa_kv_method kv;
+    uint64_t gemm_chunk_bytes; /* CLBlast scores: workspace share of one chunk (0: 256 MiB) */
+} pbsa_pbs_methods;
+
+enum { PBSA_TILE_CONFIG_VARIABLES = 2 };
+
+/* The PBSA_* environment variables, read once by pbsa_context_create() (src/core/environment.c).
+ * Users set none of them; they serve kernel development and experiments (README.md, "Environment
+ * variables"). */
+typedef struct pbsa_environment {
+    char kernel_dir[4096];     /* PBSA_KERNEL_DIR: read kernel sources from this folder */
+    char build_options[1024];  /* PBSA_BUILD_OPTIONS: added to every program's build options */
+    bool log_builds;           /* PBSA_BUILD_OPTIONS is set: log every build */
+    bool force_portable;       /* PBSA_FORCE_PORTABLE set and not "0": no tensor-core kernels */
+    bool force_mma_sync;       /* PBSA_FORCE_MMA_SYNC set and not "0": no wgmma on Hopper */
+    bool tuning_off;           /* PBSA_TUNING = off, 0, no or none: no tuning files */
+    char tuning_file[4096];    /* PBSA_TUNING_FILE: a tuning file read first */
+    /* PBSA_FLASH_CONFIG, PBSA_MMA_CONFIG: a configuration for every call of the tuning space
+     * (src/tuning/space.c), in the order of the spaces. */
+    char tile_config[PBSA_TILE_CONFIG_VARIABLES][256];
+    bool has_tile_config[PBSA_TILE_CONFIG_VARIABLES];
+    pbsa_score_method score_method; /* PBSA_SCORE_METHOD = fused | clblast, else AUTO */
+    pbsa_kv_method kv_method;       /* PBSA_KV_METHOD = gather | materialised, else AUTO */
+} pbsa_environment;
+
+/* Reads the variables into env. */
+void pbsa_environment_read(pbsa_environment *env);
+
+struct pbsa_context {
+    cl_context cl_ctx;
+    cl_device_id device;
+    pbsa_device_info info;
+    pbsa_context_options options;
+    pbsa_environment env; /* read at creation */
+    bool use_tensor_cores; /* the mma.sync kernels passed their probe (src/tiles/mma_probe.c) */
+    bool use_wgmma;        /* and the Hopper (wgmma) tiles passed theirs */
+    pthread_mutex_t lock; /* guards programs and build_log */
+    pbsa_program_entry *programs;
+    const char *build_log; /* log of the last failed build, owned by its cache entry */
+    pbsa_pbs_methods pbs_methods; /* set by pbsa_pbs_force_methods() */
+    struct pbsa_tuning *tuning;   /* tuning data of the device (src/tuning/tuning.c), may be NULL */
+};
+
+/* ---- the NVIDIA tensor-core path (src/tiles/mma_probe.c; the kernels: src/tiles/mma_tile.h) ---- */
+
+/* Sets whether ctx may use the tensor-core kernels (use_tensor_cores): a capable device, not
+ * forced portable (options or ctx->env.force_portable), and a probe kernel that compiles and
+ * computes exactly; and whether their tiles use wgmma (use_wgmma): compute capability 9.0, its
+ * own probe, ctx->env.force_mma_sync not set. */
+void pbsa_tensor_core_decide(pbsa_context *ctx);
+
+/* ---- errors (src/core/errors.c) ---- */
+
+/* Formats a message, stores it as the calling thread's last error on ctx (ctx may be NULL),
+ * sends it to the log callback and returns status. */
+int pbsa_fail(const pbsa_context *ctx, int status, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* Sends a warning or info line to the log callback. */
+void pbsa_log(pbsa_log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Clears the calling thread's last error (start of every public call on ctx). */
+void pbsa_clear_error(const pbsa_context *ctx);
+
+/* ---- argument checks (src/core/tensor_check.c) ---- */
+
+/* Checks one device tensor: non-NULL buffer of ctx's context, valid dtype, positive sizes,
+ * non-negative strides, every element inside the buffer (64-bit overflow-checked).
+ * fn and name go into the error message ("pbsa_dense_attention: q.seq ..."). */
+int pbsa_check_tensor(const pbsa_context *ctx, const char *fn, const char *name,
+                      const pbsa_tensor *t);
+/* Checks that the queue belongs to ctx's context and device. */
+int pbsa_check_queue(const pbsa_context *ctx, const char *fn, cl_command_queue queue);
+/* Fails when the element ranges of a and b may overlap in one buffer. */
+int pbsa_check_no_overlap(const pbsa_context *ctx, const char *fn, const char *name_a,
+                          const pbsa_tensor *a, const char *name_b, const pbsa_tensor *b);
+/* Checks q [B,Hq,Sq,D] and k [B,Hkv,Skv,D]: agreeing dtypes, batch and head dim, a supported head
+ * dim, Hq a multiple of Hkv, Sq <= Skv. */
+int pbsa_check_query_key(const pbsa_context *ctx, const char *fn, const pbsa_tensor *q,
+                         const pbsa_tensor *k);
+/* Checks q [B,Hq,Sq,D], k and v [B,Hkv,Skv,D], o like q: agreeing shapes and dtypes, Hq a
+ * multiple of Hkv, Sq <= Skv, supported head dim, o not overlapping the inputs. */
+int pbsa_check_attention_tensors(const pbsa_context *ctx, const char *fn, const pbsa_tensor *q,
+                                 const pbsa_tensor *k, const pbsa_tensor *v, const pbsa_tensor *o);
+/* Whether head_dim is one the kernels are built for. */
+bool pbsa_head_dim_supported(int64_t head_dim);
+
+/* ---- programs (src/launch/program_cache.c) ---- */
+
+/* Returns a new kernel (the caller releases it) named kernel_name from the program built from
+ * the embedded sources listed in files (concatenated in order) with build options options.
+ * Programs are compiled once per context and options and then reused; a failed build returns
+ * PBSA_ERROR_BUILD_FAILED and keeps its log for pbsa_context_build_log(). */
+int pbsa_get_kernel(pbsa_context *ctx, const char *const *files, size_t file_count,
+                    const char *options, const char *kernel_name, cl_kernel *out);
+/* pbsa_get_kernel() for a program that uses cl/wgmma_ptx.cl: its PTX is rewritten for sm_90a
+ * (src/launch/ptx_sm90a.h) and rebuilt from that text; cached apart from plain builds. NVIDIA only. */
+int pbsa_get_sm90a_kernel(pbsa_context *ctx, const char *const *files, size_t file_count,
+                          const char *options, const char *kernel_name, cl_kernel *out);
+/* Frees every cached program of ctx. */
+void pbsa_program_cache_clear(pbsa_context *ctx);
+
+/* ---- kernel arguments (src/launch/kernel_args.c) ---- */
+
+/* Sets a kernel's arguments one after another, keeping the first OpenCL error. */
+typedef struct pbsa_kernel_args {
+    cl_kernel kernel;
+    cl_uint next;
+    cl_int status;
+} pbsa_kernel_args;
+
+void pbsa_arg(pbsa_kernel_args *args, size_t size, const void *value);
+void pbsa_arg_mem(pbsa_kernel_args *args, cl_mem buffer);
+void pbsa_arg_u64(pbsa_kernel_args *args, uint64_t value);
+void pbsa_arg_i32(pbsa_kernel_args *args, int32_t value);
+void pbsa_arg_f32(pbsa_kernel_args *args, float value);
+/* The offset and the three strides of t, as four ulong arguments. */
+void pbsa_arg_tensor_layout(pbsa_kernel_args *args, const pbsa_tensor *t);
+/* The -D option that selects dtype's storage in cl/common.cl. */
+const char *pbsa_dtype_define(pbsa_dtype dtype);
+
+/* Appends printf-style text to a fixed-size options buffer; returns false when it would not fit. */
+bool pbsa_append_option(char *buffer, size_t capacity, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+#endif /* PBSA_INTERNAL_H */

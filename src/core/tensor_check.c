@@ -1,0 +1,226 @@
+/* Validation of caller arguments before anything is enqueued. */
+#include "core/internal.h"
+
+#include <inttypes.h>
+
+bool pbsa_head_dim_supported(int64_t head_dim)
+{
+    return head_dim == 64 || head_dim == 96 || head_dim == 128 || head_dim == 256;
+}
+
+static bool mul_overflows(uint64_t a, uint64_t b, uint64_t *out)
+{
+    return __builtin_mul_overflow(a, b, out);
+}
+
+static bool add_overflows(uint64_t a, uint64_t b, uint64_t *out)
+{
+    return __builtin_add_overflow(a, b, out);
+}
+
+/* Index of the last element of t (all sizes positive, strides non-negative), or false on overflow. */
+static bool last_element(const pbsa_tensor *t, uint64_t *out)
+{
+    uint64_t last = t->offset, term;
+    const int64_t extent[4] = {t->batch, t->heads, t->seq, t->head_dim};
+    const int64_t stride[4] = {t->stride_batch, t->stride_head, t->stride_seq, 1};
+    for (int i = 0; i < 4; i++) {
+        if (mul_overflows((uint64_t)(extent[i] - 1), (uint64_t)stride[i], &term) ||
+            add_overflows(last, term, &last))
+            return false;
+    }
+    *out = last;
+    return true;
+}
+
+int pbsa_check_tensor(const pbsa_context *ctx, const char *fn, const char *name,
+                      const pbsa_tensor *t)
+{
+    if (!t)
+        return pbsa_fail(ctx, PBSA_ERROR_NULL_ARGUMENT, "%s: %s is NULL", fn, name);
+    if (!t->buffer)
+        return pbsa_fail(ctx, PBSA_ERROR_NULL_ARGUMENT, "%s: %s.buffer is NULL", fn, name);
+    size_t element_size = pbsa_dtype_size(t->dtype);
+    if (element_size == 0)
+        return pbsa_fail(ctx, PBSA_ERROR_UNSUPPORTED_DTYPE, "%s: %s.dtype = %d is not a pbsa_dtype",
+                         fn, name, (int)t->dtype);
+    const char *size_names[4] = {"batch", "heads", "seq", "head_dim"};
+    const int64_t sizes[4] = {t->batch, t->heads, t->seq, t->head_dim};
+    for (int i = 0; i < 4; i++)
+        if (sizes[i] <= 0 || sizes[i] > INT32_MAX)
+            return pbsa_fail(ctx, PBSA_ERROR_INVALID_VALUE,
+                             "%s: %s.%s = %" PRId64 " must be in 1..%d", fn, name, size_names[i],
+                             sizes[i], INT32_MAX);
+    const char *stride_names[3] = {"stride_batch", "stride_head", "stride_seq"};
+    const int64_t strides[3] = {t->stride_batch, t->stride_head, t->stride_seq};
+    for (int i = 0; i < 3; i++)
+        if (strides[i] < 0)
+            return pbsa_fail(ctx, PBSA_ERROR_INVALID_VALUE, "%s: %s.%s = %" PRId64 " is negative",
+                             fn, name, stride_names[i], strides[i]);
+    uint64_t last, bytes;
+    if (!last_element(t, &last) || add_overflows(last, 1, &bytes) ||
+        mul_overflows(bytes, element_size, &bytes))
+        return pbsa_fail(ctx, PBSA_ERROR_SIZE_OVERFLOW,
+                         "%s: %s: offset + strides x sizes overflows 64 bits", fn, name);
+
+    cl_context owner = NULL;
+    size_t buffer_bytes = 0;
+    cl_int err = clGetMemObjectInfo(t->buffer, CL_MEM_CONTEXT, sizeof owner, &owner, NULL);
+    if (err == CL_SUCCESS)
+        err = clGetMemObjectInfo(t->buffer, CL_MEM_SIZE, sizeof buffer_bytes, &buffer_bytes, NULL);
+    if (err != CL_SUCCESS)
+        return pbsa_fail(ctx, err, "%s: %s.buffer is not a valid cl_mem (OpenCL error %d)", fn,
+                         name, err);
+    if (owner != ctx->cl_ctx)
+        return pbsa_fail(ctx, PBSA_ERROR_WRONG_DEVICE,
+                         "%s: %s.buffer belongs to another OpenCL context", fn, name);
+    if (bytes > buffer_bytes)
+        return pbsa_fail(ctx, PBSA_ERROR_BUFFER_TOO_SMALL,
+                         "%s: %s needs %" PRIu64 " bytes but %s.buffer has %zu", fn, name, bytes,
+                         name, buffer_bytes);
+    return PBSA_SUCCESS;
+}
+
+int pbsa_check_queue(const pbsa_context *ctx, const char *fn, cl_command_queue queue)
+{
+    if (!queue)
+        return pbsa_fail(ctx, PBSA_ERROR_NULL_ARGUMENT, "%s: queue is NULL", fn);
+    cl_context owner = NULL;
+    cl_device_id device = NULL;
+    cl_int err = clGetCommandQueueInfo(queue, CL_QUEUE_CONTEXT, sizeof owner, &owner, NULL);
+    if (err == CL_SUCCESS)
+        err = clGetCommandQueueInfo(queue, CL_QUEUE_DEVICE, sizeof device, &device, NULL);
+    if (err != CL_SUCCESS)
+        return pbsa_fail(ctx, err, "%s: queue is not a valid command queue (OpenCL error %d)", fn,
+                         err);
+    if (owner != ctx->cl_ctx || device != ctx->device)
+        return pbsa_fail(ctx, PBSA_ERROR_WRONG_DEVICE,
+                         "%s: queue belongs to another OpenCL context or device than ctx", fn);
+    return PBSA_SUCCESS;
+}
+
+int pbsa_check_no_overlap(const pbsa_context *ctx, const char *fn, const char *name_a,
+                          const pbsa_tensor *a, const char *name_b, const pbsa_tensor *b)
+{
+    if (a->buffer != b->buffer)
+        return PBSA_SUCCESS;
+    uint64_t last_a = 0, last_b = 0;
+    /* Both were checked, so neither overflows; ranges are conservative for strided views. */
+    last_element(a, &last_a);
+    last_element(b, &last_b);
+    uint64_t bytes_a = pbsa_dtype_size(a->dtype), bytes_b = pbsa_dtype_size(b->dtype);
+    uint64_t start_a = a->offset * bytes_a, end_a = (last_a + 1) * bytes_a;
+    uint64_t start_b = b->offset * bytes_b, end_b = (last_b + 1) * bytes_b;
+    if (start_a < end_b && start_b < end_a)
+        return pbsa_fail(ctx, PBSA_ERROR_INVALID_VALUE, "%s: %s overlaps %s in the same buffer",
+                         fn, name_a, name_b);
+    return PBSA_SUCCESS;
+}
+
+static int shape_mismatch(const pbsa_context *ctx, const char *fn, const char *name,
+                          const char *field, int64_t value, const char *other_name,
+                          int64_t other_value)
+{
+    return pbsa_fail(ctx, PBSA_ERROR_SHAPE_MISMATCH,
+                     "%s: %s.%s = %" PRId64 " differs from %s.%s = %" PRId64, fn, name, field,
+                     value, other_name, field, other_value);
+}
+
+/* Fails when two elements of an output may share an address (a zero stride, or rows or heads
+ * that interleave). Conservative: with the dimensions of more than one element ordered by
+ * stride, each stride must step past everything the smaller ones span. t was checked, so
+ * nothing overflows. */
+static int check_no_self_overlap(const pbsa_context *ctx, const char *fn, const char *name,
+                                 const pbsa_tensor *t)
+{
+    const char *stride_names[4] = {"head_dim", "stride_seq", "stride_head", "stride_batch"};
+    const int64_t extent[4] = {t->head_dim, t->seq, t->heads, t->batch};
+    const int64_t stride[4] = {1, t->stride_seq, t->stride_head, t->stride_batch};
+    int order[4], count = 0;
+    for (int i = 0; i < 4; i++) {
+        if (extent[i] == 1)
+            continue;
+        int at = count++;
+        while (at > 0 && stride[order[at - 1]] > stride[i]) {
+            order[at] = order[at - 1];
+            at--;
+        }
+        order[at] = i;
+    }
+    uint64_t span = 1;
+    for (int j = 0; j < count; j++) {
+        int i = order[j];
+        if ((uint64_t)stride[i] < span)
+            return pbsa_fail(ctx, PBSA_ERROR_INVALID_VALUE,
+                             "%s: %s.%s = %" PRId64 " makes elements of %s overlap each other",
+                             fn, name, stride_names[i], stride[i], name);
+        span += (uint64_t)(extent[i] - 1) * (uint64_t)stride[i];
+    }
+    return PBSA_SUCCESS;
+}
+
+int pbsa_check_query_key(const pbsa_context *ctx, const char *fn, const pbsa_tensor *q,
+                         const pbsa_tensor *k)
+{
+    int status = pbsa_check_tensor(ctx, fn, "q", q);
+    if (status == PBSA_SUCCESS)
+        status = pbsa_check_tensor(ctx, fn, "k", k);
+    if (status != PBSA_SUCCESS)
+        return status;
+    if (k->dtype != q->dtype)
+        return pbsa_fail(ctx, PBSA_ERROR_DTYPE_MISMATCH, "%s: k.dtype differs from q.dtype", fn);
+    if (!pbsa_head_dim_supported(q->head_dim))
+        return pbsa_fail(ctx, PBSA_ERROR_UNSUPPORTED_HEAD_DIM,
+                         "%s: q.head_dim = %" PRId64 " is not supported (64, 96, 128 or 256)", fn,
+                         q->head_dim);
+    if (k->batch != q->batch)
+        return shape_mismatch(ctx, fn, "k", "batch", k->batch, "q", q->batch);
+    if (k->head_dim != q->head_dim)
+        return shape_mismatch(ctx, fn, "k", "head_dim", k->head_dim, "q", q->head_dim);
+    if (q->heads % k->heads != 0)
+        return pbsa_fail(ctx, PBSA_ERROR_SHAPE_MISMATCH,
+                         "%s: q.heads = %" PRId64 " is not a multiple of k.heads = %" PRId64, fn,
+                         q->heads, k->heads);
+    if (q->seq > k->seq)
+        return pbsa_fail(ctx, PBSA_ERROR_SHAPE_MISMATCH,
+                         "%s: q.seq = %" PRId64 " exceeds k.seq = %" PRId64
+                         " (queries are the last q.seq positions)",
+                         fn, q->seq, k->seq);
+    return PBSA_SUCCESS;
+}
+
+int pbsa_check_attention_tensors(const pbsa_context *ctx, const char *fn, const pbsa_tensor *q,
+                                 const pbsa_tensor *k, const pbsa_tensor *v, const pbsa_tensor *o)
+{
+    int status = pbsa_check_query_key(ctx, fn, q, k);
+    if (status == PBSA_SUCCESS)
+        status = pbsa_check_tensor(ctx, fn, "v", v);
+    if (status == PBSA_SUCCESS)
+        status = pbsa_check_tensor(ctx, fn, "o", o);
+    if (status != PBSA_SUCCESS)
+        return status;
+    const char *names[4] = {"q", "k", "v", "o"};
+    const pbsa_tensor *tensors[4] = {q, k, v, o};
+    for (int i = 2; i < 4; i++) {
+        const pbsa_tensor *t = tensors[i];
+        if (t->dtype != q->dtype)
+            return pbsa_fail(ctx, PBSA_ERROR_DTYPE_MISMATCH, "%s: %s.dtype differs from q.dtype",
+                             fn, names[i]);
+        if (t->batch != q->batch)
+            return shape_mismatch(ctx, fn, names[i], "batch", t->batch, "q", q->batch);
+        if (t->head_dim != q->head_dim)
+            return shape_mismatch(ctx, fn, names[i], "head_dim", t->head_dim, "q", q->head_dim);
+    }
+    if (v->heads != k->heads)
+        return shape_mismatch(ctx, fn, "v", "heads", v->heads, "k", k->heads);
+    if (v->seq != k->seq)
+        return shape_mismatch(ctx, fn, "v", "seq", v->seq, "k", k->seq);
+    if (o->heads != q->heads)
+        return shape_mismatch(ctx, fn, "o", "heads", o->heads, "q", q->heads);
+    if (o->seq != q->seq)
+        return shape_mismatch(ctx, fn, "o", "seq", o->seq, "q", q->seq);
+    status = check_no_self_overlap(ctx, fn, "o", o);
+    for (int i = 0; i < 3 && status == PBSA_SUCCESS; i++)
+        status = pbsa_check_no_overlap(ctx, fn, "o", o, names[i], tensors[i]);
+    return status;
+}

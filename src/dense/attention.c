@@ -1,0 +1,79 @@
+/* pbsa_dense_attention(): argument checks, kernel variant selection and launch. */
+#include "launch/dispatch.h"
+#include "launch/launch_chain.h"
+
+#include <math.h>
+#include <stdio.h>
+
+int pbsa_dense_attention(pbsa_context *ctx, cl_command_queue queue, const pbsa_tensor *q,
+                         const pbsa_tensor *k, const pbsa_tensor *v, const pbsa_tensor *o,
+                         const pbsa_dense_params *params, cl_event *event)
+{
+    static const char fn[] = "pbsa_dense_attention";
+    if (event)
+        *event = NULL;
+    if (!ctx)
+        return pbsa_fail(NULL, PBSA_ERROR_NULL_ARGUMENT, "%s: ctx is NULL", fn);
+    pbsa_clear_error(ctx);
+    int status = pbsa_check_queue(ctx, fn, queue);
+    if (status == PBSA_SUCCESS)
+        status = pbsa_check_attention_tensors(ctx, fn, q, k, v, o);
+    if (status != PBSA_SUCCESS)
+        return status;
+    pbsa_dense_params p = params ? *params : (pbsa_dense_params){.causal = 1};
+    if (!isfinite(p.scale) || p.scale < 0.0f)
+        return pbsa_fail(ctx, PBSA_ERROR_INVALID_VALUE,
+                         "%s: params->scale = %g must be finite and >= 0 (0: 1/sqrt(D))", fn,
+                         (double)p.scale);
+    float scale = p.scale > 0.0f ? p.scale : 1.0f / sqrtf((float)q->head_dim);
+
+    const int head_dim = (int)q->head_dim;
+    pbsa_dispatch dispatch;
+    if (!pbsa_dispatch_pick(ctx, PBSA_ROLE_DENSE, q->dtype, head_dim, 0, p.causal,
+                            pbsa_row_alignment(k, v), &dispatch))
+        return pbsa_fail(ctx, PBSA_ERROR_UNSUPPORTED_DEVICE,
+                         "%s: the device's local memory (%llu bytes) or work-group size (%zu) is "
+                         "too small for head_dim %d",
+                         fn, (unsigned long long)ctx->info.local_mem_bytes,
+                         ctx->info.max_work_group_size, head_dim);
+    uint64_t groups_bh = (uint64_t)q->batch * (uint64_t)q->heads;
+    if (groups_bh > INT32_MAX)
+        return pbsa_fail(ctx, PBSA_ERROR_INVALID_VALUE,
+                         "%s: q.batch x q.heads = %llu exceeds %d", fn,
+                         (unsigned long long)groups_bh, INT32_MAX);
+
+    /* Every family's kernel takes the same arguments; they differ in tiles and work-group size. */
+    cl_kernel kernel;
+    size_t wg, rows;
+    status = pbsa_dispatch_kernel(ctx, &dispatch, "dense_attention", "", &kernel, &wg, &rows);
+    if (status != PBSA_SUCCESS)
+        return status;
+    status = pbsa_check_group_size(ctx, fn, kernel, wg);
+    if (status != PBSA_SUCCESS) {
+        clReleaseKernel(kernel);
+        return status;
+    }
+
+    pbsa_kernel_args args = {kernel, 0, CL_SUCCESS};
+    pbsa_arg_mem(&args, q->buffer);
+    pbsa_arg_mem(&args, k->buffer);
+    pbsa_arg_mem(&args, v->buffer);
+    pbsa_arg_mem(&args, o->buffer);
+    pbsa_arg_tensor_layout(&args, q);
+    pbsa_arg_tensor_layout(&args, k);
+    pbsa_arg_tensor_layout(&args, v);
+    pbsa_arg_tensor_layout(&args, o);
+    pbsa_arg_i32(&args, (int32_t)q->heads);
+    pbsa_arg_i32(&args, (int32_t)k->heads);
+    pbsa_arg_i32(&args, (int32_t)q->seq);
+    pbsa_arg_i32(&args, (int32_t)k->seq);
+    pbsa_arg_f32(&args, scale * (float)M_LOG2E);
+    if (args.status != CL_SUCCESS) {
+        clReleaseKernel(kernel);
+        return pbsa_fail(ctx, args.status, "%s: clSetKernelArg failed (%d)", fn, args.status);
+    }
+    size_t tiles = ((size_t)q->seq + rows - 1) / rows;
+    size_t global[2] = {tiles * wg, (size_t)groups_bh};
+    size_t local[2] = {wg, 1};
+    return pbsa_enqueue_kernel(ctx, fn, queue, kernel, 2, global, local, NULL, event);
+}

@@ -1,0 +1,333 @@
+/* The tile families and the choice among them: which family, configuration and build options run
+ * a call, and pbsa_query_kernel_config(), which reports that choice. */
+#include "launch/dispatch.h"
+
+#include <stdio.h>
+
+enum { ORIGIN_CAPACITY = 4200, MAX_FILES = 8 };
+
+/* ---- the portable flash tiles (cl/flash_tile.cl, src/tiles/flash_tile.c) ---- */
+
+static const char *const flash_files[] = {"common.cl", "flash_tile.cl"};
+
+static bool flash_options(char *options, size_t capacity, pbsa_dtype dtype, int head_dim,
+                          int causal, const pbsa_kernel_config *config)
+{
+    return pbsa_flash_options(options, capacity, dtype, head_dim, causal, &config->flash);
+}
+
+static void flash_work_group(const pbsa_kernel_config *config, size_t *work_items, size_t *rows)
+{
+    *work_items = (size_t)config->flash.wg_rows * (size_t)config->flash.wg_cols;
+    *rows = (size_t)config->flash.block_m;
+}
+
+static int flash_tile_keys(const pbsa_kernel_config *config) { return config->flash.block_n; }
+
+const pbsa_tile_family pbsa_portable_family = {
+    .name = "portable",
+    .tile_files = flash_files,
+    .tile_file_count = 2,
+    .roles = {[PBSA_ROLE_DENSE] = {"dense_attention.cl", PBSA_KERNEL_DENSE, NULL},
+              [PBSA_ROLE_SPARSE] = {"pbs_attention.cl", PBSA_KERNEL_SPARSE, NULL},
+              [PBSA_ROLE_SCORES] = {"pbs_scores.cl", PBSA_KERNEL_SCORES, NULL}},
+    .row_alignment = 1,
+    .options = flash_options,
+    .work_group = flash_work_group,
+    .tile_keys = flash_tile_keys,
+};
+
+/* ---- the NVIDIA mma.sync tiles (cl/mma_tile.cl, src/tiles/mma_tile.c) ---- */
+
+static const char *const mma_files[] = {"common.cl", "mma_ptx.cl", "mma_tile.cl"};
+
+static bool mma_available(const pbsa_context *ctx) { return ctx->use_tensor_cores; }
+
+static bool mma_options(char *options, size_t capacity, pbsa_dtype dtype, int head_dim,
+                        int causal, const pbsa_kernel_config *config)
+{
+    return pbsa_mma_options(options, capacity, dtype, head_dim, causal, &config->mma);
+}
+
+static void mma_work_group(const pbsa_kernel_config *config, size_t *work_items, size_t *rows)
+{
+    *work_items = 32 * (size_t)config->mma.warps;
+    *rows = 16 * (size_t)config->mma.warps * (size_t)config->mma.groups;
+}
+
+static int mma_tile_keys(const pbsa_kernel_config *config) { return config->mma.keys; }
+
+/* One query-row group per warp (the score kernels' rule); the tile count sizes the workspace, so
+ * the configuration is fixed rather than tuned. */
+static const pbsa_kernel_config mma_scores = {.mma = {4, 1, 64, 1}};
+
+static const pbsa_tile_family mma_family = {
+    .name = "mma.sync",
+    .tile_files = mma_files,
+    .tile_file_count = 3,
+    .roles = {[PBSA_ROLE_DENSE] = {"dense_attention.cl", PBSA_KERNEL_DENSE_MMA, NULL},
+              [PBSA_ROLE_SPARSE] = {"pbs_attention.cl", PBSA_KERNEL_SPARSE_MMA, NULL},
+              [PBSA_ROLE_SCORES] = {"pbs_scores_mma.cl", PBSA_KERNEL_DENSE_MMA, &mma_scores}},
+    .row_alignment = 8, /* 16 bytes of 16-bit elements */
+    .available = mma_available,
+    .options = mma_options,
+    .work_group = mma_work_group,
+    .tile_keys = mma_tile_keys,
+};
+
+/* ---- Hopper's wgmma variant of the same tiles (WGMMA 1), rewritten for sm_90a ---- */
+
+static const char *const wgmma_files[] = {"common.cl", "mma_ptx.cl", "wgmma_ptx.cl", "mma_tile.cl"};
+
+static bool wgmma_available(const pbsa_context *ctx) { return ctx->use_wgmma; }
+
+static bool wgmma_options(char *options, size_t capacity, pbsa_dtype dtype, int head_dim,
+                          int causal, const pbsa_kernel_config *config)
+{
+    return mma_options(options, capacity, dtype, head_dim, causal, config) &&
+           pbsa_append_option(options, capacity, " -DWGMMA=1");
+}
+
+/* The permutation scores stay on mma.sync (no scores role here): their tiles keep 32-key
+ * steps. */
+static const pbsa_tile_family wgmma_family = {
+    .name = "wgmma",
+    .tile_files = wgmma_files,
+    .tile_file_count = 4,
+    .roles = {[PBSA_ROLE_DENSE] = {"dense_attention.cl", PBSA_KERNEL_DENSE_WGMMA, NULL},
+              [PBSA_ROLE_SPARSE] = {"pbs_attention.cl", PBSA_KERNEL_SPARSE_WGMMA, NULL}},
+    .row_alignment = 8,
+    .available = wgmma_available,
+    .options = wgmma_options,
+    .work_group = mma_work_group,
+    .tile_keys = mma_tile_keys,
+    .build = pbsa_get_sm90a_kernel,
+};
+
+/* The families in the order they are tried: the first that runs a call wins. */
+static const pbsa_tile_family *const families[] = {&wgmma_family, &mma_family,
+                                                   &pbsa_portable_family};
+enum { FAMILY_COUNT = sizeof families / sizeof families[0] };
+
+/* ---- the choice ---- */
+
+static bool rows_aligned(const pbsa_tensor *t, int alignment)
+{
+    return t->offset % alignment == 0 && t->stride_batch % alignment == 0 &&
+           t->stride_head % alignment == 0 && t->stride_seq % alignment == 0;
+}
+
+int pbsa_row_alignment(const pbsa_tensor *a, const pbsa_tensor *b)
+{
+    int alignment = 8;
+    while (alignment > 1 && (!rows_aligned(a, alignment) || (b && !rows_aligned(b, alignment))))
+        alignment /= 2;
+    return alignment;
+}
+
+bool pbsa_dispatch_family(const pbsa_context *ctx, const pbsa_tile_family *family,
+                          pbsa_tile_role role, pbsa_dtype dtype, int head_dim, int block,
+                          int causal, int alignment, pbsa_dispatch *out, char *origin,
+                          size_t capacity)
+{
+    const pbsa_family_role *r = &family->roles[role];
+    if (!r->kernel_file || (family->available && !family->available(ctx)) ||
+        alignment < family->row_alignment)
+        return false;
+    pbsa_tuning_key key = {r->kind, dtype, head_dim, role == PBSA_ROLE_DENSE ? 0 : block,
+                           role == PBSA_ROLE_SCORES || !causal ? 0 : 1};
+    pbsa_dispatch d = {family, role, key, {{0}}, PBSA_CONFIG_HEURISTIC};
+    if (r->fixed) {
+        /* Checked as a configuration of its space with no block to divide. */
+        d.key.block = 0;
+        if (!pbsa_tuning_key_valid(&d.key) ||
+            !pbsa_tuning_config_usable(r->fixed, &d.key, &ctx->info))
+            return false;
+        d.config = *r->fixed;
+        d.key.block = key.block;
+        if (capacity > 0)
+            snprintf(origin, capacity, "fixed");
+    } else {
+        /* The lookup passes over tuned entries that do not fit; the heuristic may not fit. */
+        if (!pbsa_tuning_key_valid(&d.key))
+            return false;
+        d.config = pbsa_tuning_lookup(ctx, &d.key, &d.source, origin, capacity);
+        if (!pbsa_tuning_config_usable(&d.config, &d.key, &ctx->info))
+            return false;
+    }
+    *out = d;
+    return true;
+}
+
+bool pbsa_dispatch_pick(const pbsa_context *ctx, pbsa_tile_role role, pbsa_dtype dtype,
+                        int head_dim, int block, int causal, int alignment, pbsa_dispatch *out)
+{
+    for (size_t i = 0; i < FAMILY_COUNT; i++)
+        if (pbsa_dispatch_family(ctx, families[i], role, dtype, head_dim, block, causal, alignment,
+                                 out, NULL, 0))
+            return true;
+    return false;
+}
+
+pbsa_score_method pbsa_dispatch_score_method(const pbsa_context *ctx, pbsa_dtype dtype,
+                                             int head_dim, int block,
+                                             pbsa_config_source *source, char *origin,
+                                             size_t capacity)
+{
+    pbsa_config_source found = PBSA_CONFIG_FORCED;
+    pbsa_score_method method = ctx->pbs_methods.score;
+    if (method != PBSA_SCORE_AUTO) {
+        if (capacity > 0)
+            snprintf(origin, capacity, "forced on the context");
+    } else {
+        pbsa_tuning_key key = {PBSA_KERNEL_SCORES_METHOD, dtype, head_dim, block, 0};
+        pbsa_kernel_config c = pbsa_tuning_lookup(ctx, &key, &found, origin, capacity);
+        method = c.method.clblast ? PBSA_SCORE_CLBLAST : PBSA_SCORE_FUSED;
+        if (found != PBSA_CONFIG_FORCED && ctx->env.score_method != PBSA_SCORE_AUTO) {
+            method = ctx->env.score_method;
+            found = PBSA_CONFIG_ENVIRONMENT;
+            if (capacity > 0)
+                snprintf(origin, capacity, "PBSA_SCORE_METHOD");
+        }
+    }
+    if (source)
+        *source = found;
+    return method;
+}
+
+int pbsa_dispatch_kernel(pbsa_context *ctx, const pbsa_dispatch *d, const char *kernel_name,
+                         const char *extra_options, cl_kernel *out, size_t *work_items,
+                         size_t *rows)
+{
+    const pbsa_tile_family *f = d->family;
+    const char *files[MAX_FILES];
+    size_t count = 0;
+    for (; count < f->tile_file_count; count++)
+        files[count] = f->tile_files[count];
+    files[count++] = f->roles[d->role].kernel_file;
+    char options[512] = "";
+    f->options(options, sizeof options, d->key.dtype, d->key.head_dim, d->key.causal, &d->config);
+    pbsa_append_option(options, sizeof options, "%s", extra_options);
+    f->work_group(&d->config, work_items, rows);
+    return f->build ? f->build(ctx, files, count, options, kernel_name, out)
+                    : pbsa_get_kernel(ctx, files, count, options, kernel_name, out);
+}
+
+/* ---- pbsa_query_kernel_config() ---- */
+
+/* The family and role whose tuned configuration is of kind. */
+static const pbsa_tile_family *family_of_kind(pbsa_kernel_kind kind, pbsa_tile_role *role)
+{
+    for (size_t i = 0; i < FAMILY_COUNT; i++)
+        for (int r = 0; r < PBSA_ROLE_COUNT; r++)
+            if (families[i]->roles[r].kernel_file && !families[i]->roles[r].fixed &&
+                families[i]->roles[r].kind == kind) {
+                *role = (pbsa_tile_role)r;
+                return families[i];
+            }
+    return NULL;
+}
+
+int pbsa_query_kernel_config(const pbsa_context *ctx, pbsa_kernel_kind kind, pbsa_dtype dtype,
+                             int head_dim, int block_size, int causal, char *description,
+                             size_t capacity, pbsa_config_source *source)
+{
+    static const char fn[] = "pbsa_query_kernel_config";
+    if (description && capacity > 0)
+        description[0] = '\0';
+    if (!ctx)
+        return pbsa_fail(NULL, PBSA_ERROR_NULL_ARGUMENT, "%s: ctx is NULL", fn);
+    pbsa_clear_error(ctx);
+    if (!description && capacity > 0)
+        return pbsa_fail(ctx, PBSA_ERROR_NULL_ARGUMENT,
+                         "%s: description is NULL but capacity is %zu", fn, capacity);
+    pbsa_tile_role role = PBSA_ROLE_SCORES;
+    const pbsa_tile_family *family = family_of_kind(kind, &role);
+    const char *name = pbsa_kernel_kind_name(kind);
+    const bool method = pbsa_kernel_kind_is_method(kind);
+    if (!name || (!family && !method))
+        return pbsa_fail(ctx, PBSA_ERROR_INVALID_VALUE, "%s: kind = %d is not a pbsa_kernel_kind",
+                         fn, (int)kind);
+    if (!pbsa_tuning_dtype_name(dtype))
+        return pbsa_fail(ctx, PBSA_ERROR_UNSUPPORTED_DTYPE, "%s: dtype = %d is not supported", fn,
+                         (int)dtype);
+    if (!pbsa_head_dim_supported(head_dim))
+        return pbsa_fail(ctx, PBSA_ERROR_UNSUPPORTED_HEAD_DIM,
+                         "%s: head_dim = %d is not supported (64, 96, 128 or 256)", fn, head_dim);
+    const bool dense = role == PBSA_ROLE_DENSE;
+    if (!dense && block_size != 16 && block_size != 32 && block_size != 64 && block_size != 128)
+        return pbsa_fail(ctx, PBSA_ERROR_INVALID_VALUE,
+                         "%s: block_size = %d is not supported (16, 32, 64 or 128)", fn,
+                         block_size);
+    if (method) {
+        pbsa_config_source found;
+        char origin[ORIGIN_CAPACITY];
+        pbsa_score_method m = pbsa_dispatch_score_method(ctx, dtype, head_dim, block_size, &found,
+                                                         origin, sizeof origin);
+        if (capacity > 0)
+            snprintf(description, capacity, "clblast=%d (%s)", m == PBSA_SCORE_CLBLAST ? 1 : 0,
+                     origin);
+        if (source)
+            *source = found;
+        return PBSA_SUCCESS;
+    }
+    /* Tensors whose rows are aligned for every family: the query is about the kernel. */
+    const int aligned = 8;
+    pbsa_dispatch d;
+    char origin[ORIGIN_CAPACITY];
+    /* A tensor-core kind answers for the calls that run on its family: none ahead takes them. */
+    const pbsa_tile_family *ahead = NULL;
+    for (size_t i = 0; family != &pbsa_portable_family && families[i] != family; i++)
+        if (pbsa_dispatch_family(ctx, families[i], role, dtype, head_dim, block_size, causal,
+                                 aligned, &d, NULL, 0)) {
+            ahead = families[i];
+            break;
+        }
+    if (ahead)
+        return pbsa_fail(ctx, PBSA_ERROR_UNSUPPORTED_DEVICE,
+                         "%s: the calls of %s run on the %s kernels on ctx (query that family's "
+                         "kind)",
+                         fn, name, ahead->name);
+    if (!pbsa_dispatch_family(ctx, family, role, dtype, head_dim, block_size, causal, aligned, &d,
+                              origin, sizeof origin)) {
+        if (family != &pbsa_portable_family)
+            return pbsa_fail(ctx, PBSA_ERROR_UNSUPPORTED_DEVICE,
+                             "%s: the tensor-core kernel %s does not run this call on ctx (it "
+                             "runs on contexts that use tensor cores%s, for f16 and bf16, head "
+                             "dims %s%s, where a configuration fits the device)",
+                             fn, name, family == &wgmma_family ? " through wgmma" : "",
+                             family == &wgmma_family ? "64 and 128" : "64, 96 and 128",
+                             dense ? "" : ", block_size 64 and 128");
+        return pbsa_fail(ctx, PBSA_ERROR_UNSUPPORTED_DEVICE,
+                         "%s: the device's local memory (%llu bytes) or work-group size (%zu) is "
+                         "too small for head_dim %d",
+                         fn, (unsigned long long)ctx->info.local_mem_bytes,
+                         ctx->info.max_work_group_size, head_dim);
+    }
+    char text[256];
+    pbsa_tuning_format_config(kind, &d.config, text, sizeof text);
+    pbsa_config_source found = d.source;
+    /* A portable kind whose calls run on a family ahead of it with a tuned configuration: that
+     * family's configuration first. */
+    pbsa_dispatch first = d;
+    char first_origin[ORIGIN_CAPACITY];
+    for (size_t i = 0; family == &pbsa_portable_family && families[i] != family; i++)
+        if (!families[i]->roles[role].fixed &&
+            pbsa_dispatch_family(ctx, families[i], role, dtype, head_dim, block_size, causal,
+                                 aligned, &first, first_origin, sizeof first_origin))
+            break;
+    if (first.family != d.family) {
+        char first_text[256];
+        pbsa_tuning_format_config(first.key.kind, &first.config, first_text, sizeof first_text);
+        found = PBSA_CONFIG_TENSOR_CORES;
+        if (capacity > 0)
+            snprintf(description, capacity,
+                     "tensor-core kernel %s (%s); the portable kernel would use %s (%s)",
+                     first_text, first_origin, text, origin);
+    } else if (capacity > 0) {
+        snprintf(description, capacity, "%s (%s)", text, origin);
+    }
+    if (source)
+        *source = found;
+    return PBSA_SUCCESS;
+}

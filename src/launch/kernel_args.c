@@ -1,0 +1,60 @@
+/* Sequential kernel-argument setting with one error check at the end, and build options. */
+#include "core/internal.h"
+
+#include <stdio.h>
+#include <string.h>
+
+void pbsa_arg(pbsa_kernel_args *args, size_t size, const void *value)
+{
+    if (args->status == CL_SUCCESS)
+        args->status = clSetKernelArg(args->kernel, args->next, size, value);
+    args->next++;
+}
+
+void pbsa_arg_mem(pbsa_kernel_args *args, cl_mem buffer) { pbsa_arg(args, sizeof buffer, &buffer); }
+
+void pbsa_arg_u64(pbsa_kernel_args *args, uint64_t value)
+{
+    cl_ulong v = value;
+    pbsa_arg(args, sizeof v, &v);
+}
+
+void pbsa_arg_i32(pbsa_kernel_args *args, int32_t value)
+{
+    cl_int v = value;
+    pbsa_arg(args, sizeof v, &v);
+}
+
+void pbsa_arg_f32(pbsa_kernel_args *args, float value)
+{
+    cl_float v = value;
+    pbsa_arg(args, sizeof v, &v);
+}
+
+bool pbsa_append_option(char *buffer, size_t capacity, const char *fmt, ...)
+{
+    size_t used = strlen(buffer);
+    va_list ap;
+    va_start(ap, fmt);
+    int written = vsnprintf(buffer + used, capacity - used, fmt, ap);
+    va_end(ap);
+    return written >= 0 && (size_t)written < capacity - used;
+}
+
+void pbsa_arg_tensor_layout(pbsa_kernel_args *args, const pbsa_tensor *t)
+{
+    pbsa_arg_u64(args, t->offset);
+    pbsa_arg_u64(args, (uint64_t)t->stride_batch);
+    pbsa_arg_u64(args, (uint64_t)t->stride_head);
+    pbsa_arg_u64(args, (uint64_t)t->stride_seq);
+}
+
+const char *pbsa_dtype_define(pbsa_dtype dtype)
+{
+    switch (dtype) {
+    case PBSA_DTYPE_F32: return "-DDTYPE_F32";
+    case PBSA_DTYPE_F16: return "-DDTYPE_F16";
+    case PBSA_DTYPE_BF16: return "-DDTYPE_BF16";
+    }
+    return "";
+}

@@ -1,0 +1,176 @@
+/* The NVIDIA tensor-core paths: whether a context may use them, decided once at context creation
+ * by compiling and running probe kernels and checking their results exactly: mma.sync
+ * (cl/mma_probe.cl) on compute capability 8.0 and up, then wgmma (cl/wgmma_probe.cl, rewritten
+ * for sm_90a) on 9.0. */
+#include "core/internal.h"
+#include "pbsattn_ref.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+/* Small integers: exact in bf16 and in the fp32 products. */
+static float probe_a(int i, int k) { return (float)((i * 3 + k * 5) % 7 - 3); }
+static float probe_b(int k, int j) { return (float)((k * 2 + j * 3) % 5 - 2); }
+
+/* Two bf16 values as one word, the first in the low half. */
+static cl_uint bf16_pair(float lo, float hi)
+{
+    return pbsa_ref_float_to_bf16(lo) | (cl_uint)pbsa_ref_float_to_bf16(hi) << 16;
+}
+
+typedef struct probe_input {
+    const void *data;
+    size_t bytes;
+} probe_input;
+
+/* Runs kernel (one work-group of work_items) on the inputs and a float output of expected_count
+ * elements, on a queue of its own; true when the output equals expected exactly. */
+static bool probe_exact(pbsa_context *ctx, cl_kernel kernel, size_t work_items,
+                        const probe_input *inputs, int input_count, const float *expected,
+                        size_t expected_count)
+{
+    enum { MAX_BUFFERS = 4 };
+    cl_int err;
+    cl_command_queue queue = clCreateCommandQueue(ctx->cl_ctx, ctx->device, 0, &err);
+    cl_mem buffers[MAX_BUFFERS] = {NULL};
+    const int count = input_count + 1;
+    for (int i = 0; i < input_count && err == CL_SUCCESS; i++)
+        buffers[i] = clCreateBuffer(ctx->cl_ctx, CL_MEM_READ_ONLY | CL_MEM_COPY_HOST_PTR,
+                                    inputs[i].bytes, (void *)inputs[i].data, &err);
+    float *out = malloc(expected_count * sizeof *out);
+    if (!out)
+        err = CL_OUT_OF_HOST_MEMORY;
+    if (err == CL_SUCCESS)
+        buffers[input_count] = clCreateBuffer(ctx->cl_ctx, CL_MEM_WRITE_ONLY,
+                                              expected_count * sizeof *out, NULL, &err);
+    for (int i = 0; i < count && err == CL_SUCCESS; i++)
+        err = clSetKernelArg(kernel, (cl_uint)i, sizeof(cl_mem), &buffers[i]);
+    if (err == CL_SUCCESS)
+        err = clEnqueueNDRangeKernel(queue, kernel, 1, NULL, &work_items, &work_items, 0, NULL,
+                                     NULL);
+    if (err == CL_SUCCESS)
+        err = clEnqueueReadBuffer(queue, buffers[input_count], CL_TRUE, 0,
+                                  expected_count * sizeof *out, out, 0, NULL, NULL);
+    bool exact = err == CL_SUCCESS &&
+                 memcmp(out, expected, expected_count * sizeof *out) == 0;
+    free(out);
+    for (int i = 0; i < count; i++)
+        if (buffers[i])
+            clReleaseMemObject(buffers[i]);
+    if (queue)
+        clReleaseCommandQueue(queue);
+    return exact;
+}
+
+/* mma.sync m16n8k16: A (16x16) as row pairs, B given as B^T (8 rows of 16). */
+static bool mma_sync_probe(pbsa_context *ctx)
+{
+    enum { M = 16, N = 8, K = 16 };
+    static const char *const files[] = {"mma_ptx.cl", "mma_probe.cl"};
+    cl_uint a[M * K / 2], b[N * K / 2];
+    float expected[M * N];
+    for (int i = 0; i < M; i++)
+        for (int w = 0; w < K / 2; w++)
+            a[i * 8 + w] = bf16_pair(probe_a(i, 2 * w), probe_a(i, 2 * w + 1));
+    for (int j = 0; j < N; j++)
+        for (int w = 0; w < K / 2; w++)
+            b[j * 8 + w] = bf16_pair(probe_b(2 * w, j), probe_b(2 * w + 1, j));
+    for (int i = 0; i < M; i++)
+        for (int j = 0; j < N; j++) {
+            expected[i * N + j] = 0.0f;
+            for (int kk = 0; kk < K; kk++)
+                expected[i * N + j] += probe_a(i, kk) * probe_b(kk, j);
+        }
+    cl_kernel kernel;
+    if (pbsa_get_kernel(ctx, files, 2, "-DDTYPE_BF16", "mma_probe", &kernel) != PBSA_SUCCESS)
+        return false;
+    const probe_input inputs[] = {{a, sizeof a}, {b, sizeof b}};
+    bool exact = probe_exact(ctx, kernel, 32, inputs, 2, expected, M * N);
+    clReleaseKernel(kernel);
+    return exact;
+}
+
+/* wgmma m64n64k16 twice: B read as K (b1 = B^T, 64 rows of 16) and as V (b2 = B, 16 rows of 64)
+ * are read by the tiles. */
+static bool wgmma_probe(pbsa_context *ctx)
+{
+    enum { M = 64, N = 64, K = 16 };
+    static const char *const files[] = {"mma_ptx.cl", "wgmma_ptx.cl", "wgmma_probe.cl"};
+    cl_uint a[M * K / 2], b1[N * K / 2], b2[K * N / 2];
+    float *expected = malloc(2 * M * N * sizeof *expected);
+    if (!expected)
+        return false;
+    for (int i = 0; i < M; i++)
+        for (int w = 0; w < K / 2; w++)
+            a[i * 8 + w] = bf16_pair(probe_a(i, 2 * w), probe_a(i, 2 * w + 1));
+    for (int j = 0; j < N; j++)
+        for (int w = 0; w < K / 2; w++)
+            b1[j * 8 + w] = bf16_pair(probe_b(2 * w, j), probe_b(2 * w + 1, j));
+    for (int kk = 0; kk < K; kk++)
+        for (int w = 0; w < N / 2; w++)
+            b2[kk * 32 + w] = bf16_pair(probe_b(kk, 2 * w + 1), probe_b(kk, 2 * w));
+    /* b2 holds B with each row's column pairs swapped, so its product differs from b1's. */
+    for (int i = 0; i < M; i++)
+        for (int j = 0; j < N; j++) {
+            float d1 = 0.0f, d2 = 0.0f;
+            for (int kk = 0; kk < K; kk++) {
+                d1 += probe_a(i, kk) * probe_b(kk, j);
+                d2 += probe_a(i, kk) * probe_b(kk, j ^ 1);
+            }
+            expected[i * N + j] = d1;
+            expected[M * N + i * N + j] = d2;
+        }
+    cl_kernel kernel;
+    bool exact = false;
+    if (pbsa_get_sm90a_kernel(ctx, files, 3, "-DDTYPE_BF16", "wgmma_probe", &kernel) ==
+        PBSA_SUCCESS) {
+        const probe_input inputs[] = {{a, sizeof a}, {b1, sizeof b1}, {b2, sizeof b2}};
+        exact = probe_exact(ctx, kernel, 128, inputs, 3, expected, 2 * M * N);
+        clReleaseKernel(kernel);
+    } else {
+        pbsa_log(PBSA_LOG_WARNING, "%s: %s\n%s", ctx->info.name, pbsa_context_last_error(ctx),
+                 ctx->build_log ? ctx->build_log : "");
+    }
+    free(expected);
+    return exact;
+}
+
+void pbsa_tensor_core_decide(pbsa_context *ctx)
+{
+    ctx->use_tensor_cores = false;
+    ctx->use_wgmma = false;
+    if (!ctx->info.tensor_core_capable)
+        return;
+    if (ctx->options.force_portable || ctx->env.force_portable) {
+        pbsa_log(PBSA_LOG_INFO, "%s: portable kernels forced", ctx->info.name);
+        return;
+    }
+    ctx->use_tensor_cores = mma_sync_probe(ctx);
+    /* A failed probe is not the caller's error: clear what it left and say why in the log. */
+    pbsa_clear_error(ctx);
+    if (!ctx->use_tensor_cores) {
+        pbsa_log(PBSA_LOG_WARNING, "%s: tensor-core probe failed; using the portable kernels",
+                 ctx->info.name);
+        return;
+    }
+    if (ctx->info.nv_compute_major == 9 && !ctx->env.force_mma_sync) {
+        ctx->use_wgmma = wgmma_probe(ctx);
+        pbsa_clear_error(ctx);
+        if (!ctx->use_wgmma)
+            pbsa_log(PBSA_LOG_WARNING, "%s: wgmma probe failed; using mma.sync", ctx->info.name);
+    }
+    pbsa_log(PBSA_LOG_INFO, "%s: tensor-core probe passed; using the %s kernels", ctx->info.name,
+             ctx->use_wgmma ? "wgmma" : "mma.sync");
+}
+
+int pbsa_context_uses_tensor_cores(const pbsa_context *ctx)
+{
+    return ctx && ctx->use_tensor_cores ? 1 : 0;
+}
+
+pbsa_tensor_core_path pbsa_context_tensor_core_path(const pbsa_context *ctx)
+{
+    if (!ctx || !ctx->use_tensor_cores)
+        return PBSA_TENSOR_CORES_NONE;
+    return ctx->use_wgmma ? PBSA_TENSOR_CORES_WGMMA : PBSA_TENSOR_CORES_MMA_SYNC;
+}
