@@ -28,8 +28,8 @@ void pbsa_environment_read(pbsa_environment *env)
 {
     memset(env, 0, sizeof *env);
     read_text("PBSA_KERNEL_DIR", env->kernel_dir, sizeof env->kernel_dir);
-    env->log_builds = read_text("PBSA_BUILD_OPTIONS", env->build_options,
-                                sizeof env->build_options);
+    env->log_builds =
+        read_text("PBSA_BUILD_OPTIONS", env->build_options, sizeof env->build_options);
     const char *portable = getenv("PBSA_FORCE_PORTABLE");
     env->force_portable = portable && *portable && strcmp(portable, "0") != 0;
     const char *tuning = getenv("PBSA_TUNING");
