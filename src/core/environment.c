@@ -35,8 +35,8 @@ void pbsa_environment_read(pbsa_environment *env)
 {
     memset(env, 0, sizeof *env);
     read_text("PBSA_KERNEL_DIR", env->kernel_dir, sizeof env->kernel_dir);
-    env->log_builds = read_text("PBSA_BUILD_OPTIONS", env->build_options,
-                                sizeof env->build_options);
+    env->log_builds =
+        read_text("PBSA_BUILD_OPTIONS", env->build_options, sizeof env->build_options);
     env->force_portable = read_switch("PBSA_FORCE_PORTABLE");
     env->force_mma_sync = read_switch("PBSA_FORCE_MMA_SYNC");
     const char *tuning = getenv("PBSA_TUNING");

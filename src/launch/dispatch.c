@@ -43,8 +43,8 @@ static const char *const mma_files[] = {"common.cl", "mma_ptx.cl", "mma_tile.cl"
 
 static bool mma_available(const pbsa_context *ctx) { return ctx->use_tensor_cores; }
 
-static bool mma_options(char *options, size_t capacity, pbsa_dtype dtype, int head_dim,
-                        int causal, const pbsa_kernel_config *config)
+static bool mma_options(char *options, size_t capacity, pbsa_dtype dtype, int head_dim, int causal,
+                        const pbsa_kernel_config *config)
 {
     return pbsa_mma_options(options, capacity, dtype, head_dim, causal, &config->mma);
 }
@@ -170,9 +170,8 @@ bool pbsa_dispatch_pick(const pbsa_context *ctx, pbsa_tile_role role, pbsa_dtype
 }
 
 pbsa_score_method pbsa_dispatch_score_method(const pbsa_context *ctx, pbsa_dtype dtype,
-                                             int head_dim, int block,
-                                             pbsa_config_source *source, char *origin,
-                                             size_t capacity)
+                                             int head_dim, int block, pbsa_config_source *source,
+                                             char *origin, size_t capacity)
 {
     pbsa_config_source found = PBSA_CONFIG_FORCED;
     pbsa_score_method method = ctx->pbs_methods.score;

@@ -66,11 +66,11 @@ typedef struct pbsa_dispatch {
 int pbsa_row_alignment(const pbsa_tensor *a, const pbsa_tensor *b);
 
 /* Whether family runs role for these shapes on ctx: it is available, runs the role, its rows'
- * alignment is met (alignment: that of the rows the kernel loads, pbsa_row_alignment()), the key is one it has (pbsa_tuning_key_valid()) and the configuration found for it
- * (pbsa_tuning_lookup(), or the fixed one) is usable on the device. *out receives the answer when
- * true; origin (may be NULL when capacity is 0) receives where the configuration came from.
- * block: the PBS logical block (ignored for the dense role); causal is ignored for the scores.
- * Thread-safe. */
+ * alignment is met (alignment: that of the rows the kernel loads, pbsa_row_alignment()), the key is
+ * one it has (pbsa_tuning_key_valid()) and the configuration found for it (pbsa_tuning_lookup(), or
+ * the fixed one) is usable on the device. *out receives the answer when true; origin (may be NULL
+ * when capacity is 0) receives where the configuration came from. block: the PBS logical block
+ * (ignored for the dense role); causal is ignored for the scores. Thread-safe. */
 bool pbsa_dispatch_family(const pbsa_context *ctx, const pbsa_tile_family *family,
                           pbsa_tile_role role, pbsa_dtype dtype, int head_dim, int block,
                           int causal, int alignment, pbsa_dispatch *out, char *origin,
@@ -86,9 +86,8 @@ bool pbsa_dispatch_pick(const pbsa_context *ctx, pbsa_tile_role role, pbsa_dtype
  * both), else the fused kernels. origin (may be NULL when capacity is 0) and source (may be NULL)
  * receive where it came from. Thread-safe. */
 pbsa_score_method pbsa_dispatch_score_method(const pbsa_context *ctx, pbsa_dtype dtype,
-                                             int head_dim, int block,
-                                             pbsa_config_source *source, char *origin,
-                                             size_t capacity);
+                                             int head_dim, int block, pbsa_config_source *source,
+                                             char *origin, size_t capacity);
 
 /* kernel_name of the role's kernel built on d's tiles (extra_options appended to the family's
  * options), with its work-group size and query rows per work-group. The caller releases *out. */
