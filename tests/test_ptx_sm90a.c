@@ -96,7 +96,8 @@ static void test_other_targets_refused(void **state)
 {
     (void)state;
     static const char *const texts[] = {
-        ".version 8.0\n.target sm_80, texmode_independent\n// PBSA_SM90A wgmma.fence.sync.aligned;\n",
+        ".version 8.0\n.target sm_80, texmode_independent\n// PBSA_SM90A "
+        "wgmma.fence.sync.aligned;\n",
         ".version 9.0\n.target sm_90a, texmode_independent\n",
         ".version 9.0\n.target sm_900\n",
         "// .target sm_90\n.target sm_89\n",

@@ -46,13 +46,12 @@ static bool probe_exact(pbsa_context *ctx, cl_kernel kernel, size_t work_items,
     for (int i = 0; i < count && err == CL_SUCCESS; i++)
         err = clSetKernelArg(kernel, (cl_uint)i, sizeof(cl_mem), &buffers[i]);
     if (err == CL_SUCCESS)
-        err = clEnqueueNDRangeKernel(queue, kernel, 1, NULL, &work_items, &work_items, 0, NULL,
-                                     NULL);
+        err =
+            clEnqueueNDRangeKernel(queue, kernel, 1, NULL, &work_items, &work_items, 0, NULL, NULL);
     if (err == CL_SUCCESS)
         err = clEnqueueReadBuffer(queue, buffers[input_count], CL_TRUE, 0,
                                   expected_count * sizeof *out, out, 0, NULL, NULL);
-    bool exact = err == CL_SUCCESS &&
-                 memcmp(out, expected, expected_count * sizeof *out) == 0;
+    bool exact = err == CL_SUCCESS && memcmp(out, expected, expected_count * sizeof *out) == 0;
     free(out);
     for (int i = 0; i < count; i++)
         if (buffers[i])
