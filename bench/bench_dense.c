@@ -317,7 +317,7 @@ static int check_output(const bench_options *o, cl_command_queue queue, const in
         if (status != CL_SUCCESS)
             break;
         for (size_t i = 0; i < (size_t)(sq * d); i++)
-            if (!isfinite(bench_load_element(oh, dtype, i)))
+            if (!isfinite(tensor_load(oh, dtype, i)))
                 r->non_finite++;
         int rows = sq < CHECK_ROWS ? (int)sq : CHECK_ROWS;
         for (int j = 0; j < rows && status == PBSA_SUCCESS; j++) {
@@ -331,7 +331,7 @@ static int check_output(const bench_options *o, cl_command_queue queue, const in
             pbsa_dense_params params = {.causal = o->causal};
             status = pbsa_ref_dense_attention(&hq, &hk, &hv, &params, ref);
             for (int64_t c = 0; c < d && status == PBSA_SUCCESS; c++) {
-                double got = bench_load_element(oh, dtype, (size_t)(s * d + c));
+                double got = tensor_load(oh, dtype, (size_t)(s * d + c));
                 if (!isfinite(got))
                     continue; /* counted above */
                 diff2 += (got - ref[c]) * (got - ref[c]);
@@ -366,7 +366,7 @@ static cl_mem create_filled(cl_context cl_ctx, cl_command_queue queue, size_t co
                             uint64_t *rng, cl_int *err)
 {
     size_t bytes = count * pbsa_dtype_size(o->c.dtype);
-    bench_fill_random(staging, o->c.dtype, count, amplitude, rng);
+    tensor_random(staging, o->c.dtype, count, amplitude, rng);
     return bench_create_buffer(cl_ctx, queue, CL_MEM_READ_ONLY, bytes, staging, err);
 }
 
@@ -388,7 +388,7 @@ static int enqueue_dense(void *user, cl_command_queue queue, int run, cl_event *
 
 /* Runs, checks and times one length; fills r. Returns 0, or 1 when the length failed (r->error
  * says why). */
-static int run_length(const bench_options *o, const bench_device *d, bench_timer *timer,
+static int run_length(const bench_options *o, const support_device *d, bench_timer *timer,
                       const pbsa_device_info *info, int64_t skv, length_result *r)
 {
     pbsa_context *ctx = d->ctx;
@@ -490,8 +490,8 @@ static int run_length(const bench_options *o, const bench_device *d, bench_timer
         }
     }
     r->runs = runs;
-    r->ms_min = bench_min(times, runs);
-    r->ms_median = bench_median(times, runs);
+    r->ms_min = timing_min(times, runs);
+    r->ms_median = timing_median(times, runs);
     r->tflops = r->flops / (r->ms_median * 1e-3) * 1e-12;
     free(times);
     release_sets(set, sets);
@@ -586,7 +586,7 @@ int main(int argc, char **argv)
         return parsed < 0 ? 0 : parsed;
     static bench_run_info ri;
     bench_run_info_init(&ri, argc, argv);
-    bench_device d;
+    support_device d;
     if (bench_device_open("pbsa-bench-dense", o.c.device, o.c.portable, &d, &ri) != 0)
         return 2;
     bench_timer timer = {.program = "pbsa-bench-dense",
@@ -595,7 +595,7 @@ int main(int argc, char **argv)
                          .max_seconds = o.c.max_seconds};
     if (bench_timer_init(&timer, &d) != CL_SUCCESS) {
         fprintf(stderr, "pbsa-bench-dense: cannot create a buffer on the device\n");
-        bench_device_close(&d);
+        support_device_close(&d);
         return 2;
     }
 
@@ -629,6 +629,6 @@ int main(int argc, char **argv)
         exit_status = 1;
 
     bench_timer_release(&timer);
-    bench_device_close(&d);
+    support_device_close(&d);
     return exit_status;
 }

@@ -1,6 +1,6 @@
 /* Dense attention conformance: every case of the shared list against the float64 reference. */
 #include "conformance.h"
-#include "device_fixture.h"
+#include "device.h"
 
 #include <setjmp.h>
 #include <stdarg.h>
@@ -11,7 +11,7 @@
 
 #include <cmocka.h>
 
-static device_fixture fixture;
+static support_device fixture;
 static unsigned long long run_seed;
 
 static void run_case(void **state)
@@ -31,7 +31,7 @@ static void run_case(void **state)
 
 int main(void)
 {
-    int opened = device_fixture_open(&fixture);
+    int opened = support_device_open_test(&fixture);
     if (opened != 0)
         return opened;
     /* Fresh inputs on every run; the seed is printed so a failure can be replayed. */
@@ -61,6 +61,6 @@ int main(void)
         pbsa_context_release(fixture.ctx);
         fixture.ctx = accelerated;
     }
-    device_fixture_close(&fixture);
+    support_device_close(&fixture);
     return failed;
 }

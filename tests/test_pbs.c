@@ -5,7 +5,7 @@
  * again with CLBlast scores and materialised K' and V' (the internal methods, forced on the
  * context). Where float32 rounding can flip a near tie, the tests check properties that any
  * correct answer has rather than equality with the reference's choice. */
-#include "device_fixture.h"
+#include "device.h"
 #include "pbs_plan.h"
 #include "pbsattn_ref.h"
 #include "splitmix.h"
@@ -65,7 +65,7 @@ static const pbs_case cases[] = {
 };
 enum { CASE_COUNT = sizeof cases / sizeof cases[0] };
 
-static device_fixture fixture;
+static support_device fixture;
 static unsigned long long run_seed;
 static cl_context cl_ctx;
 
@@ -1335,7 +1335,7 @@ static char test_names[MAX_TESTS][80];
 
 int main(void)
 {
-    int opened = device_fixture_open(&fixture);
+    int opened = support_device_open_test(&fixture);
     if (opened != 0)
         return opened;
     cl_ctx = fixture.cl_ctx;
@@ -1380,6 +1380,6 @@ int main(void)
     for (size_t i = 0; i < sizeof others / sizeof others[0]; i++)
         tests[count++] = others[i];
     int failed = _cmocka_run_group_tests("pbs", tests, (size_t)count, NULL, NULL);
-    device_fixture_close(&fixture);
+    support_device_close(&fixture);
     return failed;
 }

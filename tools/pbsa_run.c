@@ -2,6 +2,7 @@
  * files; writes the output (and, for PBS, the permutation and the selected block mask) as .npy
  * files and prints one JSON line of statistics, with device times from OpenCL profiling. */
 #include "npy.h"
+#include "timing.h"
 #include "pbsattn.h"
 
 #include <errno.h>
@@ -345,13 +346,6 @@ typedef struct run_times {
     bool valid;
 } run_times;
 
-static double now_ms(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec * 1e3 + (double)t.tv_nsec * 1e-6;
-}
-
 /* Reads the end times of events[0 .. count) into times (events released). */
 static void collect_times(cl_event *events, int count, run_times *times)
 {
@@ -365,18 +359,6 @@ static void collect_times(cl_event *events, int count, run_times *times)
             clReleaseEvent(events[i]);
         events[i] = NULL;
     }
-}
-
-static int compare_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
-static double median(double *values, int count)
-{
-    qsort(values, (size_t)count, sizeof *values, compare_double);
-    return count % 2 ? values[count / 2] : 0.5 * (values[count / 2 - 1] + values[count / 2]);
 }
 
 /* ---- JSON ------------------------------------------------------------------------------------ */
@@ -557,7 +539,7 @@ int main(int argc, char **argv)
             fprintf(stderr, "pbsa-run: clFinish failed (%d)\n", err);
             goto done;
         }
-        double start = now_ms();
+        double start = timing_now_seconds();
         err = clEnqueueMarkerWithWaitList(dev.queue, 0, NULL, &events[0]);
         if (err != CL_SUCCESS) {
             fprintf(stderr, "pbsa-run: clEnqueueMarkerWithWaitList failed (%d)\n", err);
@@ -593,7 +575,7 @@ int main(int argc, char **argv)
             exit_status = fail_call(&dev, what, status);
             goto done;
         }
-        double elapsed = now_ms() - start;
+        double elapsed = 1e3 * (timing_now_seconds() - start);
         if (run >= o.warmup) {
             samples[run - o.warmup] = elapsed;
             collect_times(events, stages + 1, &times[run - o.warmup]);
@@ -602,7 +584,7 @@ int main(int argc, char **argv)
                 clReleaseEvent(events[e]);
         }
     }
-    wall_ms = median(samples, o.repeat);
+    wall_ms = timing_median(samples, o.repeat);
 
     /* Median device time of each stage and of the whole, over the timed runs. */
     double stage_ms[MAX_STAGES + 1];
@@ -618,7 +600,7 @@ int main(int argc, char **argv)
             cl_ulong from = s < stages ? m[s] : m[0], to = s < stages ? m[s + 1] : m[stages];
             samples[r] = to >= from ? (double)(to - from) * 1e-6 : NAN;
         }
-        stage_ms[s] = median(samples, o.repeat);
+        stage_ms[s] = timing_median(samples, o.repeat);
     }
 
     /* Outputs. */
