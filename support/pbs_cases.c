@@ -164,7 +164,8 @@ int pbs_inputs_make_ties(pbs_inputs *in, const pbs_case *c, unsigned long long s
             tensor_set(&in->q, 0, 0, s, d, 0.0f);
             tensor_set(&in->q, 0, 1, s, d, d % 3 ? 8.0f : -8.0f);
         }
-    if (tensor_rewrite(&in->q, queue) != CL_SUCCESS || tensor_rewrite(&in->k, queue) != CL_SUCCESS) {
+    if (tensor_rewrite(&in->q, queue) != CL_SUCCESS ||
+        tensor_rewrite(&in->k, queue) != CL_SUCCESS) {
         pbs_fail(r, "%s: writing the tie inputs failed", c->name);
         return 1;
     }
