@@ -6,7 +6,7 @@
  * kernels); the median of the timed runs, whose inputs rotate over several input sets so that no
  * run finds its inputs in cache from the run before. */
 #include "bench_util.h"
-#include "internal.h" /* pbsa_get_kernel(): the FMA probe is built from the embedded sources */
+#include "fma_peak.h"
 #include "pbsattn.h"
 #include "pbsattn_ref.h"
 
@@ -20,16 +20,9 @@ enum {
     MIN_INPUT_SETS = 2,
     MAX_INPUT_SETS = 4,
     CHECK_ROWS = 8,           /* sampled query rows per checked head */
-    FMA_CHAINS = 8,           /* cl/fma_peak.cl's default: independent float4 chains per item */
-    FMA_ITEMS_PER_CU = 2048,
-    FMA_LAUNCHES = 5,
-    FMA_MAX_ITERATIONS = 1 << 24,
     MIN_TIMED_RUNS = 3,       /* kept even when the time budget of a length runs out */
     DEFAULT_CHECK_LIMIT = 2048,
 };
-
-static const double FMA_TARGET_MS = 8.0; /* calibrated launch time, at least 5 ms */
-static const double FMA_MIN_MS = 5.0;
 
 typedef enum check_mode { CHECK_AUTO, CHECK_ALWAYS, CHECK_NEVER } check_mode;
 
@@ -39,13 +32,6 @@ typedef struct bench_options {
     int batch, causal;
     check_mode check;
 } bench_options;
-
-typedef struct fma_result {
-    double tflops;
-    double ms;
-    size_t work_items;
-    int iterations;
-} fma_result;
 
 typedef struct length_result {
     int64_t seq, q_len;
@@ -186,90 +172,6 @@ static double attention_flops(const bench_options *o, int64_t sq, int64_t skv)
     if (sq == skv)
         return per_pair * (double)sq * (double)skv / 2.0;
     return per_pair * ((double)sq * (double)(skv - sq) + (double)sq * (double)(sq + 1) / 2.0);
-}
-
-/* ---------------------------------------------------------------------------------------------
- * fp32 FMA peak
- * ------------------------------------------------------------------------------------------- */
-
-static int fma_launch(cl_command_queue queue, cl_kernel kernel, size_t global, size_t local,
-                      int iterations, double *ms)
-{
-    cl_int err = clSetKernelArg(kernel, 1, sizeof iterations, &iterations);
-    cl_event event = NULL;
-    if (err == CL_SUCCESS)
-        err = clEnqueueNDRangeKernel(queue, kernel, 1, NULL, &global, &local, 0, NULL, &event);
-    if (err == CL_SUCCESS)
-        err = clWaitForEvents(1, &event);
-    if (err == CL_SUCCESS) {
-        *ms = bench_event_ms(event);
-        if (*ms < 0.0)
-            err = CL_PROFILING_INFO_NOT_AVAILABLE;
-    }
-    if (event)
-        clReleaseEvent(event);
-    return err;
-}
-
-/* fp32 FMA throughput of cl/fma_peak.cl: 2 FLOPs per FMA, 4 lanes per float4 operation. */
-static int measure_fma_peak(pbsa_context *ctx, cl_context cl_ctx, cl_command_queue queue,
-                            const pbsa_device_info *info, fma_result *result)
-{
-    static const char *const files[] = {"fma_peak.cl"};
-    cl_kernel kernel = NULL;
-    cl_mem out = NULL;
-    int status = pbsa_get_kernel(ctx, files, 1, "", "fma_peak", &kernel);
-    if (status != PBSA_SUCCESS) {
-        fprintf(stderr, "pbsa-bench-dense: fma_peak.cl: %s\n%s\n", pbsa_context_last_error(ctx),
-                pbsa_context_build_log(ctx));
-        return status;
-    }
-    size_t local = 256, kernel_wg = 0;
-    clGetKernelWorkGroupInfo(kernel, ctx->device, CL_KERNEL_WORK_GROUP_SIZE, sizeof kernel_wg,
-                             &kernel_wg, NULL);
-    while (local > 1 && ((kernel_wg && local > kernel_wg) || local > info->max_work_group_size))
-        local /= 2;
-    size_t global = (size_t)(info->compute_units ? info->compute_units : 1) * FMA_ITEMS_PER_CU;
-    global = (global + local - 1) / local * local;
-
-    cl_int err;
-    out = clCreateBuffer(cl_ctx, CL_MEM_WRITE_ONLY, global * sizeof(float), NULL, &err);
-    float seed = 0.5f;
-    if (err == CL_SUCCESS)
-        err = clSetKernelArg(kernel, 0, sizeof out, &out);
-    if (err == CL_SUCCESS)
-        err = clSetKernelArg(kernel, 2, sizeof seed, &seed);
-
-    /* Best of FMA_LAUNCHES launches; more iterations until that best takes FMA_MIN_MS. */
-    int iterations = 64;
-    double best = INFINITY;
-    while (err == CL_SUCCESS) {
-        best = INFINITY;
-        for (int i = 0; i < FMA_LAUNCHES && err == CL_SUCCESS; i++) {
-            double ms = 0.0;
-            err = fma_launch(queue, kernel, global, local, iterations, &ms);
-            best = ms < best ? ms : best;
-        }
-        if (err != CL_SUCCESS || best >= FMA_MIN_MS || iterations >= FMA_MAX_ITERATIONS)
-            break;
-        double scale = best > 0.01 ? FMA_TARGET_MS / best : 64.0;
-        scale = scale > 64.0 ? 64.0 : scale < 1.5 ? 1.5 : scale;
-        double next = iterations * scale;
-        iterations = next > FMA_MAX_ITERATIONS ? FMA_MAX_ITERATIONS : (int)next;
-    }
-    if (err != CL_SUCCESS) {
-        fprintf(stderr, "pbsa-bench-dense: FMA peak launch failed (%d)\n", err);
-        status = err;
-    } else {
-        double flops = (double)global * FMA_CHAINS * 4.0 * 2.0 * iterations;
-        result->tflops = flops / (best * 1e-3) * 1e-12;
-        result->ms = best;
-        result->work_items = global;
-        result->iterations = iterations;
-    }
-    bench_release_mem(&out);
-    clReleaseKernel(kernel);
-    return status;
 }
 
 /* ---------------------------------------------------------------------------------------------
@@ -608,7 +510,7 @@ int main(int argc, char **argv)
     int exit_status = 0;
     fma_result fma = {NAN, NAN, 0, 0};
     fprintf(stderr, "pbsa-bench-dense: measuring the fp32 FMA peak\n");
-    if (measure_fma_peak(d.ctx, d.cl_ctx, d.queue, &ri.device, &fma) != PBSA_SUCCESS)
+    if (fma_peak_measure("pbsa-bench-dense", &d, &fma) != CL_SUCCESS)
         exit_status = 1;
     else
         printf("fp32 FMA peak: %.2f TFLOP/s (%zu work-items x %d iterations, best %.3f ms)\n",
