@@ -1,7 +1,9 @@
-/* Opening an OpenCL device (see device.h). */
+/* Opening an OpenCL device, and the device tests' set-up (see device.h). */
 #include "device.h"
 
 #include <stdio.h>
+#include <stdlib.h>
+#include <time.h>
 
 int support_device_open(const char *program, const char *selector,
                         cl_command_queue_properties queue_properties,
@@ -52,4 +54,12 @@ int support_device_open_test(support_device *d)
     fprintf(stderr, "device: %s (%s, driver %s)\n", d->info.name, d->info.vendor,
             d->info.driver_version);
     return 0;
+}
+
+unsigned long long support_test_seed(void)
+{
+    const char *fixed = getenv("PBSA_TEST_SEED");
+    unsigned long long seed = fixed ? strtoull(fixed, NULL, 0) : (unsigned long long)time(NULL);
+    printf("PBSA_TEST_SEED=%llu\n", seed);
+    return seed;
 }

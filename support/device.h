@@ -34,4 +34,8 @@ void support_device_close(support_device *d);
  * Returns 0, TEST_SKIP_EXIT when no OpenCL device exists, 1 on other failures. */
 int support_device_open_test(support_device *d);
 
+/* The device tests' seed, fresh on every run: $PBSA_TEST_SEED, else the time. Printed as
+ * "PBSA_TEST_SEED=N" on stdout so that a failure can be replayed. */
+unsigned long long support_test_seed(void);
+
 #endif

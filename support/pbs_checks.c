@@ -146,6 +146,23 @@ static int check_pi_order(const char *what, const pbs_inputs *in, const cl_int *
     return r->failed;
 }
 
+/* A workspace of the size pbsa_workspace_size() asks for the inputs; NULL after a failure. */
+static cl_mem workspace_make(pbsa_context *ctx, cl_context cl_ctx, const pbs_inputs *in,
+                             pbs_report *r)
+{
+    size_t bytes;
+    if (expect_ok("pbsa_workspace_size", ctx,
+                  pbsa_workspace_size(ctx, &in->q.desc, &in->k.desc, &in->params, &bytes), r))
+        return NULL;
+    cl_int err;
+    cl_mem workspace = clCreateBuffer(cl_ctx, CL_MEM_READ_WRITE, bytes, NULL, &err);
+    if (err != CL_SUCCESS) {
+        pbs_fail(r, "cannot create the workspace (%d)", err);
+        return NULL;
+    }
+    return workspace;
+}
+
 /* pbsa_permutation with a workspace of the caller's size and without one (the same pi), its
  * structure, and its order against the reference scores. */
 int pbs_check_permutation(pbsa_context *ctx, cl_command_queue queue, const pbs_inputs *in,
@@ -158,18 +175,10 @@ int pbs_check_permutation(pbsa_context *ctx, cl_command_queue queue, const pbs_i
     cl_int *pi = NULL, *pi2 = NULL;
     int32_t *ref_pi = alloc(in->pi_count * sizeof *ref_pi, r);
     double *scores = alloc((size_t)c->batch * in->perm_heads * in->key_count * sizeof(double), r);
-    size_t ws_bytes;
     if (!ref_pi || !scores || pbs_int_buffer_make(&pi_buf, cl_ctx, in->pi_count, NULL, r) ||
         pbs_int_buffer_make(&pi2_buf, cl_ctx, in->pi_count, NULL, r) ||
-        expect_ok("pbsa_workspace_size", ctx,
-                  pbsa_workspace_size(ctx, &in->q.desc, &in->k.desc, &in->params, &ws_bytes), r))
+        !(workspace = workspace_make(ctx, cl_ctx, in, r)))
         goto done;
-    cl_int err;
-    workspace = clCreateBuffer(cl_ctx, CL_MEM_READ_WRITE, ws_bytes, NULL, &err);
-    if (err != CL_SUCCESS) {
-        pbs_fail(r, "cannot create the workspace (%d)", err);
-        goto done;
-    }
     cl_event done = NULL;
     if (expect_ok("pbsa_permutation", ctx,
                   pbsa_permutation(ctx, queue, &in->q.desc, &in->k.desc, &in->params, pi_buf.mem,
@@ -552,17 +561,9 @@ int pbs_check_pipeline(pbsa_context *ctx, cl_command_queue queue, const pbs_inpu
     host_tensor o = {0}, o2 = {0};
     cl_mem workspace = NULL;
     double *ref = alloc(in->out_count * sizeof *ref, r);
-    size_t ws_bytes;
     if (!ref || pbs_output_make(&o, in, cl_ctx, r) || pbs_output_make(&o2, in, cl_ctx, r) ||
-        expect_ok("pbsa_workspace_size", ctx,
-                  pbsa_workspace_size(ctx, &in->q.desc, &in->k.desc, &in->params, &ws_bytes), r))
+        !(workspace = workspace_make(ctx, cl_ctx, in, r)))
         goto done;
-    cl_int err;
-    workspace = clCreateBuffer(cl_ctx, CL_MEM_READ_WRITE, ws_bytes, NULL, &err);
-    if (err != CL_SUCCESS) {
-        pbs_fail(r, "cannot create the workspace (%d)", err);
-        goto done;
-    }
     cl_event done = NULL;
     if (expect_ok("pbsa_attention", ctx,
                   pbsa_attention(ctx, queue, &in->q.desc, &in->k.desc, &in->v.desc, &o.desc,

@@ -4,7 +4,6 @@
 
 #include <stdio.h>
 #include <stdlib.h>
-#include <time.h>
 
 support_device fixture;
 unsigned long long run_seed;
@@ -96,10 +95,7 @@ int pbs_test_main(const char *group, const pbs_stage *stages, size_t stage_count
     int opened = support_device_open_test(&fixture);
     if (opened != 0)
         return opened;
-    /* Fresh inputs on every run; the seed is printed so a failure can be replayed. */
-    const char *fixed = getenv("PBSA_TEST_SEED");
-    run_seed = fixed ? strtoull(fixed, NULL, 0) : (unsigned long long)time(NULL);
-    printf("PBSA_TEST_SEED=%llu\n", run_seed);
+    run_seed = support_test_seed();
 
     size_t count = 0;
     for (size_t s = 0; s < stage_count; s++)

@@ -7,7 +7,6 @@
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <time.h>
 
 #include <cmocka.h>
 
@@ -34,10 +33,7 @@ int main(void)
     int opened = support_device_open_test(&fixture);
     if (opened != 0)
         return opened;
-    /* Fresh inputs on every run; the seed is printed so a failure can be replayed. */
-    const char *fixed = getenv("PBSA_TEST_SEED");
-    run_seed = fixed ? strtoull(fixed, NULL, 0) : (unsigned long long)time(NULL);
-    printf("PBSA_TEST_SEED=%llu\n", run_seed);
+    run_seed = support_test_seed();
 
     struct CMUnitTest tests[64];
     int count = 0;

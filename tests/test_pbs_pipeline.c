@@ -6,7 +6,6 @@
 #include "pbs_test.h"
 
 #include <math.h>
-#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -20,11 +19,21 @@ static void test_end_to_end(void **state)
     pbs_test_expect(failed, &r);
 }
 
-/* pbsa_attention equals dense attention on each shape; with check_pipeline, the reference
- * pipeline does too. */
-static void expect_dense(const pbs_case *shapes, size_t count, bool check_pipeline)
+/* The cases where pbsa_attention is dense attention: a threshold of 1 or more keeps every block
+ * causality allows, and Skv <= segment takes the short-sequence fallback, whatever the threshold
+ * (there the reference pipeline is dense attention too). */
+static void test_dense_cases(void **state)
 {
-    for (size_t s = 0; s < count; s++) {
+    (void)state;
+    static const pbs_case shapes[] = {
+        {"f32_tau1_causal_gqa", F32, 1, 4, 1, 300, 300, 64, 32, 64, 1.0f, 1, 1, SHARED, 0},
+        {"f16_tau1.5_noncausal", F16, 1, 2, 2, 200, 200, 64, 16, 64, 1.5f, 0, 0, PER, 0},
+        {"bf16_tau1_chunked", BF16, 1, 2, 2, 100, 260, 128, 32, 64, 1.0f, 1, 0, PER, 0},
+        {"f32_fallback_one_segment", F32, 1, 2, 1, 128, 128, 64, 32, 128, 0.1f, 1, 1, PER, 0},
+        {"f16_fallback_chunked", F16, 2, 2, 2, 16, 64, 64, 16, 64, 0.1f, 1, 1, SHARED, 0},
+        {"bf16_fallback_noncausal", BF16, 1, 4, 2, 70, 70, 128, 16, 128, 0.1f, 0, 0, PER, 0},
+    };
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
         pbs_inputs in;
         pbs_test_inputs(&in, &shapes[s]);
         host_tensor o;
@@ -38,7 +47,7 @@ static void expect_dense(const pbs_case *shapes, size_t count, bool check_pipeli
         pbs_test_expect(pbs_dense_reference(&in, ref, &r) ||
                             pbs_check_output("pbsa_attention vs dense", &o, fixture.queue, ref, &r),
                         &r);
-        if (check_pipeline) {
+        if (shapes[s].kv_len <= shapes[s].segment) {
             double *pipeline = test_alloc(in.out_count * sizeof *pipeline);
             expect_ok("pbsa_ref_pbs_attention",
                       pbsa_ref_pbs_attention(&in.hq, &in.hk, &in.hv, &in.params, pipeline, NULL,
@@ -52,31 +61,6 @@ static void expect_dense(const pbs_case *shapes, size_t count, bool check_pipeli
         pbs_inputs_free(&in);
     }
 }
-
-/* A threshold of 1 or more keeps every block causality allows: dense attention. */
-static void test_full_threshold_is_dense(void **state)
-{
-    (void)state;
-    static const pbs_case shapes[] = {
-        {"f32_tau1_causal_gqa", F32, 1, 4, 1, 300, 300, 64, 32, 64, 1.0f, 1, 1, SHARED, 0},
-        {"f16_tau1.5_noncausal", F16, 1, 2, 2, 200, 200, 64, 16, 64, 1.5f, 0, 0, PER, 0},
-        {"bf16_tau1_chunked", BF16, 1, 2, 2, 100, 260, 128, 32, 64, 1.0f, 1, 0, PER, 0},
-    };
-    expect_dense(shapes, sizeof shapes / sizeof shapes[0], false);
-}
-
-/* Skv <= segment: dense attention, whatever the threshold. */
-static void test_fallback_is_dense(void **state)
-{
-    (void)state;
-    static const pbs_case shapes[] = {
-        {"f32_fallback_one_segment", F32, 1, 2, 1, 128, 128, 64, 32, 128, 0.1f, 1, 1, PER, 0},
-        {"f16_fallback_chunked", F16, 2, 2, 2, 16, 64, 64, 16, 64, 0.1f, 1, 1, SHARED, 0},
-        {"bf16_fallback_noncausal", BF16, 1, 4, 2, 70, 70, 128, 16, 128, 0.1f, 0, 0, PER, 0},
-    };
-    expect_dense(shapes, sizeof shapes / sizeof shapes[0], true);
-}
-
 
 /* Density from counts, as documented: selected blocks over the blocks dense attention visits. */
 static void test_block_density(void **state)
@@ -106,8 +90,7 @@ int main(void)
         {"end_to_end_clblast_materialised", test_end_to_end, use_clblast_and_materialised},
     };
     const struct CMUnitTest others[] = {
-        cmocka_unit_test(test_full_threshold_is_dense),
-        cmocka_unit_test(test_fallback_is_dense),
+        cmocka_unit_test(test_dense_cases),
         cmocka_unit_test(test_block_density),
     };
     return pbs_test_main("pbs_pipeline", stages, 2, others, sizeof others / sizeof others[0]);
