@@ -137,6 +137,13 @@ static void all_cases(run *x)
         one(x, SELECTION_TIES, &pbs_tie_cases[i], pbs_tie_cases[i].name);
 }
 
+/* Exit status 1 when the filter left no case to run or list. */
+static int no_case(const run *x)
+{
+    fprintf(stderr, "pbsa-conformance: no case matches '%s'\n", x->filter);
+    return 1;
+}
+
 int main(int argc, char **argv)
 {
     const char *selector = NULL, *json_path = NULL;
@@ -171,7 +178,7 @@ int main(int argc, char **argv)
     }
     if (x.list) {
         all_cases(&x);
-        return 0;
+        return x.count == 0 ? no_case(&x) : 0;
     }
 
     support_device dev;
@@ -218,6 +225,6 @@ int main(int argc, char **argv)
     }
     support_device_close(&dev);
     if (x.count == 0)
-        fprintf(stderr, "pbsa-conformance: no case matches '%s'\n", x.filter);
-    return x.failures || x.count == 0 ? 1 : written_failed ? 2 : 0;
+        return no_case(&x);
+    return x.failures ? 1 : written_failed ? 2 : 0;
 }
