@@ -111,7 +111,13 @@ static void one(run *x, enum stage s, const void *c, const char *case_name)
     else
         pbs_case_run(x, s, c, &o);
     x->failures += !o.passed;
-    printf("%-58s %-6s %11.3e %9.0e  %s\n", name, o.passed ? "pass" : "FAIL", o.rel_l2, o.limit,
+    /* "-" where the check compares no output (permutations, block lists). */
+    char rel_l2[16] = "-", limit[16] = "-";
+    if (!isnan(o.rel_l2))
+        snprintf(rel_l2, sizeof rel_l2, "%.3e", o.rel_l2);
+    if (!isnan(o.limit))
+        snprintf(limit, sizeof limit, "%.0e", o.limit);
+    printf("%-58s %-6s %11s %9s  %s\n", name, o.passed ? "pass" : "FAIL", rel_l2, limit,
            o.detail);
     fflush(stdout);
     if (x->json) {
