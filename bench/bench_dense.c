@@ -6,7 +6,7 @@
  * kernels); the median of the timed runs, whose inputs rotate over several input sets so that no
  * run finds its inputs in cache from the run before. */
 #include "bench_util.h"
-#include "core/internal.h" /* pbsa_get_kernel(): the FMA probe is built from the embedded sources */
+#include "fma_peak.h"
 #include "pbsattn.h"
 #include "pbsattn_ref.h"
 
@@ -20,16 +20,9 @@ enum {
     MIN_INPUT_SETS = 2,
     MAX_INPUT_SETS = 4,
     CHECK_ROWS = 8,           /* sampled query rows per checked head */
-    FMA_CHAINS = 8,           /* cl/fma_peak.cl's default: independent float4 chains per item */
-    FMA_ITEMS_PER_CU = 2048,
-    FMA_LAUNCHES = 5,
-    FMA_MAX_ITERATIONS = 1 << 24,
     MIN_TIMED_RUNS = 3,       /* kept even when the time budget of a length runs out */
     DEFAULT_CHECK_LIMIT = 2048,
 };
-
-static const double FMA_TARGET_MS = 8.0; /* calibrated launch time, at least 5 ms */
-static const double FMA_MIN_MS = 5.0;
 
 typedef enum check_mode { CHECK_AUTO, CHECK_ALWAYS, CHECK_NEVER } check_mode;
 
@@ -39,13 +32,6 @@ typedef struct bench_options {
     int batch, causal;
     check_mode check;
 } bench_options;
-
-typedef struct fma_result {
-    double tflops;
-    double ms;
-    size_t work_items;
-    int iterations;
-} fma_result;
 
 typedef struct length_result {
     int64_t seq, q_len;
@@ -189,90 +175,6 @@ static double attention_flops(const bench_options *o, int64_t sq, int64_t skv)
 }
 
 /* ---------------------------------------------------------------------------------------------
- * fp32 FMA peak
- * ------------------------------------------------------------------------------------------- */
-
-static int fma_launch(cl_command_queue queue, cl_kernel kernel, size_t global, size_t local,
-                      int iterations, double *ms)
-{
-    cl_int err = clSetKernelArg(kernel, 1, sizeof iterations, &iterations);
-    cl_event event = NULL;
-    if (err == CL_SUCCESS)
-        err = clEnqueueNDRangeKernel(queue, kernel, 1, NULL, &global, &local, 0, NULL, &event);
-    if (err == CL_SUCCESS)
-        err = clWaitForEvents(1, &event);
-    if (err == CL_SUCCESS) {
-        *ms = bench_event_ms(event);
-        if (*ms < 0.0)
-            err = CL_PROFILING_INFO_NOT_AVAILABLE;
-    }
-    if (event)
-        clReleaseEvent(event);
-    return err;
-}
-
-/* fp32 FMA throughput of cl/fma_peak.cl: 2 FLOPs per FMA, 4 lanes per float4 operation. */
-static int measure_fma_peak(pbsa_context *ctx, cl_context cl_ctx, cl_command_queue queue,
-                            const pbsa_device_info *info, fma_result *result)
-{
-    static const char *const files[] = {"fma_peak.cl"};
-    cl_kernel kernel = NULL;
-    cl_mem out = NULL;
-    int status = pbsa_get_kernel(ctx, files, 1, "", "fma_peak", &kernel);
-    if (status != PBSA_SUCCESS) {
-        fprintf(stderr, "pbsa-bench-dense: fma_peak.cl: %s\n%s\n", pbsa_context_last_error(ctx),
-                pbsa_context_build_log(ctx));
-        return status;
-    }
-    size_t local = 256, kernel_wg = 0;
-    clGetKernelWorkGroupInfo(kernel, ctx->device, CL_KERNEL_WORK_GROUP_SIZE, sizeof kernel_wg,
-                             &kernel_wg, NULL);
-    while (local > 1 && ((kernel_wg && local > kernel_wg) || local > info->max_work_group_size))
-        local /= 2;
-    size_t global = (size_t)(info->compute_units ? info->compute_units : 1) * FMA_ITEMS_PER_CU;
-    global = (global + local - 1) / local * local;
-
-    cl_int err;
-    out = clCreateBuffer(cl_ctx, CL_MEM_WRITE_ONLY, global * sizeof(float), NULL, &err);
-    float seed = 0.5f;
-    if (err == CL_SUCCESS)
-        err = clSetKernelArg(kernel, 0, sizeof out, &out);
-    if (err == CL_SUCCESS)
-        err = clSetKernelArg(kernel, 2, sizeof seed, &seed);
-
-    /* Best of FMA_LAUNCHES launches; more iterations until that best takes FMA_MIN_MS. */
-    int iterations = 64;
-    double best = INFINITY;
-    while (err == CL_SUCCESS) {
-        best = INFINITY;
-        for (int i = 0; i < FMA_LAUNCHES && err == CL_SUCCESS; i++) {
-            double ms = 0.0;
-            err = fma_launch(queue, kernel, global, local, iterations, &ms);
-            best = ms < best ? ms : best;
-        }
-        if (err != CL_SUCCESS || best >= FMA_MIN_MS || iterations >= FMA_MAX_ITERATIONS)
-            break;
-        double scale = best > 0.01 ? FMA_TARGET_MS / best : 64.0;
-        scale = scale > 64.0 ? 64.0 : scale < 1.5 ? 1.5 : scale;
-        double next = iterations * scale;
-        iterations = next > FMA_MAX_ITERATIONS ? FMA_MAX_ITERATIONS : (int)next;
-    }
-    if (err != CL_SUCCESS) {
-        fprintf(stderr, "pbsa-bench-dense: FMA peak launch failed (%d)\n", err);
-        status = err;
-    } else {
-        double flops = (double)global * FMA_CHAINS * 4.0 * 2.0 * iterations;
-        result->tflops = flops / (best * 1e-3) * 1e-12;
-        result->ms = best;
-        result->work_items = global;
-        result->iterations = iterations;
-    }
-    bench_release_mem(&out);
-    clReleaseKernel(kernel);
-    return status;
-}
-
-/* ---------------------------------------------------------------------------------------------
  * Dense attention at one length
  * ------------------------------------------------------------------------------------------- */
 
@@ -317,7 +219,7 @@ static int check_output(const bench_options *o, cl_command_queue queue, const in
         if (status != CL_SUCCESS)
             break;
         for (size_t i = 0; i < (size_t)(sq * d); i++)
-            if (!isfinite(bench_load_element(oh, dtype, i)))
+            if (!isfinite(tensor_load(oh, dtype, i)))
                 r->non_finite++;
         int rows = sq < CHECK_ROWS ? (int)sq : CHECK_ROWS;
         for (int j = 0; j < rows && status == PBSA_SUCCESS; j++) {
@@ -331,7 +233,7 @@ static int check_output(const bench_options *o, cl_command_queue queue, const in
             pbsa_dense_params params = {.causal = o->causal};
             status = pbsa_ref_dense_attention(&hq, &hk, &hv, &params, ref);
             for (int64_t c = 0; c < d && status == PBSA_SUCCESS; c++) {
-                double got = bench_load_element(oh, dtype, (size_t)(s * d + c));
+                double got = tensor_load(oh, dtype, (size_t)(s * d + c));
                 if (!isfinite(got))
                     continue; /* counted above */
                 diff2 += (got - ref[c]) * (got - ref[c]);
@@ -366,7 +268,7 @@ static cl_mem create_filled(cl_context cl_ctx, cl_command_queue queue, size_t co
                             uint64_t *rng, cl_int *err)
 {
     size_t bytes = count * pbsa_dtype_size(o->c.dtype);
-    bench_fill_random(staging, o->c.dtype, count, amplitude, rng);
+    tensor_random(staging, o->c.dtype, count, amplitude, rng);
     return bench_create_buffer(cl_ctx, queue, CL_MEM_READ_ONLY, bytes, staging, err);
 }
 
@@ -388,7 +290,7 @@ static int enqueue_dense(void *user, cl_command_queue queue, int run, cl_event *
 
 /* Runs, checks and times one length; fills r. Returns 0, or 1 when the length failed (r->error
  * says why). */
-static int run_length(const bench_options *o, const bench_device *d, bench_timer *timer,
+static int run_length(const bench_options *o, const support_device *d, bench_timer *timer,
                       const pbsa_device_info *info, int64_t skv, length_result *r)
 {
     pbsa_context *ctx = d->ctx;
@@ -490,8 +392,8 @@ static int run_length(const bench_options *o, const bench_device *d, bench_timer
         }
     }
     r->runs = runs;
-    r->ms_min = bench_min(times, runs);
-    r->ms_median = bench_median(times, runs);
+    r->ms_min = timing_min(times, runs);
+    r->ms_median = timing_median(times, runs);
     r->tflops = r->flops / (r->ms_median * 1e-3) * 1e-12;
     free(times);
     release_sets(set, sets);
@@ -586,7 +488,7 @@ int main(int argc, char **argv)
         return parsed < 0 ? 0 : parsed;
     static bench_run_info ri;
     bench_run_info_init(&ri, argc, argv);
-    bench_device d;
+    support_device d;
     if (bench_device_open("pbsa-bench-dense", o.c.device, o.c.portable, &d, &ri) != 0)
         return 2;
     bench_timer timer = {.program = "pbsa-bench-dense",
@@ -595,7 +497,7 @@ int main(int argc, char **argv)
                          .max_seconds = o.c.max_seconds};
     if (bench_timer_init(&timer, &d) != CL_SUCCESS) {
         fprintf(stderr, "pbsa-bench-dense: cannot create a buffer on the device\n");
-        bench_device_close(&d);
+        support_device_close(&d);
         return 2;
     }
 
@@ -608,7 +510,7 @@ int main(int argc, char **argv)
     int exit_status = 0;
     fma_result fma = {NAN, NAN, 0, 0};
     fprintf(stderr, "pbsa-bench-dense: measuring the fp32 FMA peak\n");
-    if (measure_fma_peak(d.ctx, d.cl_ctx, d.queue, &ri.device, &fma) != PBSA_SUCCESS)
+    if (fma_peak_measure("pbsa-bench-dense", &d, &fma) != CL_SUCCESS)
         exit_status = 1;
     else
         printf("fp32 FMA peak: %.2f TFLOP/s (%zu work-items x %d iterations, best %.3f ms)\n",
@@ -629,6 +531,6 @@ int main(int argc, char **argv)
         exit_status = 1;
 
     bench_timer_release(&timer);
-    bench_device_close(&d);
+    support_device_close(&d);
     return exit_status;
 }

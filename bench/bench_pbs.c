@@ -403,7 +403,7 @@ static cl_int fill_set(const pbs_options *o, const workload *w, cl_command_queue
 }
 
 /* Creates every buffer of one length and uploads the inputs. Returns 0, or 1 with r->error. */
-static int setup_length(const pbs_options *o, const bench_device *d, const pbsa_device_info *info,
+static int setup_length(const pbs_options *o, const support_device *d, const pbsa_device_info *info,
                         const pbs_workload *w, int64_t seq, length_state *s, length_result *r)
 {
     const int hq = o->c.heads, hkv = o->c.kv_heads, dim = o->c.head_dim;
@@ -590,8 +590,8 @@ static double row_recall(const pbs_options *o, int64_t seq, const void *q, const
     for (int64_t j = 0; j < keys; j++) {
         double dot = 0.0;
         for (int c = 0; c < d; c++)
-            dot += bench_load_element(q, dtype, (size_t)(row * d + c)) *
-                   bench_load_element(k, dtype, (size_t)(j * d + c));
+            dot += tensor_load(q, dtype, (size_t)(row * d + c)) *
+                   tensor_load(k, dtype, (size_t)(j * d + c));
         logits[j] = dot * scale;
         max = logits[j] > max ? logits[j] : max;
     }
@@ -615,7 +615,7 @@ static double row_recall(const pbs_options *o, int64_t seq, const void *q, const
 
 /* Computes dense and PBS attention on input set 0 again and measures density, error and recall
  * (see the top of this file). Returns 0 or an OpenCL/library status. */
-static int measure_accuracy(const pbs_options *o, const bench_device *d, length_state *s,
+static int measure_accuracy(const pbs_options *o, const support_device *d, length_state *s,
                             length_result *r)
 {
     const int hq = o->c.heads, group = hq / o->c.kv_heads, dim = o->c.head_dim;
@@ -718,8 +718,8 @@ static int measure_accuracy(const pbs_options *o, const bench_device *d, length_
             break;
         double diff2 = 0.0, ref2 = 0.0;
         for (size_t e = 0; e < head_elements; e++) {
-            double want = bench_load_element(oh_dense, dtype, e);
-            double got = bench_load_element(oh_pbs, dtype, e);
+            double want = tensor_load(oh_dense, dtype, e);
+            double got = tensor_load(oh_pbs, dtype, e);
             if (!isfinite(got)) {
                 r->non_finite++;
                 continue;
@@ -777,7 +777,7 @@ done:
 
 /* Sets up, times and measures one length of workload `workload`; fills r. Returns 0, or 1 when
  * the length failed. */
-static int run_length(const pbs_options *o, const bench_device *d, bench_timer *timer,
+static int run_length(const pbs_options *o, const support_device *d, bench_timer *timer,
                       const pbsa_device_info *info, int workload, int64_t seq, length_result *r)
 {
     const pbs_workload *w = &o->workloads[workload];
@@ -832,8 +832,8 @@ static int run_length(const pbs_options *o, const bench_device *d, bench_timer *
         goto fail;
     }
     for (int i = 0; i < op_count; i++) {
-        r->ms_min[i] = bench_min(ops[i].times, r->runs);
-        r->ms_median[i] = bench_median(ops[i].times, r->runs);
+        r->ms_min[i] = timing_min(ops[i].times, r->runs);
+        r->ms_median[i] = timing_median(ops[i].times, r->runs);
     }
     r->speedup = r->ms_median[OP_DENSE] / r->ms_median[OP_PBS];
     if (!r->fallback)
@@ -880,14 +880,14 @@ int main(int argc, char **argv)
     }
     static bench_run_info ri;
     bench_run_info_init(&ri, argc, argv);
-    bench_device d;
+    support_device d;
     int opened = bench_device_open(PROGRAM, o.c.device, o.c.portable, &d, &ri);
     if (opened != 0) {
         pbs_npy_free(&o.npy);
         return opened == BENCH_NO_DEVICE ? EXIT_NO_DEVICE : 2;
     }
     if (!apply_defaults(&o, ri.device.is_gpu)) {
-        bench_device_close(&d);
+        support_device_close(&d);
         pbs_npy_free(&o.npy);
         return 2;
     }
@@ -897,7 +897,7 @@ int main(int argc, char **argv)
                          .max_seconds = o.c.max_seconds};
     if (bench_timer_init(&timer, &d) != CL_SUCCESS) {
         fprintf(stderr, "%s: cannot create a buffer on the device\n", PROGRAM);
-        bench_device_close(&d);
+        support_device_close(&d);
         pbs_npy_free(&o.npy);
         return 2;
     }
@@ -935,7 +935,7 @@ int main(int argc, char **argv)
         exit_status = 1;
 
     bench_timer_release(&timer);
-    bench_device_close(&d);
+    support_device_close(&d);
     pbs_npy_free(&o.npy);
     return exit_status;
 }

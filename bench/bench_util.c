@@ -202,67 +202,8 @@ void bench_join_command_line(int argc, char **argv, char *out, size_t capacity)
 }
 
 /* ---------------------------------------------------------------------------------------------
- * Numbers and inputs
+ * Inputs and buffers
  * ------------------------------------------------------------------------------------------- */
-
-double bench_now_seconds(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
-
-static int compare_doubles(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
-double bench_median(double *values, int count)
-{
-    if (count <= 0)
-        return NAN;
-    qsort(values, (size_t)count, sizeof *values, compare_doubles);
-    return count % 2 ? values[count / 2] : 0.5 * (values[count / 2 - 1] + values[count / 2]);
-}
-
-double bench_min(const double *values, int count)
-{
-    double best = count > 0 ? values[0] : NAN;
-    for (int i = 1; i < count; i++)
-        best = values[i] < best ? values[i] : best;
-    return best;
-}
-
-void bench_store_element(void *data, pbsa_dtype dtype, size_t index, float value)
-{
-    switch (dtype) {
-    case PBSA_DTYPE_F32: ((float *)data)[index] = value; break;
-    case PBSA_DTYPE_F16: ((uint16_t *)data)[index] = pbsa_ref_float_to_half(value); break;
-    case PBSA_DTYPE_BF16: ((uint16_t *)data)[index] = pbsa_ref_float_to_bf16(value); break;
-    }
-}
-
-double bench_load_element(const void *data, pbsa_dtype dtype, size_t index)
-{
-    switch (dtype) {
-    case PBSA_DTYPE_F32: return ((const float *)data)[index];
-    case PBSA_DTYPE_F16: return pbsa_ref_half_to_float(((const uint16_t *)data)[index]);
-    case PBSA_DTYPE_BF16: return pbsa_ref_bf16_to_float(((const uint16_t *)data)[index]);
-    }
-    return NAN;
-}
-
-void bench_fill_random(void *data, pbsa_dtype dtype, size_t count, float amplitude, uint64_t *rng)
-{
-    for (size_t i = 0; i < count; i += 2) {
-        uint64_t bits = splitmix64(rng);
-        bench_store_element(data, dtype, i, amplitude * bench_unit_float((uint32_t)bits));
-        if (i + 1 < count)
-            bench_store_element(data, dtype, i + 1,
-                                amplitude * bench_unit_float((uint32_t)(bits >> 32)));
-    }
-}
 
 cl_int bench_read_elements(cl_command_queue queue, cl_mem buffer, size_t element, size_t first,
                            size_t count, void *host)
@@ -334,39 +275,17 @@ static void read_platform_info(cl_device_id device, bench_run_info *ri)
 }
 
 int bench_device_open(const char *program, const char *selector, int force_portable,
-                      bench_device *d, bench_run_info *ri)
+                      support_device *d, bench_run_info *ri)
 {
-    memset(d, 0, sizeof *d);
     pbsa_set_log_callback(log_messages, NULL);
-    int status = pbsa_helper_create_cl_context(selector, &d->cl_ctx, &d->device);
-    if (status != PBSA_SUCCESS) {
-        fprintf(stderr, "%s: %s\n", program, pbsa_context_last_error(NULL));
-        return status == PBSA_ERROR_NO_DEVICE ? BENCH_NO_DEVICE : 2;
-    }
-    cl_int err;
-    d->queue = clCreateCommandQueue(d->cl_ctx, d->device, CL_QUEUE_PROFILING_ENABLE, &err);
     pbsa_context_options options = {.struct_size = sizeof options,
                                     .force_portable = force_portable};
-    if (err != CL_SUCCESS || pbsa_context_create(d->cl_ctx, d->device, &options, &d->ctx) !=
-                                 PBSA_SUCCESS) {
-        fprintf(stderr, "%s: cannot set up the device: %s\n", program,
-                err != CL_SUCCESS ? "clCreateCommandQueue failed" : pbsa_context_last_error(NULL));
-        bench_device_close(d);
-        return 2;
-    }
-    pbsa_context_device_info(d->ctx, &ri->device);
+    int status = support_device_open(program, selector, CL_QUEUE_PROFILING_ENABLE, &options, d);
+    if (status != PBSA_SUCCESS)
+        return status == PBSA_ERROR_NO_DEVICE ? BENCH_NO_DEVICE : 2;
+    ri->device = d->info;
     read_platform_info(d->device, ri);
     return 0;
-}
-
-void bench_device_close(bench_device *d)
-{
-    pbsa_context_release(d->ctx);
-    if (d->queue)
-        clReleaseCommandQueue(d->queue);
-    if (d->cl_ctx)
-        clReleaseContext(d->cl_ctx);
-    memset(d, 0, sizeof *d);
 }
 
 void bench_print_device(const bench_run_info *ri)
@@ -440,7 +359,7 @@ double bench_event_ms(cl_event event)
     return (double)(end - start) * 1e-6;
 }
 
-cl_int bench_timer_init(bench_timer *t, const bench_device *d)
+cl_int bench_timer_init(bench_timer *t, const support_device *d)
 {
     cl_int err;
     t->ctx = d->ctx;
@@ -523,11 +442,11 @@ int bench_run_ops(const bench_timer *t, bench_op *ops, int count, char *error, s
             }
         }
 
-    double started = bench_now_seconds(), last_report = started;
+    double started = timing_now_seconds(), last_report = started;
     int runs = 0;
     int min_runs = t->repeats < t->min_runs ? t->repeats : t->min_runs;
     while (runs < t->repeats &&
-           (runs < min_runs || bench_now_seconds() - started < t->max_seconds)) {
+           (runs < min_runs || timing_now_seconds() - started < t->max_seconds)) {
         for (int i = 0; i < count; i++) {
             double ms;
             int status = bench_time_op(t, &ops[i], runs, &ms);
@@ -538,7 +457,7 @@ int bench_run_ops(const bench_timer *t, bench_op *ops, int count, char *error, s
             ops[i].times[runs] = ms;
         }
         runs++;
-        double now = bench_now_seconds();
+        double now = timing_now_seconds();
         if (now - last_report > 1.0 && runs < t->repeats) {
             fprintf(stderr, "%s: %s: %d/%d timed runs, last:", t->program, t->label, runs,
                     t->repeats);

@@ -9,9 +9,12 @@
 #ifndef PBSA_BENCH_UTIL_H
 #define PBSA_BENCH_UTIL_H
 
+#include "device.h"
+#include "host_tensor.h"
 #include "json_writer.h"
 #include "pbsattn.h"
 #include "splitmix.h"
+#include "timing.h"
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -73,26 +76,14 @@ bool bench_check_common_options(const char *program, bench_common_options *o);
 void bench_join_command_line(int argc, char **argv, char *out, size_t capacity);
 
 /* ---------------------------------------------------------------------------------------------
- * Numbers and inputs
+ * Inputs and buffers
  * ------------------------------------------------------------------------------------------- */
-
-double bench_now_seconds(void);
-/* Median of values (sorted in place); NaN when count is 0. */
-double bench_median(double *values, int count);
-/* Smallest of values; NaN when count is 0. */
-double bench_min(const double *values, int count);
 
 /* A float uniform in [-1, 1), from a 32-bit half of a splitmix64 output. */
 static inline float bench_unit_float(uint32_t bits)
 {
     return (float)((int64_t)bits - 0x80000000ll) * 0x1.0p-31f;
 }
-/* count random values uniform in [-amplitude, amplitude), stored in dtype. */
-void bench_fill_random(void *data, pbsa_dtype dtype, size_t count, float amplitude,
-                       uint64_t *rng);
-/* Element index of data (in dtype) as a double / stores value rounded to dtype. */
-double bench_load_element(const void *data, pbsa_dtype dtype, size_t index);
-void bench_store_element(void *data, pbsa_dtype dtype, size_t index, float value);
 
 /* Blocking read of count elements of element size from element first of buffer into host. */
 cl_int bench_read_elements(cl_command_queue queue, cl_mem buffer, size_t element, size_t first,
@@ -119,13 +110,6 @@ typedef struct bench_run_info {
     pbsa_device_info device;
 } bench_run_info;
 
-typedef struct bench_device {
-    cl_context cl_ctx;
-    cl_device_id device;
-    cl_command_queue queue; /* in order, with profiling */
-    pbsa_context *ctx;
-} bench_device;
-
 /* Fills the command line and the date (UTC) of ri. */
 void bench_run_info_init(bench_run_info *ri, int argc, char **argv);
 
@@ -134,8 +118,7 @@ void bench_run_info_init(bench_run_info *ri, int argc, char **argv);
  * warnings to stderr, and reads the device and platform information into ri. Returns 0, or
  * after printing why BENCH_NO_DEVICE when there is no OpenCL device, 2 on other failures. */
 int bench_device_open(const char *program, const char *selector, int force_portable,
-                      bench_device *d, bench_run_info *ri);
-void bench_device_close(bench_device *d);
+                      support_device *d, bench_run_info *ri);
 /* Prints the "device: ..." line of a result table. */
 void bench_print_device(const bench_run_info *ri);
 
@@ -182,7 +165,7 @@ typedef struct bench_timer {
 } bench_timer;
 
 /* Creates the marker buffer of t, whose other fields the caller sets. */
-cl_int bench_timer_init(bench_timer *t, const bench_device *d);
+cl_int bench_timer_init(bench_timer *t, const support_device *d);
 void bench_timer_release(bench_timer *t);
 
 /* Device time of one run of op, in ms (see the top of this file). */

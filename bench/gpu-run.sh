@@ -21,7 +21,8 @@
 # PART (checks: build, tests, conformance and tuning only; bench: build and benchmarks only;
 # default: both), DEADLINE, TESTS_LIMIT (seconds for meson test, default 300), TUNE_BUDGET (seconds of
 # pbsa-tune, 0 to skip), PBSREF (the authors' code), and PBS_LENGTHS, PBS_LONG (the mixed-only
-# length, empty to skip), DENSE_LENGTHS, SDPA_LENGTHS.
+# length, empty to skip), PBS_WORKLOADS (default mixed,vertical,random), DENSE_LENGTHS,
+# SDPA_LENGTHS.
 set -u -o pipefail
 
 OUT=${OUT:-./out}
@@ -32,6 +33,7 @@ WORK=${WORK:-/tmp/pbsa-gpu-run}
 DEADLINE=${DEADLINE:-570}
 PBS_LENGTHS=${PBS_LENGTHS:-8192,16384,32768,65536}
 PBS_LONG=${PBS_LONG-131072}
+PBS_WORKLOADS=${PBS_WORKLOADS:-mixed,vertical,random}
 DENSE_LENGTHS=${DENSE_LENGTHS:-8192,16384,32768,65536}
 SDPA_LENGTHS=${SDPA_LENGTHS:-8192,16384,32768,65536,131072}
 TUNE_BUDGET=${TUNE_BUDGET:-100}
@@ -142,7 +144,7 @@ if [ "$BUILT" -eq 1 ]; then
 
     # ---- PBS against dense attention (the main job) ----------------------------------------
     run_step bench-pbs bench-pbs.log 240 60 "$BUILD_DIR/bench/pbsa-bench-pbs" \
-        --preset llama3-8b --dtype bf16 --workload mixed,vertical,random \
+        --preset llama3-8b --dtype bf16 --workload "$PBS_WORKLOADS" \
         --lengths "$PBS_LENGTHS" --dump-inputs "$WORK/inputs" --dump-length all \
         --json "$PBS_JSON" --csv "$PBS_CSV"
 

@@ -199,10 +199,10 @@ static void store_row(const workload_kv_head *h, void *out, int64_t p, const flo
     size_t base = (size_t)p * (size_t)d;
     for (int c = 0; c < d; c += 2) {
         uint64_t bits = splitmix64(rng);
-        bench_store_element(out, h->shape.dtype, base + (size_t)c,
+        tensor_store(out, h->shape.dtype, base + (size_t)c,
                             features[c] + UNIT_VARIANCE * bench_unit_float((uint32_t)bits));
         if (c + 1 < d)
-            bench_store_element(out, h->shape.dtype, base + (size_t)c + 1,
+            tensor_store(out, h->shape.dtype, base + (size_t)c + 1,
                                 features[c + 1] +
                                     UNIT_VARIANCE * bench_unit_float((uint32_t)(bits >> 32)));
     }
@@ -241,7 +241,7 @@ void workload_fill_k(const workload_kv_head *h, void *out)
 void workload_fill_v(const workload_kv_head *h, void *out)
 {
     uint64_t rng = stream(h->seed, STREAM_V, h->kv_head);
-    bench_fill_random(out, h->shape.dtype, (size_t)h->shape.seq * (size_t)h->shape.head_dim, 1.0f,
+    tensor_random(out, h->shape.dtype, (size_t)h->shape.seq * (size_t)h->shape.head_dim, 1.0f,
                       &rng);
 }
 

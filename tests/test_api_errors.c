@@ -1,7 +1,7 @@
 /* Argument checking of the public API: every bad input gets its status and a message naming the
  * bad argument (also sent to the log callback), and leaves the caller's buffers and queue as they
  * were. Also covers the failure path of the kernel build cache. */
-#include "device_fixture.h"
+#include "device.h"
 #include "core/internal.h"
 
 #include <math.h>
@@ -35,7 +35,7 @@ typedef struct tracked_buffer {
 
 enum { BUFFER_Q, BUFFER_K, BUFFER_V, BUFFER_O, BUFFER_SHARED, BUFFER_COUNT };
 
-static device_fixture fixture;
+static support_device fixture;
 static tracked_buffer buffers[BUFFER_COUNT];
 static cl_context foreign_ctx;
 static cl_command_queue foreign_queue;
@@ -793,12 +793,12 @@ static void close_all(void)
         clReleaseCommandQueue(foreign_queue);
     if (foreign_ctx)
         clReleaseContext(foreign_ctx);
-    device_fixture_close(&fixture);
+    support_device_close(&fixture);
 }
 
 int main(void)
 {
-    int opened = device_fixture_open(&fixture);
+    int opened = support_device_open_test(&fixture);
     if (opened != 0)
         return opened;
     pbsa_set_log_callback(log_callback, NULL);

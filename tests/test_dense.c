@@ -1,17 +1,16 @@
 /* Dense attention conformance: every case of the shared list against the float64 reference. */
 #include "conformance.h"
-#include "device_fixture.h"
+#include "device.h"
 
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <time.h>
 
 #include <cmocka.h>
 
-static device_fixture fixture;
+static support_device fixture;
 static unsigned long long run_seed;
 
 static void run_case(void **state)
@@ -31,13 +30,10 @@ static void run_case(void **state)
 
 int main(void)
 {
-    int opened = device_fixture_open(&fixture);
+    int opened = support_device_open_test(&fixture);
     if (opened != 0)
         return opened;
-    /* Fresh inputs on every run; the seed is printed so a failure can be replayed. */
-    const char *fixed = getenv("PBSA_TEST_SEED");
-    run_seed = fixed ? strtoull(fixed, NULL, 0) : (unsigned long long)time(NULL);
-    printf("PBSA_TEST_SEED=%llu\n", run_seed);
+    run_seed = support_test_seed();
 
     struct CMUnitTest tests[64];
     int count = 0;
@@ -61,6 +57,6 @@ int main(void)
         pbsa_context_release(fixture.ctx);
         fixture.ctx = accelerated;
     }
-    device_fixture_close(&fixture);
+    support_device_close(&fixture);
     return failed;
 }

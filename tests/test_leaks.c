@@ -5,7 +5,7 @@
  * the caller's buffers as they were (unless an enqueue itself failed, which the header allows),
  * pass OpenCL errors through unchanged, and a call that succeeds despite an injected failure of
  * an optional query must still give the right result. */
-#include "device_fixture.h"
+#include "device.h"
 #include "fault_hooks.h"
 #include "launch/kernel_source.h"
 
@@ -31,7 +31,7 @@ enum { HQ = 2, HKV = 1, D = 64, S_DENSE = 64, S_PBS = 192, BLOCK = 32, SEGMENT =
 enum { NQB = S_PBS / BLOCK, NKB = S_PBS / BLOCK };
 enum { PI_COUNT = HQ * S_PBS, ROWS = HQ * NQB };
 
-static device_fixture fixture;
+static support_device fixture;
 
 typedef struct buffer {
     cl_mem mem;
@@ -783,7 +783,7 @@ static void test_broken_kernels(void **state)
 
 int main(void)
 {
-    int opened = device_fixture_open(&fixture);
+    int opened = support_device_open_test(&fixture);
     if (opened != 0)
         return opened;
     const struct CMUnitTest tests[] = {
@@ -797,6 +797,6 @@ int main(void)
         cmocka_unit_test(test_broken_kernels),
     };
     int failed = cmocka_run_group_tests_name("leaks", tests, setup, teardown);
-    device_fixture_close(&fixture);
+    support_device_close(&fixture);
     return failed;
 }

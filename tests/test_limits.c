@@ -5,8 +5,8 @@
  *  - a PBS call whose own workspace would exceed the device's largest buffer
  *    (CL_DEVICE_MAX_MEM_ALLOC_SIZE) fails with a message that says so before any work starts, as
  *    does one with more key blocks than the device's local memory can select over. */
-#include "device_fixture.h"
-#include "tensor_io.h"
+#include "device.h"
+#include "host_tensor.h"
 
 #include <inttypes.h>
 #include <setjmp.h>
@@ -20,21 +20,21 @@
 
 #include <cmocka.h>
 
-static device_fixture fixture;
+static support_device fixture;
 
 enum { GUARD = 40 };
 
 /* ---- guards ---------------------------------------------------------------------------------- */
 
 typedef struct inputs {
-    test_tensor q, k, v;
+    host_tensor q, k, v;
     unsigned char *original[3];
 } inputs;
 
 static void inputs_make(inputs *in, pbsa_dtype dtype, int hq, int hkv, int sq, int skv, int d,
                         tensor_layout layout)
 {
-    test_tensor *t[3] = {&in->q, &in->k, &in->v};
+    host_tensor *t[3] = {&in->q, &in->k, &in->v};
     uint64_t seed = 99;
     for (int i = 0; i < 3; i++) {
         int heads = i == 0 ? hq : hkv, seq = i == 0 ? sq : skv;
@@ -56,7 +56,7 @@ static void inputs_make(inputs *in, pbsa_dtype dtype, int hq, int hkv, int sq, i
 /* The inputs, guards and gaps included, are as they were uploaded. */
 static void inputs_check(const char *what, inputs *in)
 {
-    test_tensor *t[3] = {&in->q, &in->k, &in->v};
+    host_tensor *t[3] = {&in->q, &in->k, &in->v};
     const char *names[3] = {"q", "k", "v"};
     for (int i = 0; i < 3; i++) {
         assert_int_equal(tensor_download(t[i], fixture.queue), CL_SUCCESS);
@@ -110,7 +110,7 @@ static void int_region_check(const char *what, const int_region *r)
     free(host);
 }
 
-static void output_check(const char *what, test_tensor *o)
+static void output_check(const char *what, host_tensor *o)
 {
     assert_int_equal(tensor_download(o, fixture.queue), CL_SUCCESS);
     long damage = tensor_guard_damage(o);
@@ -150,7 +150,7 @@ static void test_guards(void **state)
         char what[128];
         const char *name = dtype_names[shapes[c].dtype];
 
-        test_tensor o;
+        host_tensor o;
         tensor_init(&o, shapes[c].dtype, 1, shapes[c].hq, shapes[c].sq, shapes[c].d,
                     shapes[c].layout, GUARD);
         assert_int_equal(tensor_upload(&o, fixture.cl_ctx), CL_SUCCESS);
@@ -365,7 +365,7 @@ static void test_too_many_key_blocks(void **state)
 
 int main(void)
 {
-    int opened = device_fixture_open(&fixture);
+    int opened = support_device_open_test(&fixture);
     if (opened != 0)
         return opened;
     const struct CMUnitTest tests[] = {
@@ -374,6 +374,6 @@ int main(void)
         cmocka_unit_test(test_too_many_key_blocks),
     };
     int failed = cmocka_run_group_tests_name("limits", tests, NULL, NULL);
-    device_fixture_close(&fixture);
+    support_device_close(&fixture);
     return failed;
 }

@@ -8,8 +8,9 @@
  *    spoils exactly the rows that see that key, a NaN in V the rows that see that key (and, in
  *    today's kernels, possibly other rows of the same query tile); the permutation and the block
  *    lists stay valid. */
-#include "device_fixture.h"
-#include "tensor_io.h"
+#include "conformance.h"
+#include "device.h"
+#include "host_tensor.h"
 
 #include <math.h>
 #include <setjmp.h>
@@ -23,7 +24,7 @@
 
 #include <cmocka.h>
 
-static device_fixture fixture;
+static support_device fixture;
 
 enum { GUARD = 16 };
 
@@ -33,7 +34,7 @@ typedef struct problem {
     pbsa_dtype dtype;
     int q_heads, kv_heads, q_len, kv_len, head_dim;
     int causal;
-    test_tensor q, k, v;
+    host_tensor q, k, v;
 } problem;
 
 static uint64_t rng_state;
@@ -90,7 +91,7 @@ static void problem_free(problem *p)
     tensor_free(&p->v);
 }
 
-static void output_make(test_tensor *o, const problem *p)
+static void output_make(host_tensor *o, const problem *p)
 {
     tensor_init(o, p->dtype, 1, p->q_heads, p->q_len, p->head_dim, TENSOR_BHSD, GUARD);
     assert_non_null(o->bytes);
@@ -120,7 +121,7 @@ static pbsa_params pbs_params(const problem *p, float threshold, float scale)
     return params;
 }
 
-static void run_dense(const problem *p, test_tensor *o, float scale)
+static void run_dense(const problem *p, host_tensor *o, float scale)
 {
     pbsa_dense_params params = {.causal = p->causal, .scale = scale};
     int status = pbsa_dense_attention(fixture.ctx, fixture.queue, &p->q.desc, &p->k.desc,
@@ -176,7 +177,7 @@ static void check_workspace(const problem *p, const pbsa_params *params, cl_mem 
 }
 
 /* pbsa_attention with a workspace of ours, checked as above; o read back. */
-static void run_pbs(const problem *p, test_tensor *o, const pbsa_params *params)
+static void run_pbs(const problem *p, host_tensor *o, const pbsa_params *params)
 {
     size_t bytes;
     assert_int_equal(pbsa_workspace_size(fixture.ctx, &p->q.desc, &p->k.desc, params, &bytes),
@@ -194,18 +195,13 @@ static void run_pbs(const problem *p, test_tensor *o, const pbsa_params *params)
     clReleaseMemObject(workspace);
 }
 
-static double storage_tolerance(pbsa_dtype dtype)
+static void expect_close(const char *what, const host_tensor *o, const double *ref, double limit)
 {
-    return dtype == PBSA_DTYPE_F32 ? 1e-5 : dtype == PBSA_DTYPE_F16 ? 1e-3 : 5e-3;
-}
-
-static void expect_close(const char *what, const test_tensor *o, const double *ref, double limit)
-{
-    long nonfinite = 0;
-    double rel = tensor_rel_l2(o, ref, &nonfinite);
+    tensor_error e = tensor_compare(o, ref);
+    double rel = e.rel_l2;
     printf("  %-48s rel_l2 %.2e (limit %.1e)\n", what, rel, limit);
-    if (nonfinite)
-        fail_msg("%s: %ld elements are not finite", what, nonfinite);
+    if (e.nonfinite)
+        fail_msg("%s: %ld elements are not finite", what, e.nonfinite);
     if (!(rel <= limit))
         fail_msg("%s: rel_l2 %.3e above %.1e", what, rel, limit);
 }
@@ -248,12 +244,12 @@ static void test_large_logits(void **state)
             problem_upload(&p);
             /* fp32 holds a logit of 1e4 to within 1e4 x 2^-24; the softmax weights, and so the
              * output, can be no better than a few times that. */
-            double limit = fmax(storage_tolerance(dtypes[t]), 8 * 1e4 * 0x1.0p-24);
+            double limit = fmax(conformance_tolerance(dtypes[t]), 8 * 1e4 * 0x1.0p-24);
             double *ref = reference(&p, 1.0f);
             char what[96];
             const char *kind = pattern == 0 ? "logits +1e4" : pattern == 1 ? "logits -1e4"
                                                                             : "logits spread 1e4";
-            test_tensor o;
+            host_tensor o;
             output_make(&o, &p);
             run_dense(&p, &o, 1.0f);
             snprintf(what, sizeof what, "%s dense, %s", names[t], kind);
@@ -274,8 +270,7 @@ static void test_large_logits(void **state)
             output_make(&o, &p);
             params = pbs_params(&p, 0.9f, 1.0f);
             run_pbs(&p, &o, &params);
-            long nonfinite = 0;
-            tensor_rel_l2(&o, ref, &nonfinite);
+            long nonfinite = tensor_compare(&o, ref).nonfinite;
             if (nonfinite)
                 fail_msg("%s PBS threshold 0.9, %s: %ld elements not finite", names[t], kind,
                          nonfinite);
@@ -312,12 +307,12 @@ static void test_f16_edges(void **state)
         problem_upload(&p);
         double *ref = reference(&p, 0.0f);
         const char *what = f16_case == 0 ? "f16 V at +-65504" : "f16 Q, K, V near 65504";
-        test_tensor o;
+        host_tensor o;
         output_make(&o, &p);
         run_dense(&p, &o, 0.0f);
         char label[96];
         snprintf(label, sizeof label, "%s, dense", what);
-        expect_close(label, &o, ref, storage_tolerance(PBSA_DTYPE_F16));
+        expect_close(label, &o, ref, conformance_tolerance(PBSA_DTYPE_F16));
         tensor_free(&o);
         /* PBS keeping every block (where block probabilities do not underflow: see
          * test_threshold_one_underflow), and with the default threshold: finite. */
@@ -327,10 +322,9 @@ static void test_f16_edges(void **state)
             run_pbs(&p, &o, &params);
             if (pass == 0) {
                 snprintf(label, sizeof label, "%s, PBS threshold 1", what);
-                expect_close(label, &o, ref, storage_tolerance(PBSA_DTYPE_F16));
+                expect_close(label, &o, ref, conformance_tolerance(PBSA_DTYPE_F16));
             } else {
-                long nonfinite = 0;
-                tensor_rel_l2(&o, ref, &nonfinite);
+                long nonfinite = tensor_compare(&o, ref).nonfinite;
                 if (nonfinite)
                     fail_msg("%s, PBS threshold 0.9: %ld elements not finite", what, nonfinite);
             }
@@ -357,13 +351,13 @@ static void test_threshold_one_underflow(void **state)
         problem_upload(&p);
         float scale = c == 0 ? 1.0f : 0.0f;
         double *ref = reference(&p, scale);
-        test_tensor o;
+        host_tensor o;
         output_make(&o, &p);
         pbsa_params params = pbs_params(&p, 1.0f, scale);
         run_pbs(&p, &o, &params);
         expect_close(c == 0 ? "f32 PBS threshold 1, logits spread 1e4"
                             : "f16 PBS threshold 1, Q, K, V near 65504",
-                     &o, ref, c == 0 ? 8 * 1e4 * 0x1.0p-24 : storage_tolerance(PBSA_DTYPE_F16));
+                     &o, ref, c == 0 ? 8 * 1e4 * 0x1.0p-24 : conformance_tolerance(PBSA_DTYPE_F16));
         tensor_free(&o);
         free(ref);
         problem_free(&p);
@@ -405,7 +399,7 @@ static void test_empty_and_malformed_lists(void **state)
         blocks[i] = i % nkb;
     cl_mem counts_mem = int_buffer(rows, counts), blocks_mem = int_buffer(rows * nkb, blocks);
     pbsa_block_list list = {counts_mem, blocks_mem, 0, 0};
-    test_tensor o;
+    host_tensor o;
     output_make(&o, &p);
     assert_int_equal(pbsa_sparse_attention(fixture.ctx, fixture.queue, &p.q.desc, &p.k.desc,
                                            &p.v.desc, &o.desc, &params, NULL, 0, &list, NULL),
@@ -462,7 +456,7 @@ static void test_empty_and_malformed_lists(void **state)
 
 /* ---- NaN --------------------------------------------------------------------------------------- */
 
-static bool row_all_nan(const test_tensor *o, int h, int s)
+static bool row_all_nan(const host_tensor *o, int h, int s)
 {
     for (int d = 0; d < o->desc.head_dim; d++)
         if (!isnan(tensor_get(o, 0, h, s, d)))
@@ -470,7 +464,7 @@ static bool row_all_nan(const test_tensor *o, int h, int s)
     return true;
 }
 
-static bool row_finite(const test_tensor *o, int h, int s)
+static bool row_finite(const host_tensor *o, int h, int s)
 {
     for (int d = 0; d < o->desc.head_dim; d++)
         if (!isfinite(tensor_get(o, 0, h, s, d)))
@@ -478,7 +472,7 @@ static bool row_finite(const test_tensor *o, int h, int s)
     return true;
 }
 
-static bool row_equal(const test_tensor *a, const test_tensor *b, int h, int s)
+static bool row_equal(const host_tensor *a, const host_tensor *b, int h, int s)
 {
     for (int d = 0; d < a->desc.head_dim; d++)
         if (tensor_get(a, 0, h, s, d) != tensor_get(b, 0, h, s, d))
@@ -488,13 +482,13 @@ static bool row_equal(const test_tensor *a, const test_tensor *b, int h, int s)
 
 /* Runs dense or PBS (threshold 0.9) on p with element (which, head 0, row, all dims) set to NaN,
  * into o; clean receives the run without the NaN. */
-static void run_with_nan(problem *p, int which, int row, bool pbs, test_tensor *o,
-                         test_tensor *clean)
+static void run_with_nan(problem *p, int which, int row, bool pbs, host_tensor *o,
+                         host_tensor *clean)
 {
     for (int pass = 0; pass < 2; pass++) {
-        test_tensor *out = pass == 0 ? clean : o;
+        host_tensor *out = pass == 0 ? clean : o;
         if (pass == 1) {
-            test_tensor *t = which == 0 ? &p->q : which == 1 ? &p->k : &p->v;
+            host_tensor *t = which == 0 ? &p->q : which == 1 ? &p->k : &p->v;
             for (int d = 0; d < p->head_dim; d++)
                 tensor_set(t, 0, 0, row, d, NAN);
             clReleaseMemObject(t->desc.buffer);
@@ -520,7 +514,7 @@ static void test_nan_inputs(void **state)
             problem p;
             problem_make(&p, PBSA_DTYPE_F32, 2, 1, S, S, 64, 1, gen_plain, 11);
             problem_upload(&p);
-            test_tensor o, clean;
+            host_tensor o, clean;
             run_with_nan(&p, which, J, pbs, &o, &clean);
             const char *op = pbs ? "PBS" : "dense";
             long nan_rows = 0, spoiled_unseen = 0;
@@ -575,7 +569,7 @@ static void test_nan_inputs(void **state)
 
 int main(void)
 {
-    int opened = device_fixture_open(&fixture);
+    int opened = support_device_open_test(&fixture);
     if (opened != 0)
         return opened;
     const struct CMUnitTest tests[] = {
@@ -586,6 +580,6 @@ int main(void)
         cmocka_unit_test(test_threshold_one_underflow),
     };
     int failed = cmocka_run_group_tests_name("numerics", tests, NULL, NULL);
-    device_fixture_close(&fixture);
+    support_device_close(&fixture);
     return failed;
 }

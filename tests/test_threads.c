@@ -3,7 +3,7 @@
  * calls at once, over and over, and must get bit for bit what a single thread got first. Threads
  * that meet a kernel variant for the first time build it together; each thread reads its own last
  * error while the others fail in other ways. */
-#include "device_fixture.h"
+#include "device.h"
 #include "pbsattn_ref.h"
 
 #include <pthread.h>
@@ -48,7 +48,7 @@ static const job jobs[] = {
 };
 enum { JOB_COUNT = sizeof jobs / sizeof jobs[0] };
 
-static device_fixture fixture;
+static support_device fixture;
 
 /* The inputs of each job (shared, only read) and what one thread computed. */
 static struct {
@@ -419,7 +419,7 @@ static void test_errors_per_thread(void **state)
 
 int main(void)
 {
-    int opened = device_fixture_open(&fixture);
+    int opened = support_device_open_test(&fixture);
     if (opened != 0)
         return opened;
     const struct CMUnitTest tests[] = {
@@ -428,6 +428,6 @@ int main(void)
         cmocka_unit_test(test_errors_per_thread),
     };
     int failed = cmocka_run_group_tests_name("threads", tests, setup, teardown);
-    device_fixture_close(&fixture);
+    support_device_close(&fixture);
     return failed;
 }

@@ -7,7 +7,7 @@
  * any device: nothing runs on it here).
  * Usage: test_tuning SCRATCH_DIR (files are written there; the environment is the test's own). */
 #include "conformance.h"
-#include "device_fixture.h"
+#include "device.h"
 #include "tune_case.h"
 #include "launch/dispatch.h"
 #include "pbs/plan.h"
@@ -24,7 +24,7 @@
 
 #include <cmocka.h>
 
-static device_fixture fixture;
+static support_device fixture;
 static pbsa_device_info info;
 static char platform[PBSA_TUNING_TEXT];
 static char scratch[1024];
@@ -404,7 +404,7 @@ static void test_tuned_results(void **state)
     pbsa_context *ctx = new_context(NULL);
     expect(ctx, PBSA_KERNEL_DENSE, &A, PBSA_CONFIG_USER_FILE, NULL);
     for (int causal = 0; causal < 2; causal++) {
-        conformance_case c = {"tuned", PBSA_DTYPE_F32, 1, 4, 2, 77, 150, 64, causal, LAYOUT_PADDED};
+        conformance_case c = {"tuned", PBSA_DTYPE_F32, 1, 4, 2, 77, 150, 64, causal, TENSOR_PADDED};
         conformance_result r;
         assert_int_equal(conformance_run_dense(ctx, fixture.queue, &c, 7, &r), PBSA_SUCCESS);
         if (!r.passed)
@@ -843,7 +843,7 @@ int main(int argc, char **argv)
     }
     snprintf(scratch, sizeof scratch, "%s", argv[1]);
     mkdir(scratch, 0755);
-    int opened = device_fixture_open(&fixture);
+    int opened = support_device_open_test(&fixture);
     if (opened != 0)
         return opened;
     pbsa_context_device_info(fixture.ctx, &info);
@@ -865,7 +865,7 @@ int main(int argc, char **argv)
                                            &info) ||
                 pbsa_flash_config_equal(configs[i], &h)) {
                 fprintf(stderr, "skipped: the test configurations do not suit this device\n");
-                device_fixture_close(&fixture);
+                support_device_close(&fixture);
                 return TEST_SKIP_EXIT;
             }
     }
@@ -883,7 +883,7 @@ int main(int argc, char **argv)
                     !pbsa_mma_config_equal(mma_configs[i], &MH);
         if (!suits) {
             fprintf(stderr, "skipped: the tensor-core configurations do not suit this device\n");
-            device_fixture_close(&fixture);
+            support_device_close(&fixture);
             return TEST_SKIP_EXIT;
         }
     }
@@ -901,6 +901,6 @@ int main(int argc, char **argv)
     };
     int failed = cmocka_run_group_tests_name("tuning", tests, NULL, NULL);
     pbsa_set_log_callback(NULL, NULL);
-    device_fixture_close(&fixture);
+    support_device_close(&fixture);
     return failed;
 }

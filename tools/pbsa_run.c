@@ -1,7 +1,9 @@
 /* pbsa-run: runs dense or PBS attention once on a chosen OpenCL device, from Q, K and V in .npy
  * files; writes the output (and, for PBS, the permutation and the selected block mask) as .npy
  * files and prints one JSON line of statistics, with device times from OpenCL profiling. */
+#include "json_writer.h"
 #include "npy.h"
+#include "timing.h"
 #include "pbsattn.h"
 
 #include <errno.h>
@@ -345,13 +347,6 @@ typedef struct run_times {
     bool valid;
 } run_times;
 
-static double now_ms(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec * 1e3 + (double)t.tv_nsec * 1e-6;
-}
-
 /* Reads the end times of events[0 .. count) into times (events released). */
 static void collect_times(cl_event *events, int count, run_times *times)
 {
@@ -365,49 +360,6 @@ static void collect_times(cl_event *events, int count, run_times *times)
             clReleaseEvent(events[i]);
         events[i] = NULL;
     }
-}
-
-static int compare_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
-static double median(double *values, int count)
-{
-    qsort(values, (size_t)count, sizeof *values, compare_double);
-    return count % 2 ? values[count / 2] : 0.5 * (values[count / 2 - 1] + values[count / 2]);
-}
-
-/* ---- JSON ------------------------------------------------------------------------------------ */
-
-/* value as a JSON string: quotes and backslashes escaped, control and non-ASCII bytes as \u. */
-static void json_text(const char *value)
-{
-    putchar('"');
-    for (const unsigned char *c = (const unsigned char *)value; *c; c++) {
-        if (*c == '"' || *c == '\\')
-            printf("\\%c", *c);
-        else if (*c < 0x20 || *c >= 0x7f)
-            printf("\\u%04x", *c);
-        else
-            putchar(*c);
-    }
-    putchar('"');
-}
-
-static void json_string(const char *key, const char *value)
-{
-    printf("\"%s\":", key);
-    json_text(value);
-}
-
-static void json_number(const char *key, double value)
-{
-    if (isfinite(value))
-        printf("\"%s\":%.6g", key, value);
-    else
-        printf("\"%s\":null", key);
 }
 
 /* ---- the run --------------------------------------------------------------------------------- */
@@ -557,7 +509,7 @@ int main(int argc, char **argv)
             fprintf(stderr, "pbsa-run: clFinish failed (%d)\n", err);
             goto done;
         }
-        double start = now_ms();
+        double start = timing_now_seconds();
         err = clEnqueueMarkerWithWaitList(dev.queue, 0, NULL, &events[0]);
         if (err != CL_SUCCESS) {
             fprintf(stderr, "pbsa-run: clEnqueueMarkerWithWaitList failed (%d)\n", err);
@@ -593,7 +545,7 @@ int main(int argc, char **argv)
             exit_status = fail_call(&dev, what, status);
             goto done;
         }
-        double elapsed = now_ms() - start;
+        double elapsed = 1e3 * (timing_now_seconds() - start);
         if (run >= o.warmup) {
             samples[run - o.warmup] = elapsed;
             collect_times(events, stages + 1, &times[run - o.warmup]);
@@ -602,7 +554,7 @@ int main(int argc, char **argv)
                 clReleaseEvent(events[e]);
         }
     }
-    wall_ms = median(samples, o.repeat);
+    wall_ms = timing_median(samples, o.repeat);
 
     /* Median device time of each stage and of the whole, over the timed runs. */
     double stage_ms[MAX_STAGES + 1];
@@ -618,7 +570,7 @@ int main(int argc, char **argv)
             cl_ulong from = s < stages ? m[s] : m[0], to = s < stages ? m[s + 1] : m[stages];
             samples[r] = to >= from ? (double)(to - from) * 1e-6 : NAN;
         }
-        stage_ms[s] = median(samples, o.repeat);
+        stage_ms[s] = timing_median(samples, o.repeat);
     }
 
     /* Outputs. */
@@ -697,68 +649,68 @@ int main(int argc, char **argv)
 
     /* The JSON line. */
     float scale = params->scale > 0.0f ? params->scale : 1.0f / sqrtf((float)pr.head_dim);
-    printf("{");
-    json_string("mode", o.pbs ? "pbs" : "dense");
-    putchar(',');
-    json_string("device", dev.info.name);
-    putchar(',');
-    json_string("vendor", dev.info.vendor);
-    putchar(',');
-    json_string("dtype", dtype_name(pr.dtype));
-    printf(",\"batch\":%d,\"q_heads\":%d,\"kv_heads\":%d,\"q_len\":%d,\"kv_len\":%d,"
-           "\"head_dim\":%d,\"causal\":%s,",
-           pr.batch, pr.q_heads, pr.kv_heads, pr.q_len, pr.kv_len, pr.head_dim,
-           params->causal ? "true" : "false");
-    json_number("scale", scale);
+    json_writer w;
+    json_init_line(&w, stdout);
+    json_object_begin(&w, NULL);
+    json_string(&w, "mode", o.pbs ? "pbs" : "dense");
+    json_string(&w, "device", dev.info.name);
+    json_string(&w, "vendor", dev.info.vendor);
+    json_string(&w, "dtype", dtype_name(pr.dtype));
+    json_int(&w, "batch", pr.batch);
+    json_int(&w, "q_heads", pr.q_heads);
+    json_int(&w, "kv_heads", pr.kv_heads);
+    json_int(&w, "q_len", pr.q_len);
+    json_int(&w, "kv_len", pr.kv_len);
+    json_int(&w, "head_dim", pr.head_dim);
+    json_bool(&w, "causal", params->causal);
+    json_number(&w, "scale", scale);
     if (o.pbs) {
-        printf(",\"block\":%d,\"segment\":%d,", params->block_size, params->segment_size);
-        json_number("threshold", params->threshold);
-        printf(",\"sink\":%s,", params->force_first_block ? "true" : "false");
-        json_string("gqa", params->gqa_mode == PBSA_GQA_SHARED_PER_KV_GROUP ? "shared"
-                                                                            : "per-head");
-        printf(",\"fallback\":%s,\"workspace_bytes\":%zu",
-               pr.kv_len <= params->segment_size ? "true" : "false", workspace_bytes);
+        json_int(&w, "block", params->block_size);
+        json_int(&w, "segment", params->segment_size);
+        json_number(&w, "threshold", params->threshold);
+        json_bool(&w, "sink", params->force_first_block);
+        json_string(&w, "gqa", params->gqa_mode == PBSA_GQA_SHARED_PER_KV_GROUP ? "shared"
+                                                                                : "per-head");
+        json_bool(&w, "fallback", pr.kv_len <= params->segment_size);
+        json_int(&w, "workspace_bytes", (long long)workspace_bytes);
     }
-    printf(",\"warmup\":%d,\"repeat\":%d,\"times_ms\":{", o.warmup, o.repeat);
+    json_int(&w, "warmup", o.warmup);
+    json_int(&w, "repeat", o.repeat);
+    json_object_begin(&w, "times_ms");
     if (o.pbs) {
-        json_number("permutation", stage_ms[0]);
-        putchar(',');
-        json_number("selection", stage_ms[1]);
-        putchar(',');
-        json_number("sparse_attention", stage_ms[2]);
-        putchar(',');
-        json_number("total", stage_ms[3]);
+        json_number(&w, "permutation", stage_ms[0]);
+        json_number(&w, "selection", stage_ms[1]);
+        json_number(&w, "sparse_attention", stage_ms[2]);
+        json_number(&w, "total", stage_ms[3]);
     } else {
-        json_number("attention", stage_ms[0]);
-        putchar(',');
-        json_number("total", stage_ms[1]);
+        json_number(&w, "attention", stage_ms[0]);
+        json_number(&w, "total", stage_ms[1]);
     }
-    printf("},");
-    json_number("wall_ms", wall_ms);
+    json_object_end(&w);
+    json_number(&w, "wall_ms", wall_ms);
     if (o.pbs) {
         double mean = 0.0;
-        printf(",\"density_per_head\":[");
+        json_array_begin(&w, "density_per_head");
         for (int h = 0; h < pr.q_heads; h++) {
             double sum = 0.0;
             for (int b = 0; b < pr.batch; b++)
                 sum += density[(size_t)b * pr.q_heads + h];
             mean += sum;
-            printf("%s%.6g", h ? "," : "", sum / pr.batch);
+            json_number(&w, NULL, sum / pr.batch);
         }
-        printf("],");
-        json_number("density", mean / ((double)pr.batch * pr.q_heads));
+        json_array_end(&w);
+        json_number(&w, "density", mean / ((double)pr.batch * pr.q_heads));
     }
-    printf(",\"outputs\":[");
+    json_array_begin(&w, "outputs");
     char path[4096];
     const char *names[3] = {"O.npy", "pi.npy", "mask.npy"};
     for (int i = 0; i < (o.pbs ? 3 : 1); i++) {
         snprintf(path, sizeof path, "%s/%s", o.out_dir, names[i]);
-        if (i)
-            putchar(',');
-        json_text(path);
+        json_string(&w, NULL, path);
     }
-    printf("]}\n");
-    exit_status = fflush(stdout) == 0 ? 0 : EXIT_RUN_FAILED;
+    json_array_end(&w);
+    json_object_end(&w);
+    exit_status = json_finish(&w) == 0 && fflush(stdout) == 0 ? 0 : EXIT_RUN_FAILED;
 
 done:;
     cl_mem all[] = {q_mem, k_mem, v_mem, o_mem, pi_mem, counts_mem, blocks_mem, workspace};

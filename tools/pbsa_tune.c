@@ -13,6 +13,7 @@
  * reruns pick the same winner. The flash kernels are timed on a context forced portable, the
  * tensor-core kernels on a context of the defaults. */
 #include "pbsattn.h"
+#include "timing.h"
 #include "tune_case.h"
 #include "tuning/tuning.h"
 
@@ -326,13 +327,6 @@ typedef struct progress {
 
 static progress bar;
 
-static double now_seconds(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
-}
-
 static void clear_bar(void)
 {
     if (bar.tty && bar.bar_shown)
@@ -345,7 +339,7 @@ static void clear_bar(void)
 static void progress_text(char *out, size_t capacity)
 {
     int total = bar.total > bar.done ? bar.total : bar.done;
-    double now = now_seconds(), left = bar.deadline - now;
+    double now = timing_now_seconds(), left = bar.deadline - now;
     double eta = bar.done > 0 ? (now - bar.start) / bar.done * (total - bar.done) : left;
     eta = eta < left ? eta : left;
     eta = eta > 0.0 ? eta : 0.0;
@@ -681,7 +675,7 @@ static void tune_key(session *s, const pbsa_tuning_key *key, double key_deadline
         }
         int improved = 0;
         for (; next < count; next++) {
-            if (interrupted || (next > 0 && now_seconds() > key_deadline)) {
+            if (interrupted || (next > 0 && timing_now_seconds() > key_deadline)) {
                 count = next;
                 break;
             }
@@ -717,7 +711,7 @@ static void tune_key(session *s, const pbsa_tuning_key *key, double key_deadline
                 improved++;
             }
         }
-        if (interrupted || now_seconds() > key_deadline || (round > 0 && !improved) ||
+        if (interrupted || timing_now_seconds() > key_deadline || (round > 0 && !improved) ||
             count >= o->candidates)
             break;
     }
@@ -1038,7 +1032,7 @@ int main(int argc, char **argv)
     sigemptyset(&action.sa_mask);
     sigaction(SIGINT, &action, NULL);
 
-    bar.start = now_seconds();
+    bar.start = timing_now_seconds();
     bar.deadline = bar.start + o.budget;
     bar.active = true;
     int planned[MAX_KEYS];
@@ -1047,8 +1041,8 @@ int main(int argc, char **argv)
     static key_result results[MAX_KEYS];
     int done = 0, exit_status = 0;
     for (int i = 0; i < key_count && !interrupted; i++) {
-        double left = bar.deadline - now_seconds();
-        double key_deadline = now_seconds() + (left > 0.0 ? left : 0.0) / (key_count - i);
+        double left = bar.deadline - timing_now_seconds();
+        double key_deadline = timing_now_seconds() + (left > 0.0 ? left : 0.0) / (key_count - i);
         int done_before = bar.done, total_before = bar.total;
         tune_key(&s, &keys[i], key_deadline, &results[i]);
         release_cases(&s);

@@ -1,5 +1,5 @@
-/* fp32 FMA throughput probe for the benchmark: independent FMA chains per work-item.
- * Each work-item performs FMA_CHAINS * iterations * 4 FMAs. */
+/* fp32 FMA throughput probe of pbsa-bench-dense (bench/fma_peak.c builds it): independent FMA
+ * chains per work-item. Each work-item performs FMA_CHAINS * iterations * 4 FMAs. */
 #ifndef FMA_CHAINS
 #define FMA_CHAINS 8
 #endif

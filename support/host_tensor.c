@@ -1,12 +1,38 @@
-/* Host copies of device tensors (see tensor_io.h). */
-#include "tensor_io.h"
+/* Host copies of device tensors (see host_tensor.h). */
+#include "host_tensor.h"
+#include "splitmix.h"
 
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
-void tensor_init(test_tensor *t, pbsa_dtype dtype, int batch, int heads, int seq, int head_dim,
+void tensor_store(void *data, pbsa_dtype dtype, size_t index, float value)
+{
+    switch (dtype) {
+    case PBSA_DTYPE_F32: ((float *)data)[index] = value; break;
+    case PBSA_DTYPE_F16: ((uint16_t *)data)[index] = pbsa_ref_float_to_half(value); break;
+    case PBSA_DTYPE_BF16: ((uint16_t *)data)[index] = pbsa_ref_float_to_bf16(value); break;
+    }
+}
+
+double tensor_load(const void *data, pbsa_dtype dtype, size_t index)
+{
+    switch (dtype) {
+    case PBSA_DTYPE_F32: return ((const float *)data)[index];
+    case PBSA_DTYPE_F16: return pbsa_ref_half_to_float(((const uint16_t *)data)[index]);
+    case PBSA_DTYPE_BF16: return pbsa_ref_bf16_to_float(((const uint16_t *)data)[index]);
+    }
+    return NAN;
+}
+
+void tensor_random(void *data, pbsa_dtype dtype, size_t count, float amplitude, uint64_t *rng)
+{
+    for (size_t i = 0; i < count; i++)
+        tensor_store(data, dtype, i, amplitude * splitmix_signed(rng));
+}
+
+void tensor_init(host_tensor *t, pbsa_dtype dtype, int batch, int heads, int seq, int head_dim,
                  tensor_layout layout, int guard)
 {
     pbsa_tensor d = layout == TENSOR_BSHD
@@ -35,20 +61,18 @@ static size_t index_of(const pbsa_tensor *d, int b, int h, int s, int e)
                     (uint64_t)e);
 }
 
-void tensor_set(test_tensor *t, int b, int h, int s, int d, float value)
+void tensor_set(host_tensor *t, int b, int h, int s, int d, float value)
 {
-    unsigned char *at = t->bytes + index_of(&t->desc, b, h, s, d) * pbsa_dtype_size(t->desc.dtype);
-    uint16_t bits;
-    switch (t->desc.dtype) {
-    case PBSA_DTYPE_F32: memcpy(at, &value, 4); return;
-    case PBSA_DTYPE_F16: bits = pbsa_ref_float_to_half(value); break;
-    case PBSA_DTYPE_BF16: bits = pbsa_ref_float_to_bf16(value); break;
-    default: return;
-    }
-    memcpy(at, &bits, 2);
+    tensor_store(t->bytes, t->desc.dtype, index_of(&t->desc, b, h, s, d), value);
 }
 
-pbsa_host_tensor tensor_host_view(const test_tensor *t)
+void tensor_fill_random(host_tensor *t, uint64_t *rng, float amplitude)
+{
+    tensor_random(t->bytes, t->desc.dtype, t->size / pbsa_dtype_size(t->desc.dtype), amplitude,
+                  rng);
+}
+
+pbsa_host_tensor tensor_host_view(const host_tensor *t)
 {
     const pbsa_tensor *d = &t->desc;
     pbsa_host_tensor h = {t->bytes + d->offset * pbsa_dtype_size(d->dtype), d->dtype, d->batch,
@@ -57,13 +81,13 @@ pbsa_host_tensor tensor_host_view(const test_tensor *t)
     return h;
 }
 
-double tensor_get(const test_tensor *t, int b, int h, int s, int d)
+double tensor_get(const host_tensor *t, int b, int h, int s, int d)
 {
     pbsa_host_tensor view = tensor_host_view(t);
     return pbsa_ref_element(&view, b, h, s, d);
 }
 
-int tensor_upload(test_tensor *t, cl_context cl_ctx)
+int tensor_upload(host_tensor *t, cl_context cl_ctx)
 {
     cl_int err;
     t->desc.buffer = clCreateBuffer(cl_ctx, CL_MEM_READ_WRITE | CL_MEM_COPY_HOST_PTR, t->size,
@@ -71,13 +95,19 @@ int tensor_upload(test_tensor *t, cl_context cl_ctx)
     return err;
 }
 
-int tensor_download(test_tensor *t, cl_command_queue queue)
+int tensor_rewrite(host_tensor *t, cl_command_queue queue)
+{
+    return clEnqueueWriteBuffer(queue, t->desc.buffer, CL_TRUE, 0, t->size, t->bytes, 0, NULL,
+                                NULL);
+}
+
+int tensor_download(host_tensor *t, cl_command_queue queue)
 {
     return clEnqueueReadBuffer(queue, t->desc.buffer, CL_TRUE, 0, t->size, t->bytes, 0, NULL,
                                NULL);
 }
 
-void tensor_free(test_tensor *t)
+void tensor_free(host_tensor *t)
 {
     if (t->desc.buffer)
         clReleaseMemObject(t->desc.buffer);
@@ -85,7 +115,7 @@ void tensor_free(test_tensor *t)
     memset(t, 0, sizeof *t);
 }
 
-long tensor_guard_damage(const test_tensor *t)
+long tensor_guard_damage(const host_tensor *t)
 {
     const pbsa_tensor *d = &t->desc;
     size_t element = pbsa_dtype_size(d->dtype);
@@ -104,27 +134,29 @@ long tensor_guard_damage(const test_tensor *t)
     return damaged;
 }
 
-double tensor_rel_l2(const test_tensor *t, const double *ref, long *nonfinite)
+tensor_error tensor_compare(const host_tensor *t, const double *ref)
 {
     const pbsa_tensor *d = &t->desc;
+    tensor_error e = {0};
     double diff2 = 0.0, ref2 = 0.0;
-    long bad = 0;
     size_t n = 0;
     for (int b = 0; b < d->batch; b++)
         for (int h = 0; h < d->heads; h++)
             for (int s = 0; s < d->seq; s++)
-                for (int e = 0; e < d->head_dim; e++, n++) {
+                for (int x = 0; x < d->head_dim; x++, n++) {
                     if (!isfinite(ref[n]))
                         continue;
-                    double got = tensor_get(t, b, h, s, e);
+                    double got = tensor_get(t, b, h, s, x);
                     if (!isfinite(got)) {
-                        bad++;
+                        e.nonfinite++;
                         continue;
                     }
-                    diff2 += (got - ref[n]) * (got - ref[n]);
+                    double diff = got - ref[n];
+                    diff2 += diff * diff;
                     ref2 += ref[n] * ref[n];
+                    e.max_abs = fmax(e.max_abs, fabs(diff));
                 }
-    if (nonfinite)
-        *nonfinite = bad;
-    return ref2 > 0.0 ? sqrt(diff2 / ref2) : sqrt(diff2);
+    e.rel_l2 = ref2 > 0.0 ? sqrt(diff2 / ref2) : sqrt(diff2);
+    e.guard_damage = tensor_guard_damage(t);
+    return e;
 }

@@ -3,20 +3,15 @@
 #ifndef PBSA_CONFORMANCE_H
 #define PBSA_CONFORMANCE_H
 
+#include "host_tensor.h"
 #include "pbsattn.h"
-
-typedef enum conformance_layout {
-    LAYOUT_BHSD = 0,
-    LAYOUT_BSHD = 1,
-    LAYOUT_PADDED = 2, /* BHSD view with gaps between rows, heads and batches and an offset */
-} conformance_layout;
 
 typedef struct conformance_case {
     const char *name;
     pbsa_dtype dtype;
     int batch, q_heads, kv_heads, q_len, kv_len, head_dim;
     int causal;
-    conformance_layout layout;
+    tensor_layout layout;
 } conformance_case;
 
 typedef struct conformance_result {

@@ -1,6 +1,7 @@
-/* A small streaming JSON writer for benchmark result files: one value per line, indented, with
- * the commas placed for the caller. Strings are escaped; bytes outside ASCII are written as '?'
- * so the file is always valid UTF-8; non-finite numbers are written as null. */
+/* A small streaming JSON writer for the result files of the benchmarks and the tools, and for
+ * pbsa-run's statistics line: the commas placed for the caller. Strings are escaped; bytes
+ * outside ASCII are written as '?' so the file is always valid UTF-8; non-finite numbers are
+ * written as null. Thread-safety: one writer per thread. */
 #ifndef PBSA_BENCH_JSON_WRITER_H
 #define PBSA_BENCH_JSON_WRITER_H
 
@@ -13,11 +14,15 @@ typedef struct json_writer {
     int depth;
     int count[JSON_MAX_DEPTH]; /* values written so far inside each open object or array */
     int overflow;              /* set when nesting went deeper than JSON_MAX_DEPTH */
+    int one_line;              /* json_init_line()'s style */
 } json_writer;
 
-/* Starts a document on file. Every other call takes key NULL for a value inside an array or for
- * the top-level value, and the member name inside an object. */
+/* Starts a document on file (which the caller keeps owning): one value per line, indented,
+ * numbers with 10 significant digits. Every other call takes key NULL for a value inside an
+ * array or for the top-level value, and the member name inside an object. */
 void json_init(json_writer *w, FILE *file);
+/* Starts a document written on one line without spaces, numbers with 6 significant digits. */
+void json_init_line(json_writer *w, FILE *file);
 void json_object_begin(json_writer *w, const char *key);
 void json_object_end(json_writer *w);
 void json_array_begin(json_writer *w, const char *key);

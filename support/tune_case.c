@@ -1,8 +1,10 @@
 /* pbsa-tune's workloads (see tune_case.h). */
 #include "tune_case.h"
 #include "conformance.h"
+#include "host_tensor.h"
 #include "pbsattn_ref.h"
 #include "splitmix.h"
+#include "timing.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -69,21 +71,12 @@ static bool runs_sparse(const pbsa_tuning_key *key)
     return pbsa_kernel_kind_is_sparse(key->kind);
 }
 
-static void store(void *data, pbsa_dtype dtype, size_t index, float x)
-{
-    switch (dtype) {
-    case PBSA_DTYPE_F32: ((float *)data)[index] = x; return;
-    case PBSA_DTYPE_F16: ((uint16_t *)data)[index] = pbsa_ref_float_to_half(x); return;
-    case PBSA_DTYPE_BF16: ((uint16_t *)data)[index] = pbsa_ref_float_to_bf16(x); return;
-    }
-}
-
 /* count random elements of dtype in [-amplitude, amplitude), or NULL. */
 static void *random_host(pbsa_dtype dtype, size_t count, float amplitude, uint64_t *rng)
 {
     void *data = malloc(count * pbsa_dtype_size(dtype));
-    for (size_t i = 0; data && i < count; i++)
-        store(data, dtype, i, (float)((2.0 * splitmix_unit(rng) - 1.0) * amplitude));
+    if (data)
+        tensor_random(data, dtype, count, amplitude, rng);
     return data;
 }
 
@@ -348,9 +341,9 @@ static int check_dense(tune_case *c, char *reason, size_t capacity)
     /* A square case and a chunked-prefill one (queries the last positions of the keys). */
     const conformance_case cases[2] = {
         {"tune_square", c->key.dtype, 1, CHECK_HEADS, CHECK_KV_HEADS, DENSE_CHECK_SEQ,
-         DENSE_CHECK_SEQ, c->key.head_dim, c->key.causal, LAYOUT_BHSD},
+         DENSE_CHECK_SEQ, c->key.head_dim, c->key.causal, TENSOR_BHSD},
         {"tune_prefill", c->key.dtype, 1, CHECK_HEADS, CHECK_KV_HEADS, 77, DENSE_CHECK_SEQ,
-         c->key.head_dim, c->key.causal, LAYOUT_BHSD},
+         c->key.head_dim, c->key.causal, TENSOR_BHSD},
     };
     for (int i = 0; i < 2; i++) {
         conformance_result r;
@@ -541,19 +534,6 @@ int tune_case_check(tune_case *c, char *reason, size_t capacity)
 
 /* ---- timing ---- */
 
-static double now_seconds(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
-}
-
-static int compare_doubles(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
 /* One permutation on input set run % set_count; *ms is the whole call's time on the host, from
  * an idle queue to its completion (the CLBlast method's host work and its several kernels
  * included). */
@@ -561,12 +541,12 @@ static int timed_permutation(tune_case *c, int run, double *ms, char *reason, si
 {
     cl_event event = NULL;
     cl_int err = clFinish(c->queue);
-    double begin = now_seconds();
+    double begin = timing_now_seconds();
     if (err == CL_SUCCESS && run_permutation(c, run, &event, reason, capacity) != 0)
         return 1;
     if (err == CL_SUCCESS)
         err = clWaitForEvents(1, &event);
-    *ms = (now_seconds() - begin) * 1e3;
+    *ms = (timing_now_seconds() - begin) * 1e3;
     if (event)
         clReleaseEvent(event);
     if (err != CL_SUCCESS) {
@@ -641,16 +621,15 @@ int tune_case_time(tune_case *c, int warmup, int repeats, double max_seconds, do
             return 2;
         }
     }
-    double begin = now_seconds();
+    double begin = timing_now_seconds();
     int runs = 0;
-    while (runs < repeats && (runs < 3 || now_seconds() - begin < max_seconds)) {
+    while (runs < repeats && (runs < 3 || timing_now_seconds() - begin < max_seconds)) {
         if (stop && *stop)
             return 3;
         if (timed_run(c, runs, &times[runs], reason, capacity) != 0)
             return 1;
         runs++;
     }
-    qsort(times, (size_t)runs, sizeof times[0], compare_doubles);
-    *median_ms = runs % 2 ? times[runs / 2] : 0.5 * (times[runs / 2 - 1] + times[runs / 2]);
+    *median_ms = timing_median(times, runs);
     return 0;
 }

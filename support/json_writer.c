@@ -8,8 +8,25 @@ void json_init(json_writer *w, FILE *file)
     w->file = file;
     w->depth = 0;
     w->overflow = 0;
+    w->one_line = 0;
     for (int i = 0; i < JSON_MAX_DEPTH; i++)
         w->count[i] = 0;
+}
+
+void json_init_line(json_writer *w, FILE *file)
+{
+    json_init(w, file);
+    w->one_line = 1;
+}
+
+/* A line break and the indentation of the current depth (nothing on one line). */
+static void new_line(json_writer *w)
+{
+    if (w->one_line)
+        return;
+    fputc('\n', w->file);
+    for (int i = 0; i < w->depth; i++)
+        fputs("  ", w->file);
 }
 
 static void write_escaped(FILE *file, const char *text)
@@ -38,14 +55,14 @@ static void write_escaped(FILE *file, const char *text)
 static void prefix(json_writer *w, const char *key)
 {
     if (w->depth > 0) {
-        fputs(w->count[w->depth] > 0 ? ",\n" : "\n", w->file);
-        for (int i = 0; i < w->depth; i++)
-            fputs("  ", w->file);
+        if (w->count[w->depth] > 0)
+            fputc(',', w->file);
+        new_line(w);
     }
     w->count[w->depth]++;
     if (key) {
         write_escaped(w->file, key);
-        fputs(": ", w->file);
+        fputs(w->one_line ? ":" : ": ", w->file);
     }
 }
 
@@ -69,11 +86,8 @@ static void close_scope(json_writer *w, char bracket)
     }
     int had_values = w->count[w->depth] > 0;
     w->depth--;
-    if (had_values) {
-        fputc('\n', w->file);
-        for (int i = 0; i < w->depth; i++)
-            fputs("  ", w->file);
-    }
+    if (had_values)
+        new_line(w);
     fputc(bracket, w->file);
 }
 
@@ -95,7 +109,7 @@ void json_number(json_writer *w, const char *key, double value)
 {
     prefix(w, key);
     if (isfinite(value))
-        fprintf(w->file, "%.10g", value);
+        fprintf(w->file, "%.*g", w->one_line ? 6 : 10, value);
     else
         fputs("null", w->file);
 }
