@@ -9,6 +9,7 @@
 #include <stdbool.h>
 
 typedef struct pbsa_program_entry pbsa_program_entry;
+typedef struct pbsa_error_table pbsa_error_table;
 
 /* How PBS attention computes the permutation scores and reads the permuted keys and values
  * (src/pbs_plan.c). AUTO: the environment (PBSA_SCORE_METHOD, PBSA_KV_METHOD), else the default. */
@@ -40,6 +41,7 @@ struct pbsa_context {
     const char *build_log; /* log of the last failed build, owned by its cache entry */
     pbsa_pbs_methods pbs_methods; /* set by pbsa_pbs_force_methods() */
     struct pbsa_tuning *tuning;   /* tuning data of the device (src/tuning.c), may be NULL */
+    pbsa_error_table *errors;     /* each thread's last error on the context (src/errors.c) */
 };
 
 /* ---- the NVIDIA tensor-core path (src/tensor_core.c; the kernels: src/mma_config.h) ---- */
@@ -58,6 +60,9 @@ int pbsa_fail(const pbsa_context *ctx, int status, const char *fmt, ...)
 void pbsa_log(pbsa_log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Clears the calling thread's last error (start of every public call on ctx). */
 void pbsa_clear_error(const pbsa_context *ctx);
+/* Creates and frees the table of each thread's last error on ctx. */
+bool pbsa_error_table_create(pbsa_context *ctx);
+void pbsa_error_table_release(pbsa_context *ctx);
 
 /* ---- argument checks (src/tensor_check.c) ---- */
 
