@@ -165,9 +165,13 @@ PBSA_API int pbsa_context_create(cl_context cl_ctx, cl_device_id device,
  * no other thread uses the context during or after the call and that work it enqueued is done. */
 PBSA_API void pbsa_context_release(pbsa_context *ctx);
 
-/* Text of the last error the calling thread met on ctx ("" if none); valid until the next call on
- * ctx from the same thread. ctx NULL gives the last error of a failed pbsa_context_create() on
- * this thread. Thread-safe. */
+/* Text of the last error of the calling thread's calls on ctx ("" if its last call on ctx
+ * succeeded or it made none); errors on other contexts and of other threads never change it. Valid
+ * until the thread's next call on ctx, or ctx's release. ctx NULL gives the calling thread's last
+ * error of a call without a context: a failed pbsa_context_create(),
+ * pbsa_helper_create_cl_context() or pbsa_query_device_info(), or a call passed ctx NULL; calls on
+ * contexts never change it. A message that cannot be stored for want of host memory still goes to
+ * the log callback. Thread-safe. */
 PBSA_API const char *pbsa_context_last_error(const pbsa_context *ctx);
 
 /* Compiler log of the last kernel build that failed on ctx ("" if none); valid until the next
