@@ -367,6 +367,9 @@ PBSA_API pbsa_params pbsa_params_default(void);
  * Block lists: for row r = (batch * Hq + head) * nqb + i, counts[r] is the number of key blocks
  * query block i attends to and blocks[r * nkb + t], t < counts[r], are those key block indices
  * (ascending, each < nkb), as cl_int. Key block j covers permuted positions j*b .. j*b + b - 1.
+ * Each block is attended at most once: an index that is not above every index attended before it
+ * in its row is skipped, so a repeated index counts once (and in a list that is not ascending,
+ * the indices below an earlier one are skipped).
  */
 typedef struct pbsa_block_list {
     cl_mem counts;          /* cl_int [B * Hq * nqb] */
@@ -427,11 +430,12 @@ PBSA_API int pbsa_workspace_read(pbsa_context *ctx, cl_command_queue queue, cons
 
 /*
  * Density per query head: selected key blocks over the blocks that causal (or, non-causal, full)
- * attention would visit, from block counts read back by the caller. counts: B*Hq*nqb values;
- * density: Hq*B doubles, written in (batch, head) order. Causal PBS visits the whole of each
- * query block's own segment (the permutation can move earlier keys into its later blocks), so
- * the ratio can exceed 1 for short sequences. Errors: PBSA_ERROR_NULL_ARGUMENT,
- * PBSA_ERROR_INVALID_VALUE. Thread-safe (host only).
+ * attention would visit, from block counts read back by the caller. counts: B*Hq*nqb values,
+ * each in 0..nkb; density: Hq*B doubles, written in (batch, head) order. Causal PBS visits the
+ * whole of each query block's own segment (the permutation can move earlier keys into its later
+ * blocks), so the ratio can exceed 1 for short sequences. Errors: PBSA_ERROR_NULL_ARGUMENT,
+ * PBSA_ERROR_INVALID_VALUE (bad sizes, a count outside 0..nkb; nothing is written). Thread-safe
+ * (host only).
  */
 PBSA_API int pbsa_block_density(int64_t batch, int64_t q_heads, int64_t q_len, int64_t kv_len,
                                 const pbsa_params *params, const cl_int *counts, double *density);
@@ -462,7 +466,8 @@ PBSA_API int pbsa_block_selection(pbsa_context *ctx, cl_command_queue queue, con
  * causal rule pi[position] <= query position when params->causal. pi NULL means the identity
  * (plain block-sparse attention). Uses block_size, causal, gqa_mode and scale of params; counts
  * over nkb and indices outside 0..nkb-1 are the caller's error and are clamped away by the kernel
- * (never read out of bounds). A query row whose blocks hold no visible key gets zeros.
+ * (never read out of bounds); repeated indices count once (see pbsa_block_list). A query row whose
+ * blocks hold no visible key gets zeros.
  */
 PBSA_API int pbsa_sparse_attention(pbsa_context *ctx, cl_command_queue queue, const pbsa_tensor *q,
                                    const pbsa_tensor *k, const pbsa_tensor *v, const pbsa_tensor *o,

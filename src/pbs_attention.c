@@ -5,6 +5,7 @@
 #include "mma_config.h"
 #include "pbs_plan.h"
 
+#include <inttypes.h>
 #include <math.h>
 #include <stdlib.h>
 
@@ -206,6 +207,12 @@ int pbsa_block_density(int64_t batch, int64_t q_heads, int64_t q_len, int64_t kv
                          "%s: needs batch, q_heads, q_len > 0, kv_len >= q_len and "
                          "params->block_size > 0", fn);
     int64_t q_blocks = (q_len + b - 1) / b, k_blocks = (kv_len + b - 1) / b;
+    for (int64_t r = 0; r < batch * q_heads * q_blocks; r++)
+        if (counts[r] < 0 || counts[r] > k_blocks)
+            return pbsa_fail(NULL, PBSA_ERROR_INVALID_VALUE,
+                             "%s: counts[%" PRId64 "] = %d is not in 0..%" PRId64
+                             " (the key blocks)",
+                             fn, r, (int)counts[r], k_blocks);
     /* Blocks that dense attention visits: up to the diagonal when causal, else all. */
     double visited = 0.0;
     for (int64_t i = 0; i < q_blocks; i++)
