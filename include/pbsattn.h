@@ -18,6 +18,15 @@
  *  - Numerics: every result is accumulated in fp32. A NaN or infinity in Q or K reaches exactly
  *    the output rows that see that key; one in V can also reach other rows of the same tile of
  *    queries (a hidden key's weight 0 times NaN is NaN), so keep V finite.
+ *  - Memory: no output of a call may share a byte with one of its inputs or another of its outputs
+ *    (PBSA_ERROR_INVALID_VALUE, naming both). That holds for the same cl_mem, for sub-buffers of
+ *    one buffer and a buffer and its sub-buffers (compared through parent and origin), and for
+ *    buffers made with CL_MEM_USE_HOST_PTR on the same host memory. A tensor covers the bytes
+ *    from its first element to its last, a list its count of cl_ints from its offset, a caller's
+ *    workspace its first pbsa_workspace_size() bytes: two tensors whose spans interleave (q on
+ *    the even rows of a buffer, o on the odd ones) are refused even though no element is shared.
+ *    Inputs may share memory with each other. Buffers reached in other ways (two cl_mem made by
+ *    another API over the same memory) cannot be seen and are the caller's to keep apart.
  *  - Thread safety: one pbsa_context may be used from several threads at once, each with its own
  *    command queue; pbsa_context_last_error() then reports the last error of the calling thread.
  *    Creating and releasing a context must not race with other calls on the same context.
@@ -239,7 +248,8 @@ typedef struct pbsa_dense_params {
  * Shapes: q [B, Hq, Sq, D], k and v [B, Hkv, Skv, D], o [B, Hq, Sq, D], with Hq a multiple of Hkv
  * (grouped-query attention: query head h reads KV head h / (Hq / Hkv)), 1 <= Sq <= Skv (the
  * queries are the last Sq positions), D in {64, 96, 128, 256}. All four tensors share one dtype;
- * o must not overlap q, k or v. params NULL means causal with the default scale.
+ * o must not overlap q, k, v or itself (see Memory above). params NULL means causal with the
+ * default scale.
  * The work is enqueued on queue, which must belong to the context and device of ctx. If event is
  * not NULL it receives an event of the enqueued work that the caller must release.
  * Errors: PBSA_ERROR_NULL_ARGUMENT, PBSA_ERROR_INVALID_VALUE, PBSA_ERROR_SHAPE_MISMATCH,
@@ -391,7 +401,8 @@ PBSA_API int pbsa_workspace_size(pbsa_context *ctx, const pbsa_tensor *q, const 
  * attention through the permutation (no permuted copy of K or V is made). Same tensor rules as
  * pbsa_dense_attention(); params NULL means pbsa_params_default(). If Skv <= segment_size the
  * result is dense attention (the short-sequence fallback).
- * workspace: a caller-owned buffer of at least pbsa_workspace_size() bytes, used from byte 0; no
+ * workspace: a caller-owned buffer of at least pbsa_workspace_size() bytes, used from byte 0
+ * (those bytes must not overlap q, k, v or o; a sub-buffer of a larger buffer is fine); no
  * device memory is allocated by the call. NULL: the library allocates a workspace for the call
  * and releases it when the work completes. After the call completes, the permutation and block
  * lists can be read from the workspace with pbsa_workspace_read().
@@ -443,7 +454,8 @@ PBSA_API int pbsa_block_density(int64_t batch, int64_t q_heads, int64_t q_len, i
 /*
  * Stage 1, the segmented key permutation: writes pi (cl_int [B, Hp, Skv], at element offset
  * pi_offset of the caller's buffer pi) for q, k and params; the tail and short inputs get the
- * identity. workspace as in pbsa_attention() (it holds the scores), or NULL.
+ * identity. workspace as in pbsa_attention() (it holds the scores), or NULL. pi and the
+ * workspace are outputs: neither may overlap q, k or the other (see Memory at the top).
  */
 PBSA_API int pbsa_permutation(pbsa_context *ctx, cl_command_queue queue, const pbsa_tensor *q,
                               const pbsa_tensor *k, const pbsa_params *params, cl_mem pi,
@@ -453,7 +465,8 @@ PBSA_API int pbsa_permutation(pbsa_context *ctx, cl_command_queue queue, const p
  * Stage 2, block selection: from q, k and the permutation pi (as written by pbsa_permutation()),
  * writes the final block set of every query block (threshold selection, sink block and the
  * query's own segment) into out. workspace as in pbsa_attention() (it holds the block means), or
- * NULL.
+ * NULL. out's counts and blocks and the workspace are outputs: none may overlap q, k, pi or
+ * another of them (see Memory at the top).
  */
 PBSA_API int pbsa_block_selection(pbsa_context *ctx, cl_command_queue queue, const pbsa_tensor *q,
                                   const pbsa_tensor *k, const pbsa_params *params, cl_mem pi,

@@ -29,6 +29,12 @@ int pbsa_dense_attention(pbsa_context *ctx, cl_command_queue queue, const pbsa_t
     int status = pbsa_check_queue(ctx, fn, queue);
     if (status == PBSA_SUCCESS)
         status = pbsa_check_attention_tensors(ctx, fn, q, k, v, o);
+    if (status == PBSA_SUCCESS) {
+        const pbsa_span output = pbsa_tensor_span("o", o);
+        const pbsa_span inputs[3] = {pbsa_tensor_span("q", q), pbsa_tensor_span("k", k),
+                                     pbsa_tensor_span("v", v)};
+        status = pbsa_check_disjoint(ctx, fn, &output, 1, inputs, 3);
+    }
     if (status != PBSA_SUCCESS)
         return status;
     pbsa_dense_params p = params ? *params : (pbsa_dense_params){.causal = 1};

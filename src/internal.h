@@ -73,19 +73,35 @@ int pbsa_check_tensor(const pbsa_context *ctx, const char *fn, const char *name,
                       const pbsa_tensor *t);
 /* Checks that the queue belongs to ctx's context and device. */
 int pbsa_check_queue(const pbsa_context *ctx, const char *fn, cl_command_queue queue);
-/* Fails when the element ranges of a and b may overlap in one buffer. */
-int pbsa_check_no_overlap(const pbsa_context *ctx, const char *fn, const char *name_a,
-                          const pbsa_tensor *a, const char *name_b, const pbsa_tensor *b);
 /* Checks q [B,Hq,Sq,D] and k [B,Hkv,Skv,D]: agreeing dtypes, batch and head dim, a supported head
  * dim, Hq a multiple of Hkv, Sq <= Skv. */
 int pbsa_check_query_key(const pbsa_context *ctx, const char *fn, const pbsa_tensor *q,
                          const pbsa_tensor *k);
 /* Checks q [B,Hq,Sq,D], k and v [B,Hkv,Skv,D], o like q: agreeing shapes and dtypes, Hq a
- * multiple of Hkv, Sq <= Skv, supported head dim, o not overlapping the inputs. */
+ * multiple of Hkv, Sq <= Skv, supported head dim, no two elements of o at one address. */
 int pbsa_check_attention_tensors(const pbsa_context *ctx, const char *fn, const pbsa_tensor *q,
                                  const pbsa_tensor *k, const pbsa_tensor *v, const pbsa_tensor *o);
 /* Whether head_dim is one the kernels are built for. */
 bool pbsa_head_dim_supported(int64_t head_dim);
+
+/* ---- memory shared between arguments (src/overlap.c) ---- */
+
+/* The bytes [begin, end) of buffer that an argument named name covers. */
+typedef struct pbsa_span {
+    const char *name;
+    cl_mem buffer;
+    uint64_t begin, end;
+} pbsa_span;
+
+/* The span of a checked tensor, first to last element. */
+pbsa_span pbsa_tensor_span(const char *name, const pbsa_tensor *t);
+/* The span of count cl_ints at element offset of buffer (checked by pbsa_check_int_buffer()). */
+pbsa_span pbsa_int_span(const char *name, cl_mem buffer, uint64_t offset, uint64_t count);
+/* Fails (PBSA_ERROR_INVALID_VALUE, naming both) when an output shares a byte with another output
+ * or an input, through the same buffer, a sub-buffer of it, or the same host memory. At most 8
+ * spans in all. */
+int pbsa_check_disjoint(const pbsa_context *ctx, const char *fn, const pbsa_span *outputs,
+                        int output_count, const pbsa_span *inputs, int input_count);
 
 /* ---- programs (src/program_cache.c) ---- */
 

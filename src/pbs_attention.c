@@ -81,6 +81,21 @@ int pbsa_sparse_attention(pbsa_context *ctx, cl_command_queue queue, const pbsa_
         status = pbsa_pbs_check_pi(ctx, fn, &plan, pi, pi_offset);
     if (status == PBSA_SUCCESS)
         status = pbsa_pbs_check_block_list(ctx, fn, &plan, blocks);
+    if (status == PBSA_SUCCESS) {
+        const uint64_t *count = plan.layout.count;
+        const pbsa_span output = pbsa_tensor_span("o", o);
+        const pbsa_span inputs[6] = {
+            pbsa_tensor_span("q", q),
+            pbsa_tensor_span("k", k),
+            pbsa_tensor_span("v", v),
+            pbsa_int_span("blocks.counts", blocks->counts, blocks->counts_offset,
+                          count[PBSA_REGION_COUNTS]),
+            pbsa_int_span("blocks.blocks", blocks->blocks, blocks->blocks_offset,
+                          count[PBSA_REGION_BLOCKS]),
+            pbsa_int_span("pi", pi, pi_offset, count[PBSA_REGION_PI]),
+        };
+        status = pbsa_check_disjoint(ctx, fn, &output, 1, inputs, pi ? 6 : 5);
+    }
     if (status != PBSA_SUCCESS)
         return status;
     pbsa_launch_chain chain = {.queue = queue};
@@ -126,8 +141,18 @@ int pbsa_attention(pbsa_context *ctx, cl_command_queue queue, const pbsa_tensor 
     }
     cl_mem ws = NULL;
     status = pbsa_pbs_workspace_acquire(ctx, fn, &plan, workspace, &ws);
-    if (status != PBSA_SUCCESS)
+    if (status == PBSA_SUCCESS && workspace) {
+        const pbsa_span outputs[2] = {pbsa_tensor_span("o", o),
+                                      pbsa_int_span("workspace", ws, 0, plan.layout.total)};
+        const pbsa_span inputs[3] = {pbsa_tensor_span("q", q), pbsa_tensor_span("k", k),
+                                     pbsa_tensor_span("v", v)};
+        status = pbsa_check_disjoint(ctx, fn, outputs, 2, inputs, 3);
+    }
+    if (status != PBSA_SUCCESS) {
+        if (ws)
+            clReleaseMemObject(ws);
         return status;
+    }
     /* Every kernel is prepared (compiled, arguments set) before the first is enqueued. */
     const uint64_t *start = plan.layout.start;
     const uint64_t pi = start[PBSA_REGION_PI];

@@ -142,8 +142,18 @@ int pbsa_permutation(pbsa_context *ctx, cl_command_queue queue, const pbsa_tenso
     cl_mem ws = NULL;
     if (status == PBSA_SUCCESS)
         status = pbsa_pbs_workspace_acquire(ctx, fn, &plan, workspace, &ws);
-    if (status != PBSA_SUCCESS)
+    if (status == PBSA_SUCCESS) {
+        const pbsa_span outputs[2] = {
+            pbsa_int_span("pi", pi, pi_offset, plan.layout.count[PBSA_REGION_PI]),
+            pbsa_int_span("workspace", ws, 0, plan.layout.total)};
+        const pbsa_span inputs[2] = {pbsa_tensor_span("q", q), pbsa_tensor_span("k", k)};
+        status = pbsa_check_disjoint(ctx, fn, outputs, workspace ? 2 : 1, inputs, 2);
+    }
+    if (status != PBSA_SUCCESS) {
+        if (ws)
+            clReleaseMemObject(ws);
         return status;
+    }
     pbsa_launch_chain chain = {.queue = queue};
     status = pbsa_pbs_prepare_permutation(ctx, fn, &plan, q, k, pi, pi_offset, ws, &chain);
     if (status == PBSA_SUCCESS)
