@@ -141,12 +141,12 @@ int pbsa_attention(pbsa_context *ctx, cl_command_queue queue, const pbsa_tensor 
     }
     cl_mem ws = NULL;
     status = pbsa_pbs_workspace_acquire(ctx, fn, &plan, workspace, &ws);
-    if (status == PBSA_SUCCESS && workspace) {
+    if (status == PBSA_SUCCESS) {
         const pbsa_span outputs[2] = {pbsa_tensor_span("o", o),
                                       pbsa_int_span("workspace", ws, 0, plan.layout.total)};
         const pbsa_span inputs[3] = {pbsa_tensor_span("q", q), pbsa_tensor_span("k", k),
                                      pbsa_tensor_span("v", v)};
-        status = pbsa_check_disjoint(ctx, fn, outputs, 2, inputs, 3);
+        status = pbsa_check_disjoint(ctx, fn, outputs, workspace ? 2 : 1, inputs, 3);
     }
     if (status != PBSA_SUCCESS) {
         if (ws)
