@@ -89,7 +89,7 @@ int pbsa_dense_attention(pbsa_context *ctx, cl_command_queue queue, const pbsa_t
     pbsa_arg_i32(&args, (int32_t)k->heads);
     pbsa_arg_i32(&args, (int32_t)q->seq);
     pbsa_arg_i32(&args, (int32_t)k->seq);
-    pbsa_arg_f32(&args, scale * (float)M_LOG2E);
+    pbsa_arg_f32(&args, pbsa_scale_log2(scale));
     if (args.status != CL_SUCCESS) {
         clReleaseKernel(kernel);
         return pbsa_fail(ctx, args.status, "%s: clSetKernelArg failed (%d)", fn, args.status);

@@ -128,6 +128,11 @@ void pbsa_arg_mem(pbsa_kernel_args *args, cl_mem buffer);
 void pbsa_arg_u64(pbsa_kernel_args *args, uint64_t value);
 void pbsa_arg_i32(pbsa_kernel_args *args, int32_t value);
 void pbsa_arg_f32(pbsa_kernel_args *args, float value);
+/* The softmax scale times log2(e), the kernels' scale_log2: it multiplies differences of raw
+ * scores inside exp2(). Scales above FLT_MAX / log2(e) (about 2.36e38) give FLT_MAX, which
+ * changes only the weights of keys whose raw score q.k is within about 1e-36 of their row's
+ * maximum (all others get 0 either way). */
+float pbsa_scale_log2(float scale);
 /* The offset and the three strides of t, as four ulong arguments. */
 void pbsa_arg_tensor_layout(pbsa_kernel_args *args, const pbsa_tensor *t);
 /* The -D option that selects dtype's storage in cl/common.cl. */

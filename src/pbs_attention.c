@@ -6,7 +6,6 @@
 #include "pbs_plan.h"
 
 #include <inttypes.h>
-#include <math.h>
 #include <stdlib.h>
 
 static const char *const sparse_files[] = {"common.cl", "flash_tile.cl", "pbs_attention.cl"};
@@ -55,7 +54,7 @@ int pbsa_pbs_prepare_sparse(pbsa_context *ctx, const char *fn, const pbsa_pbs_pl
     pbsa_arg_i32(&a, plan->perm_heads);
     pbsa_arg_i32(&a, plan->q_len);
     pbsa_arg_i32(&a, plan->kv_len);
-    pbsa_arg_f32(&a, plan->scale * (float)M_LOG2E);
+    pbsa_arg_f32(&a, pbsa_scale_log2(plan->scale));
     /* Without pi the kernel never reads it; any valid buffer stands in. */
     pbsa_arg_mem(&a, pi ? pi : blocks->counts);
     pbsa_arg_u64(&a, pi ? pi_offset : 0);

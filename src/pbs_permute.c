@@ -2,7 +2,6 @@
  * src/pbs_scores_clblast.c) and the segmented sort (cl/pbs_sort.cl). */
 #include "pbs_plan.h"
 
-#include <math.h>
 
 static const char *const score_files[] = {"common.cl", "flash_tile.cl", "pbs_scores.cl"};
 static const char *const score_mma_files[] = {"common.cl", "mma_ptx.cl", "mma_tile.cl",
@@ -26,7 +25,7 @@ static void score_inputs(pbsa_kernel_args *a, const pbsa_pbs_plan *plan, const p
     pbsa_arg_i32(a, plan->q_len);
     pbsa_arg_i32(a, plan->last_rows);
     pbsa_arg_i32(a, plan->key_count);
-    pbsa_arg_f32(a, plan->scale * (float)M_LOG2E);
+    pbsa_arg_f32(a, pbsa_scale_log2(plan->scale));
 }
 
 static int prepare_scores_fused(pbsa_context *ctx, const char *fn, const pbsa_pbs_plan *plan,
@@ -73,6 +72,7 @@ static int prepare_scores_fused(pbsa_context *ctx, const char *fn, const pbsa_pb
     pbsa_arg_region(&a, plan, workspace, PBSA_REGION_PARTIALS);
     pbsa_arg_i32(&a, plan->score_tiles);
     pbsa_arg_i32(&a, stat_rows);
+    pbsa_arg_f32(&a, pbsa_scale_log2(plan->scale));
     pbsa_arg_region(&a, plan, workspace, PBSA_REGION_STATS);
     size_t reduce_global = round_up((size_t)stat_rows, 64), reduce_local = 64;
     status = pbsa_chain_add_kernel(ctx, fn, chain, &a, 1, &reduce_global, &reduce_local);
