@@ -275,8 +275,10 @@ PBSA_API int pbsa_dense_attention(pbsa_context *ctx, cl_command_queue queue, con
  * tuning file of the device ($XDG_CONFIG_HOME/pbsattn/tuning/<device>.txt, else
  * ~/.config/pbsattn/tuning/<device>.txt, as pbsa-tune writes it), the tuning data built into the
  * library, then the library's heuristic. Tuning files are read once, by pbsa_context_create();
- * one that is unreadable, corrupt, of another device or of an older format is ignored with a
- * warning to the log callback. PBSA_TUNING=off at context creation ignores all tuning data
+ * one that is not a readable regular file of at most 1 MiB (a FIFO, a device, a folder), is
+ * corrupt, of another device or of an older format is ignored with a warning to the log
+ * callback, and none is ever waited on (the path is checked before it is opened, and opened
+ * without blocking). PBSA_TUNING=off at context creation ignores all tuning data
  * (heuristic defaults, to compare against tuned runs). Tuning changes speed only, never results.
  * ------------------------------------------------------------------------------------------- */
 

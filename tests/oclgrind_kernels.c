@@ -34,12 +34,12 @@ static void problem_make(problem *p, pbsa_dtype dtype, int q_len, int kv_len, in
     for (int i = 0; i < 4; i++) {
         const int heads = i == 1 || i == 2 ? HKV : HQ, seq = i == 1 || i == 2 ? kv_len : q_len;
         tensor_init(t[i], dtype, 1, heads, seq, D, TENSOR_BHSD, GUARD);
-        for (int h = 0; h < heads && i < 3; h++)
-            for (int s = 0; s < seq; s++)
-                for (int e = 0; e < D; e++) {
-                    seed = seed * 6364136223846793005ull + 1442695040888963407ull;
-                    tensor_set(t[i], 0, h, s, e, (float)((double)(seed >> 11) * 0x1.0p-52 - 1.0));
-                }
+        if (!t[i]->bytes) {
+            fprintf(stderr, "out of memory\n");
+            exit(1);
+        }
+        if (i < 3)
+            tensor_fill_uniform(t[i], &seed);
         if (tensor_upload(t[i], fixture.cl_ctx) != CL_SUCCESS) {
             fprintf(stderr, "cannot upload the inputs\n");
             exit(1);

@@ -1,6 +1,8 @@
 /* Host copies of device tensors (see tensor_io.h). */
 #include "tensor_io.h"
 
+#include "splitmix.h"
+
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -61,6 +63,16 @@ double tensor_get(const test_tensor *t, int b, int h, int s, int d)
 {
     pbsa_host_tensor view = tensor_host_view(t);
     return pbsa_ref_element(&view, b, h, s, d);
+}
+
+void tensor_fill_uniform(test_tensor *t, uint64_t *seed)
+{
+    const pbsa_tensor *d = &t->desc;
+    for (int b = 0; b < d->batch; b++)
+        for (int h = 0; h < d->heads; h++)
+            for (int s = 0; s < d->seq; s++)
+                for (int e = 0; e < d->head_dim; e++)
+                    tensor_set(t, b, h, s, e, splitmix_signed(seed));
 }
 
 int tensor_upload(test_tensor *t, cl_context cl_ctx)

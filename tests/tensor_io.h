@@ -8,6 +8,7 @@
 #include "pbsattn_ref.h"
 
 #include <stddef.h>
+#include <stdint.h>
 
 typedef enum tensor_layout {
     TENSOR_BHSD,   /* contiguous, after `guard` poison elements and followed by as many */
@@ -26,6 +27,8 @@ void tensor_init(test_tensor *t, pbsa_dtype dtype, int batch, int heads, int seq
                  tensor_layout layout, int guard);
 void tensor_set(test_tensor *t, int b, int h, int s, int d, float value);
 double tensor_get(const test_tensor *t, int b, int h, int s, int d);
+/* Sets every element to a uniform value in [-1, 1), drawn from the generator state *seed. */
+void tensor_fill_uniform(test_tensor *t, uint64_t *seed);
 /* Creates the device buffer from the host bytes (0 on success, else the OpenCL error). */
 int tensor_upload(test_tensor *t, cl_context cl_ctx);
 int tensor_download(test_tensor *t, cl_command_queue queue);

@@ -48,12 +48,7 @@ static void test_repeated_blocks(void **state)
         int heads = i == 0 ? HQ : HKV;
         tensor_init(inputs[i], PBSA_DTYPE_F32, 1, heads, S, D, TENSOR_BHSD, GUARD);
         assert_non_null(inputs[i]->bytes);
-        for (int h = 0; h < heads; h++)
-            for (int s = 0; s < S; s++)
-                for (int e = 0; e < D; e++) {
-                    seed = seed * 6364136223846793005ull + 1442695040888963407ull;
-                    tensor_set(inputs[i], 0, h, s, e, (float)((double)(seed >> 11) * 0x1.0p-52 - 1.0));
-                }
+        tensor_fill_uniform(inputs[i], &seed);
         assert_int_equal(tensor_upload(inputs[i], fixture.cl_ctx), CL_SUCCESS);
     }
     tensor_init(&o, PBSA_DTYPE_F32, 1, HQ, S, D, TENSOR_BHSD, GUARD);

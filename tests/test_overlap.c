@@ -5,6 +5,7 @@
  * naming both, and writes nothing; the same arguments laid out side by side in the same ways are
  * accepted. */
 #include "device_fixture.h"
+#include "splitmix.h"
 
 #include <setjmp.h>
 #include <stdarg.h>
@@ -85,8 +86,7 @@ static void fill(const call *c, const size_t origin[])
 {
     uint64_t seed = 12345;
     for (size_t i = 0; i < arena_bytes / 4; i++) {
-        seed = seed * 6364136223846793005ull + 1442695040888963407ull;
-        float x = (float)((double)(seed >> 11) * 0x1.0p-52 - 1.0);
+        const float x = splitmix_signed(&seed);
         memcpy(contents + 4 * i, &x, 4);
     }
     for (int a = 0; a < c->arg_count; a++) {
