@@ -137,8 +137,8 @@ inline void tile_fetch(__local flash_local *shm, int slot, __global const storag
 
 typedef struct flash_state {
     float o[TM][TD];
-    float m[TM]; /* running max of the scaled scores (log2 units) */
-    float l[TM]; /* running sum of exp2(score - m) */
+    float m[TM]; /* running max of the raw scores q.k (unscaled) */
+    float l[TM]; /* running sum of exp2((score - m) * scale_log2) */
 } flash_state;
 typedef flash_state tile_state;
 
@@ -361,7 +361,10 @@ inline void pv_chunk(__local flash_local *shm, __local const float *vs, flash_st
 
 /* One key tile: the caller has filled the lists of slot and of next_slot (the next tile's,
  * unused here: each tile is loaded as it is used) and synchronised. q_pos0 is the absolute
- * position of the tile's first query, used by the causal test. aligned: see load_raw4. */
+ * position of the tile's first query, used by the causal test. aligned: see load_raw4.
+ * scale_log2 is the softmax scale times log2(e). The maximum is taken on the raw scores and the
+ * scale multiplies their difference inside the exponent, exp2((s - m) * scale_log2): every
+ * logit fp32 holds works, since no scaled score is ever formed. */
 inline void tile_keys_with(__local flash_local *shm, int slot, flash_state *st,
                            __global const storage_t *q, head_view qv, int q_rows, int q_pos0,
                            __global const storage_t *k, head_view kv,
@@ -377,7 +380,7 @@ inline void tile_keys_with(__local flash_local *shm, int slot, flash_state *st,
     raw4 vr[V_QUADS];
     fetch_v_chunk(key_row, vr, v, vv, 0, aligned);
 
-    /* Scale, mask, and the work-item's share of each row's maximum. */
+    /* Mask, and the work-item's share of each row's maximum. */
 #pragma unroll
     for (int i = 0; i < TM; i++) {
         float local_max = -INFINITY;
@@ -388,7 +391,7 @@ inline void tile_keys_with(__local flash_local *shm, int slot, flash_state *st,
 #if CAUSAL
             valid = valid && key_pos[n] <= q_pos0 + ty * TM + i;
 #endif
-            s[i][j] = valid ? s[i][j] * scale_log2 : -INFINITY;
+            s[i][j] = valid ? s[i][j] : -INFINITY;
             local_max = fmax(local_max, s[i][j]);
         }
         shm->row_max[partial_index(i, ty, tx)] = local_max;
@@ -402,12 +405,12 @@ inline void tile_keys_with(__local flash_local *shm, int slot, flash_state *st,
         float m_new = fmax(st->m[i], tile_max);
         /* A row that has seen no valid key yet keeps m = -inf; use 0 so no inf - inf appears. */
         float m_use = m_new == -INFINITY ? 0.0f : m_new;
-        alpha[i] = exp2(st->m[i] - m_use);
+        alpha[i] = exp2((st->m[i] - m_use) * scale_log2);
         st->m[i] = m_new;
         float partial = 0.0f;
 #pragma unroll
         for (int j = 0; j < TN; j++) {
-            s[i][j] = exp2(s[i][j] - m_use);
+            s[i][j] = exp2((s[i][j] - m_use) * scale_log2);
             partial += s[i][j];
         }
         shm->row_sum[partial_index(i, ty, tx)] = partial;

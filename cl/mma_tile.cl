@@ -62,7 +62,8 @@
 #if BN % PART_KEYS != 0
 #error "BN is a multiple of PART_KEYS"
 #endif
-/* The output is rescaled only when a row's maximum grows by more than this (log2 units). */
+/* The output is rescaled only when a row's maximum grows by more than this, in log2 units of
+ * the scaled scores. */
 #define RESCALE_SLACK 8.0f
 #if MMA_STAGES != 1 && MMA_STAGES != 2
 #error "MMA_STAGES is 1 or 2"
@@ -87,7 +88,7 @@ typedef struct tile_local {
 typedef struct tile_state {
     uint q[MMA_GROUPS][HEAD_DIM / 16][4];   /* Q fragments */
     float acc[MMA_GROUPS][HEAD_DIM / 8][4]; /* O fragments */
-    float m[LANE_ROWS];                     /* running max of each row (log2 units) */
+    float m[LANE_ROWS];                     /* running max of each row's raw scores q.k */
     float l[LANE_ROWS];                     /* this lane's share of each row's sum */
     int r0;                                 /* the lane's first row in the query tile */
 } tile_state;
@@ -285,12 +286,15 @@ inline bool warp_any(bool p)
     return any != 0;
 }
 
-/* Online softmax of the scores s of keys key0.. (positions in key_pos): scales and masks them,
- * turns them into probabilities relative to each row's running maximum and rescales the
- * output when that maximum moves. Element e of a fragment is in row h = e / 2. Absent keys
- * have position INT_MAX, which the causal test also rejects. The scores are scaled before the
- * maximum is taken (not inside the exponent): with huge logits, a fused multiply-add against a
- * separately rounded maximum can exceed it by thousands. */
+/* Online softmax of the raw scores s of keys key0.. (positions in key_pos): masks them, turns
+ * them into probabilities relative to each row's running maximum and rescales the output when
+ * that maximum moves. Element e of a fragment is in row h = e / 2. Absent keys have position
+ * INT_MAX, which the causal test also rejects. The maximum is taken on the raw scores and
+ * scale_log2 (the softmax scale times log2(e)) multiplies the difference inside the exponent,
+ * exp2((s - m) * scale_log2): one subtraction and one multiplication per score, as scaling first
+ * and subtracting after would be, but no scaled score is ever formed, so every logit fp32 holds
+ * works (s * scale_log2 overflows above 2.4e38), and a score equal to the maximum gets exactly 1
+ * (a fused s * c - m * c would not: m * c is rounded separately). */
 inline void tile_softmax(tile_state *st, float s[MMA_GROUPS][PART_KEYS / 8][4],
                          __local const int *key_pos, int q_pos0, float scale_log2,
                          uint p[MMA_GROUPS][PART_KEYS / 16][4])
@@ -308,11 +312,11 @@ inline void tile_softmax(tile_state *st, float s[MMA_GROUPS][PART_KEYS / 8][4],
             float *x = &s[i / 2][nb][i % 2 * 2];
 #if CAUSAL
             const int pos = q_pos0 + st->r0 + i / 2 * 16 + i % 2 * 8;
-            x[0] = key.x <= pos ? x[0] * scale_log2 : -INFINITY;
-            x[1] = key.y <= pos ? x[1] * scale_log2 : -INFINITY;
+            x[0] = key.x <= pos ? x[0] : -INFINITY;
+            x[1] = key.y <= pos ? x[1] : -INFINITY;
 #else
-            x[0] = key.x != INT_MAX ? x[0] * scale_log2 : -INFINITY;
-            x[1] = key.y != INT_MAX ? x[1] * scale_log2 : -INFINITY;
+            x[0] = key.x != INT_MAX ? x[0] : -INFINITY;
+            x[1] = key.y != INT_MAX ? x[1] : -INFINITY;
 #endif
             row_max[i] = fmax(row_max[i], fmax(x[0], x[1]));
         }
@@ -325,7 +329,7 @@ inline void tile_softmax(tile_state *st, float s[MMA_GROUPS][PART_KEYS / 8][4],
         row_max[i] = fmax(row_max[i], other);
         SHFL_XOR(other, row_max[i], 2);
         row_max[i] = fmax(row_max[i], other);
-        moved = moved || row_max[i] > st->m[i] + RESCALE_SLACK;
+        moved = moved || (row_max[i] - st->m[i]) * scale_log2 > RESCALE_SLACK;
     }
     /* The output is rescaled only when some row's maximum grew by more than RESCALE_SLACK (log2
      * units): below that, probabilities relative to the old maximum stay under 2^RESCALE_SLACK,
@@ -334,9 +338,11 @@ inline void tile_softmax(tile_state *st, float s[MMA_GROUPS][PART_KEYS / 8][4],
     if (warp_any(moved)) {
 #pragma unroll
         for (int i = 0; i < LANE_ROWS; i++) {
-            const float new_max = row_max[i] > st->m[i] + RESCALE_SLACK ? row_max[i] : st->m[i];
+            const float new_max =
+                (row_max[i] - st->m[i]) * scale_log2 > RESCALE_SLACK ? row_max[i] : st->m[i];
             /* Rows that have seen no visible key keep -inf; use 0 so no inf - inf appears. */
-            const float alpha = exp2_ftz(st->m[i] - (new_max == -INFINITY ? 0.0f : new_max));
+            const float alpha =
+                exp2_ftz((st->m[i] - (new_max == -INFINITY ? 0.0f : new_max)) * scale_log2);
             st->m[i] = new_max;
             st->l[i] *= alpha;
 #pragma unroll
@@ -355,7 +361,8 @@ inline void tile_softmax(tile_state *st, float s[MMA_GROUPS][PART_KEYS / 8][4],
         for (int nb = 0; nb < PART_KEYS / 8; nb++) {
             const float *x = &s[i / 2][nb][i % 2 * 2];
             uint pair;
-            const float p0 = exp2_ftz(x[0] - use), p1 = exp2_ftz(x[1] - use);
+            const float p0 = exp2_ftz((x[0] - use) * scale_log2);
+            const float p1 = exp2_ftz((x[1] - use) * scale_log2);
             st->l[i] += p0 + p1;
             PACK2(pair, p0, p1);
             p[i / 2][nb / 2][nb % 2 * 2 + i % 2] = pair;

@@ -25,15 +25,24 @@
 #endif
 
 /* Lists the keys of tile step of the query tile in its slot: tile step % (LOGICAL_BLOCK /
- * TILE_KEYS) of the step-th listed key block; no keys past the last step. A malformed caller
- * list entry yields no keys: never read outside the tensors. */
+ * TILE_KEYS) of the step-th listed key block; no keys past the last step. *block is the block of
+ * the current step (-1: skipped) and *highest the highest block attended so far, both carried
+ * from step to step. A listed block that is not above every block attended before it is skipped,
+ * so a repeated index counts once; a malformed entry yields no keys: never read outside the
+ * tensors. */
 inline void list_keys(__local tile_local *shm, int step, int steps, __global const int *list,
-                      __global const int *perm_row, int k_blocks, int kv_len)
+                      __global const int *perm_row, int k_blocks, int kv_len, int *block,
+                      int *highest)
 {
     const int tiles_per_block = LOGICAL_BLOCK / TILE_KEYS;
-    const int j = step < steps ? list[step / tiles_per_block] : -1;
+    if (step % tiles_per_block == 0) {
+        const int listed = step < steps ? list[step / tiles_per_block] : -1;
+        *block = listed > *highest && listed < k_blocks ? listed : -1;
+        *highest = max(*highest, *block);
+    }
+    const int j = *block;
     const int p0 = j * LOGICAL_BLOCK + (step % tiles_per_block) * TILE_KEYS;
-    const bool block_ok = j >= 0 && j < k_blocks;
+    const bool block_ok = j >= 0;
     __local int *rows = tile_key_rows(shm, step % 2);
     __local int *positions = tile_key_positions(shm, step % 2);
     for (int n = get_local_id(0); n < TILE_KEYS; n += TILE_WORK_ITEMS) {
@@ -93,11 +102,12 @@ void pbs_attention(__global const storage_t *q, __global const storage_t *k,
     /* One flat loop over (listed block, key tile): barriers inside nested loops with early
      * exits are not handled by every OpenCL implementation. The lists of the next tile are
      * written while this one is used; tile_keys starts loading its keys as soon as it can. */
-    list_keys(&shm, 0, steps, list, perm_row, k_blocks, kv_len);
+    int block = -1, highest = -1;
+    list_keys(&shm, 0, steps, list, perm_row, k_blocks, kv_len, &block, &highest);
     barrier(CLK_LOCAL_MEM_FENCE);
     tile_fetch(&shm, 0, k, kv, v, vv);
     for (int step = 0; step < steps; step++) {
-        list_keys(&shm, step + 1, steps, list, perm_row, k_blocks, kv_len);
+        list_keys(&shm, step + 1, steps, list, perm_row, k_blocks, kv_len, &block, &highest);
         barrier(CLK_LOCAL_MEM_FENCE);
         tile_keys(&shm, step % 2, (step + 1) % 2, &st, q, qv, q_rows, q_pos0, k, kv, v, vv,
                   scale_log2);

@@ -1,6 +1,8 @@
 /* Permutation scores (PBS stage 1a): for the last L queries of a head, the softmax over the keys
  * of the complete segments, averaged over those L rows. Needs common.cl and flash_tile.cl first.
  * Three kernels: per key tile row statistics, their reduction, then the averaged probabilities.
+ * Row statistics are (max of the raw scores q.k, sum of exp2((score - max) * scale_log2)), as in
+ * the tiles: no scaled score is formed, so every logit fp32 holds works.
  * Grid of the tile kernels: dimension 0 = key tiles x WG_SIZE, dimension 1 = batch x heads.
  * partials, stats and scores are regions of the workspace, at offsets given in 4-byte words. */
 
@@ -14,7 +16,7 @@ inline void score_tile_keys(__local flash_local *shm, int k0, int key_count)
     barrier(CLK_LOCAL_MEM_FENCE);
 }
 
-/* Partial (max, sum of exp2) of every one of the L rows over one key tile, in log2 units. */
+/* Partial statistics of every one of the L rows over one key tile. */
 __kernel __attribute__((reqd_work_group_size(WG_SIZE, 1, 1)))
 void pbs_score_stats(__global const storage_t *q, __global const storage_t *k,
                      ulong q_offset, ulong q_stride_batch, ulong q_stride_head, ulong q_stride_seq,
@@ -43,7 +45,7 @@ void pbs_score_stats(__global const storage_t *q, __global const storage_t *k,
             float m = -INFINITY;
 #pragma unroll
             for (int j = 0; j < TN; j++) {
-                s[i][j] = shm.key_row[0][tx * TN + j] >= 0 ? s[i][j] * scale_log2 : -INFINITY;
+                s[i][j] = shm.key_row[0][tx * TN + j] >= 0 ? s[i][j] : -INFINITY;
                 m = fmax(m, s[i][j]);
             }
             shm.row_max[(ty * TM + i) * WG_COLS + tx] = m;
@@ -57,7 +59,7 @@ void pbs_score_stats(__global const storage_t *q, __global const storage_t *k,
             float sum = 0.0f;
 #pragma unroll
             for (int j = 0; j < TN; j++)
-                sum += m == -INFINITY ? 0.0f : exp2(s[i][j] - m);
+                sum += m == -INFINITY ? 0.0f : exp2((s[i][j] - m) * scale_log2);
             shm.row_sum[(ty * TM + i) * WG_COLS + tx] = sum;
         }
         barrier(CLK_LOCAL_MEM_FENCE);
@@ -79,10 +81,10 @@ void pbs_score_stats(__global const storage_t *q, __global const storage_t *k,
     }
 }
 
-/* Combines the per-tile statistics of each row: stats[row] = (max, sum of exp2(x - max)). */
+/* Combines the per-tile statistics of each row into stats[row]. */
 __kernel void pbs_score_stats_reduce(__global const float2 *partials, ulong partials_offset,
-                                     int tiles, int rows, __global float2 *stats,
-                                     ulong stats_offset)
+                                     int tiles, int rows, float scale_log2,
+                                     __global float2 *stats, ulong stats_offset)
 {
     partials += partials_offset / 2;
     stats += stats_offset / 2;
@@ -95,7 +97,7 @@ __kernel void pbs_score_stats_reduce(__global const float2 *partials, ulong part
         if (p.x == -INFINITY)
             continue;
         float m_new = fmax(m, p.x);
-        sum = sum * exp2(m - m_new) + p.y * exp2(p.x - m_new);
+        sum = sum * exp2((m - m_new) * scale_log2) + p.y * exp2((p.x - m_new) * scale_log2);
         m = m_new;
     }
     stats[row] = (float2)(m, sum);
@@ -145,7 +147,7 @@ void pbs_scores(__global const storage_t *q, __global const storage_t *k,
 #pragma unroll
                 for (int j = 0; j < TN; j++)
                     if (shm.key_row[0][tx * TN + j] >= 0)
-                        column[j] += exp2(s[i][j] * scale_log2 - st.x) * inv;
+                        column[j] += exp2((s[i][j] - st.x) * scale_log2) * inv;
             }
         }
     }

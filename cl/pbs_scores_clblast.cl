@@ -4,7 +4,8 @@
  *   qt [D, group * L]:   the last L query rows of the group's query heads, transposed, fp32,
  *   kt [D, key_count]:   the keys of the complete segments, transposed, fp32
  * (rows padded to a leading dimension dst_ld), and writes logits [group * L, key_count]
- * (already scaled into log2 units). Logit row g * L + r of a unit is row r of query head
+ * (the raw scores q.k: scale_log2, the softmax scale times log2(e), multiplies their differences
+ * inside the exponents, so that every logit fp32 holds works). Logit row g * L + r of a unit is row r of query head
  * kv_head * group + g, so the rows of a permutation head are contiguous in both GQA modes. Every
  * buffer but the inputs is a region of the workspace, at an offset given in 4-byte words. */
 
@@ -50,11 +51,12 @@ void pbs_gemm_transpose(__global const storage_t *src, ulong offset, ulong strid
             (ulong)g * rows + r_out] = tile[lx][ly];
 }
 
-/* stats[first_row + row] = (max, sum of exp2(x - max)) over one logit row of key_count values.
- * One work-group of STATS_WG per row of the chunk. */
+/* stats[first_row + row] = (max, sum of exp2((x - max) * scale_log2)) over one logit row of
+ * key_count values. One work-group of STATS_WG per row of the chunk. */
 __kernel __attribute__((reqd_work_group_size(STATS_WG, 1, 1)))
 void pbs_gemm_row_stats(__global const float *logits, ulong logits_offset, int key_count,
-                        int first_row, __global float2 *stats, ulong stats_offset)
+                        int first_row, float scale_log2, __global float2 *stats,
+                        ulong stats_offset)
 {
     stats += stats_offset / 2;
     __local float max_part[STATS_WG], sum_part[STATS_WG];
@@ -66,7 +68,7 @@ void pbs_gemm_row_stats(__global const float *logits, ulong logits_offset, int k
     for (int j = lid; j < key_count; j += STATS_WG) {
         float v = x[j];
         float m_new = fmax(m, v);
-        sum = sum * exp2(m - m_new) + exp2(v - m_new);
+        sum = sum * exp2((m - m_new) * scale_log2) + exp2((v - m_new) * scale_log2);
         m = m_new;
     }
     max_part[lid] = m;
@@ -76,8 +78,9 @@ void pbs_gemm_row_stats(__global const float *logits, ulong logits_offset, int k
         if (lid < half_size) {
             float ma = max_part[lid], mb = max_part[lid + half_size];
             float m_new = fmax(ma, mb);
-            float sa = ma == -INFINITY ? 0.0f : sum_part[lid] * exp2(ma - m_new);
-            float sb = mb == -INFINITY ? 0.0f : sum_part[lid + half_size] * exp2(mb - m_new);
+            float sa = ma == -INFINITY ? 0.0f : sum_part[lid] * exp2((ma - m_new) * scale_log2);
+            float sb = mb == -INFINITY ? 0.0f
+                                       : sum_part[lid + half_size] * exp2((mb - m_new) * scale_log2);
             max_part[lid] = m_new;
             sum_part[lid] = sa + sb;
         }
@@ -93,7 +96,8 @@ void pbs_gemm_row_stats(__global const float *logits, ulong logits_offset, int k
 __kernel void pbs_gemm_column_means(__global const float *logits, ulong logits_offset,
                                     __global const float2 *stats, ulong stats_offset,
                                     int q_heads, int perm_heads, int last_rows, int key_count,
-                                    int first_perm, __global float *scores, ulong scores_offset)
+                                    int first_perm, float scale_log2, __global float *scores,
+                                    ulong scores_offset)
 {
     stats += stats_offset / 2;
     scores += scores_offset;
@@ -109,7 +113,7 @@ __kernel void pbs_gemm_column_means(__global const float *logits, ulong logits_o
     float total = 0.0f;
     for (int r = 0; r < rows; r++) {
         float2 st = stats[stats_row0 + r];
-        total += exp2(column[(ulong)r * key_count] - st.x) * (1.0f / st.y);
+        total += exp2((column[(ulong)r * key_count] - st.x) * scale_log2) * (1.0f / st.y);
     }
     scores[((ulong)first_perm + perm_local) * key_count + key] = total / (float)rows;
 }

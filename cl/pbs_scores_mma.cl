@@ -42,10 +42,10 @@ inline void stage_q(__local tile_local *shm, tile_state *st, __global const stor
     st->r0 = warp * 16 + lane / 4;
 }
 
-/* The scaled scores of the lane's rows of qv (rows of them exist) against the staged keys,
+/* The raw scores q.k of the lane's rows of qv (rows of them exist) against the staged keys,
  * -inf for absent keys; st->r0 is the lane's first row. */
 inline void score_rows(__local tile_local *shm, tile_state *st, __global const storage_t *q,
-                       head_view qv, int rows, float scale_log2, float s[BN / 8][4])
+                       head_view qv, int rows, float s[BN / 8][4])
 {
     stage_q(shm, st, q, qv, rows);
     float all[1][BN / 8][4];
@@ -58,8 +58,7 @@ inline void score_rows(__local tile_local *shm, tile_state *st, __global const s
     for (int nb = 0; nb < BN / 8; nb++)
 #pragma unroll
         for (int e = 0; e < 4; e++)
-            s[nb][e] = shm->key_row[0][nb * 8 + 2 * t + e % 2] >= 0 ? all[0][nb][e] * scale_log2
-                                                                  : -INFINITY;
+            s[nb][e] = shm->key_row[0][nb * 8 + 2 * t + e % 2] >= 0 ? all[0][nb][e] : -INFINITY;
 }
 
 /* Sum of x over the 4 lanes that hold one row. */
@@ -94,7 +93,7 @@ void pbs_score_stats(__global const storage_t *q, __global const storage_t *k,
                                       batch, head, q_len - last_rows + r0);
         tile_state st;
         float s[BN / 8][4];
-        score_rows(&shm, &st, q, qv, min(TILE_ROWS, last_rows - r0), scale_log2, s);
+        score_rows(&shm, &st, q, qv, min(TILE_ROWS, last_rows - r0), s);
         /* Rows r0 + st.r0 (elements 0, 1) and r0 + st.r0 + 8 (elements 2, 3). */
 #pragma unroll
         for (int h = 0; h < 2; h++) {
@@ -111,7 +110,8 @@ void pbs_score_stats(__global const storage_t *q, __global const storage_t *k,
 #pragma unroll
             for (int nb = 0; nb < BN / 8; nb++)
                 sum += m == -INFINITY ? 0.0f
-                                      : exp2_ftz(s[nb][2 * h] - m) + exp2_ftz(s[nb][2 * h + 1] - m);
+                                      : exp2_ftz((s[nb][2 * h] - m) * scale_log2) +
+                                            exp2_ftz((s[nb][2 * h + 1] - m) * scale_log2);
             sum = row_sum(sum);
             const int r = r0 + st.r0 + 8 * h;
             if (get_local_id(0) % 4 == 0 && r < last_rows)
@@ -154,7 +154,7 @@ void pbs_scores(__global const storage_t *q, __global const storage_t *k,
                                           heads.batch, head, q_len - last_rows + r0);
             tile_state st;
             float s[BN / 8][4];
-            score_rows(&shm, &st, q, qv, min(TILE_ROWS, last_rows - r0), scale_log2, s);
+            score_rows(&shm, &st, q, qv, min(TILE_ROWS, last_rows - r0), s);
 #pragma unroll
             for (int h = 0; h < 2; h++) {
                 const int r = r0 + st.r0 + 8 * h;
@@ -164,8 +164,8 @@ void pbs_scores(__global const storage_t *q, __global const storage_t *k,
                 const float inverse = 1.0f / row.y;
 #pragma unroll
                 for (int nb = 0; nb < BN / 8; nb++) {
-                    column[nb][0] += exp2_ftz(s[nb][2 * h] - row.x) * inverse;
-                    column[nb][1] += exp2_ftz(s[nb][2 * h + 1] - row.x) * inverse;
+                    column[nb][0] += exp2_ftz((s[nb][2 * h] - row.x) * scale_log2) * inverse;
+                    column[nb][1] += exp2_ftz((s[nb][2 * h + 1] - row.x) * scale_log2) * inverse;
                 }
             }
         }

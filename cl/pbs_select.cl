@@ -119,9 +119,12 @@ inline bool selectable(int j, int k_blocks, int blocks_per_segment, int own_segm
  * s >= 24, so the 128-bit product m * total (below 2^87) is shifted right by s, rounding up. */
 inline ulong scaled_threshold(float threshold, ulong total)
 {
-    int exponent;
-    const ulong m = convert_ulong(frexp(threshold, &exponent) * 0x1p24f);
-    const int s = 24 - exponent;
+    /* m and s from the bits (frexp's pointer argument trips Oclgrind's uninitialised-value
+     * check): a normal float is (mantissa | 2^23) 2^(biased exponent - 150), a subnormal
+     * mantissa 2^-149. */
+    const uint bits = as_uint(threshold), biased = bits >> 23;
+    const ulong m = biased ? (bits & 0x7fffffu) | 0x800000u : bits;
+    const int s = biased ? 150 - (int)biased : 149;
     const ulong high = mul_hi(m, total), low = m * total;
     if (s >= 87)
         return 1;
@@ -178,7 +181,9 @@ void pbs_select_blocks(__global const float *q_means, ulong q_means_offset,
         qbar[d] = q_means[row * HEAD_DIM + d];
     barrier(CLK_LOCAL_MEM_FENCE);
 
-    /* Logits of the selectable blocks, -inf elsewhere; the key means are [dim][block]. */
+    /* Raw scores of the selectable blocks, -inf elsewhere; the key means are [dim][block]. The
+     * scale multiplies their differences from the maximum (no scaled score is formed, so every
+     * logit fp32 holds works). */
     __global const float *kbar = k_means + (ulong)bp * HEAD_DIM * k_blocks;
     float weight[PER_ITEM];
     float local_max = -INFINITY;
@@ -190,7 +195,7 @@ void pbs_select_blocks(__global const float *q_means, ulong q_means_offset,
             float dot = 0.0f;
             for (int d = 0; d < HEAD_DIM; d++)
                 dot = mad(qbar[d], kbar[(ulong)d * k_blocks + j], dot);
-            logit = dot * scale;
+            logit = dot;
         }
         weight[e] = logit;
         local_max = fmax(local_max, logit);
@@ -206,7 +211,7 @@ void pbs_select_blocks(__global const float *q_means, ulong q_means_offset,
     for (int e = 0; e < PER_ITEM; e++) {
         const float w = row_max == -INFINITY || weight[e] == -INFINITY
                             ? 0.0f
-                            : exp(weight[e] - row_max);
+                            : exp((weight[e] - row_max) * scale);
         key[e] = (ulong)as_uint(w) << index_bits | (uint)(SLOTS - 1 - lid - e * SELECT_WG);
         mass[e] = convert_ulong(w * unit);
         local_total += mass[e];

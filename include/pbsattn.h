@@ -18,6 +18,15 @@
  *  - Numerics: every result is accumulated in fp32. A NaN or infinity in Q or K reaches exactly
  *    the output rows that see that key; one in V can also reach other rows of the same tile of
  *    queries (a hidden key's weight 0 times NaN is NaN), so keep V finite.
+ *  - Memory: no output of a call may share a byte with one of its inputs or another of its outputs
+ *    (PBSA_ERROR_INVALID_VALUE, naming both). That holds for the same cl_mem, for sub-buffers of
+ *    one buffer and a buffer and its sub-buffers (compared through parent and origin), and for
+ *    buffers made with CL_MEM_USE_HOST_PTR on the same host memory. A tensor covers the bytes
+ *    from its first element to its last, a list its count of cl_ints from its offset, a caller's
+ *    workspace its first pbsa_workspace_size() bytes: two tensors whose spans interleave (q on
+ *    the even rows of a buffer, o on the odd ones) are refused even though no element is shared.
+ *    Inputs may share memory with each other. Buffers reached in other ways (two cl_mem made by
+ *    another API over the same memory) cannot be seen and are the caller's to keep apart.
  *  - Thread safety: one pbsa_context may be used from several threads at once, each with its own
  *    command queue; pbsa_context_last_error() then reports the last error of the calling thread.
  *    Creating and releasing a context must not race with other calls on the same context.
@@ -170,9 +179,13 @@ PBSA_API int pbsa_context_create(cl_context cl_ctx, cl_device_id device,
  * no other thread uses the context during or after the call and that work it enqueued is done. */
 PBSA_API void pbsa_context_release(pbsa_context *ctx);
 
-/* Text of the last error the calling thread met on ctx ("" if none); valid until the next call on
- * ctx from the same thread. ctx NULL gives the last error of a failed pbsa_context_create() on
- * this thread. Thread-safe. */
+/* Text of the last error of the calling thread's calls on ctx ("" if its last call on ctx
+ * succeeded or it made none); errors on other contexts and of other threads never change it. Valid
+ * until the thread's next call on ctx, or ctx's release. ctx NULL gives the calling thread's last
+ * error of a call without a context: a failed pbsa_context_create(),
+ * pbsa_helper_create_cl_context() or pbsa_query_device_info(), or a call passed ctx NULL; calls on
+ * contexts never change it. A message that cannot be stored for want of host memory still goes to
+ * the log callback. Thread-safe. */
 PBSA_API const char *pbsa_context_last_error(const pbsa_context *ctx);
 
 /* Compiler log of the last kernel build that failed on ctx ("" if none); valid until the next
@@ -255,7 +268,8 @@ typedef struct pbsa_dense_params {
  * Shapes: q [B, Hq, Sq, D], k and v [B, Hkv, Skv, D], o [B, Hq, Sq, D], with Hq a multiple of Hkv
  * (grouped-query attention: query head h reads KV head h / (Hq / Hkv)), 1 <= Sq <= Skv (the
  * queries are the last Sq positions), D in {64, 96, 128, 256}. All four tensors share one dtype;
- * o must not overlap q, k or v. params NULL means causal with the default scale.
+ * o must not overlap q, k, v or itself (see Memory above). params NULL means causal with the
+ * default scale.
  * The work is enqueued on queue, which must belong to the context and device of ctx. If event is
  * not NULL it receives an event of the enqueued work that the caller must release.
  * Errors: PBSA_ERROR_NULL_ARGUMENT, PBSA_ERROR_INVALID_VALUE, PBSA_ERROR_SHAPE_MISMATCH,
@@ -308,6 +322,9 @@ PBSA_API pbsa_params pbsa_params_default(void);
  * Block lists: for row r = (batch * Hq + head) * nqb + i, counts[r] is the number of key blocks
  * query block i attends to and blocks[r * nkb + t], t < counts[r], are those key block indices
  * (ascending, each < nkb), as cl_int. Key block j covers permuted positions j*b .. j*b + b - 1.
+ * Each block is attended at most once: an index that is not above every index attended before it
+ * in its row is skipped, so a repeated index counts once (and in a list that is not ascending,
+ * the indices below an earlier one are skipped).
  */
 typedef struct pbsa_block_list {
     cl_mem counts;          /* cl_int [B * Hq * nqb] */
@@ -329,7 +346,8 @@ PBSA_API int pbsa_workspace_size(pbsa_context *ctx, const pbsa_tensor *q, const 
  * attention through the permutation (no permuted copy of K or V is made). Same tensor rules as
  * pbsa_dense_attention(); params NULL means pbsa_params_default(). If Skv <= segment_size the
  * result is dense attention (the short-sequence fallback).
- * workspace: a caller-owned buffer of at least pbsa_workspace_size() bytes, used from byte 0; no
+ * workspace: a caller-owned buffer of at least pbsa_workspace_size() bytes, used from byte 0
+ * (those bytes must not overlap q, k, v or o; a sub-buffer of a larger buffer is fine); no
  * device memory is allocated by the call. NULL: the library allocates a workspace for the call
  * and releases it when the work completes. After the call completes, the permutation and block
  * lists can be read from the workspace with pbsa_workspace_read().
@@ -373,11 +391,12 @@ PBSA_API int pbsa_workspace_read(pbsa_context *ctx, cl_command_queue queue, cons
 
 /*
  * Density per query head: selected key blocks over the blocks that causal (or, non-causal, full)
- * attention would visit, from block counts read back by the caller. counts: B*Hq*nqb values;
- * density: Hq*B doubles, written in (batch, head) order. Causal PBS visits the whole of each
- * query block's own segment (the permutation can move earlier keys into its later blocks), so
- * the ratio can exceed 1 for short sequences. Errors: PBSA_ERROR_NULL_ARGUMENT,
- * PBSA_ERROR_INVALID_VALUE. Thread-safe (host only).
+ * attention would visit, from block counts read back by the caller. counts: B*Hq*nqb values,
+ * each in 0..nkb; density: Hq*B doubles, written in (batch, head) order. Causal PBS visits the
+ * whole of each query block's own segment (the permutation can move earlier keys into its later
+ * blocks), so the ratio can exceed 1 for short sequences. Errors: PBSA_ERROR_NULL_ARGUMENT,
+ * PBSA_ERROR_INVALID_VALUE (bad sizes, a count outside 0..nkb; nothing is written). Thread-safe
+ * (host only).
  */
 PBSA_API int pbsa_block_density(int64_t batch, int64_t q_heads, int64_t q_len, int64_t kv_len,
                                 const pbsa_params *params, const cl_int *counts, double *density);
@@ -385,7 +404,8 @@ PBSA_API int pbsa_block_density(int64_t batch, int64_t q_heads, int64_t q_len, i
 /*
  * Stage 1, the segmented key permutation: writes pi (cl_int [B, Hp, Skv], at element offset
  * pi_offset of the caller's buffer pi) for q, k and params; the tail and short inputs get the
- * identity. workspace as in pbsa_attention() (it holds the scores), or NULL.
+ * identity. workspace as in pbsa_attention() (it holds the scores), or NULL. pi and the
+ * workspace are outputs: neither may overlap q, k or the other (see Memory at the top).
  */
 PBSA_API int pbsa_permutation(pbsa_context *ctx, cl_command_queue queue, const pbsa_tensor *q,
                               const pbsa_tensor *k, const pbsa_params *params, cl_mem pi,
@@ -395,7 +415,8 @@ PBSA_API int pbsa_permutation(pbsa_context *ctx, cl_command_queue queue, const p
  * Stage 2, block selection: from q, k and the permutation pi (as written by pbsa_permutation()),
  * writes the final block set of every query block (threshold selection, sink block and the
  * query's own segment) into out. workspace as in pbsa_attention() (it holds the block means), or
- * NULL.
+ * NULL. out's counts and blocks and the workspace are outputs: none may overlap q, k, pi or
+ * another of them (see Memory at the top).
  */
 PBSA_API int pbsa_block_selection(pbsa_context *ctx, cl_command_queue queue, const pbsa_tensor *q,
                                   const pbsa_tensor *k, const pbsa_params *params, cl_mem pi,
@@ -408,7 +429,8 @@ PBSA_API int pbsa_block_selection(pbsa_context *ctx, cl_command_queue queue, con
  * causal rule pi[position] <= query position when params->causal. pi NULL means the identity
  * (plain block-sparse attention). Uses block_size, causal, gqa_mode and scale of params; counts
  * over nkb and indices outside 0..nkb-1 are the caller's error and are clamped away by the kernel
- * (never read out of bounds). A query row whose blocks hold no visible key gets zeros.
+ * (never read out of bounds); repeated indices count once (see pbsa_block_list). A query row whose
+ * blocks hold no visible key gets zeros.
  */
 PBSA_API int pbsa_sparse_attention(pbsa_context *ctx, cl_command_queue queue, const pbsa_tensor *q,
                                    const pbsa_tensor *k, const pbsa_tensor *v, const pbsa_tensor *o,
@@ -430,9 +452,11 @@ PBSA_API int pbsa_sparse_attention(pbsa_context *ctx, cl_command_queue queue, co
  * experiments; the tuning file named by PBSA_TUNING_FILE, the user's tuning file of the device
  * ($XDG_CONFIG_HOME/pbsattn/tuning/<device>.txt, else ~/.config/pbsattn/tuning/<device>.txt, as
  * pbsa-tune writes it), the tuning data built into the library, then the library's heuristic.
- * Tuning files and PBSA_* variables are read once, by pbsa_context_create(); a file that is
- * unreadable, corrupt, of another device or of an older format is ignored with a warning to the
- * log callback. PBSA_TUNING=off at context creation ignores all tuning data
+ * Tuning files and PBSA_* variables are read once, by pbsa_context_create(); a file that is not
+ * a readable regular file of at most 1 MiB (a FIFO, a device, a folder), is corrupt, of another
+ * device or of an older format is ignored with a warning to the log callback, and none is ever
+ * waited on (the path is checked before it is opened, and opened without blocking).
+ * PBSA_TUNING=off at context creation ignores all tuning data
  * (heuristic defaults, to compare against tuned runs). Tuning changes speed only, never results.
  * ------------------------------------------------------------------------------------------- */
 

@@ -2,6 +2,8 @@
 #include "host_tensor.h"
 #include "splitmix.h"
 
+#include "splitmix.h"
+
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>

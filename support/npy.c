@@ -12,6 +12,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 static const struct {
     npy_dtype dtype;
@@ -36,13 +38,24 @@ const char *npy_dtype_descr(npy_dtype dtype)
     return NULL;
 }
 
+/* Writes the message into err; bytes other than printable ASCII (messages quote header bytes)
+ * are written as \xNN, so that no raw byte of a file reaches a terminal. */
 static int fail(char *err, size_t err_size, const char *fmt, ...)
 {
     if (err && err_size > 0) {
+        char raw[512];
         va_list ap;
         va_start(ap, fmt);
-        vsnprintf(err, err_size, fmt, ap);
+        vsnprintf(raw, sizeof raw, fmt, ap);
         va_end(ap);
+        size_t n = 0;
+        for (const unsigned char *c = (const unsigned char *)raw; *c && n + 5 <= err_size; c++) {
+            if (*c >= 0x20 && *c < 0x7f)
+                err[n++] = (char)*c;
+            else
+                n += (size_t)snprintf(err + n, err_size - n, "\\x%02x", *c);
+        }
+        err[n] = '\0';
     }
     return -1;
 }
@@ -364,18 +377,36 @@ int npy_save(const char *path, npy_dtype dtype, int ndim, const uint64_t *shape,
     memset(head + prefix + n, ' ', header_len - (size_t)n - 1);
     head[total - 1] = '\n';
 
-    FILE *f = fopen(path, "wb");
+    /* A new or regular file is written under a temporary name and renamed over path, so that a
+     * failed write (a full disk) leaves no truncated file and an old one intact. Anything else (a
+     * device, a FIFO, a symbolic link) is written in place. */
+    struct stat st;
+    const bool replace = lstat(path, &st) != 0 ? errno == ENOENT : S_ISREG(st.st_mode);
+    char temporary[4200];
+    int length = snprintf(temporary, sizeof temporary, "%s.tmp.%ld", path, (long)getpid());
+    if (replace && (length < 0 || (size_t)length >= sizeof temporary))
+        return fail(err, err_size, "the path is too long");
+    const char *target = replace ? temporary : path;
+    FILE *f = fopen(target, "wb");
     if (!f)
         return fail(err, err_size, "cannot create: %s", strerror(errno));
     size_t bytes = (size_t)count * item;
     bool ok = fwrite(head, 1, total, f) == total &&
-              (bytes == 0 || fwrite(data, 1, bytes, f) == bytes);
+              (bytes == 0 || fwrite(data, 1, bytes, f) == bytes) && fflush(f) == 0 &&
+              (!replace || fsync(fileno(f)) == 0);
     int saved = errno;
     if (fclose(f) != 0 && ok) {
         ok = false;
         saved = errno;
     }
-    if (!ok)
+    if (ok && replace && rename(temporary, path) != 0) {
+        ok = false;
+        saved = errno;
+    }
+    if (!ok) {
+        if (replace)
+            unlink(temporary);
         return fail(err, err_size, "write error: %s", strerror(saved));
+    }
     return 0;
 }

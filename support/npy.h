@@ -59,8 +59,10 @@ int npy_load(const char *path, npy_array *out, char *err, size_t err_size);
 void npy_free(npy_array *a);
 
 /* Writes a version 1.0 file, C order, header padded so that the data starts on a multiple of
- * 64 bytes. data holds the product of shape elements of dtype. Returns 0, or -1 with a
- * message in err. */
+ * 64 bytes. data holds the product of shape elements of dtype. A new or regular file is replaced
+ * atomically (written as PATH.tmp.PID, then renamed): on failure path is as it was and no
+ * temporary is left; anything else (a device, a FIFO, a symbolic link) is written in place.
+ * Returns 0, or -1 with a message in err. */
 int npy_save(const char *path, npy_dtype dtype, int ndim, const uint64_t *shape, const void *data,
              char *err, size_t err_size);
 

@@ -51,6 +51,8 @@ write("k16.npy", "<u2", kv, bf16(kv, 1.0))
 write("v16.npy", "<u2", kv, bf16(kv, 1.0))
 
 # Malformed inputs.
+latin1 = header("<f4", kv).replace(b"<f4", b"\xe9\x9b[", 1)
+open("%s/latin1.npy" % out, "wb").write(latin1 + f32(kv, 1.0))
 good = open("%s/k.npy" % out, "rb").read()
 open("%s/truncated.npy" % out, "wb").write(good[:len(good) - 10])
 write("fortran.npy", "<f4", kv, f32(kv, 1.0), fortran=True)
@@ -167,6 +169,18 @@ expect_bad "bad --gqa" --gqa all "$q" "$dir/k.npy" "$v"
 expect_bad "unknown option" --fast "$q" "$dir/k.npy" "$v"
 expect_bad "two inputs" "$q" "$dir/k.npy"
 expect_bad "block 48 (rejected by the library)" --block 48 --segment 96 "$q" "$dir/k.npy" "$v"
+
+# Raw bytes of a header are never echoed: no byte outside printable ASCII in the message.
+expect_bad "non-ASCII dtype" "$q" "$dir/latin1.npy" "$v"
+if LC_ALL=C grep -q "$(printf '[^ -~]')" "$dir/bad.err"; then
+    fail "non-ASCII dtype: raw bytes in the message"
+fi
+grep -q 'xe9.x9b' "$dir/bad.err" || fail "non-ASCII dtype: the bytes are not shown as \\xe9\\x9b"
+
+# Numbers a float cannot hold are refused, not rounded to 0 or infinity.
+expect_bad "threshold 1e-50" --threshold 1e-50 "$q" "$dir/k.npy" "$v"
+grep -q "1e-50" "$dir/bad.err" || fail "threshold 1e-50: the message does not give the value"
+expect_bad "scale 1e39" --scale 1e39 "$q" "$dir/k.npy" "$v"
 
 "$run" --help >"$dir/help.txt" || fail "--help exit status"
 grep -q -- "--threshold" "$dir/help.txt" || fail "--help does not document --threshold"

@@ -597,6 +597,10 @@ static void test_invalid_arguments(void **state)
     bad_threshold.threshold = -1.0f;
     bad_segment.segment_size = 40;
     buffer small = make_buffer(64, NULL);
+    /* The context keeps one message per thread that has failed a call on it, until released. */
+    assert_int_equal(pbsa_attention(fixture.ctx, fixture.queue, &q, &k, &v, &o, &bad_threshold,
+                                    NULL, NULL),
+                     PBSA_ERROR_INVALID_VALUE);
     before = settled_counts();
     const cl_command_queue queue = fixture.queue;
     pbsa_context *ctx = fixture.ctx;

@@ -4,7 +4,8 @@
  *    buffers) is still there afterwards, and the inputs are unchanged, byte for byte;
  *  - a PBS call whose own workspace would exceed the device's largest buffer
  *    (CL_DEVICE_MAX_MEM_ALLOC_SIZE) fails with a message that says so before any work starts, as
- *    does one with more key blocks than the device's local memory can select over. */
+ *    does one with more key blocks than the device's local memory can select over, sequence
+ *    lengths up to INT32_MAX included. */
 #include "device.h"
 #include "host_tensor.h"
 
@@ -363,6 +364,34 @@ static void test_too_many_key_blocks(void **state)
     clReleaseMemObject(row);
 }
 
+/* Sequence lengths up to INT32_MAX, for queries too (zero strides, one row of memory): the plan's
+ * block counts are rounded up without overflowing (UndefinedBehaviorSanitizer checks it in CI),
+ * and the status is the clear one of too many key blocks. */
+static void test_lengths_near_int32_max(void **state)
+{
+    (void)state;
+    enum { D = 64 };
+    cl_mem row = poisoned(D * 2);
+    const int64_t lengths[3] = {INT32_MAX, INT32_MAX - 1, ((int64_t)1 << 31) - 128};
+    const int block_sizes[2] = {128, 16};
+    for (int l = 0; l < 3; l++) {
+        for (int b = 0; b < 2; b++) {
+            pbsa_params p = pbsa_params_default();
+            p.block_size = block_sizes[b];
+            p.segment_size = 2 * block_sizes[b];
+            pbsa_tensor q = broadcast(row, 1, lengths[l], D), k = q;
+            size_t bytes = 0;
+            int status = pbsa_workspace_size(fixture.ctx, &q, &k, &p, &bytes);
+            const char *message = pbsa_context_last_error(fixture.ctx);
+            printf("  seq %" PRId64 ", block %d: %d (%s): %s\n", lengths[l], p.block_size, status,
+                   pbsa_status_string(status), message);
+            assert_int_equal(status, PBSA_ERROR_UNSUPPORTED_DEVICE);
+            assert_non_null(strstr(message, "key blocks"));
+        }
+    }
+    clReleaseMemObject(row);
+}
+
 int main(void)
 {
     int opened = support_device_open_test(&fixture);
@@ -372,6 +401,7 @@ int main(void)
         cmocka_unit_test(test_guards),
         cmocka_unit_test(test_workspace_beyond_max_alloc),
         cmocka_unit_test(test_too_many_key_blocks),
+        cmocka_unit_test(test_lengths_near_int32_max),
     };
     int failed = cmocka_run_group_tests_name("limits", tests, NULL, NULL);
     support_device_close(&fixture);

@@ -1,6 +1,8 @@
 /* Numerical robustness of dense and PBS attention against the float64 reference:
  *  - logits of magnitude 1e4 (a large common shift either way, or a large spread) stay finite and
  *    correct, within what fp32 can resolve at that magnitude;
+ *  - so do logits up to the largest float (equal ones give the mean of V), and a scale whose
+ *    logits pass it;
  *  - f16 inputs at the edge of its range (65504) give finite outputs;
  *  - rows without any key (an empty block list) are zeros; malformed block lists and
  *    permutations are ignored without reading or writing out of bounds;
@@ -275,6 +277,69 @@ static void test_large_logits(void **state)
                 fail_msg("%s PBS threshold 0.9, %s: %ld elements not finite", names[t], kind,
                          nonfinite);
             tensor_free(&o);
+            free(ref);
+            problem_free(&p);
+        }
+    }
+}
+
+/* ---- logits up to the largest float ---------------------------------------------------------- */
+
+static int huge_case;
+
+/* Q and K on a grid of eighths, so that every q.k (D = 64) is exact in any order of summation and
+ * the device and the reference see the same logits; case 0 and 1: every logit equal (q = 1,
+ * k = -1 or 1), so each row is the mean of the V rows it sees. */
+static float gen_huge(int which, int head, int s, int d)
+{
+    (void)head;
+    (void)s;
+    (void)d;
+    if (which == 2)
+        return uniform(-1.0f, 1.0f);
+    if (huge_case < 2)
+        return which == 0 ? 1.0f : huge_case == 0 ? -1.0f : 1.0f;
+    return roundf(uniform(-8.0f, 8.0f)) / 8.0f;
+}
+
+static void test_huge_logits(void **state)
+{
+    (void)state;
+    const pbsa_dtype dtypes[3] = {PBSA_DTYPE_F32, PBSA_DTYPE_F16, PBSA_DTYPE_BF16};
+    const char *names[3] = {"f32", "f16", "bf16"};
+    /* Logits of -2.5e38 and 2.5e38 everywhere; up to +-3e38 (64 x 4.6875e36); and a scale of
+     * 2.5e38, whose logits pass the largest float (the raw scores still order the keys). */
+    const float scales[4] = {2.5e38f / 64, 2.5e38f / 64, 3e38f / 64, 2.5e38f};
+    const char *kinds[4] = {"all logits -2.5e38", "all logits 2.5e38", "logits up to 3e38",
+                            "scale 2.5e38"};
+    for (huge_case = 0; huge_case < 4; huge_case++) {
+        for (int t = 0; t < 3; t++) {
+            problem p;
+            problem_make(&p, dtypes[t], 2, 1, 256, 256, 64, 1, gen_huge, 77 + (uint64_t)huge_case);
+            problem_upload(&p);
+            double *ref = reference(&p, scales[huge_case]);
+            double limit = conformance_tolerance(dtypes[t]);
+            char what[96];
+            host_tensor o;
+            output_make(&o, &p);
+            run_dense(&p, &o, scales[huge_case]);
+            snprintf(what, sizeof what, "%s dense, %s", names[t], kinds[huge_case]);
+            expect_close(what, &o, ref, limit);
+            tensor_free(&o);
+            /* PBS keeping every block (the scores and selection see the same logits), and with
+             * the default threshold: finite, valid permutation and lists. */
+            for (int pass = 0; pass < 2 && t == 0; pass++) {
+                output_make(&o, &p);
+                pbsa_params params = pbs_params(&p, pass == 0 ? 1.0f : 0.9f, scales[huge_case]);
+                run_pbs(&p, &o, &params);
+                snprintf(what, sizeof what, "%s PBS threshold %s, %s", names[t],
+                         pass == 0 ? "1" : "0.9", kinds[huge_case]);
+                if (pass == 0)
+                    expect_close(what, &o, ref, limit);
+                else if (tensor_compare(&o, ref).nonfinite)
+                    fail_msg("%s: elements not finite", what);
+                tensor_free(&o);
+            }
             free(ref);
             problem_free(&p);
         }
@@ -574,6 +639,7 @@ int main(void)
         return opened;
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_large_logits),
+        cmocka_unit_test(test_huge_logits),
         cmocka_unit_test(test_f16_edges),
         cmocka_unit_test(test_empty_and_malformed_lists),
         cmocka_unit_test(test_nan_inputs),

@@ -96,6 +96,7 @@ static bool parse_int(const char *text, long min, long max, int *out)
     return true;
 }
 
+/* A number a float holds: one that would round to 0 or to infinity is refused, not changed. */
 static bool parse_float(const char *text, float *out)
 {
     char *end;
@@ -103,7 +104,10 @@ static bool parse_float(const char *text, float *out)
     double v = strtod(text, &end);
     if (errno || end == text || *end)
         return false;
-    *out = (float)v;
+    float f = (float)v;
+    if ((v != 0.0 && f == 0.0f) || (isfinite(v) && !isfinite(f)))
+        return false;
+    *out = f;
     return true;
 }
 

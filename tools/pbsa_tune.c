@@ -24,6 +24,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -99,7 +100,9 @@ static void usage(FILE *to)
             "  --warmup N         untimed runs first (default 1; 2 --full)\n"
             "  --output PATH      the tuning file to write (default: the user's tuning file of\n"
             "                     the device, $XDG_CONFIG_HOME/pbsattn/tuning/DEVICE.txt or\n"
-            "                     ~/.config/pbsattn/tuning/DEVICE.txt)\n"
+            "                     ~/.config/pbsattn/tuning/DEVICE.txt); a new regular file or an\n"
+            "                     existing one, replaced atomically; anything else is refused,\n"
+            "                     symbolic links included (give the path they point to)\n"
             "  --fresh            drop the entries already in the output file (default: keep\n"
             "                     those of other keys)\n"
             "  --resume           skip the keys the output file already has\n"
@@ -907,6 +910,24 @@ static void close_device(session *s)
         clReleaseContext(s->cl_ctx);
 }
 
+/* Why the output path cannot be written, or NULL: the new file is renamed over the old one, which
+ * would replace a device, FIFO or socket by a regular file, and a symbolic link by the file
+ * instead of writing where it points. */
+static const char *output_refusal(const char *path)
+{
+    struct stat st;
+    if (lstat(path, &st) != 0)
+        return errno == ENOENT ? NULL : strerror(errno);
+    if (S_ISLNK(st.st_mode))
+        return "is a symbolic link, which would be replaced by a regular file: give the path it "
+               "points to";
+    if (S_ISDIR(st.st_mode))
+        return "is a directory";
+    if (!S_ISREG(st.st_mode))
+        return "is not a regular file (a device, FIFO or socket)";
+    return NULL;
+}
+
 int main(int argc, char **argv)
 {
     static options o;
@@ -935,6 +956,12 @@ int main(int argc, char **argv)
         snprintf(path, sizeof path, "%s", o.output);
     } else if (!pbsa_tuning_user_path(s.info.name, path, sizeof path)) {
         fprintf(stderr, "%s: neither XDG_CONFIG_HOME nor HOME is set: give --output\n", PROGRAM);
+        close_device(&s);
+        return 2;
+    }
+    const char *refusal = output_refusal(path);
+    if (refusal) {
+        fprintf(stderr, "%s: %s %s; nothing written\n", PROGRAM, path, refusal);
         close_device(&s);
         return 2;
     }

@@ -61,7 +61,12 @@ int pbsa_context_create(cl_context cl_ctx, cl_device_id device,
         free(ctx);
         return status;
     }
+    if (!pbsa_error_table_create(ctx)) {
+        free(ctx);
+        return pbsa_fail(NULL, PBSA_ERROR_OUT_OF_HOST_MEMORY, "%s: out of host memory", fn);
+    }
     if (pthread_mutex_init(&ctx->lock, NULL) != 0) {
+        pbsa_error_table_release(ctx);
         free(ctx);
         return pbsa_fail(NULL, PBSA_ERROR_OUT_OF_HOST_MEMORY, "%s: cannot create a mutex", fn);
     }
@@ -73,6 +78,8 @@ int pbsa_context_create(cl_context cl_ctx, cl_device_id device,
     clRetainDevice(device);
     pbsa_tensor_core_decide(ctx);
     pbsa_tuning_load(ctx, pbsa_builtin_tuning, pbsa_builtin_tuning_count);
+    /* A failed probe is no error of the caller's. */
+    pbsa_clear_error(ctx);
     *out = ctx;
     return PBSA_SUCCESS;
 }
@@ -81,9 +88,9 @@ void pbsa_context_release(pbsa_context *ctx)
 {
     if (!ctx)
         return;
-    pbsa_clear_error(ctx);
     pbsa_program_cache_clear(ctx);
     pbsa_tuning_release(ctx);
+    pbsa_error_table_release(ctx);
     pthread_mutex_destroy(&ctx->lock);
     clReleaseDevice(ctx->device);
     clReleaseContext(ctx->cl_ctx);

@@ -1,16 +1,80 @@
 /* Error messages: per-thread last error, the log callback, and status texts. */
 #include "core/internal.h"
 
+#include <stdatomic.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 enum { MESSAGE_CAPACITY = 1024 };
 
-/* The last error of this thread, and which context it belongs to (NULL: context creation). */
-static _Thread_local struct {
-    const pbsa_context *ctx;
+/* The last error of one thread on one context. */
+typedef struct thread_error {
+    uint64_t thread; /* thread_serial() of its thread */
+    struct thread_error *next;
     char text[MESSAGE_CAPACITY];
-} last_error;
+} thread_error;
+
+/* Every thread's last error on one context: one entry per thread that has failed a call on it,
+ * kept until the context is released, so that a text stays valid while other threads fail. */
+struct pbsa_error_table {
+    pthread_mutex_t lock;
+    thread_error *entries;
+};
+
+/* The last error of this thread on no context (a failed pbsa_context_create(), a call passed
+ * ctx NULL). */
+static _Thread_local char contextless_error[MESSAGE_CAPACITY];
+
+/* A number per thread, never reused (pthread_t values are, once a thread has ended). */
+static uint64_t thread_serial(void)
+{
+    static atomic_uint_fast64_t next = 1;
+    static _Thread_local uint64_t serial;
+    if (serial == 0)
+        serial = atomic_fetch_add(&next, 1);
+    return serial;
+}
+
+bool pbsa_error_table_create(pbsa_context *ctx)
+{
+    ctx->errors = calloc(1, sizeof *ctx->errors);
+    if (ctx->errors && pthread_mutex_init(&ctx->errors->lock, NULL) == 0)
+        return true;
+    free(ctx->errors);
+    ctx->errors = NULL;
+    return false;
+}
+
+void pbsa_error_table_release(pbsa_context *ctx)
+{
+    if (!ctx->errors)
+        return;
+    for (thread_error *e = ctx->errors->entries, *next; e; e = next) {
+        next = e->next;
+        free(e);
+    }
+    pthread_mutex_destroy(&ctx->errors->lock);
+    free(ctx->errors);
+    ctx->errors = NULL;
+}
+
+/* The calling thread's entry in table; created when create is set (NULL if out of memory).
+ * The caller holds table->lock. */
+static thread_error *find_entry(pbsa_error_table *table, bool create)
+{
+    const uint64_t thread = thread_serial();
+    for (thread_error *e = table->entries; e; e = e->next)
+        if (e->thread == thread)
+            return e;
+    thread_error *e = create ? calloc(1, sizeof *e) : NULL;
+    if (e) {
+        e->thread = thread;
+        e->next = table->entries;
+        table->entries = e;
+    }
+    return e;
+}
 
 static pthread_mutex_t log_lock = PTHREAD_MUTEX_INITIALIZER;
 static pbsa_log_fn log_fn;
@@ -36,12 +100,21 @@ static void emit(pbsa_log_level level, const char *text)
 
 int pbsa_fail(const pbsa_context *ctx, int status, const char *fmt, ...)
 {
+    char text[MESSAGE_CAPACITY];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(last_error.text, sizeof last_error.text, fmt, ap);
+    vsnprintf(text, sizeof text, fmt, ap);
     va_end(ap);
-    last_error.ctx = ctx;
-    emit(PBSA_LOG_ERROR, last_error.text);
+    if (!ctx || !ctx->errors) {
+        memcpy(contextless_error, text, sizeof text);
+    } else {
+        pthread_mutex_lock(&ctx->errors->lock);
+        thread_error *e = find_entry(ctx->errors, true);
+        if (e)
+            memcpy(e->text, text, sizeof text);
+        pthread_mutex_unlock(&ctx->errors->lock);
+    }
+    emit(PBSA_LOG_ERROR, text);
     return status;
 }
 
@@ -57,13 +130,28 @@ void pbsa_log(pbsa_log_level level, const char *fmt, ...)
 
 void pbsa_clear_error(const pbsa_context *ctx)
 {
-    if (last_error.ctx == ctx)
-        last_error.text[0] = '\0';
+    if (!ctx || !ctx->errors) {
+        contextless_error[0] = '\0';
+        return;
+    }
+    pthread_mutex_lock(&ctx->errors->lock);
+    thread_error *e = find_entry(ctx->errors, false);
+    if (e)
+        e->text[0] = '\0';
+    pthread_mutex_unlock(&ctx->errors->lock);
 }
 
 const char *pbsa_context_last_error(const pbsa_context *ctx)
 {
-    return last_error.ctx == ctx ? last_error.text : "";
+    if (!ctx)
+        return contextless_error;
+    if (!ctx->errors)
+        return "";
+    pthread_mutex_lock(&ctx->errors->lock);
+    const thread_error *e = find_entry(ctx->errors, false);
+    pthread_mutex_unlock(&ctx->errors->lock);
+    /* Only this thread writes its entry, and entries live as long as ctx. */
+    return e ? e->text : "";
 }
 
 const char *pbsa_status_string(int status)

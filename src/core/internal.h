@@ -9,6 +9,7 @@
 #include <stdbool.h>
 
 typedef struct pbsa_program_entry pbsa_program_entry;
+typedef struct pbsa_error_table pbsa_error_table;
 
 /* How PBS attention computes the permutation scores and reads the permuted keys and values
  * (src/pbs/plan.c). AUTO: the environment (PBSA_SCORE_METHOD, PBSA_KV_METHOD), then for the
@@ -67,6 +68,7 @@ struct pbsa_context {
     const char *build_log; /* log of the last failed build, owned by its cache entry */
     pbsa_pbs_methods pbs_methods; /* set by pbsa_pbs_force_methods() */
     struct pbsa_tuning *tuning;   /* tuning data of the device (src/tuning/tuning.c), may be NULL */
+    pbsa_error_table *errors;     /* each thread's last error on the context (src/core/errors.c) */
 };
 
 /* ---- the NVIDIA tensor-core path (src/tiles/mma_probe.c; the kernels: src/tiles/mma_tile.h) ---- */
@@ -87,6 +89,9 @@ int pbsa_fail(const pbsa_context *ctx, int status, const char *fmt, ...)
 void pbsa_log(pbsa_log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Clears the calling thread's last error (start of every public call on ctx). */
 void pbsa_clear_error(const pbsa_context *ctx);
+/* Creates and frees the table of each thread's last error on ctx. */
+bool pbsa_error_table_create(pbsa_context *ctx);
+void pbsa_error_table_release(pbsa_context *ctx);
 
 /* ---- argument checks (src/core/tensor_check.c) ---- */
 
@@ -97,19 +102,35 @@ int pbsa_check_tensor(const pbsa_context *ctx, const char *fn, const char *name,
                       const pbsa_tensor *t);
 /* Checks that the queue belongs to ctx's context and device. */
 int pbsa_check_queue(const pbsa_context *ctx, const char *fn, cl_command_queue queue);
-/* Fails when the element ranges of a and b may overlap in one buffer. */
-int pbsa_check_no_overlap(const pbsa_context *ctx, const char *fn, const char *name_a,
-                          const pbsa_tensor *a, const char *name_b, const pbsa_tensor *b);
 /* Checks q [B,Hq,Sq,D] and k [B,Hkv,Skv,D]: agreeing dtypes, batch and head dim, a supported head
  * dim, Hq a multiple of Hkv, Sq <= Skv. */
 int pbsa_check_query_key(const pbsa_context *ctx, const char *fn, const pbsa_tensor *q,
                          const pbsa_tensor *k);
 /* Checks q [B,Hq,Sq,D], k and v [B,Hkv,Skv,D], o like q: agreeing shapes and dtypes, Hq a
- * multiple of Hkv, Sq <= Skv, supported head dim, o not overlapping the inputs. */
+ * multiple of Hkv, Sq <= Skv, supported head dim, no two elements of o at one address. */
 int pbsa_check_attention_tensors(const pbsa_context *ctx, const char *fn, const pbsa_tensor *q,
                                  const pbsa_tensor *k, const pbsa_tensor *v, const pbsa_tensor *o);
 /* Whether head_dim is one the kernels are built for. */
 bool pbsa_head_dim_supported(int64_t head_dim);
+
+/* ---- memory shared between arguments (src/core/overlap.c) ---- */
+
+/* The bytes [begin, end) of buffer that an argument named name covers. */
+typedef struct pbsa_span {
+    const char *name;
+    cl_mem buffer;
+    uint64_t begin, end;
+} pbsa_span;
+
+/* The span of a checked tensor, first to last element. */
+pbsa_span pbsa_tensor_span(const char *name, const pbsa_tensor *t);
+/* The span of count cl_ints at element offset of buffer (checked by pbsa_check_int_buffer()). */
+pbsa_span pbsa_int_span(const char *name, cl_mem buffer, uint64_t offset, uint64_t count);
+/* Fails (PBSA_ERROR_INVALID_VALUE, naming both) when an output shares a byte with another output
+ * or an input, through the same buffer, a sub-buffer of it, or the same host memory. At most 8
+ * spans in all. */
+int pbsa_check_disjoint(const pbsa_context *ctx, const char *fn, const pbsa_span *outputs,
+                        int output_count, const pbsa_span *inputs, int input_count);
 
 /* ---- programs (src/launch/program_cache.c) ---- */
 
@@ -140,6 +161,11 @@ void pbsa_arg_mem(pbsa_kernel_args *args, cl_mem buffer);
 void pbsa_arg_u64(pbsa_kernel_args *args, uint64_t value);
 void pbsa_arg_i32(pbsa_kernel_args *args, int32_t value);
 void pbsa_arg_f32(pbsa_kernel_args *args, float value);
+/* The softmax scale times log2(e), the kernels' scale_log2: it multiplies differences of raw
+ * scores inside exp2(). Scales above FLT_MAX / log2(e) (about 2.36e38) give FLT_MAX, which
+ * changes only the weights of keys whose raw score q.k is within about 1e-36 of their row's
+ * maximum (all others get 0 either way). */
+float pbsa_scale_log2(float scale);
 /* The offset and the three strides of t, as four ulong arguments. */
 void pbsa_arg_tensor_layout(pbsa_kernel_args *args, const pbsa_tensor *t);
 /* The -D option that selects dtype's storage in cl/common.cl. */

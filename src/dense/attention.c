@@ -18,6 +18,12 @@ int pbsa_dense_attention(pbsa_context *ctx, cl_command_queue queue, const pbsa_t
     int status = pbsa_check_queue(ctx, fn, queue);
     if (status == PBSA_SUCCESS)
         status = pbsa_check_attention_tensors(ctx, fn, q, k, v, o);
+    if (status == PBSA_SUCCESS) {
+        const pbsa_span output = pbsa_tensor_span("o", o);
+        const pbsa_span inputs[3] = {pbsa_tensor_span("q", q), pbsa_tensor_span("k", k),
+                                     pbsa_tensor_span("v", v)};
+        status = pbsa_check_disjoint(ctx, fn, &output, 1, inputs, 3);
+    }
     if (status != PBSA_SUCCESS)
         return status;
     pbsa_dense_params p = params ? *params : (pbsa_dense_params){.causal = 1};
@@ -67,7 +73,7 @@ int pbsa_dense_attention(pbsa_context *ctx, cl_command_queue queue, const pbsa_t
     pbsa_arg_i32(&args, (int32_t)k->heads);
     pbsa_arg_i32(&args, (int32_t)q->seq);
     pbsa_arg_i32(&args, (int32_t)k->seq);
-    pbsa_arg_f32(&args, scale * (float)M_LOG2E);
+    pbsa_arg_f32(&args, pbsa_scale_log2(scale));
     if (args.status != CL_SUCCESS) {
         clReleaseKernel(kernel);
         return pbsa_fail(ctx, args.status, "%s: clSetKernelArg failed (%d)", fn, args.status);

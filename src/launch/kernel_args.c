@@ -1,6 +1,8 @@
 /* Sequential kernel-argument setting with one error check at the end, and build options. */
 #include "core/internal.h"
 
+#include <float.h>
+#include <math.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -29,6 +31,12 @@ void pbsa_arg_f32(pbsa_kernel_args *args, float value)
 {
     cl_float v = value;
     pbsa_arg(args, sizeof v, &v);
+}
+
+float pbsa_scale_log2(float scale)
+{
+    const double scaled = (double)scale * M_LOG2E;
+    return scaled < FLT_MAX ? (float)scaled : FLT_MAX;
 }
 
 bool pbsa_append_option(char *buffer, size_t capacity, const char *fmt, ...)

@@ -4,7 +4,7 @@
  * pbsa_sparse_attention() has no workspace and always gathers. */
 #include "pbs/plan.h"
 
-#include <math.h>
+#include <inttypes.h>
 #include <stdlib.h>
 
 int pbsa_pbs_prepare_sparse(pbsa_context *ctx, const char *fn, const pbsa_pbs_plan *plan,
@@ -37,7 +37,7 @@ int pbsa_pbs_prepare_sparse(pbsa_context *ctx, const char *fn, const pbsa_pbs_pl
     pbsa_arg_i32(&a, plan->perm_heads);
     pbsa_arg_i32(&a, plan->q_len);
     pbsa_arg_i32(&a, plan->kv_len);
-    pbsa_arg_f32(&a, plan->scale * (float)M_LOG2E);
+    pbsa_arg_f32(&a, pbsa_scale_log2(plan->scale));
     /* Without pi the kernel never reads it; any valid buffer stands in. */
     pbsa_arg_mem(&a, pi ? pi : blocks->counts);
     pbsa_arg_u64(&a, pi ? pi_offset : 0);
@@ -63,6 +63,21 @@ int pbsa_sparse_attention(pbsa_context *ctx, cl_command_queue queue, const pbsa_
         status = pbsa_pbs_check_pi(ctx, fn, &plan, pi, pi_offset);
     if (status == PBSA_SUCCESS)
         status = pbsa_pbs_check_block_list(ctx, fn, &plan, blocks);
+    if (status == PBSA_SUCCESS) {
+        const uint64_t *count = plan.layout.count;
+        const pbsa_span output = pbsa_tensor_span("o", o);
+        const pbsa_span inputs[6] = {
+            pbsa_tensor_span("q", q),
+            pbsa_tensor_span("k", k),
+            pbsa_tensor_span("v", v),
+            pbsa_int_span("blocks.counts", blocks->counts, blocks->counts_offset,
+                          count[PBSA_REGION_COUNTS]),
+            pbsa_int_span("blocks.blocks", blocks->blocks, blocks->blocks_offset,
+                          count[PBSA_REGION_BLOCKS]),
+            pbsa_int_span("pi", pi, pi_offset, count[PBSA_REGION_PI]),
+        };
+        status = pbsa_check_disjoint(ctx, fn, &output, 1, inputs, pi ? 6 : 5);
+    }
     if (status != PBSA_SUCCESS)
         return status;
     pbsa_launch_chain chain = {.queue = queue};
@@ -108,8 +123,18 @@ int pbsa_attention(pbsa_context *ctx, cl_command_queue queue, const pbsa_tensor 
     }
     cl_mem ws = NULL;
     status = pbsa_pbs_workspace_acquire(ctx, fn, &plan, workspace, &ws);
-    if (status != PBSA_SUCCESS)
+    if (status == PBSA_SUCCESS) {
+        const pbsa_span outputs[2] = {pbsa_tensor_span("o", o),
+                                      pbsa_int_span("workspace", ws, 0, plan.layout.total)};
+        const pbsa_span inputs[3] = {pbsa_tensor_span("q", q), pbsa_tensor_span("k", k),
+                                     pbsa_tensor_span("v", v)};
+        status = pbsa_check_disjoint(ctx, fn, outputs, workspace ? 2 : 1, inputs, 3);
+    }
+    if (status != PBSA_SUCCESS) {
+        if (ws)
+            clReleaseMemObject(ws);
         return status;
+    }
     /* Every kernel is prepared (compiled, arguments set) before the first is enqueued. */
     const uint64_t *start = plan.layout.start;
     const uint64_t pi = start[PBSA_REGION_PI];
@@ -189,6 +214,12 @@ int pbsa_block_density(int64_t batch, int64_t q_heads, int64_t q_len, int64_t kv
                          "%s: needs batch, q_heads, q_len > 0, kv_len >= q_len and "
                          "params->block_size > 0", fn);
     int64_t q_blocks = (q_len + b - 1) / b, k_blocks = (kv_len + b - 1) / b;
+    for (int64_t r = 0; r < batch * q_heads * q_blocks; r++)
+        if (counts[r] < 0 || counts[r] > k_blocks)
+            return pbsa_fail(NULL, PBSA_ERROR_INVALID_VALUE,
+                             "%s: counts[%" PRId64 "] = %d is not in 0..%" PRId64
+                             " (the key blocks)",
+                             fn, r, (int)counts[r], k_blocks);
     /* Blocks that dense attention visits: up to the diagonal when causal, else all. */
     double visited = 0.0;
     for (int64_t i = 0; i < q_blocks; i++)

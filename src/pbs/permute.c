@@ -2,7 +2,6 @@
  * src/pbs/scores_clblast.c) and the segmented sort (cl/pbs_sort.cl). */
 #include "pbs/plan.h"
 
-#include <math.h>
 
 static const char *const sort_files[] = {"pbs_sort.cl"};
 
@@ -23,7 +22,7 @@ static void score_inputs(pbsa_kernel_args *a, const pbsa_pbs_plan *plan, const p
     pbsa_arg_i32(a, plan->q_len);
     pbsa_arg_i32(a, plan->last_rows);
     pbsa_arg_i32(a, plan->key_count);
-    pbsa_arg_f32(a, plan->scale * (float)M_LOG2E);
+    pbsa_arg_f32(a, pbsa_scale_log2(plan->scale));
 }
 
 static int prepare_scores_fused(pbsa_context *ctx, const char *fn, const pbsa_pbs_plan *plan,
@@ -58,6 +57,7 @@ static int prepare_scores_fused(pbsa_context *ctx, const char *fn, const pbsa_pb
     pbsa_arg_region(&a, plan, workspace, PBSA_REGION_PARTIALS);
     pbsa_arg_i32(&a, plan->score_tiles);
     pbsa_arg_i32(&a, stat_rows);
+    pbsa_arg_f32(&a, pbsa_scale_log2(plan->scale));
     pbsa_arg_region(&a, plan, workspace, PBSA_REGION_STATS);
     size_t reduce_global = round_up((size_t)stat_rows, 64), reduce_local = 64;
     status = pbsa_chain_add_kernel(ctx, fn, chain, &a, 1, &reduce_global, &reduce_local);
@@ -126,8 +126,18 @@ int pbsa_permutation(pbsa_context *ctx, cl_command_queue queue, const pbsa_tenso
     cl_mem ws = NULL;
     if (status == PBSA_SUCCESS)
         status = pbsa_pbs_workspace_acquire(ctx, fn, &plan, workspace, &ws);
-    if (status != PBSA_SUCCESS)
+    if (status == PBSA_SUCCESS) {
+        const pbsa_span outputs[2] = {
+            pbsa_int_span("pi", pi, pi_offset, plan.layout.count[PBSA_REGION_PI]),
+            pbsa_int_span("workspace", ws, 0, plan.layout.total)};
+        const pbsa_span inputs[2] = {pbsa_tensor_span("q", q), pbsa_tensor_span("k", k)};
+        status = pbsa_check_disjoint(ctx, fn, outputs, workspace ? 2 : 1, inputs, 2);
+    }
+    if (status != PBSA_SUCCESS) {
+        if (ws)
+            clReleaseMemObject(ws);
         return status;
+    }
     pbsa_launch_chain chain = {.queue = queue};
     status = pbsa_pbs_prepare_permutation(ctx, fn, &plan, q, k, pi, pi_offset, ws, &chain);
     if (status == PBSA_SUCCESS)

@@ -47,9 +47,9 @@ static int check_params(pbsa_context *ctx, const char *fn, const pbsa_params *p)
     return PBSA_SUCCESS;
 }
 
-static int next_power_of_two(int x)
+static int64_t next_power_of_two(int64_t x)
 {
-    int p = 1;
+    int64_t p = 1;
     while (p < x)
         p <<= 1;
     return p;
@@ -179,8 +179,9 @@ int pbsa_pbs_plan_make(pbsa_context *ctx, const char *fn, const pbsa_tensor *q,
     if ((uint64_t)q->batch * (uint64_t)q->heads > INT32_MAX)
         return pbsa_fail(ctx, PBSA_ERROR_INVALID_VALUE, "%s: q.batch x q.heads exceeds %d", fn,
                          INT32_MAX);
-    pl.q_blocks = (pl.q_len + pl.block - 1) / pl.block;
-    pl.k_blocks = (pl.kv_len + pl.block - 1) / pl.block;
+    /* Sequence lengths reach INT32_MAX: round up in 64 bits. */
+    pl.q_blocks = (int)(((int64_t)pl.q_len + pl.block - 1) / pl.block);
+    pl.k_blocks = (int)(((int64_t)pl.kv_len + pl.block - 1) / pl.block);
     pl.segments = pl.kv_len / pl.segment;
     pl.fallback = pl.kv_len <= pl.segment;
     pl.identity = pl.segments == 0 || (pl.segments == 1 && pl.kv_len % pl.segment == 0);
@@ -202,18 +203,18 @@ int pbsa_pbs_plan_make(pbsa_context *ctx, const char *fn, const pbsa_tensor *q,
                          "head_dim %d with block_size %d",
                          fn, pl.head_dim, pl.block);
     const int score_keys = pl.scores.family->tile_keys(&pl.scores.config);
-    pl.score_tiles = (pl.key_count + score_keys - 1) / score_keys;
-    pl.sort_size = next_power_of_two(pl.segment);
-    pl.select_size = next_power_of_two(pl.k_blocks);
+    pl.score_tiles = (int)(((int64_t)pl.key_count + score_keys - 1) / score_keys);
+    const int64_t sort_size = next_power_of_two(pl.segment);
+    const int64_t select_size = next_power_of_two(pl.k_blocks);
     /* At most 16 key blocks per work-item (its registers) where the device allows. */
     pl.select_wg = 64;
-    while (pl.select_wg * 16 < pl.select_size &&
+    while (pl.select_wg * (int64_t)16 < select_size &&
            2 * (size_t)pl.select_wg <= ctx->info.max_work_group_size)
         pl.select_wg *= 2;
-    uint64_t sort_bytes = 8 * (uint64_t)pl.sort_size;
+    uint64_t sort_bytes = 8 * (uint64_t)sort_size;
     /* pbs_select_blocks: a byte per slot (at least one per work-item); per work-item a float,
      * a ulong and an int, and an eighth of the first two for the partials; the query mean. */
-    int select_slots = pl.select_size > pl.select_wg ? pl.select_size : pl.select_wg;
+    int64_t select_slots = select_size > pl.select_wg ? select_size : pl.select_wg;
     uint64_t select_bytes =
         (uint64_t)select_slots + 18 * (uint64_t)pl.select_wg + 4 * (uint64_t)pl.head_dim;
     if (sort_bytes > ctx->info.local_mem_bytes)
@@ -226,6 +227,9 @@ int pbsa_pbs_plan_make(pbsa_context *ctx, const char *fn, const pbsa_tensor *q,
                          "%s: k.seq = %d gives %d key blocks, more than the device's local memory "
                          "can select over; use a larger params->block_size",
                          fn, pl.kv_len, pl.k_blocks);
+    /* Both fit in local memory, so in an int. */
+    pl.sort_size = (int)sort_size;
+    pl.select_size = (int)select_size;
     pl.score_method = pbsa_dispatch_score_method(ctx, pl.dtype, pl.head_dim, pl.block, NULL,
                                                  NULL, 0);
     pl.kv_method = (pbsa_kv_method)method_of(ctx->pbs_methods.kv, ctx->env.kv_method);

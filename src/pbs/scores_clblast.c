@@ -5,7 +5,6 @@
 #include "pbs/plan.h"
 
 #include <clblast_c.h>
-#include <math.h>
 
 static const char *const gemm_files[] = {"common.cl", "pbs_scores_clblast.cl"};
 
@@ -22,7 +21,6 @@ typedef struct gemm_call {
     size_t qt, kt, logits; /* element offsets in the workspace */
     size_t keys, rows, units;
     size_t head_dim;
-    float alpha;
 } gemm_call;
 
 /* The pbsa status of a CLBlast status: OpenCL codes pass through, a CLBlast kernel build
@@ -48,8 +46,7 @@ static gemm_call gemm_of(const pbsa_pbs_plan *plan, cl_mem workspace, int units)
                    (size_t)plan->key_count,
                    (size_t)plan->last_rows * (size_t)(plan->q_heads / plan->kv_heads),
                    (size_t)units,
-                   (size_t)plan->head_dim,
-                   plan->scale * (float)M_LOG2E};
+                   (size_t)plan->head_dim};
     return g;
 }
 
@@ -58,7 +55,7 @@ static CLBlastStatusCode run_gemm(const gemm_call *g, size_t units, cl_command_q
 {
     return CLBlastSgemmStridedBatched(
         CLBlastLayoutColMajor, CLBlastTransposeNo, CLBlastTransposeYes, g->keys, g->rows,
-        g->head_dim, g->alpha, g->workspace, g->kt, g->keys + PBSA_GEMM_LD_PAD,
+        g->head_dim, 1.0f, g->workspace, g->kt, g->keys + PBSA_GEMM_LD_PAD,
         (g->keys + PBSA_GEMM_LD_PAD) * g->head_dim, g->workspace, g->qt,
         g->rows + PBSA_GEMM_LD_PAD, (g->rows + PBSA_GEMM_LD_PAD) * g->head_dim, 0.0f,
         g->workspace, g->logits, g->keys, g->keys * g->rows, units, queue, done);
@@ -134,6 +131,7 @@ static int add_chunk(pbsa_context *ctx, const char *fn, const pbsa_pbs_plan *pla
     pbsa_arg_region(&a, plan, workspace, PBSA_REGION_LOGITS);
     pbsa_arg_i32(&a, plan->key_count);
     pbsa_arg_i32(&a, first_unit * unit_rows);
+    pbsa_arg_f32(&a, pbsa_scale_log2(plan->scale));
     pbsa_arg_region(&a, plan, workspace, PBSA_REGION_STATS);
     size_t stats_wg = (size_t)plan->gemm_stats_wg;
     size_t stats_global = (size_t)units * (size_t)unit_rows * stats_wg;
@@ -153,6 +151,7 @@ static int add_chunk(pbsa_context *ctx, const char *fn, const pbsa_pbs_plan *pla
     pbsa_arg_i32(&a, plan->last_rows);
     pbsa_arg_i32(&a, plan->key_count);
     pbsa_arg_i32(&a, first_unit * perms_per_unit);
+    pbsa_arg_f32(&a, pbsa_scale_log2(plan->scale));
     pbsa_arg_region(&a, plan, workspace, PBSA_REGION_SCORES);
     size_t global[2] = {round_up((size_t)plan->key_count, MEANS_WG),
                         (size_t)units * (size_t)perms_per_unit};

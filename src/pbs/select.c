@@ -125,8 +125,23 @@ int pbsa_block_selection(pbsa_context *ctx, cl_command_queue queue, const pbsa_t
     cl_mem ws = NULL;
     if (status == PBSA_SUCCESS)
         status = pbsa_pbs_workspace_acquire(ctx, fn, &plan, workspace, &ws);
-    if (status != PBSA_SUCCESS)
+    if (status == PBSA_SUCCESS) {
+        const uint64_t *count = plan.layout.count;
+        const pbsa_span outputs[3] = {
+            pbsa_int_span("out.counts", out->counts, out->counts_offset,
+                          count[PBSA_REGION_COUNTS]),
+            pbsa_int_span("out.blocks", out->blocks, out->blocks_offset,
+                          count[PBSA_REGION_BLOCKS]),
+            pbsa_int_span("workspace", ws, 0, plan.layout.total)};
+        const pbsa_span inputs[3] = {pbsa_tensor_span("q", q), pbsa_tensor_span("k", k),
+                                     pbsa_int_span("pi", pi, pi_offset, count[PBSA_REGION_PI])};
+        status = pbsa_check_disjoint(ctx, fn, outputs, workspace ? 3 : 2, inputs, 3);
+    }
+    if (status != PBSA_SUCCESS) {
+        if (ws)
+            clReleaseMemObject(ws);
         return status;
+    }
     pbsa_launch_chain chain = {.queue = queue};
     status = pbsa_pbs_prepare_selection(ctx, fn, &plan, q, k, pi, pi_offset, out, ws, &chain);
     if (status == PBSA_SUCCESS)

@@ -30,10 +30,17 @@ int pbsa_tuning_read_file(const char *path, char **text, size_t *length)
 {
     *text = NULL;
     *length = 0;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    /* Anything but a regular file is refused before it is opened (opening a device can act on
+     * it), and opened without blocking in case it is replaced meanwhile (a FIFO without a writer
+     * would block forever). */
+    struct stat st;
+    if (stat(path, &st) != 0)
+        return errno;
+    if (!S_ISREG(st.st_mode))
+        return EINVAL;
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
     if (fd < 0)
         return errno;
-    struct stat st;
     int err = 0;
     if (fstat(fd, &st) != 0)
         err = errno;

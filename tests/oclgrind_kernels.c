@@ -1,0 +1,172 @@
+/* Every kernel of the library once, at tiny shapes, for Oclgrind (.ci/run runs this program under
+ * `oclgrind --data-races --check-api --uninitialized` and fails on any diagnostic): dense
+ * attention of each dtype, causal and not; the PBS pipeline (scores, their statistics, the
+ * segment sort, block means, selection, sparse attention through the permutation) of each dtype;
+ * its materialised-K/V and CLBlast-scores variants; sparse attention without a permutation; and
+ * the short-sequence fallback. Every output is checked against the float64 reference.
+ * The tile configuration comes from PBSA_FLASH_CONFIG (Oclgrind has 32 KiB of local memory).
+ * Exit status 0 when every call succeeds and matches. */
+#include "device.h"
+#include "host_tensor.h"
+
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+enum { HQ = 2, HKV = 1, D = 64, BLOCK = 16, SEGMENT = 32, GUARD = 4 };
+
+static support_device fixture;
+static int failures;
+
+typedef struct problem {
+    pbsa_dtype dtype;
+    int q_len, kv_len, causal;
+    host_tensor q, k, v, o;
+    double *ref;
+} problem;
+
+static void problem_make(problem *p, pbsa_dtype dtype, int q_len, int kv_len, int causal)
+{
+    *p = (problem){.dtype = dtype, .q_len = q_len, .kv_len = kv_len, .causal = causal};
+    host_tensor *t[4] = {&p->q, &p->k, &p->v, &p->o};
+    uint64_t seed = 2024;
+    for (int i = 0; i < 4; i++) {
+        const int heads = i == 1 || i == 2 ? HKV : HQ, seq = i == 1 || i == 2 ? kv_len : q_len;
+        tensor_init(t[i], dtype, 1, heads, seq, D, TENSOR_BHSD, GUARD);
+        if (!t[i]->bytes) {
+            fprintf(stderr, "out of memory\n");
+            exit(1);
+        }
+        if (i < 3)
+            tensor_fill_random(t[i], &seed, 1.0f);
+        if (tensor_upload(t[i], fixture.cl_ctx) != CL_SUCCESS) {
+            fprintf(stderr, "cannot upload the inputs\n");
+            exit(1);
+        }
+    }
+    p->ref = malloc((size_t)HQ * q_len * D * sizeof *p->ref);
+    pbsa_host_tensor q = tensor_host_view(&p->q), k = tensor_host_view(&p->k),
+                     v = tensor_host_view(&p->v);
+    pbsa_dense_params params = {.causal = causal};
+    if (!p->ref || pbsa_ref_dense_attention(&q, &k, &v, &params, p->ref) != PBSA_SUCCESS) {
+        fprintf(stderr, "reference failed\n");
+        exit(1);
+    }
+}
+
+static void problem_free(problem *p)
+{
+    tensor_free(&p->q);
+    tensor_free(&p->k);
+    tensor_free(&p->v);
+    tensor_free(&p->o);
+    free(p->ref);
+}
+
+/* Reads o back and compares it with dense attention, which PBS keeping every block equals. */
+static void check(const char *what, problem *p, int status)
+{
+    double rel = -1.0;
+    long nonfinite = 0;
+    if (status == PBSA_SUCCESS && tensor_download(&p->o, fixture.queue) == CL_SUCCESS) {
+        const tensor_error e = tensor_compare(&p->o, p->ref);
+        rel = e.rel_l2;
+        nonfinite = e.nonfinite;
+    }
+    const double limit = p->dtype == PBSA_DTYPE_F32 ? 1e-5 : 1e-2;
+    const bool ok = status == PBSA_SUCCESS && !nonfinite && rel >= 0.0 && rel <= limit &&
+                    tensor_guard_damage(&p->o) == 0;
+    printf("%-52s %s (rel_l2 %.1e) %s\n", what, ok ? "ok" : "FAILED", rel,
+           status ? pbsa_context_last_error(fixture.ctx) : "");
+    failures += !ok;
+}
+
+static pbsa_params pbs_params(int causal)
+{
+    pbsa_params params = pbsa_params_default();
+    params.block_size = BLOCK;
+    params.segment_size = SEGMENT;
+    params.threshold = 1.0f; /* every block: the result is dense attention */
+    params.causal = causal;
+    return params;
+}
+
+static void run_dense(pbsa_dtype dtype, const char *name)
+{
+    for (int causal = 0; causal < 2; causal++) {
+        problem p;
+        problem_make(&p, dtype, 24, 40, causal);
+        pbsa_dense_params params = {.causal = causal};
+        char what[96];
+        snprintf(what, sizeof what, "%s dense%s", name, causal ? " causal" : "");
+        check(what, &p, pbsa_dense_attention(fixture.ctx, fixture.queue, &p.q.desc, &p.k.desc,
+                                             &p.v.desc, &p.o.desc, &params, NULL));
+        problem_free(&p);
+    }
+}
+
+/* The whole pipeline; kv_len <= SEGMENT takes the fallback. */
+static void run_pbs(pbsa_dtype dtype, const char *label, int kv_len)
+{
+    problem p;
+    problem_make(&p, dtype, kv_len, kv_len, 1);
+    pbsa_params params = pbs_params(1);
+    check(label, &p, pbsa_attention(fixture.ctx, fixture.queue, &p.q.desc, &p.k.desc, &p.v.desc,
+                                    &p.o.desc, &params, NULL, NULL));
+    problem_free(&p);
+}
+
+/* Sparse attention without a permutation, every block listed. */
+static void run_sparse_identity(void)
+{
+    problem p;
+    problem_make(&p, PBSA_DTYPE_F32, 48, 48, 0);
+    enum { NB = 48 / BLOCK };
+    cl_int counts[HQ * NB], blocks[HQ * NB * NB];
+    for (int r = 0; r < HQ * NB; r++) {
+        counts[r] = NB;
+        for (int j = 0; j < NB; j++)
+            blocks[r * NB + j] = j;
+    }
+    cl_int err_counts, err_blocks;
+    cl_mem counts_mem = clCreateBuffer(fixture.cl_ctx, CL_MEM_READ_ONLY | CL_MEM_COPY_HOST_PTR,
+                                       sizeof counts, counts, &err_counts);
+    cl_mem blocks_mem = clCreateBuffer(fixture.cl_ctx, CL_MEM_READ_ONLY | CL_MEM_COPY_HOST_PTR,
+                                       sizeof blocks, blocks, &err_blocks);
+    pbsa_block_list list = {counts_mem, blocks_mem, 0, 0};
+    pbsa_params params = pbs_params(0);
+    int status = err_counts || err_blocks
+                     ? PBSA_ERROR_OUT_OF_HOST_MEMORY
+                     : pbsa_sparse_attention(fixture.ctx, fixture.queue, &p.q.desc, &p.k.desc,
+                                             &p.v.desc, &p.o.desc, &params, NULL, 0, &list, NULL);
+    check("f32 sparse attention, no permutation", &p, status);
+    clReleaseMemObject(counts_mem);
+    clReleaseMemObject(blocks_mem);
+    problem_free(&p);
+}
+
+int main(void)
+{
+    int status = support_device_open_test(&fixture);
+    if (status != 0)
+        return status;
+    const pbsa_dtype dtypes[3] = {PBSA_DTYPE_F32, PBSA_DTYPE_F16, PBSA_DTYPE_BF16};
+    const char *names[3] = {"f32", "f16", "bf16"};
+    char label[96];
+    for (int t = 0; t < 3; t++) {
+        run_dense(dtypes[t], names[t]);
+        snprintf(label, sizeof label, "%s PBS", names[t]);
+        run_pbs(dtypes[t], label, 72);
+    }
+    run_pbs(PBSA_DTYPE_F32, "f32 PBS, short-sequence fallback", SEGMENT);
+    run_sparse_identity();
+    setenv("PBSA_KV_METHOD", "materialised", 1);
+    run_pbs(PBSA_DTYPE_F32, "f32 PBS, materialised K and V", 72);
+    unsetenv("PBSA_KV_METHOD");
+    setenv("PBSA_SCORE_METHOD", "clblast", 1);
+    run_pbs(PBSA_DTYPE_F32, "f32 PBS, CLBlast scores", 72);
+    unsetenv("PBSA_SCORE_METHOD");
+    support_device_close(&fixture);
+    return failures ? 1 : 0;
+}
