@@ -93,6 +93,19 @@ int pbsa_get_kernel(pbsa_context *ctx, const char *const *files, size_t file_cou
 /* Frees every cached program of ctx. */
 void pbsa_program_cache_clear(pbsa_context *ctx);
 
+/* ---- compiled programs on disk (src/binary_cache.c) ---- */
+
+/* Whether ctx keeps compiled programs on disk: not disable_kernel_cache, not PBSA_KERNEL_CACHE=off. */
+bool pbsa_binary_cache_enabled(const pbsa_context *ctx);
+/* The program built earlier from texts with options on ctx's device, loaded from the disk cache
+ * and built; NULL when the cache is off or has no valid entry (never an error: the caller then
+ * compiles from source). The caller releases the program. */
+cl_program pbsa_binary_cache_load(pbsa_context *ctx, const char *const *texts, size_t count,
+                                  const char *options);
+/* Writes program's binary to the disk cache (atomically); failures are logged and ignored. */
+void pbsa_binary_cache_store(pbsa_context *ctx, cl_program program, const char *const *texts,
+                             size_t count, const char *options);
+
 /* ---- kernel arguments (src/kernel_args.c) ---- */
 
 /* Sets a kernel's arguments one after another, keeping the first OpenCL error. */

@@ -94,6 +94,14 @@ static int build_program(pbsa_context *ctx, pbsa_program_entry *entry, const cha
             goto done;
         }
     }
+    /* PBSA_BUILD_OPTIONS adds compiler options for kernel development (e.g. -cl-nv-verbose);
+     * the build log of every program is then sent to the log callback. */
+    const char *extra = getenv("PBSA_BUILD_OPTIONS");
+    char full_options[2048];
+    snprintf(full_options, sizeof full_options, "-cl-std=CL1.2 %s %s", options, extra ? extra : "");
+    entry->program = pbsa_binary_cache_load(ctx, texts, file_count, full_options);
+    if (entry->program)
+        goto done;
     cl_int err;
     cl_program program = clCreateProgramWithSource(ctx->cl_ctx, (cl_uint)file_count, texts, NULL,
                                                    &err);
@@ -101,11 +109,6 @@ static int build_program(pbsa_context *ctx, pbsa_program_entry *entry, const cha
         status = pbsa_fail(ctx, err, "clCreateProgramWithSource failed (%d)", err);
         goto done;
     }
-    /* PBSA_BUILD_OPTIONS adds compiler options for kernel development (e.g. -cl-nv-verbose);
-     * the build log of every program is then sent to the log callback. */
-    const char *extra = getenv("PBSA_BUILD_OPTIONS");
-    char full_options[2048];
-    snprintf(full_options, sizeof full_options, "-cl-std=CL1.2 %s %s", options, extra ? extra : "");
     err = clBuildProgram(program, 1, &ctx->device, full_options, NULL, NULL);
     if (err == CL_SUCCESS && extra) {
         char *log = read_build_log(program, ctx->device);
@@ -123,6 +126,7 @@ static int build_program(pbsa_context *ctx, pbsa_program_entry *entry, const cha
         goto done;
     }
     entry->program = program;
+    pbsa_binary_cache_store(ctx, program, texts, file_count, full_options);
 done:
     for (size_t i = 0; i < file_count; i++)
         free(owned[i]);
