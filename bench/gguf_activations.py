@@ -194,6 +194,7 @@ def run(model, ids, layers, on_layer):
         f = rms_norm(x, w("ffn_norm"), model.eps)
         gate = f @ w("ffn_gate").T
         x = x + ((gate / (1 + np.exp(-gate))) * (f @ w("ffn_up").T)) @ w("ffn_down").T
+        print(f"layer {i + 1} of {model.layers} done", file=sys.stderr, flush=True)
     x = rms_norm(x, model.weight("output_norm.weight"), model.eps)
     head = model.weight("output.weight" if model.has("output.weight") else "token_embd.weight")
     nll = 0.0
