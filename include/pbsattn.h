@@ -160,6 +160,14 @@ typedef struct pbsa_context_options {
     /* Non-zero: never use vendor-specific kernels (the NVIDIA tensor-core path), even where
      * they are available; PBSA_FORCE_PORTABLE does the same from the environment. */
     int force_portable;
+    /* Non-zero: compile every kernel from source in this process and keep no binary on disk.
+     * By default a compiled program is stored in $XDG_CACHE_HOME/pbsattn (else
+     * ~/.cache/pbsattn), one file per device, driver, kernel source and build options, and later
+     * contexts, in any process, load it instead of compiling again; damaged or stale files are
+     * ignored and replaced, files are written atomically, and processes may share the folder.
+     * PBSA_KERNEL_CACHE=off does the same from the environment. On PoCL, which caches compiled
+     * kernels itself, the library's cache is used only with PBSA_KERNEL_CACHE=on. */
+    int disable_kernel_cache;
 } pbsa_context_options;
 
 /*

@@ -1,6 +1,7 @@
 #!/bin/sh
-# Installs the build into a staging folder, builds tests/consumer.c against it with pkg-config,
-# runs it, and checks the installed library's soname and exported symbols.
+# Installs the build into a staging folder, builds tests/consumer.c against it with pkg-config
+# and with CMake (find_package(pbsattn), target pbsattn::pbsattn), runs both, and checks the
+# installed library's soname and exported symbols.
 # usage: install_test.sh BUILD_DIR CONSUMER_C   (CC selects the compiler, default cc)
 set -eu
 
@@ -8,7 +9,7 @@ build=${1:?usage: install_test.sh BUILD_DIR CONSUMER_C}
 consumer=${2:?usage: install_test.sh BUILD_DIR CONSUMER_C}
 cc=${CC:-cc}
 
-for tool in meson pkg-config readelf "$cc"; do
+for tool in meson pkg-config readelf cmake "$cc"; do
     if ! command -v "$tool" >/dev/null 2>&1; then
         echo "skipped: $tool is not installed"
         exit 77
@@ -75,6 +76,27 @@ if command -v ldd >/dev/null 2>&1; then
 fi
 output=$(LD_LIBRARY_PATH="$run_path" "$stage/consumer") || fail "the consumer program failed"
 echo "consumer: $output"
+
+# The CMake package, found through CMAKE_PREFIX_PATH as a CMake project would.
+mkdir "$stage/cmake-consumer"
+cp "$consumer" "$stage/cmake-consumer/consumer.c"
+cat >"$stage/cmake-consumer/CMakeLists.txt" <<'CMAKE'
+cmake_minimum_required(VERSION 3.13)
+project(consumer C)
+find_package(pbsattn 0.1 REQUIRED)
+add_executable(consumer consumer.c)
+target_link_libraries(consumer PRIVATE pbsattn::pbsattn)
+CMAKE
+if ! { CC="$cc" cmake -S "$stage/cmake-consumer" -B "$stage/cmake-build" \
+        -DCMAKE_PREFIX_PATH="$stage/root$prefix" -DCMAKE_C_FLAGS="-Wall -Wextra -Werror" &&
+        cmake --build "$stage/cmake-build"; } >"$stage/cmake.log" 2>&1; then
+    cat "$stage/cmake.log" >&2
+    fail "the consumer program does not build through the CMake package"
+fi
+cmake_output=$(LD_LIBRARY_PATH="$run_path" "$stage/cmake-build/consumer") ||
+    fail "the consumer program built with CMake failed"
+[ "$cmake_output" = "$output" ] || fail "the CMake-built consumer printed '$cmake_output'"
+echo "CMake consumer: $cmake_output"
 
 bindir=$(pkg --variable=prefix)/bin
 if [ -x "$bindir/pbsa-info" ]; then

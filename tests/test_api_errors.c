@@ -550,9 +550,11 @@ static void test_context_create(void **state)
         expect_create_failure("options->struct_size", fixture.cl_ctx, fixture.device, &options,
                               true, PBSA_ERROR_INVALID_VALUE, "options->struct_size");
     }
-    /* 0 and the real size are both accepted. */
-    const size_t good_sizes[2] = {0, sizeof(pbsa_context_options)};
-    for (int i = 0; i < 2; i++) {
+    /* 0, the real size and the size of the first version (before disable_kernel_cache) are
+     * accepted. */
+    const size_t good_sizes[3] = {0, sizeof(pbsa_context_options),
+                                  offsetof(pbsa_context_options, disable_kernel_cache)};
+    for (int i = 0; i < 3; i++) {
         pbsa_context_options options = {.struct_size = good_sizes[i], .force_portable = 1};
         pbsa_context *ctx = NULL;
         assert_int_equal(pbsa_context_create(fixture.cl_ctx, fixture.device, &options, &ctx),

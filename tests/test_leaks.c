@@ -787,6 +787,9 @@ static void test_broken_kernels(void **state)
 
 int main(void)
 {
+    /* Every OpenCL failure injected here must fail the call; the disk cache would instead recover
+     * from a refused binary by compiling from source (tests/test_kernel_cache.c covers it). */
+    setenv("PBSA_KERNEL_CACHE", "off", 1);
     int opened = support_device_open_test(&fixture);
     if (opened != 0)
         return opened;

@@ -2,6 +2,7 @@
 #include "core/internal.h"
 #include "tuning/tuning.h"
 
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -38,11 +39,14 @@ int pbsa_context_create(cl_context cl_ctx, cl_device_id device,
         return pbsa_fail(NULL, PBSA_ERROR_NULL_ARGUMENT, "%s: device is NULL", fn);
     pbsa_context_options opts = {0};
     if (options) {
-        if (options->struct_size != 0 && options->struct_size != sizeof *options)
+        /* Callers built against an older header pass the size of its shorter struct: the
+         * members it lacks keep their defaults. */
+        size_t size = options->struct_size ? options->struct_size : sizeof *options;
+        if (size < offsetof(pbsa_context_options, disable_kernel_cache) || size > sizeof *options)
             return pbsa_fail(NULL, PBSA_ERROR_INVALID_VALUE,
                              "%s: options->struct_size is %zu, expected %zu", fn,
                              options->struct_size, sizeof *options);
-        opts = *options;
+        memcpy(&opts, options, size);
     }
     opts.struct_size = sizeof opts;
 

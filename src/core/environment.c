@@ -39,6 +39,11 @@ void pbsa_environment_read(pbsa_environment *env)
         read_text("PBSA_BUILD_OPTIONS", env->build_options, sizeof env->build_options);
     env->force_portable = read_switch("PBSA_FORCE_PORTABLE");
     env->force_mma_sync = read_switch("PBSA_FORCE_MMA_SYNC");
+    const char *cache = getenv("PBSA_KERNEL_CACHE");
+    if (cache && (strcmp(cache, "off") == 0 || strcmp(cache, "0") == 0))
+        env->kernel_cache = -1;
+    else if (cache && (strcmp(cache, "on") == 0 || strcmp(cache, "1") == 0))
+        env->kernel_cache = 1;
     const char *tuning = getenv("PBSA_TUNING");
     env->tuning_off = tuning && (strcasecmp(tuning, "off") == 0 || strcmp(tuning, "0") == 0 ||
                                  strcasecmp(tuning, "no") == 0 || strcasecmp(tuning, "none") == 0);

@@ -42,6 +42,7 @@ typedef struct pbsa_environment {
     bool log_builds;           /* PBSA_BUILD_OPTIONS is set: log every build */
     bool force_portable;       /* PBSA_FORCE_PORTABLE set and not "0": no tensor-core kernels */
     bool force_mma_sync;       /* PBSA_FORCE_MMA_SYNC set and not "0": no wgmma on Hopper */
+    int kernel_cache;          /* PBSA_KERNEL_CACHE: -1 off or 0, 1 on or 1, else 0 (default) */
     bool tuning_off;           /* PBSA_TUNING = off, 0, no or none: no tuning files */
     char tuning_file[4096];    /* PBSA_TUNING_FILE: a tuning file read first */
     /* PBSA_FLASH_CONFIG, PBSA_MMA_CONFIG: a configuration for every call of the tuning space
@@ -146,6 +147,19 @@ int pbsa_get_sm90a_kernel(pbsa_context *ctx, const char *const *files, size_t fi
                           const char *options, const char *kernel_name, cl_kernel *out);
 /* Frees every cached program of ctx. */
 void pbsa_program_cache_clear(pbsa_context *ctx);
+
+/* ---- compiled programs on disk (src/launch/binary_cache.c) ---- */
+
+/* Whether ctx keeps compiled programs on disk: not disable_kernel_cache, not PBSA_KERNEL_CACHE=off. */
+bool pbsa_binary_cache_enabled(const pbsa_context *ctx);
+/* The program built earlier from texts with options on ctx's device, loaded from the disk cache
+ * and built; NULL when the cache is off or has no valid entry (never an error: the caller then
+ * compiles from source). The caller releases the program. */
+cl_program pbsa_binary_cache_load(pbsa_context *ctx, const char *const *texts, size_t count,
+                                  const char *options);
+/* Writes program's binary to the disk cache (atomically); failures are logged and ignored. */
+void pbsa_binary_cache_store(pbsa_context *ctx, cl_program program, const char *const *texts,
+                             size_t count, const char *options);
 
 /* ---- kernel arguments (src/launch/kernel_args.c) ---- */
 

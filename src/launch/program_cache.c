@@ -136,6 +136,15 @@ static int build_program(pbsa_context *ctx, pbsa_program_entry *entry, const cha
             goto done;
         }
     }
+    /* PBSA_BUILD_OPTIONS adds compiler options for kernel development (e.g. -cl-nv-verbose);
+     * the build log of every program is then sent to the log callback. */
+    const char *extra = ctx->env.build_options;
+    char full_options[2048];
+    snprintf(full_options, sizeof full_options, "-cl-std=CL1.2 %s %s", options, extra);
+    /* A program rewritten for sm_90a is kept as its rewritten text: loading it needs no rewrite. */
+    entry->program = pbsa_binary_cache_load(ctx, texts, file_count, full_options);
+    if (entry->program)
+        goto done;
     cl_int err;
     cl_program program = clCreateProgramWithSource(ctx->cl_ctx, (cl_uint)file_count, texts, NULL,
                                                    &err);
@@ -143,11 +152,6 @@ static int build_program(pbsa_context *ctx, pbsa_program_entry *entry, const cha
         status = pbsa_fail(ctx, err, "clCreateProgramWithSource failed (%d)", err);
         goto done;
     }
-    /* PBSA_BUILD_OPTIONS adds compiler options for kernel development (e.g. -cl-nv-verbose);
-     * the build log of every program is then sent to the log callback. */
-    const char *extra = ctx->env.build_options;
-    char full_options[2048];
-    snprintf(full_options, sizeof full_options, "-cl-std=CL1.2 %s %s", options, extra);
     err = clBuildProgram(program, 1, &ctx->device, full_options, NULL, NULL);
     if (err != CL_SUCCESS) {
         entry->log = read_build_log(program, ctx->device);
@@ -177,6 +181,7 @@ static int build_program(pbsa_context *ctx, pbsa_program_entry *entry, const cha
         free(log);
     }
     entry->program = program;
+    pbsa_binary_cache_store(ctx, program, texts, file_count, full_options);
 done:
     for (size_t i = 0; i < file_count; i++)
         free(owned[i]);
