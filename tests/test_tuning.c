@@ -451,8 +451,10 @@ static void expect_mma(pbsa_context *ctx, pbsa_kernel_kind kind, const pbsa_mma_
                  pbsa_kernel_kind_name(kind), used.mma.warps, used.mma.groups, used.mma.keys,
                  used.mma.stages, (int)source, where, cfg->warps, cfg->groups, cfg->keys,
                  cfg->stages, (int)want, origin ? origin : "");
-    const bool was = ctx->use_tensor_cores;
+    /* The mma.sync family, also on Hopper, where wgmma would come first. */
+    const bool was = ctx->use_tensor_cores, was_wgmma = ctx->use_wgmma;
     ctx->use_tensor_cores = true;
+    ctx->use_wgmma = false;
     char text[9000], config[64], expected[4600];
     pbsa_tuning_format_config(kind, &used, config, sizeof config);
     assert_int_equal(pbsa_query_kernel_config(ctx, kind, PBSA_DTYPE_BF16, 128, block, 1, text,
@@ -471,6 +473,7 @@ static void expect_mma(pbsa_context *ctx, pbsa_kernel_kind kind, const pbsa_mma_
     if (strncmp(text, expected, strlen(expected)) != 0)
         fail_msg("'%s' does not start with '%s'", text, expected);
     ctx->use_tensor_cores = was;
+    ctx->use_wgmma = was_wgmma;
 }
 
 static void test_mma_lookup_order(void **state)
@@ -540,6 +543,7 @@ static void test_mma_query(void **state)
     char text[512] = "x";
     pbsa_config_source source = (pbsa_config_source)99;
     ctx->use_tensor_cores = false; /* as on every device without tensor cores */
+    ctx->use_wgmma = false;        /* the mma.sync family, also on Hopper */
     assert_int_equal(pbsa_query_kernel_config(ctx, PBSA_KERNEL_DENSE_MMA, PBSA_DTYPE_BF16, 128, 0,
                                               1, text, sizeof text, &source),
                      PBSA_ERROR_UNSUPPORTED_DEVICE);
@@ -676,8 +680,10 @@ static void test_mma_fallback(void **state)
     assert_int_equal(source, PBSA_CONFIG_ENVIRONMENT);
     set_tile_env(ctx, "PBSA_MMA_CONFIG", NULL);
 
-    /* The dispatch of the calls: the configuration that fits, or none (the portable kernel). */
+    /* The dispatch of the calls: the configuration that fits, or none (the portable kernel). The
+     * mma.sync family, also on Hopper. */
     ctx->use_tensor_cores = true;
+    ctx->use_wgmma = false;
     pbsa_tensor t = pbsa_tensor_bhsd(NULL, PBSA_DTYPE_BF16, 1, 2, 256, 128);
     pbsa_mma_config used;
     assert_true(runs_mma(ctx, PBSA_ROLE_SPARSE, &t, &t, &t, 128, &used));
@@ -699,6 +705,79 @@ static void test_mma_fallback(void **state)
     assert_false(runs_mma(ctx, PBSA_ROLE_DENSE, &t, &t, &t, 0, &used));
     ctx->use_tensor_cores = false;
     assert_false(runs_mma(ctx, PBSA_ROLE_DENSE, &t, &t, &t, 0, &used));
+    pbsa_context_release(ctx);
+}
+
+/* Hopper's wgmma family comes first where it runs: 16-bit, head dims 64 and 128, configurations
+ * of whole warpgroups. Head dim 96 and the contexts without wgmma keep mma.sync. The queries
+ * compile nothing, so the family's choice is checked on any device. */
+static void test_wgmma_dispatch(void **state)
+{
+    (void)state;
+    pbsa_context *ctx = new_context(NULL);
+    ctx->use_tensor_cores = true;
+    ctx->use_wgmma = true;
+    char text[512];
+    pbsa_config_source source;
+    static const struct {
+        pbsa_kernel_kind kind;
+        pbsa_dtype dtype;
+        int head_dim, block, status;
+        const char *text; /* the start of the description */
+    } cases[] = {
+        {PBSA_KERNEL_DENSE_WGMMA, PBSA_DTYPE_BF16, 128, 0, PBSA_SUCCESS,
+         "warps=8 groups=1 keys=64 stages=2 (heuristic default)"},
+        /* 64-row blocks: one warpgroup per work-group. */
+        {PBSA_KERNEL_SPARSE_WGMMA, PBSA_DTYPE_F16, 64, 64, PBSA_SUCCESS,
+         "warps=4 groups=1 keys=64 stages=2 (heuristic default)"},
+        {PBSA_KERNEL_DENSE, PBSA_DTYPE_BF16, 128, 0, PBSA_SUCCESS,
+         "tensor-core kernel warps=8 groups=1 keys=64 stages=2 (heuristic default)"},
+        {PBSA_KERNEL_DENSE_WGMMA, PBSA_DTYPE_BF16, 96, 0, PBSA_ERROR_UNSUPPORTED_DEVICE, NULL},
+        {PBSA_KERNEL_DENSE_WGMMA, PBSA_DTYPE_F32, 128, 0, PBSA_ERROR_UNSUPPORTED_DEVICE, NULL},
+        {PBSA_KERNEL_SPARSE_WGMMA, PBSA_DTYPE_BF16, 128, 32, PBSA_ERROR_UNSUPPORTED_DEVICE, NULL},
+        /* The calls that run on wgmma are not mma.sync's to answer for... */
+        {PBSA_KERNEL_DENSE_MMA, PBSA_DTYPE_BF16, 128, 0, PBSA_ERROR_UNSUPPORTED_DEVICE, NULL},
+        /* ...but head dim 96 is. */
+        {PBSA_KERNEL_DENSE_MMA, PBSA_DTYPE_BF16, 96, 0, PBSA_SUCCESS,
+         "warps=4 groups=2 keys=64 stages=2 (heuristic default)"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        int status = pbsa_query_kernel_config(ctx, cases[i].kind, cases[i].dtype,
+                                              cases[i].head_dim, cases[i].block, 1, text,
+                                              sizeof text, &source);
+        if (status != cases[i].status)
+            fail_msg("case %zu: status %d, expected %d (%s)", i, status, cases[i].status,
+                     pbsa_context_last_error(ctx));
+        if (cases[i].text && strncmp(text, cases[i].text, strlen(cases[i].text)) != 0)
+            fail_msg("case %zu: '%s' does not start with '%s'", i, text, cases[i].text);
+    }
+    /* PBSA_MMA_CONFIG reaches the wgmma kinds too; one that wgmma cannot take is passed over
+     * there, as a tuned entry that does not fit is: its heuristic configuration runs. */
+    set_tile_env(ctx, "PBSA_MMA_CONFIG", "4,2,64,2");
+    pbsa_tensor t = pbsa_tensor_bhsd(NULL, PBSA_DTYPE_BF16, 1, 2, 256, 128);
+    pbsa_dispatch d;
+    assert_true(pbsa_dispatch_pick(ctx, PBSA_ROLE_DENSE, t.dtype, 128, 0, 1,
+                                   pbsa_row_alignment(&t, &t), &d));
+    assert_string_equal(d.family->name, "wgmma");
+    assert_int_equal(d.config.mma.warps, 8);
+    assert_int_equal(d.source, PBSA_CONFIG_HEURISTIC);
+    set_tile_env(ctx, "PBSA_MMA_CONFIG", "4,1,64,1");
+    assert_true(pbsa_dispatch_pick(ctx, PBSA_ROLE_SPARSE, t.dtype, 128, 128, 1,
+                                   pbsa_row_alignment(&t, &t), &d));
+    assert_string_equal(d.family->name, "wgmma");
+    assert_int_equal(d.config.mma.warps, 4);
+    assert_int_equal(d.config.mma.stages, 1);
+    set_tile_env(ctx, "PBSA_MMA_CONFIG", NULL);
+    /* Without wgmma (no probe passed, or PBSA_FORCE_MMA_SYNC), mma.sync runs the call. */
+    ctx->use_wgmma = false;
+    assert_true(pbsa_dispatch_pick(ctx, PBSA_ROLE_DENSE, t.dtype, 128, 0, 1,
+                                   pbsa_row_alignment(&t, &t), &d));
+    assert_string_equal(d.family->name, "mma.sync");
+    ctx->use_tensor_cores = false;
+    ctx->use_wgmma = true; /* never without the mma.sync probe */
+    assert_true(pbsa_dispatch_pick(ctx, PBSA_ROLE_DENSE, t.dtype, 128, 0, 1,
+                                   pbsa_row_alignment(&t, &t), &d));
+    assert_string_equal(d.family->name, "portable");
     pbsa_context_release(ctx);
 }
 
@@ -897,6 +976,7 @@ int main(int argc, char **argv)
         cmocka_unit_test_setup(test_mma_lookup_order, clean_environment),
         cmocka_unit_test_setup(test_mma_query, clean_environment),
         cmocka_unit_test_setup(test_mma_fallback, clean_environment),
+        cmocka_unit_test_setup(test_wgmma_dispatch, clean_environment),
         cmocka_unit_test_setup(test_scores_method, clean_environment),
     };
     int failed = cmocka_run_group_tests_name("tuning", tests, NULL, NULL);

@@ -79,7 +79,11 @@ static const pbsa_tile_family mma_family = {
 
 static const char *const wgmma_files[] = {"common.cl", "mma_ptx.cl", "wgmma_ptx.cl", "mma_tile.cl"};
 
-static bool wgmma_available(const pbsa_context *ctx) { return ctx->use_wgmma; }
+/* The wgmma probe runs only after the mma.sync one passed; both must hold. */
+static bool wgmma_available(const pbsa_context *ctx)
+{
+    return ctx->use_tensor_cores && ctx->use_wgmma;
+}
 
 static bool wgmma_options(char *options, size_t capacity, pbsa_dtype dtype, int head_dim,
                           int causal, const pbsa_kernel_config *config)
