@@ -142,6 +142,14 @@ if [ "$BUILT" -eq 1 ]; then
         --dtype bf16 --heads 32 --kv-heads 32 --head-dim 128 --batch 1 --causal 1 \
         --lengths "$DENSE_LENGTHS" --check always --json "$DENSE_JSON"
 
+    # ---- on Hopper, the mma.sync tiles beside the wgmma ones, same shapes ------------------
+    if "$BUILD_DIR/tools/pbsa-info" 2>/dev/null | grep -q "tensor-core path:     wgmma"; then
+        PBSA_FORCE_MMA_SYNC=1 run_step bench-dense-mma-sync bench-dense.log 90 30 \
+            "$BUILD_DIR/bench/pbsa-bench-dense" --dtype bf16 --heads 32 --kv-heads 32 \
+            --head-dim 128 --batch 1 --causal 1 --lengths "$DENSE_LENGTHS" --check always \
+            --json "$WORK/$PREFIX-dense-mma-sync-bf16.json"
+    fi
+
     # ---- PBS against dense attention (the main job) ----------------------------------------
     run_step bench-pbs bench-pbs.log 240 60 "$BUILD_DIR/bench/pbsa-bench-pbs" \
         --preset llama3-8b --dtype bf16 --workload "$PBS_WORKLOADS" \
@@ -232,6 +240,12 @@ for r in doc.get("results", []):
           f"{num(r.get('rel_l2_check'), '9.2e')} {check} {r.get('error', '')}")
 EOF
     echo
+    [ -f "$WORK/$PREFIX-dense-mma-sync-bf16.json" ] && python3 - "$WORK/$PREFIX-dense-mma-sync-bf16.json" <<'EOF'
+import json, sys
+for r in json.load(open(sys.argv[1])).get("results", []):
+    print(f"dense on mma.sync (PBSA_FORCE_MMA_SYNC=1): seq {r['seq']} {r['ms_median']:.3f} ms "
+          f"{r['tflops']:.1f} TFLOP/s")
+EOF
     [ -f "$PBS_JSON" ] && python3 bench/results.py summary "$PBS_JSON"
     echo
     [ -f "$SDPA_JSON" ] && python3 - "$SDPA_JSON" <<'EOF'
