@@ -3,6 +3,7 @@
 #include "launch/dispatch.h"
 
 #include <stdio.h>
+#include <string.h>
 
 enum { ORIGIN_CAPACITY = 4200, MAX_FILES = 8 };
 
@@ -24,6 +25,13 @@ static void flash_work_group(const pbsa_kernel_config *config, size_t *work_item
 
 static int flash_tile_keys(const pbsa_kernel_config *config) { return config->flash.block_n; }
 
+static bool flash_step_down(pbsa_kernel_config *config, const pbsa_tuning_key *key,
+                            pbsa_fit_limit limit)
+{
+    return pbsa_flash_config_step_down(&config->flash, key->head_dim,
+                                       pbsa_tuning_key_max_tile(key), limit);
+}
+
 const pbsa_tile_family pbsa_portable_family = {
     .name = "portable",
     .tile_files = flash_files,
@@ -35,6 +43,7 @@ const pbsa_tile_family pbsa_portable_family = {
     .options = flash_options,
     .work_group = flash_work_group,
     .tile_keys = flash_tile_keys,
+    .step_down = flash_step_down,
 };
 
 /* ---- the NVIDIA mma.sync tiles (cl/mma_tile.cl, src/tiles/mma_tile.c) ---- */
@@ -125,6 +134,95 @@ int pbsa_row_alignment(const pbsa_tensor *a, const pbsa_tensor *b)
     return alignment;
 }
 
+bool pbsa_sparse_options(char *options, size_t capacity, int block, bool has_pi,
+                         bool materialised)
+{
+    return pbsa_append_option(options, capacity, " -DLOGICAL_BLOCK=%d -DHAS_PI=%d -DMATERIALISED=%d",
+                              block, has_pi ? 1 : 0, materialised ? 1 : 0);
+}
+
+/* The kernels built on a role's tiles, whose limits a configuration must fit. */
+static const char *const role_kernels[PBSA_ROLE_COUNT][3] = {
+    [PBSA_ROLE_DENSE] = {"dense_attention"},
+    [PBSA_ROLE_SPARSE] = {"pbs_attention"},
+    [PBSA_ROLE_SCORES] = {"pbs_score_stats", "pbs_scores"},
+};
+
+/* Whether the role's kernels, built for d, allow d's work-group and declare no more local memory
+ * than the device has; when not, *limit says which and *allowed the kernel's value. The sparse
+ * kernel is checked in the variant the pipeline runs (its other variants have the same tiles).
+ * A kernel that does not build, or whose limits cannot be read, is no question of fit: the call
+ * reports the build error, or the enqueue decides. */
+static bool kernels_fit(const pbsa_context *ctx, const pbsa_dispatch *d, pbsa_fit_limit *limit,
+                        size_t *allowed)
+{
+    /* The program cache is the context's own state, guarded by its lock. */
+    pbsa_context *cache = (pbsa_context *)ctx;
+    char extra[128] = "";
+    if (d->role == PBSA_ROLE_SPARSE)
+        pbsa_sparse_options(extra, sizeof extra, d->key.block, true, false);
+    for (const char *const *name = role_kernels[d->role]; *name; name++) {
+        cl_kernel kernel;
+        size_t items, rows, group = 0;
+        cl_ulong local = 0;
+        if (pbsa_dispatch_kernel(cache, d, *name, extra, &kernel, &items, &rows) != PBSA_SUCCESS)
+            return true;
+        const bool over_items = clGetKernelWorkGroupInfo(kernel, ctx->device,
+                                                         CL_KERNEL_WORK_GROUP_SIZE, sizeof group,
+                                                         &group, NULL) == CL_SUCCESS &&
+                                items > group;
+        const bool over_local = clGetKernelWorkGroupInfo(kernel, ctx->device,
+                                                         CL_KERNEL_LOCAL_MEM_SIZE, sizeof local,
+                                                         &local, NULL) == CL_SUCCESS &&
+                                local > ctx->info.local_mem_bytes;
+        clReleaseKernel(kernel);
+        if (over_items || over_local) {
+            *limit = over_items ? PBSA_FIT_WORK_ITEMS : PBSA_FIT_LOCAL_MEMORY;
+            *allowed = over_items ? group : (size_t)local;
+            return false;
+        }
+    }
+    return true;
+}
+
+/* Steps d's configuration down until it fits the device and its compiled kernels; false when the
+ * family has no smaller one. origin gets what it stepped down from, and for which limit. */
+static bool fit(const pbsa_context *ctx, pbsa_dispatch *d, char *origin, size_t capacity)
+{
+    const pbsa_kernel_config from = d->config;
+    char why[160] = "";
+    for (;;) {
+        pbsa_fit_limit limit = PBSA_FIT_WORK_ITEMS;
+        size_t items, rows, allowed = 0;
+        d->family->work_group(&d->config, &items, &rows);
+        if (items > ctx->info.max_work_group_size) {
+            snprintf(why, sizeof why, "the device's work-group size (%zu)",
+                     ctx->info.max_work_group_size);
+        } else if (!pbsa_tuning_config_usable(&d->config, &d->key, &ctx->info)) {
+            limit = PBSA_FIT_LOCAL_MEMORY;
+            snprintf(why, sizeof why, "the device's local memory (%llu bytes)",
+                     (unsigned long long)ctx->info.local_mem_bytes);
+        } else if (!kernels_fit(ctx, d, &limit, &allowed)) {
+            if (limit == PBSA_FIT_WORK_ITEMS)
+                snprintf(why, sizeof why, "the kernel's work-group limit (%zu)", allowed);
+            else
+                snprintf(why, sizeof why, "the device's local memory (%llu bytes; the kernel "
+                         "declares %zu)", (unsigned long long)ctx->info.local_mem_bytes, allowed);
+        } else {
+            break;
+        }
+        if (!d->family->step_down || !d->family->step_down(&d->config, &d->key, limit))
+            return false;
+    }
+    if (why[0] && capacity > 0) {
+        char text[256];
+        pbsa_tuning_format_config(d->key.kind, &from, text, sizeof text);
+        size_t used = strlen(origin);
+        snprintf(origin + used, capacity - used, "; stepped down from %s for %s", text, why);
+    }
+    return true;
+}
+
 bool pbsa_dispatch_family(const pbsa_context *ctx, const pbsa_tile_family *family,
                           pbsa_tile_role role, pbsa_dtype dtype, int head_dim, int block,
                           int causal, int alignment, pbsa_dispatch *out, char *origin,
@@ -148,13 +246,14 @@ bool pbsa_dispatch_family(const pbsa_context *ctx, const pbsa_tile_family *famil
         if (capacity > 0)
             snprintf(origin, capacity, "fixed");
     } else {
-        /* The lookup passes over tuned entries that do not fit; the heuristic may not fit. */
+        /* The lookup passes over tuned entries that do not fit the device; the heuristic may
+         * not fit it, and the compiled kernels may allow less than the device. */
         if (!pbsa_tuning_key_valid(&d.key))
             return false;
         d.config = pbsa_tuning_lookup(ctx, &d.key, &d.source, origin, capacity);
-        if (!pbsa_tuning_config_usable(&d.config, &d.key, &ctx->info))
-            return false;
     }
+    if (!fit(ctx, &d, origin, capacity))
+        return false;
     *out = d;
     return true;
 }
