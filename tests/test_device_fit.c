@@ -168,7 +168,8 @@ static void test_head_dim_256_in_32_kib(void **state)
     pbsa_context *ctx = fresh_context();
     ctx->info.local_mem_bytes = 32768;
     pbsa_dispatch d;
-    assert_true(pbsa_dispatch_pick(ctx, PBSA_ROLE_DENSE, PBSA_DTYPE_F32, 256, 0, 1, 8, &d));
+    assert_int_equal(pbsa_dispatch_pick(ctx, PBSA_ROLE_DENSE, PBSA_DTYPE_F32, 256, 0, 1, 8, &d),
+                     PBSA_SUCCESS);
     assert_true(pbsa_flash_local_bytes(&d.config.flash, 256) <= 32768);
     expect_dense(ctx, "f32_d256_s129_batch2");
     static const pbs_case pipeline = {"f16_d256_nosink", PBSA_DTYPE_F16, 1, 1, 1, 300, 300, 256,

@@ -73,22 +73,25 @@ int pbsa_row_alignment(const pbsa_tensor *a, const pbsa_tensor *b);
  * alignment is met (alignment: that of the rows the kernel loads, pbsa_row_alignment()), the key is
  * one it has (pbsa_tuning_key_valid()) and the configuration found for it (pbsa_tuning_lookup(), or
  * the fixed one), or one it steps down to, fits: the device's work-group size and local memory,
- * and the work-group limit (CL_KERNEL_WORK_GROUP_SIZE) and local memory of the role's kernels,
- * built for it (through ctx's program cache). The step-down is the family's (step_down), from
+ * and, for a family that steps down, the work-group limit (CL_KERNEL_WORK_GROUP_SIZE) and local
+ * memory of the role's kernels, built for it (through ctx's program cache; the kernels of other
+ * families are checked at their launch). The step-down is the family's (step_down), from
  * the configuration found to the first that fits; only when none does is the answer false and
  * the next family tried. *out receives the answer when true; origin (may be NULL when capacity is
  * 0) receives where the configuration came from and, when stepped down, from what and for which
  * limit. block: the PBS logical block (ignored for the dense role); causal is ignored for the
- * scores. A build failure is no answer: the configuration is kept and the call that builds it
- * reports the error. Thread-safe. */
-bool pbsa_dispatch_family(const pbsa_context *ctx, const pbsa_tile_family *family,
+ * scores. Returns PBSA_SUCCESS when family runs the call, PBSA_ERROR_UNSUPPORTED_DEVICE (nothing
+ * recorded on ctx) when it does not, or the error, recorded on ctx, of building its kernels
+ * (PBSA_ERROR_BUILD_FAILED...). Thread-safe. */
+int pbsa_dispatch_family(const pbsa_context *ctx, const pbsa_tile_family *family,
                           pbsa_tile_role role, pbsa_dtype dtype, int head_dim, int block,
                           int causal, int alignment, pbsa_dispatch *out, char *origin,
                           size_t capacity);
-/* The first family of the table that runs the call (pbsa_dispatch_family()); false when none
- * does, that is when even the portable configuration does not fit the device. Thread-safe. */
-bool pbsa_dispatch_pick(const pbsa_context *ctx, pbsa_tile_role role, pbsa_dtype dtype,
-                        int head_dim, int block, int causal, int alignment, pbsa_dispatch *out);
+/* The first family of the table that runs the call (pbsa_dispatch_family()): PBSA_SUCCESS,
+ * PBSA_ERROR_UNSUPPORTED_DEVICE (not recorded) when none does, that is when not even the smallest
+ * portable configuration fits the device, or the first build error met. Thread-safe. */
+int pbsa_dispatch_pick(const pbsa_context *ctx, pbsa_tile_role role, pbsa_dtype dtype,
+                       int head_dim, int block, int causal, int alignment, pbsa_dispatch *out);
 
 /* How the permutation scores of a PBS call with these shapes are computed on ctx, and where
  * that comes from: forced on ctx (pbsa_pbs_force_methods(), tests), forced by the tuner, the
