@@ -195,7 +195,7 @@ static int kernels_fit(const pbsa_context *ctx, const pbsa_dispatch *d, bool *fi
 static int fit(const pbsa_context *ctx, pbsa_dispatch *d, char *origin, size_t capacity)
 {
     const pbsa_kernel_config from = d->config;
-    char why[160] = "";
+    char why[160] = "", reason[160]; /* why: the first limit, the one that stepped from */
     for (;;) {
         pbsa_fit_limit limit = PBSA_FIT_WORK_ITEMS;
         size_t items, rows, allowed = 0;
@@ -203,11 +203,11 @@ static int fit(const pbsa_context *ctx, pbsa_dispatch *d, char *origin, size_t c
         int status = PBSA_SUCCESS;
         d->family->work_group(&d->config, &items, &rows);
         if (items > ctx->info.max_work_group_size) {
-            snprintf(why, sizeof why, "the device's work-group size (%zu)",
+            snprintf(reason, sizeof reason, "the device's work-group size (%zu)",
                      ctx->info.max_work_group_size);
         } else if (!pbsa_tuning_config_usable(&d->config, &d->key, &ctx->info)) {
             limit = PBSA_FIT_LOCAL_MEMORY;
-            snprintf(why, sizeof why, "the device's local memory (%llu bytes)",
+            snprintf(reason, sizeof reason, "the device's local memory (%llu bytes)",
                      (unsigned long long)ctx->info.local_mem_bytes);
         } else if (!d->family->step_down) {
             break; /* checked at the launch (pbsa_check_group_size()) */
@@ -215,13 +215,16 @@ static int fit(const pbsa_context *ctx, pbsa_dispatch *d, char *origin, size_t c
             return status;
         } else if (!fits) {
             if (limit == PBSA_FIT_WORK_ITEMS)
-                snprintf(why, sizeof why, "the kernel's work-group limit (%zu)", allowed);
+                snprintf(reason, sizeof reason, "the kernel's work-group limit (%zu)", allowed);
             else
-                snprintf(why, sizeof why, "the device's local memory (%llu bytes; the kernel "
-                         "declares %zu)", (unsigned long long)ctx->info.local_mem_bytes, allowed);
+                snprintf(reason, sizeof reason,
+                         "the device's local memory (%llu bytes; the kernel declares %zu)",
+                         (unsigned long long)ctx->info.local_mem_bytes, allowed);
         } else {
             break;
         }
+        if (!why[0])
+            memcpy(why, reason, sizeof why);
         if (!d->family->step_down || !d->family->step_down(&d->config, &d->key, limit))
             return PBSA_ERROR_UNSUPPORTED_DEVICE;
     }
@@ -263,7 +266,8 @@ int pbsa_dispatch_family(const pbsa_context *ctx, const pbsa_tile_family *family
             return PBSA_ERROR_UNSUPPORTED_DEVICE;
         d.config = pbsa_tuning_lookup(ctx, &d.key, &d.source, origin, capacity);
     }
-    int status = fit(ctx, &d, origin, capacity);
+    /* A fixed configuration was checked above, against no block. */
+    int status = r->fixed ? PBSA_SUCCESS : fit(ctx, &d, origin, capacity);
     if (status == PBSA_SUCCESS)
         *out = d;
     return status;
