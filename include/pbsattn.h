@@ -343,8 +343,11 @@ typedef struct pbsa_block_list {
 
 /*
  * Bytes of device workspace pbsa_attention() needs for these shapes and params (the permutation,
- * its scores, the block means and the block lists). Writes *bytes. Errors as pbsa_attention()'s
- * argument checks. Thread-safe.
+ * its scores, the block means and the block lists). Writes *bytes. The size depends on the tile
+ * configuration, which is checked against the kernels as compiled: the first call on a context
+ * builds them (as pbsa_attention() would). Errors as pbsa_attention()'s argument checks, and
+ * PBSA_ERROR_BUILD_FAILED (see pbsa_context_build_log()) or an OpenCL error from that build.
+ * Thread-safe.
  */
 PBSA_API int pbsa_workspace_size(pbsa_context *ctx, const pbsa_tensor *q, const pbsa_tensor *k,
                                  const pbsa_params *params, size_t *bytes);
