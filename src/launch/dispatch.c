@@ -137,8 +137,9 @@ int pbsa_row_alignment(const pbsa_tensor *a, const pbsa_tensor *b)
 bool pbsa_sparse_options(char *options, size_t capacity, int block, bool has_pi,
                          bool materialised)
 {
-    return pbsa_append_option(options, capacity, " -DLOGICAL_BLOCK=%d -DHAS_PI=%d -DMATERIALISED=%d",
-                              block, has_pi ? 1 : 0, materialised ? 1 : 0);
+    return pbsa_append_option(options, capacity,
+                              " -DLOGICAL_BLOCK=%d -DHAS_PI=%d -DMATERIALISED=%d", block,
+                              has_pi ? 1 : 0, materialised ? 1 : 0);
 }
 
 /* The kernels built on a role's tiles, whose limits a configuration must fit. */

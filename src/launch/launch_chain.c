@@ -79,7 +79,8 @@ int pbsa_get_sized_kernel(pbsa_context *ctx, const char *const *files, size_t fi
         char sized[512] = "";
         pbsa_append_option(sized, sizeof sized, "%s -D%s=%zu", options, size_define, *size);
         int status = pbsa_get_kernel(ctx, files, file_count, sized, kernel_name, out);
-        if (status != PBSA_SUCCESS || *size / 2 < minimum || kernel_limit(ctx, *out, *size) >= *size)
+        if (status != PBSA_SUCCESS || *size / 2 < minimum ||
+            kernel_limit(ctx, *out, *size) >= *size)
             return status;
         clReleaseKernel(*out);
     }
