@@ -77,9 +77,10 @@ int pbsa_row_alignment(const pbsa_tensor *a, const pbsa_tensor *b);
  * memory of the role's kernels, built for it (through ctx's program cache; the kernels of other
  * families are checked at their launch). The step-down is the family's (step_down), from
  * the configuration found to the first that fits; only when none does is the next family
- * tried. *out receives the answer on success; origin (may be NULL when capacity is 0) receives where the configuration came from and, when stepped down, from what and for which
- * limit. block: the PBS logical block (ignored for the dense role); causal is ignored for the
- * scores. Returns PBSA_SUCCESS when family runs the call, PBSA_ERROR_UNSUPPORTED_DEVICE (nothing
+ * tried. *out receives the answer on success; origin (may be NULL when capacity is 0) receives
+ * where the configuration came from and, when stepped down, from what and for which limit.
+ * block: the PBS logical block (ignored for the dense role); causal is ignored for the scores.
+ * Returns PBSA_SUCCESS when family runs the call, PBSA_ERROR_UNSUPPORTED_DEVICE (nothing
  * recorded on ctx) when it does not, or the error, recorded on ctx, of building its kernels
  * (PBSA_ERROR_BUILD_FAILED...). Thread-safe. */
 int pbsa_dispatch_family(const pbsa_context *ctx, const pbsa_tile_family *family,
