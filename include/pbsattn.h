@@ -343,11 +343,8 @@ typedef struct pbsa_block_list {
 
 /*
  * Bytes of device workspace pbsa_attention() needs for these shapes and params (the permutation,
- * its scores, the block means and the block lists). Writes *bytes. The size depends on the tile
- * configuration, which is checked against the kernels as compiled: the first call on a context
- * builds them (as pbsa_attention() would). Errors as pbsa_attention()'s argument checks, and
- * PBSA_ERROR_BUILD_FAILED (see pbsa_context_build_log()) or an OpenCL error from that build.
- * Thread-safe.
+ * its scores, the block means and the block lists). Writes *bytes. Errors as pbsa_attention()'s
+ * argument checks. Thread-safe.
  */
 PBSA_API int pbsa_workspace_size(pbsa_context *ctx, const pbsa_tensor *q, const pbsa_tensor *k,
                                  const pbsa_params *params, size_t *bytes);
@@ -513,11 +510,8 @@ typedef enum pbsa_config_source {
  * where it comes from. description (may be NULL when capacity is 0) receives a NUL-terminated
  * text such as "block_m=64 block_n=64 wg_rows=8 wg_cols=16 kchunk=16 vchunk=16 unroll_qk=16
  * unroll_pv=16 (user tuning file /home/me/.config/pbsattn/tuning/NVIDIA_H100.txt, line 9)",
- * truncated to capacity bytes. source (may be NULL) receives the source. A configuration that
- * does not fit the device or its kernels as compiled is stepped down to a smaller one, and the
- * text says so: "... (heuristic default; stepped down from block_m=32 ... for the kernel's
- * work-group limit (32))". To read those limits the portable kernels are compiled (once per
- * context, as the call would); nothing is enqueued.
+ * truncated to capacity bytes. source (may be NULL) receives the source. Nothing is compiled or
+ * enqueued.
  * Tensor cores: where dense or sparse attention runs on the tensor-core kernel
  * (pbsa_context_uses_tensor_cores(); f16 and bf16, head dims 64, 96 and 128, sparse blocks 64 and
  * 128, K and V rows assumed 16-byte aligned), PBSA_KERNEL_DENSE and PBSA_KERNEL_SPARSE give the
@@ -533,9 +527,7 @@ typedef enum pbsa_config_source {
  * PBSA_ERROR_UNSUPPORTED_DTYPE, PBSA_ERROR_UNSUPPORTED_HEAD_DIM, PBSA_ERROR_UNSUPPORTED_DEVICE (no
  * configuration fits the device: the call itself would fail the same way; or, for the _MMA
  * kinds, the call does not run on the tensor-core kernel on ctx: no tensor cores, f32, head dim
- * 256, another block_size, or no configuration fits), PBSA_ERROR_BUILD_FAILED (see
- * pbsa_context_build_log()) or an OpenCL error from compiling the kernels. On error description
- * receives ""
+ * 256, another block_size, or no configuration fits). On error description receives ""
  * (capacity > 0) and *source is not written.
  * Thread-safe; the answer stays the same for the life of ctx (the variables are read when it is
  * created).

@@ -380,25 +380,10 @@ FALLIBLE(clGetContextInfo, CL_OUT_OF_RESOURCES, true,
          (cl_context context, cl_context_info name, size_t size, void *value, size_t *size_ret),
          (context, name, size, value, size_ret))
 /* A kernel's work-group limit is advisory: a caller may go on and let the enqueue decide. */
-static size_t kernel_group_limit; /* 0: the implementation's own */
-
-void hooks_limit_kernel_work_groups(size_t items) { kernel_group_limit = items; }
-
-cl_int __real_clGetKernelWorkGroupInfo(cl_kernel kernel, cl_device_id device,
-                                       cl_kernel_work_group_info name, size_t size, void *value,
-                                       size_t *size_ret);
-cl_int __wrap_clGetKernelWorkGroupInfo(cl_kernel kernel, cl_device_id device,
-                                       cl_kernel_work_group_info name, size_t size, void *value,
-                                       size_t *size_ret)
-{
-    if (should_fail(HOOKS_OPENCL, "clGetKernelWorkGroupInfo", CL_OUT_OF_RESOURCES, false, false))
-        return CL_OUT_OF_RESOURCES;
-    cl_int err = __real_clGetKernelWorkGroupInfo(kernel, device, name, size, value, size_ret);
-    if (err == CL_SUCCESS && name == CL_KERNEL_WORK_GROUP_SIZE && value && kernel_group_limit &&
-        *(size_t *)value > kernel_group_limit)
-        *(size_t *)value = kernel_group_limit;
-    return err;
-}
+FALLIBLE(clGetKernelWorkGroupInfo, CL_OUT_OF_RESOURCES, false,
+         (cl_kernel kernel, cl_device_id device, cl_kernel_work_group_info name, size_t size,
+          void *value, size_t *size_ret),
+         (kernel, device, name, size, value, size_ret))
 FALLIBLE(clGetPlatformIDs, CL_OUT_OF_HOST_MEMORY, true,
          (cl_uint capacity, cl_platform_id *platforms, cl_uint *count),
          (capacity, platforms, count))

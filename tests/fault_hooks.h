@@ -56,9 +56,4 @@ typedef struct hooks_failure {
 
 hooks_failure hooks_last_failure(void);
 
-/* Makes clGetKernelWorkGroupInfo report at most items for CL_KERNEL_WORK_GROUP_SIZE, as an
- * implementation whose compiled kernels allow small work-groups does (0: the real value).
- * The enqueue itself is not limited. */
-void hooks_limit_kernel_work_groups(size_t items);
-
 #endif

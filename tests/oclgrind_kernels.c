@@ -4,8 +4,7 @@
  * segment sort, block means, selection, sparse attention through the permutation) of each dtype;
  * its materialised-K/V and CLBlast-scores variants; sparse attention without a permutation; and
  * the short-sequence fallback. Every output is checked against the float64 reference.
- * The tile configurations are the library's own, stepped down to Oclgrind's 32 KiB of local
- * memory.
+ * The tile configuration comes from PBSA_FLASH_CONFIG (Oclgrind has 32 KiB of local memory).
  * Exit status 0 when every call succeeds and matches. */
 #include "device.h"
 #include "host_tensor.h"

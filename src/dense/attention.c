@@ -35,11 +35,8 @@ int pbsa_dense_attention(pbsa_context *ctx, cl_command_queue queue, const pbsa_t
 
     const int head_dim = (int)q->head_dim;
     pbsa_dispatch dispatch;
-    status = pbsa_dispatch_pick(ctx, PBSA_ROLE_DENSE, q->dtype, head_dim, 0, p.causal,
-                                pbsa_row_alignment(k, v), &dispatch);
-    if (status != PBSA_SUCCESS && status != PBSA_ERROR_UNSUPPORTED_DEVICE)
-        return status; /* a build error, recorded */
-    if (status != PBSA_SUCCESS)
+    if (!pbsa_dispatch_pick(ctx, PBSA_ROLE_DENSE, q->dtype, head_dim, 0, p.causal,
+                            pbsa_row_alignment(k, v), &dispatch))
         return pbsa_fail(ctx, PBSA_ERROR_UNSUPPORTED_DEVICE,
                          "%s: the device's local memory (%llu bytes) or work-group size (%zu) is "
                          "too small for head_dim %d",

@@ -3,7 +3,6 @@
 #include "launch/dispatch.h"
 
 #include <stdio.h>
-#include <string.h>
 
 enum { ORIGIN_CAPACITY = 4200, MAX_FILES = 8 };
 
@@ -25,13 +24,6 @@ static void flash_work_group(const pbsa_kernel_config *config, size_t *work_item
 
 static int flash_tile_keys(const pbsa_kernel_config *config) { return config->flash.block_n; }
 
-static bool flash_step_down(pbsa_kernel_config *config, const pbsa_tuning_key *key,
-                            pbsa_fit_limit limit)
-{
-    return pbsa_flash_config_step_down(&config->flash, key->head_dim,
-                                       pbsa_tuning_key_max_tile(key), limit);
-}
-
 const pbsa_tile_family pbsa_portable_family = {
     .name = "portable",
     .tile_files = flash_files,
@@ -43,7 +35,6 @@ const pbsa_tile_family pbsa_portable_family = {
     .options = flash_options,
     .work_group = flash_work_group,
     .tile_keys = flash_tile_keys,
-    .step_down = flash_step_down,
 };
 
 /* ---- the NVIDIA mma.sync tiles (cl/mma_tile.cl, src/tiles/mma_tile.c) ---- */
@@ -138,119 +129,15 @@ int pbsa_row_alignment(const pbsa_tensor *a, const pbsa_tensor *b)
     return alignment;
 }
 
-bool pbsa_sparse_options(char *options, size_t capacity, int block, bool has_pi,
-                         bool materialised)
-{
-    return pbsa_append_option(options, capacity,
-                              " -DLOGICAL_BLOCK=%d -DHAS_PI=%d -DMATERIALISED=%d", block,
-                              has_pi ? 1 : 0, materialised ? 1 : 0);
-}
-
-/* The kernels built on a role's tiles, whose limits a configuration must fit. */
-static const char *const role_kernels[PBSA_ROLE_COUNT][3] = {
-    [PBSA_ROLE_DENSE] = {"dense_attention"},
-    [PBSA_ROLE_SPARSE] = {"pbs_attention"},
-    [PBSA_ROLE_SCORES] = {"pbs_score_stats", "pbs_scores"},
-};
-
-/* *fits: whether the role's kernels, built for d, allow d's work-group and declare no more
- * local memory than the device has; when not, *limit says which and *allowed the kernel's value.
- * The sparse kernel is checked in the variant the pipeline runs (its other variants have the
- * same tiles). A limit that cannot be read is no question of fit: the enqueue decides. Returns
- * the error of a build that fails. */
-static int kernels_fit(const pbsa_context *ctx, const pbsa_dispatch *d, bool *fits,
-                       pbsa_fit_limit *limit, size_t *allowed)
-{
-    /* The program cache is the context's own state, guarded by its lock. */
-    pbsa_context *cache = (pbsa_context *)ctx;
-    char extra[128] = "";
-    if (d->role == PBSA_ROLE_SPARSE)
-        pbsa_sparse_options(extra, sizeof extra, d->key.block, true, false);
-    for (const char *const *name = role_kernels[d->role]; *name; name++) {
-        cl_kernel kernel;
-        size_t items, rows, group = 0;
-        cl_ulong local = 0;
-        int status = pbsa_dispatch_kernel(cache, d, *name, extra, &kernel, &items, &rows);
-        if (status != PBSA_SUCCESS)
-            return status;
-        const bool over_items = clGetKernelWorkGroupInfo(kernel, ctx->device,
-                                                         CL_KERNEL_WORK_GROUP_SIZE, sizeof group,
-                                                         &group, NULL) == CL_SUCCESS &&
-                                items > group;
-        const bool over_local = clGetKernelWorkGroupInfo(kernel, ctx->device,
-                                                         CL_KERNEL_LOCAL_MEM_SIZE, sizeof local,
-                                                         &local, NULL) == CL_SUCCESS &&
-                                local > ctx->info.local_mem_bytes;
-        clReleaseKernel(kernel);
-        if (over_items || over_local) {
-            *fits = false;
-            *limit = over_items ? PBSA_FIT_WORK_ITEMS : PBSA_FIT_LOCAL_MEMORY;
-            *allowed = over_items ? group : (size_t)local;
-            return PBSA_SUCCESS;
-        }
-    }
-    *fits = true;
-    return PBSA_SUCCESS;
-}
-
-/* Steps d's configuration down until it fits the device and its compiled kernels (those of a
- * family that steps down; the others are checked against the device alone here):
- * PBSA_ERROR_UNSUPPORTED_DEVICE (not recorded) when the family has no smaller one, or a build's
- * error. origin gets what it stepped down from, and for which limit. */
-static int fit(const pbsa_context *ctx, pbsa_dispatch *d, char *origin, size_t capacity)
-{
-    const pbsa_kernel_config from = d->config;
-    char why[160] = "", reason[160]; /* why: the first limit, the one that stepped from */
-    for (;;) {
-        pbsa_fit_limit limit = PBSA_FIT_WORK_ITEMS;
-        size_t items, rows, allowed = 0;
-        bool fits = false;
-        int status = PBSA_SUCCESS;
-        d->family->work_group(&d->config, &items, &rows);
-        if (items > ctx->info.max_work_group_size) {
-            snprintf(reason, sizeof reason, "the device's work-group size (%zu)",
-                     ctx->info.max_work_group_size);
-        } else if (!pbsa_tuning_config_usable(&d->config, &d->key, &ctx->info)) {
-            limit = PBSA_FIT_LOCAL_MEMORY;
-            snprintf(reason, sizeof reason, "the device's local memory (%llu bytes)",
-                     (unsigned long long)ctx->info.local_mem_bytes);
-        } else if (!d->family->step_down) {
-            break; /* checked at the launch (pbsa_check_group_size()) */
-        } else if ((status = kernels_fit(ctx, d, &fits, &limit, &allowed)) != PBSA_SUCCESS) {
-            return status;
-        } else if (!fits) {
-            if (limit == PBSA_FIT_WORK_ITEMS)
-                snprintf(reason, sizeof reason, "the kernel's work-group limit (%zu)", allowed);
-            else
-                snprintf(reason, sizeof reason,
-                         "the device's local memory (%llu bytes; the kernel declares %zu)",
-                         (unsigned long long)ctx->info.local_mem_bytes, allowed);
-        } else {
-            break;
-        }
-        if (!why[0])
-            memcpy(why, reason, sizeof why);
-        if (!d->family->step_down || !d->family->step_down(&d->config, &d->key, limit))
-            return PBSA_ERROR_UNSUPPORTED_DEVICE;
-    }
-    if (why[0] && capacity > 0) {
-        char text[256];
-        pbsa_tuning_format_config(d->key.kind, &from, text, sizeof text);
-        size_t used = strlen(origin);
-        snprintf(origin + used, capacity - used, "; stepped down from %s for %s", text, why);
-    }
-    return PBSA_SUCCESS;
-}
-
-int pbsa_dispatch_family(const pbsa_context *ctx, const pbsa_tile_family *family,
-                         pbsa_tile_role role, pbsa_dtype dtype, int head_dim, int block,
-                         int causal, int alignment, pbsa_dispatch *out, char *origin,
-                         size_t capacity)
+bool pbsa_dispatch_family(const pbsa_context *ctx, const pbsa_tile_family *family,
+                          pbsa_tile_role role, pbsa_dtype dtype, int head_dim, int block,
+                          int causal, int alignment, pbsa_dispatch *out, char *origin,
+                          size_t capacity)
 {
     const pbsa_family_role *r = &family->roles[role];
     if (!r->kernel_file || (family->available && !family->available(ctx)) ||
         alignment < family->row_alignment)
-        return PBSA_ERROR_UNSUPPORTED_DEVICE;
+        return false;
     pbsa_tuning_key key = {r->kind, dtype, head_dim, role == PBSA_ROLE_DENSE ? 0 : block,
                            role == PBSA_ROLE_SCORES || !causal ? 0 : 1};
     pbsa_dispatch d = {family, role, key, {{0}}, PBSA_CONFIG_HEURISTIC};
@@ -259,35 +146,31 @@ int pbsa_dispatch_family(const pbsa_context *ctx, const pbsa_tile_family *family
         d.key.block = 0;
         if (!pbsa_tuning_key_valid(&d.key) ||
             !pbsa_tuning_config_usable(r->fixed, &d.key, &ctx->info))
-            return PBSA_ERROR_UNSUPPORTED_DEVICE;
+            return false;
         d.config = *r->fixed;
         d.key.block = key.block;
         if (capacity > 0)
             snprintf(origin, capacity, "fixed");
     } else {
-        /* The lookup passes over tuned entries that do not fit the device; the heuristic may
-         * not fit it, and the compiled kernels may allow less than the device. */
+        /* The lookup passes over tuned entries that do not fit; the heuristic may not fit. */
         if (!pbsa_tuning_key_valid(&d.key))
-            return PBSA_ERROR_UNSUPPORTED_DEVICE;
+            return false;
         d.config = pbsa_tuning_lookup(ctx, &d.key, &d.source, origin, capacity);
+        if (!pbsa_tuning_config_usable(&d.config, &d.key, &ctx->info))
+            return false;
     }
-    /* A fixed configuration was checked above, against no block. */
-    int status = r->fixed ? PBSA_SUCCESS : fit(ctx, &d, origin, capacity);
-    if (status == PBSA_SUCCESS)
-        *out = d;
-    return status;
+    *out = d;
+    return true;
 }
 
-int pbsa_dispatch_pick(const pbsa_context *ctx, pbsa_tile_role role, pbsa_dtype dtype,
-                       int head_dim, int block, int causal, int alignment, pbsa_dispatch *out)
+bool pbsa_dispatch_pick(const pbsa_context *ctx, pbsa_tile_role role, pbsa_dtype dtype,
+                        int head_dim, int block, int causal, int alignment, pbsa_dispatch *out)
 {
-    for (size_t i = 0; i < FAMILY_COUNT; i++) {
-        int status = pbsa_dispatch_family(ctx, families[i], role, dtype, head_dim, block, causal,
-                                          alignment, out, NULL, 0);
-        if (status != PBSA_ERROR_UNSUPPORTED_DEVICE)
-            return status;
-    }
-    return PBSA_ERROR_UNSUPPORTED_DEVICE;
+    for (size_t i = 0; i < FAMILY_COUNT; i++)
+        if (pbsa_dispatch_family(ctx, families[i], role, dtype, head_dim, block, causal, alignment,
+                                 out, NULL, 0))
+            return true;
+    return false;
 }
 
 pbsa_score_method pbsa_dispatch_score_method(const pbsa_context *ctx, pbsa_dtype dtype,
@@ -397,28 +280,19 @@ int pbsa_query_kernel_config(const pbsa_context *ctx, pbsa_kernel_kind kind, pbs
     char origin[ORIGIN_CAPACITY];
     /* A tensor-core kind answers for the calls that run on its family: none ahead takes them. */
     const pbsa_tile_family *ahead = NULL;
-    int status = PBSA_ERROR_UNSUPPORTED_DEVICE;
-    for (size_t i = 0; family != &pbsa_portable_family && families[i] != family &&
-                       status == PBSA_ERROR_UNSUPPORTED_DEVICE;
-         i++) {
-        status = pbsa_dispatch_family(ctx, families[i], role, dtype, head_dim, block_size, causal,
-                                      aligned, &d, NULL, 0);
-        ahead = families[i];
-    }
-    if (status != PBSA_ERROR_UNSUPPORTED_DEVICE && status != PBSA_SUCCESS)
-        return status;
-    if (status != PBSA_SUCCESS)
-        ahead = NULL;
+    for (size_t i = 0; family != &pbsa_portable_family && families[i] != family; i++)
+        if (pbsa_dispatch_family(ctx, families[i], role, dtype, head_dim, block_size, causal,
+                                 aligned, &d, NULL, 0)) {
+            ahead = families[i];
+            break;
+        }
     if (ahead)
         return pbsa_fail(ctx, PBSA_ERROR_UNSUPPORTED_DEVICE,
                          "%s: the calls of %s run on the %s kernels on ctx (query that family's "
                          "kind)",
                          fn, name, ahead->name);
-    status = pbsa_dispatch_family(ctx, family, role, dtype, head_dim, block_size, causal, aligned,
-                                  &d, origin, sizeof origin);
-    if (status != PBSA_SUCCESS && status != PBSA_ERROR_UNSUPPORTED_DEVICE)
-        return status;
-    if (status != PBSA_SUCCESS) {
+    if (!pbsa_dispatch_family(ctx, family, role, dtype, head_dim, block_size, causal, aligned, &d,
+                              origin, sizeof origin)) {
         if (family != &pbsa_portable_family)
             return pbsa_fail(ctx, PBSA_ERROR_UNSUPPORTED_DEVICE,
                              "%s: the tensor-core kernel %s does not run this call on ctx (it "
@@ -440,17 +314,11 @@ int pbsa_query_kernel_config(const pbsa_context *ctx, pbsa_kernel_kind kind, pbs
      * family's configuration first. */
     pbsa_dispatch first = d;
     char first_origin[ORIGIN_CAPACITY];
-    for (size_t i = 0; family == &pbsa_portable_family && families[i] != family; i++) {
-        status = families[i]->roles[role].fixed
-                     ? PBSA_ERROR_UNSUPPORTED_DEVICE
-                     : pbsa_dispatch_family(ctx, families[i], role, dtype, head_dim, block_size,
-                                            causal, aligned, &first, first_origin,
-                                            sizeof first_origin);
-        if (status == PBSA_SUCCESS)
+    for (size_t i = 0; family == &pbsa_portable_family && families[i] != family; i++)
+        if (!families[i]->roles[role].fixed &&
+            pbsa_dispatch_family(ctx, families[i], role, dtype, head_dim, block_size, causal,
+                                 aligned, &first, first_origin, sizeof first_origin))
             break;
-        if (status != PBSA_ERROR_UNSUPPORTED_DEVICE)
-            return status;
-    }
     if (first.family != d.family) {
         char first_text[256];
         pbsa_tuning_format_config(first.key.kind, &first.config, first_text, sizeof first_text);

@@ -41,10 +41,6 @@ typedef struct pbsa_tile_family {
     void (*work_group)(const pbsa_kernel_config *config, size_t *work_items, size_t *rows);
     /* The keys of one tile (the fused scores' partial results are per tile). */
     int (*tile_keys)(const pbsa_kernel_config *config);
-    /* Moves *config one step towards needing less of limit, keeping it valid for key; false
-     * when there is no smaller one. NULL: the family's configurations do not step down. */
-    bool (*step_down)(pbsa_kernel_config *config, const pbsa_tuning_key *key,
-                      pbsa_fit_limit limit);
     /* Builds kernel_name as pbsa_get_kernel() does. NULL: pbsa_get_kernel(). A family whose
      * program needs another step (compiled once, its binary rewritten, built again from the
      * binary) sets its own. */
@@ -72,26 +68,17 @@ int pbsa_row_alignment(const pbsa_tensor *a, const pbsa_tensor *b);
 /* Whether family runs role for these shapes on ctx: it is available, runs the role, its rows'
  * alignment is met (alignment: that of the rows the kernel loads, pbsa_row_alignment()), the key is
  * one it has (pbsa_tuning_key_valid()) and the configuration found for it (pbsa_tuning_lookup(), or
- * the fixed one), or one it steps down to, fits: the device's work-group size and local memory,
- * and, for a family that steps down, the work-group limit (CL_KERNEL_WORK_GROUP_SIZE) and local
- * memory of the role's kernels, built for it (through ctx's program cache; the kernels of other
- * families are checked at their launch). The step-down is the family's (step_down), from
- * the configuration found to the first that fits; only when none does is the next family
- * tried. *out receives the answer on success; origin (may be NULL when capacity is 0) receives
- * where the configuration came from and, when stepped down, from what and for which limit.
- * block: the PBS logical block (ignored for the dense role); causal is ignored for the scores.
- * Returns PBSA_SUCCESS when family runs the call, PBSA_ERROR_UNSUPPORTED_DEVICE (nothing
- * recorded on ctx) when it does not, or the error, recorded on ctx, of building its kernels
- * (PBSA_ERROR_BUILD_FAILED...). Thread-safe. */
-int pbsa_dispatch_family(const pbsa_context *ctx, const pbsa_tile_family *family,
-                         pbsa_tile_role role, pbsa_dtype dtype, int head_dim, int block,
-                         int causal, int alignment, pbsa_dispatch *out, char *origin,
-                         size_t capacity);
-/* The first family of the table that runs the call (pbsa_dispatch_family()): PBSA_SUCCESS,
- * PBSA_ERROR_UNSUPPORTED_DEVICE (not recorded) when none does, that is when not even the smallest
- * portable configuration fits the device, or the first build error met. Thread-safe. */
-int pbsa_dispatch_pick(const pbsa_context *ctx, pbsa_tile_role role, pbsa_dtype dtype,
-                       int head_dim, int block, int causal, int alignment, pbsa_dispatch *out);
+ * the fixed one) is usable on the device. *out receives the answer when true; origin (may be NULL
+ * when capacity is 0) receives where the configuration came from. block: the PBS logical block
+ * (ignored for the dense role); causal is ignored for the scores. Thread-safe. */
+bool pbsa_dispatch_family(const pbsa_context *ctx, const pbsa_tile_family *family,
+                          pbsa_tile_role role, pbsa_dtype dtype, int head_dim, int block,
+                          int causal, int alignment, pbsa_dispatch *out, char *origin,
+                          size_t capacity);
+/* The first family of the table that runs the call (pbsa_dispatch_family()); false when none
+ * does, that is when even the portable configuration does not fit the device. Thread-safe. */
+bool pbsa_dispatch_pick(const pbsa_context *ctx, pbsa_tile_role role, pbsa_dtype dtype,
+                        int head_dim, int block, int causal, int alignment, pbsa_dispatch *out);
 
 /* How the permutation scores of a PBS call with these shapes are computed on ctx, and where
  * that comes from: forced on ctx (pbsa_pbs_force_methods(), tests), forced by the tuner, the
@@ -101,11 +88,6 @@ int pbsa_dispatch_pick(const pbsa_context *ctx, pbsa_tile_role role, pbsa_dtype 
 pbsa_score_method pbsa_dispatch_score_method(const pbsa_context *ctx, pbsa_dtype dtype,
                                              int head_dim, int block, pbsa_config_source *source,
                                              char *origin, size_t capacity);
-
-/* Writes the options of a variant of the sparse kernel (cl/pbs_attention.cl): its logical
- * block, whether K and V are read through pi, and whether they are the materialised copies. */
-bool pbsa_sparse_options(char *options, size_t capacity, int block, bool has_pi,
-                         bool materialised);
 
 /* kernel_name of the role's kernel built on d's tiles (extra_options appended to the family's
  * options), with its work-group size and query rows per work-group. The caller releases *out. */

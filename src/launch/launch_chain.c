@@ -54,38 +54,6 @@ int pbsa_check_group_size(pbsa_context *ctx, const char *fn, cl_kernel kernel, s
                      fn, name, allowed, items);
 }
 
-static size_t kernel_limit(const pbsa_context *ctx, cl_kernel kernel, size_t wanted)
-{
-    size_t allowed = 0;
-    cl_int err = clGetKernelWorkGroupInfo(kernel, ctx->device, CL_KERNEL_WORK_GROUP_SIZE,
-                                          sizeof allowed, &allowed, NULL);
-    return err == CL_SUCCESS && allowed > 0 ? allowed : wanted;
-}
-
-size_t pbsa_group_size(const pbsa_context *ctx, cl_kernel kernel, size_t wanted)
-{
-    const size_t allowed = kernel_limit(ctx, kernel, wanted);
-    size_t size = wanted;
-    while (size > 1 && size > allowed)
-        size /= 2;
-    return size;
-}
-
-int pbsa_get_sized_kernel(pbsa_context *ctx, const char *const *files, size_t file_count,
-                          const char *options, const char *size_define, const char *kernel_name,
-                          size_t wanted, size_t minimum, cl_kernel *out, size_t *size)
-{
-    for (*size = wanted;; *size /= 2) {
-        char sized[512] = "";
-        pbsa_append_option(sized, sizeof sized, "%s -D%s=%zu", options, size_define, *size);
-        int status = pbsa_get_kernel(ctx, files, file_count, sized, kernel_name, out);
-        if (status != PBSA_SUCCESS || *size / 2 < minimum ||
-            kernel_limit(ctx, *out, *size) >= *size)
-            return status;
-        clReleaseKernel(*out);
-    }
-}
-
 int pbsa_chain_add_kernel(pbsa_context *ctx, const char *fn, pbsa_launch_chain *chain,
                           const pbsa_kernel_args *args, cl_uint dims, const size_t *global,
                           const size_t *local)

@@ -41,18 +41,6 @@ int pbsa_enqueue_kernel(pbsa_context *ctx, const char *fn, cl_command_queue queu
  * or with the OpenCL error of the query. fn names the caller in the message. Single launches
  * (dense attention) check their kernel with it too. */
 int pbsa_check_group_size(pbsa_context *ctx, const char *fn, cl_kernel kernel, size_t items);
-/* The work-group size for a kernel that runs with any: the largest power of two up to wanted
- * that kernel, as compiled for ctx's device, allows (CL_KERNEL_WORK_GROUP_SIZE); wanted when
- * that cannot be read (the enqueue then decides). Thread-safe. */
-size_t pbsa_group_size(const pbsa_context *ctx, cl_kernel kernel, size_t wanted);
-/* kernel_name built from files with options and " -D<size_define>=<size>", for a kernel whose
- * work-group size is fixed at build time: size is wanted, halved and rebuilt while the kernel
- * allows less, but not below minimum (a kernel that allows less than minimum is returned at
- * minimum, for the launch's check to report). *out and *size receive the kernel (the caller
- * releases it) and its size. Errors: those of pbsa_get_kernel(). */
-int pbsa_get_sized_kernel(pbsa_context *ctx, const char *const *files, size_t file_count,
-                          const char *options, const char *size_define, const char *kernel_name,
-                          size_t wanted, size_t minimum, cl_kernel *out, size_t *size);
 /* Appends a call step with a copy of size bytes of data. */
 int pbsa_chain_add_call(pbsa_context *ctx, const char *fn, pbsa_launch_chain *chain,
                         pbsa_step_call call, const void *data, size_t size);

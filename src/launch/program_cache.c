@@ -228,9 +228,8 @@ static int get_kernel(pbsa_context *ctx, const char *const *files, size_t file_c
     if (!program) {
         if (status == PBSA_SUCCESS)
             status = pbsa_fail(ctx, PBSA_ERROR_BUILD_FAILED,
-                               "kernel %s failed to build earlier from %s; see "
-                               "pbsa_context_build_log()",
-                               kernel_name, files[file_count - 1]);
+                               "kernel %s failed to build earlier; see pbsa_context_build_log()",
+                               kernel_name);
         return status;
     }
     cl_int err;

@@ -39,7 +39,7 @@ int pbsa_pbs_prepare_gather(pbsa_context *ctx, const char *fn, const pbsa_pbs_pl
     pbsa_arg_mem(&a, workspace);
     pbsa_arg_u64(&a, k_perm->offset);
     pbsa_arg_u64(&a, v_perm->offset);
-    size_t wg = pbsa_group_size(ctx, kernel, GATHER_WG);
+    size_t wg = GATHER_WG <= ctx->info.max_work_group_size ? GATHER_WG : 64;
     size_t items = (size_t)plan->kv_len * (size_t)(plan->head_dim / 4);
     size_t global[2] = {(items + wg - 1) / wg * wg, (size_t)plan->batch * (size_t)plan->perm_heads};
     size_t local[2] = {wg, 1};

@@ -59,8 +59,7 @@ static int prepare_scores_fused(pbsa_context *ctx, const char *fn, const pbsa_pb
     pbsa_arg_i32(&a, stat_rows);
     pbsa_arg_f32(&a, pbsa_scale_log2(plan->scale));
     pbsa_arg_region(&a, plan, workspace, PBSA_REGION_STATS);
-    size_t reduce_local = pbsa_group_size(ctx, kernel, 64);
-    size_t reduce_global = round_up((size_t)stat_rows, reduce_local);
+    size_t reduce_global = round_up((size_t)stat_rows, 64), reduce_local = 64;
     status = pbsa_chain_add_kernel(ctx, fn, chain, &a, 1, &reduce_global, &reduce_local);
     if (status != PBSA_SUCCESS)
         return status;
@@ -95,10 +94,10 @@ int pbsa_pbs_prepare_permutation(pbsa_context *ctx, const char *fn, const pbsa_p
     if (sort_wg > ctx->info.max_work_group_size)
         sort_wg = ctx->info.max_work_group_size;
     char options[128] = "";
-    pbsa_append_option(options, sizeof options, "-DSORT_SIZE=%d", plan->sort_size);
+    pbsa_append_option(options, sizeof options, "-DSORT_SIZE=%d -DSORT_WG=%zu", plan->sort_size,
+                       sort_wg);
     cl_kernel kernel;
-    int status = pbsa_get_sized_kernel(ctx, sort_files, 1, options, "SORT_WG", "pbs_segment_sort",
-                                       sort_wg, 1, &kernel, &sort_wg);
+    int status = pbsa_get_kernel(ctx, sort_files, 1, options, "pbs_segment_sort", &kernel);
     if (status != PBSA_SUCCESS)
         return status;
     pbsa_kernel_args a = {kernel, 0, CL_SUCCESS};

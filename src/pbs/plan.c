@@ -189,19 +189,15 @@ int pbsa_pbs_plan_make(pbsa_context *ctx, const char *fn, const pbsa_tensor *q,
     pl.key_count = pl.segments * pl.segment;
     /* Q and K feed the scores, K and V (v NULL: K alone) the sparse attention. */
     const int qk_align = pbsa_row_alignment(q, k), kv_align = pbsa_row_alignment(k, v);
-    int found = pbsa_dispatch_pick(ctx, PBSA_ROLE_SCORES, pl.dtype, pl.head_dim, pl.block, 0,
-                                   qk_align, &pl.scores);
+    bool found = pbsa_dispatch_pick(ctx, PBSA_ROLE_SCORES, pl.dtype, pl.head_dim, pl.block, 0,
+                                    qk_align, &pl.scores);
     pl.scores_reduce = pl.scores;
-    if (found == PBSA_SUCCESS && pl.scores.family != &pbsa_portable_family)
+    if (found && pl.scores.family != &pbsa_portable_family)
         found = pbsa_dispatch_family(ctx, &pbsa_portable_family, PBSA_ROLE_SCORES, pl.dtype,
                                      pl.head_dim, pl.block, 0, qk_align, &pl.scores_reduce, NULL,
                                      0);
-    if (found == PBSA_SUCCESS)
-        found = pbsa_dispatch_pick(ctx, PBSA_ROLE_SPARSE, pl.dtype, pl.head_dim, pl.block,
-                                   p.causal, kv_align, &pl.sparse);
-    if (found != PBSA_SUCCESS && found != PBSA_ERROR_UNSUPPORTED_DEVICE)
-        return found; /* a build error, recorded */
-    if (found != PBSA_SUCCESS)
+    if (!found || !pbsa_dispatch_pick(ctx, PBSA_ROLE_SPARSE, pl.dtype, pl.head_dim, pl.block,
+                                      p.causal, kv_align, &pl.sparse))
         return pbsa_fail(ctx, PBSA_ERROR_UNSUPPORTED_DEVICE,
                          "%s: the device's local memory or work-group size is too small for "
                          "head_dim %d with block_size %d",

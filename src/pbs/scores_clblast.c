@@ -106,12 +106,9 @@ static int add_transpose(pbsa_context *ctx, const char *fn, const pbsa_pbs_plan 
 
 /* The five steps of one chunk: transpose Q and K, GEMM, row statistics, column means. */
 static int add_chunk(pbsa_context *ctx, const char *fn, const pbsa_pbs_plan *plan,
-                     const char *base, const pbsa_tensor *q, const pbsa_tensor *k,
+                     const char *options, const pbsa_tensor *q, const pbsa_tensor *k,
                      cl_mem workspace, int first_unit, int units, pbsa_launch_chain *chain)
 {
-    /* One program for the kernels, unless the statistics' work-group must shrink. */
-    char options[256] = "";
-    pbsa_append_option(options, sizeof options, "%s -DSTATS_WG=%d", base, plan->gemm_stats_wg);
     const int group = plan->q_heads / plan->kv_heads;
     const int unit_rows = group * plan->last_rows;
     int status = add_transpose(ctx, fn, plan, options, q, group, first_unit, units,
@@ -127,9 +124,7 @@ static int add_chunk(pbsa_context *ctx, const char *fn, const pbsa_pbs_plan *pla
         return status;
 
     cl_kernel kernel;
-    size_t stats_wg;
-    status = pbsa_get_sized_kernel(ctx, gemm_files, 2, base, "STATS_WG", "pbs_gemm_row_stats",
-                                   (size_t)plan->gemm_stats_wg, 1, &kernel, &stats_wg);
+    status = pbsa_get_kernel(ctx, gemm_files, 2, options, "pbs_gemm_row_stats", &kernel);
     if (status != PBSA_SUCCESS)
         return status;
     pbsa_kernel_args a = {kernel, 0, CL_SUCCESS};
@@ -138,6 +133,7 @@ static int add_chunk(pbsa_context *ctx, const char *fn, const pbsa_pbs_plan *pla
     pbsa_arg_i32(&a, first_unit * unit_rows);
     pbsa_arg_f32(&a, pbsa_scale_log2(plan->scale));
     pbsa_arg_region(&a, plan, workspace, PBSA_REGION_STATS);
+    size_t stats_wg = (size_t)plan->gemm_stats_wg;
     size_t stats_global = (size_t)units * (size_t)unit_rows * stats_wg;
     status = pbsa_chain_add_kernel(ctx, fn, chain, &a, 1, &stats_global, &stats_wg);
     if (status != PBSA_SUCCESS)
@@ -157,10 +153,9 @@ static int add_chunk(pbsa_context *ctx, const char *fn, const pbsa_pbs_plan *pla
     pbsa_arg_i32(&a, first_unit * perms_per_unit);
     pbsa_arg_f32(&a, pbsa_scale_log2(plan->scale));
     pbsa_arg_region(&a, plan, workspace, PBSA_REGION_SCORES);
-    const size_t means_wg = pbsa_group_size(ctx, kernel, MEANS_WG);
-    size_t global[2] = {round_up((size_t)plan->key_count, means_wg),
+    size_t global[2] = {round_up((size_t)plan->key_count, MEANS_WG),
                         (size_t)units * (size_t)perms_per_unit};
-    size_t local[2] = {means_wg, 1};
+    size_t local[2] = {MEANS_WG, 1};
     return pbsa_chain_add_kernel(ctx, fn, chain, &a, 2, global, local);
 }
 
@@ -168,15 +163,16 @@ int pbsa_pbs_prepare_scores_clblast(pbsa_context *ctx, const char *fn, const pbs
                                     const pbsa_tensor *q, const pbsa_tensor *k,
                                     cl_mem workspace, pbsa_launch_chain *chain)
 {
-    char base[256] = "";
-    pbsa_append_option(base, sizeof base, "%s -DHEAD_DIM=%d -DTILE=%d",
-                       pbsa_dtype_define(plan->dtype), plan->head_dim, plan->gemm_tile);
+    char options[256] = "";
+    pbsa_append_option(options, sizeof options, "%s -DHEAD_DIM=%d -DTILE=%d -DSTATS_WG=%d",
+                       pbsa_dtype_define(plan->dtype), plan->head_dim, plan->gemm_tile,
+                       plan->gemm_stats_wg);
     const gemm_call probe = gemm_of(plan, workspace, 0);
     int status = prepare_clblast(ctx, fn, &probe, chain->queue);
     const int units = plan->batch * plan->kv_heads;
     for (int first = 0; first < units && status == PBSA_SUCCESS; first += plan->gemm_units) {
         int count = units - first < plan->gemm_units ? units - first : plan->gemm_units;
-        status = add_chunk(ctx, fn, plan, base, q, k, workspace, first, count, chain);
+        status = add_chunk(ctx, fn, plan, options, q, k, workspace, first, count, chain);
     }
     return status;
 }

@@ -30,10 +30,9 @@ static int prepare_means(pbsa_context *ctx, const char *fn, const pbsa_pbs_plan 
     pbsa_arg_u64(&a, pi_offset);
     pbsa_arg_i32(&a, keys);
     pbsa_arg_region(&a, plan, workspace, means);
-    const size_t wg = pbsa_group_size(ctx, kernel, 64);
-    size_t global[2] = {round_up((size_t)blocks * (size_t)plan->head_dim, wg),
+    size_t global[2] = {round_up((size_t)blocks * (size_t)plan->head_dim, 64),
                         (size_t)plan->batch * (size_t)out_heads};
-    size_t local[2] = {wg, 1};
+    size_t local[2] = {64, 1};
     return pbsa_chain_add_kernel(ctx, fn, chain, &a, 2, global, local);
 }
 
@@ -42,12 +41,12 @@ int pbsa_pbs_prepare_selection(pbsa_context *ctx, const char *fn, const pbsa_pbs
                                uint64_t pi_offset, const pbsa_block_list *out,
                                cl_mem workspace, pbsa_launch_chain *chain)
 {
-    /* One program for the three kernels, unless the selection's work-group must shrink. */
-    char base[256] = "", options[256] = "";
-    pbsa_append_option(base, sizeof base, "%s -DHEAD_DIM=%d -DSELECT_SIZE=%d -DCAUSAL=%d",
+    const size_t select_wg = (size_t)plan->select_wg;
+    char options[256] = "";
+    pbsa_append_option(options, sizeof options,
+                       "%s -DHEAD_DIM=%d -DSELECT_SIZE=%d -DSELECT_WG=%zu -DCAUSAL=%d",
                        pbsa_dtype_define(plan->dtype), plan->head_dim, plan->select_size,
-                       plan->params.causal ? 1 : 0);
-    pbsa_append_option(options, sizeof options, "%s -DSELECT_WG=%d", base, plan->select_wg);
+                       select_wg, plan->params.causal ? 1 : 0);
     cl_kernel kernel;
     int status = pbsa_get_kernel(ctx, select_files, 2, options, "pbs_find_sink", &kernel);
     if (status != PBSA_SUCCESS)
@@ -60,7 +59,7 @@ int pbsa_pbs_prepare_selection(pbsa_context *ctx, const char *fn, const pbsa_pbs
     pbsa_arg_i32(&a, plan->block);
     pbsa_arg_region(&a, plan, workspace, PBSA_REGION_SINK);
     size_t perm_rows = (size_t)plan->batch * (size_t)plan->perm_heads;
-    size_t sink_local = pbsa_group_size(ctx, kernel, 64), sink_global = perm_rows * sink_local;
+    size_t sink_global = perm_rows * 64, sink_local = 64;
     status = pbsa_chain_add_kernel(ctx, fn, chain, &a, 1, &sink_global, &sink_local);
     if (status == PBSA_SUCCESS)
         status = prepare_means(ctx, fn, plan, options, q, plan->q_heads, plan->q_blocks, 0, pi,
@@ -71,9 +70,7 @@ int pbsa_pbs_prepare_selection(pbsa_context *ctx, const char *fn, const pbsa_pbs
     if (status != PBSA_SUCCESS)
         return status;
 
-    size_t select_wg;
-    status = pbsa_get_sized_kernel(ctx, select_files, 2, base, "SELECT_WG", "pbs_select_blocks",
-                                   (size_t)plan->select_wg, 8, &kernel, &select_wg);
+    status = pbsa_get_kernel(ctx, select_files, 2, options, "pbs_select_blocks", &kernel);
     if (status != PBSA_SUCCESS)
         return status;
     a = (pbsa_kernel_args){kernel, 0, CL_SUCCESS};

@@ -22,8 +22,7 @@ enum { MAX_TILE_VALUE = 4096 };
 
 static bool in_range(int value, int min) { return value >= min && value <= MAX_TILE_VALUE; }
 
-/* The kernel's shape rules, whatever the device. */
-static bool shape_valid(const pbsa_flash_config *c, int head_dim)
+bool pbsa_flash_config_valid(const pbsa_flash_config *c, int head_dim, const pbsa_device_info *info)
 {
     if (!in_range(c->block_m, 1) || !in_range(c->block_n, 1) || !in_range(c->wg_rows, 1) ||
         !in_range(c->wg_cols, 1) || !in_range(c->kchunk, 1) || !in_range(c->vchunk, 1) ||
@@ -41,78 +40,9 @@ static bool shape_valid(const pbsa_flash_config *c, int head_dim)
     if ((c->unroll_qk != 0 && !divides(c->unroll_qk, c->kchunk)) ||
         (c->unroll_pv != 0 && !divides(c->unroll_pv, c->vchunk)))
         return false;
-    return true;
-}
-
-static size_t work_items(const pbsa_flash_config *c)
-{
-    return (size_t)c->wg_rows * (size_t)c->wg_cols;
-}
-
-bool pbsa_flash_config_valid(const pbsa_flash_config *c, int head_dim, const pbsa_device_info *info)
-{
-    return shape_valid(c, head_dim) && work_items(c) <= info->max_work_group_size &&
+    size_t wg = (size_t)c->wg_rows * (size_t)c->wg_cols;
+    return wg <= info->max_work_group_size &&
            pbsa_flash_local_bytes(c, head_dim) <= info->local_mem_bytes;
-}
-
-/* The moves of the step-down, in the order they are tried: the V chunk to 8 rows first (it
- * costs least), then half the work-group with its tile (each item keeps its own tile, whose
- * size decides its registers), then the K chunk and the V chunk below 8, then half the
- * work-group alone (larger tiles per item). */
-enum { MOVE_VCHUNK_TO_8, MOVE_ROWS, MOVE_COLS, MOVE_KCHUNK, MOVE_VCHUNK, MOVE_ROWS_ALONE,
-       MOVE_COLS_ALONE, MOVE_COUNT };
-
-static pbsa_flash_config moved(pbsa_flash_config c, int move)
-{
-    switch (move) {
-    case MOVE_VCHUNK_TO_8:
-        c.vchunk = c.vchunk > 8 ? c.vchunk / 2 : 0;
-        break;
-    case MOVE_ROWS:
-        c.block_m /= 2;
-        c.wg_rows /= 2;
-        break;
-    case MOVE_COLS:
-        c.block_n /= 2;
-        c.wg_cols /= 2;
-        c.vchunk = c.vchunk < c.block_n ? c.vchunk : c.block_n;
-        break;
-    case MOVE_KCHUNK:
-        c.kchunk /= 2;
-        break;
-    case MOVE_VCHUNK:
-        c.vchunk /= 2;
-        break;
-    case MOVE_ROWS_ALONE:
-        c.wg_rows /= 2;
-        break;
-    default:
-        c.wg_cols /= 2;
-        break;
-    }
-    /* A partial unrolling stays a divisor of its chunk; a full one stays full. */
-    if (c.unroll_qk > c.kchunk)
-        c.unroll_qk = c.kchunk;
-    if (c.unroll_pv > c.vchunk)
-        c.unroll_pv = c.vchunk;
-    return c;
-}
-
-bool pbsa_flash_config_step_down(pbsa_flash_config *c, int head_dim, int max_tile,
-                                 pbsa_fit_limit limit)
-{
-    const size_t items = work_items(c), local = pbsa_flash_local_bytes(c, head_dim);
-    for (int move = 0; move < MOVE_COUNT; move++) {
-        pbsa_flash_config next = moved(*c, move);
-        if (!shape_valid(&next, head_dim) || !pbsa_flash_config_fits(&next, max_tile))
-            continue;
-        if (limit == PBSA_FIT_WORK_ITEMS ? work_items(&next) < items
-                                         : pbsa_flash_local_bytes(&next, head_dim) < local) {
-            *c = next;
-            return true;
-        }
-    }
-    return false;
 }
 
 bool pbsa_flash_config_fits(const pbsa_flash_config *c, int max_tile)
@@ -140,12 +70,10 @@ pbsa_flash_config pbsa_flash_config_heuristic(const pbsa_device_info *info, int 
         {64, 64, 16, 16, 16, 8, 0, 0},  /* D 256 */
         {64, 32, 16, 8, 16, 16, 0, 0},  /* D 96 */
         {32, 32, 8, 8, 16, 16, 0, 0},
-        {32, 32, 8, 8, 16, 8, 0, 0}, /* D 256 in 32 KiB (23808 bytes) */
         {16, 16, 4, 4, 16, 16, 0, 0},
     };
     static const pbsa_flash_config cpu[] = {
         {32, 32, 8, 8, 16, 16, 0, 0},
-        {32, 32, 8, 8, 16, 8, 0, 0}, /* D 256 in 32 KiB */
         {16, 16, 4, 4, 16, 16, 0, 0},
     };
     const pbsa_flash_config *list = info->is_gpu ? gpu : cpu;

@@ -23,18 +23,6 @@ size_t pbsa_flash_local_bytes(const pbsa_flash_config *config, int head_dim);
 /* Whether config satisfies the kernel's shape rules for head_dim and fits the device. */
 bool pbsa_flash_config_valid(const pbsa_flash_config *config, int head_dim,
                              const pbsa_device_info *info);
-/* Which limit of the device or of a compiled kernel a configuration exceeds. */
-typedef enum pbsa_fit_limit {
-    PBSA_FIT_WORK_ITEMS,   /* the work-group size */
-    PBSA_FIT_LOCAL_MEMORY, /* the local memory */
-} pbsa_fit_limit;
-
-/* One step down from *config towards a configuration that fits: the first of a fixed list of
- * moves (halving the V chunk, the work-group with its tiles, the K chunk...) whose result
- * keeps the kernel's shape rules for head_dim, still divides max_tile and needs less of limit.
- * Returns false, *config unchanged, when no move does. Repeated, it ends. Thread-safe. */
-bool pbsa_flash_config_step_down(pbsa_flash_config *config, int head_dim, int max_tile,
-                                 pbsa_fit_limit limit);
 /* Whether the tiles of config divide max_tile (the logical block of the sparse kernel; 0: no
  * limit). */
 bool pbsa_flash_config_fits(const pbsa_flash_config *config, int max_tile);
