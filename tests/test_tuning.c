@@ -697,7 +697,8 @@ static void test_mma_fallback(void **state)
     shifted.offset = 4; /* rows 8 bytes off a 16-byte boundary */
     assert_false(runs_mma(ctx, PBSA_ROLE_DENSE, &t, &shifted, &t, 0, &used));
     pbsa_tensor wide_rows = pbsa_tensor_bhsd(NULL, PBSA_DTYPE_BF16, 1, 2, 256, 256);
-    assert_false(runs_mma(ctx, PBSA_ROLE_DENSE, &wide_rows, &wide_rows, &wide_rows, 0, &used));
+    assert_false(runs_mma(ctx, PBSA_ROLE_DENSE, &wide_rows, &wide_rows, &wide_rows,
+                                  0, &used));
     pbsa_tensor f32 = pbsa_tensor_bhsd(NULL, PBSA_DTYPE_F32, 1, 2, 256, 128);
     assert_false(runs_mma(ctx, PBSA_ROLE_DENSE, &f32, &f32, &f32, 0, &used));
     ctx->info.local_mem_bytes = 10000; /* no tensor-core tile fits */
@@ -741,8 +742,9 @@ static void test_wgmma_dispatch(void **state)
          "warps=4 groups=2 keys=64 stages=2 (heuristic default)"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-        int status = pbsa_query_kernel_config(ctx, cases[i].kind, cases[i].dtype, cases[i].head_dim,
-                                              cases[i].block, 1, text, sizeof text, &source);
+        int status = pbsa_query_kernel_config(ctx, cases[i].kind, cases[i].dtype,
+                                              cases[i].head_dim, cases[i].block, 1, text,
+                                              sizeof text, &source);
         if (status != cases[i].status)
             fail_msg("case %zu: status %d, expected %d (%s)", i, status, cases[i].status,
                      pbsa_context_last_error(ctx));
@@ -754,31 +756,27 @@ static void test_wgmma_dispatch(void **state)
     set_tile_env(ctx, "PBSA_MMA_CONFIG", "4,2,64,2");
     pbsa_tensor t = pbsa_tensor_bhsd(NULL, PBSA_DTYPE_BF16, 1, 2, 256, 128);
     pbsa_dispatch d;
-    assert_int_equal(pbsa_dispatch_pick(ctx, PBSA_ROLE_DENSE, t.dtype, 128, 0, 1,
-                                        pbsa_row_alignment(&t, &t), &d),
-                     PBSA_SUCCESS);
+    assert_true(pbsa_dispatch_pick(ctx, PBSA_ROLE_DENSE, t.dtype, 128, 0, 1,
+                                   pbsa_row_alignment(&t, &t), &d));
     assert_string_equal(d.family->name, "wgmma");
     assert_int_equal(d.config.mma.warps, 8);
     assert_int_equal(d.source, PBSA_CONFIG_HEURISTIC);
     set_tile_env(ctx, "PBSA_MMA_CONFIG", "4,1,64,1");
-    assert_int_equal(pbsa_dispatch_pick(ctx, PBSA_ROLE_SPARSE, t.dtype, 128, 128, 1,
-                                        pbsa_row_alignment(&t, &t), &d),
-                     PBSA_SUCCESS);
+    assert_true(pbsa_dispatch_pick(ctx, PBSA_ROLE_SPARSE, t.dtype, 128, 128, 1,
+                                   pbsa_row_alignment(&t, &t), &d));
     assert_string_equal(d.family->name, "wgmma");
     assert_int_equal(d.config.mma.warps, 4);
     assert_int_equal(d.config.mma.stages, 1);
     set_tile_env(ctx, "PBSA_MMA_CONFIG", NULL);
     /* Without wgmma (no probe passed, or PBSA_FORCE_MMA_SYNC), mma.sync runs the call. */
     ctx->use_wgmma = false;
-    assert_int_equal(pbsa_dispatch_pick(ctx, PBSA_ROLE_DENSE, t.dtype, 128, 0, 1,
-                                        pbsa_row_alignment(&t, &t), &d),
-                     PBSA_SUCCESS);
+    assert_true(pbsa_dispatch_pick(ctx, PBSA_ROLE_DENSE, t.dtype, 128, 0, 1,
+                                   pbsa_row_alignment(&t, &t), &d));
     assert_string_equal(d.family->name, "mma.sync");
     ctx->use_tensor_cores = false;
     ctx->use_wgmma = true; /* never without the mma.sync probe */
-    assert_int_equal(pbsa_dispatch_pick(ctx, PBSA_ROLE_DENSE, t.dtype, 128, 0, 1,
-                                        pbsa_row_alignment(&t, &t), &d),
-                     PBSA_SUCCESS);
+    assert_true(pbsa_dispatch_pick(ctx, PBSA_ROLE_DENSE, t.dtype, 128, 0, 1,
+                                   pbsa_row_alignment(&t, &t), &d));
     assert_string_equal(d.family->name, "portable");
     pbsa_context_release(ctx);
 }
