@@ -142,11 +142,18 @@ inline void tile_begin(tile_state *st, __global const storage_t *q, head_view qv
 }
 
 /* Starts copying rows (the keys of a tile, -1 for an absent one) of one tensor into tile; absent
- * keys become zeros, so that their probability 0 meets a finite V. */
+ * keys become zeros, so that their probability 0 meets a finite V. The pieces of a work-item
+ * are a fixed count apart: unrolled, their index arithmetic folds into constants. */
+#define COPY_PIECES (BN * HEAD_DIM / 8)
+#define COPY_ROUNDS ((COPY_PIECES + TILE_WORK_ITEMS - 1) / TILE_WORK_ITEMS)
 inline void copy_rows(__local uint4 *tile, __local const int *rows, __global const storage_t *x,
                       head_view xv)
 {
-    for (int i = get_local_id(0); i < BN * HEAD_DIM / 8; i += TILE_WORK_ITEMS) {
+#pragma unroll
+    for (int round = 0; round < COPY_ROUNDS; round++) {
+        const int i = get_local_id(0) + round * TILE_WORK_ITEMS;
+        if (COPY_PIECES % TILE_WORK_ITEMS != 0 && i >= COPY_PIECES)
+            break;
 #if WGMMA
         /* 16-byte piece i is core matrix i / 8's row i % 8: key group, dims chunk, key. */
         const int n = i / HEAD_DIM * 8 + i % 8, d = i / 8 % (HEAD_DIM / 8) * 8;
@@ -181,6 +188,105 @@ inline void tile_fetch(__local tile_local *shm, int slot, __global const storage
 #endif
 }
 
+/* Whether p holds in any lane of the warp. */
+inline bool warp_any(bool p)
+{
+    uint any;
+    asm volatile("{ .reg .pred p; setp.ne.u32 p, %1, 0; vote.sync.any.pred p, p, 0xffffffff;"
+                 " selp.u32 %0, 1, 0, p; }"
+                 : "=r"(any) : "r"((uint)p));
+    return any != 0;
+}
+
+/* Online softmax of the raw scores s of keys key0.. (positions in key_pos), first part: masks
+ * them, updates each row's running maximum and rescales the output when that maximum moves;
+ * tile_probabilities() then turns them into probabilities relative to that maximum. Element e of a fragment is in row h = e / 2. Absent keys have position
+ * INT_MAX, which the causal test also rejects. The maximum is taken on the raw scores and
+ * scale_log2 (the softmax scale times log2(e)) multiplies the difference inside the exponent,
+ * exp2((s - m) * scale_log2): one subtraction and one multiplication per score, as scaling first
+ * and subtracting after would be, but no scaled score is ever formed, so every logit fp32 holds
+ * works (s * scale_log2 overflows above 2.4e38), and a score equal to the maximum gets exactly 1
+ * (a fused s * c - m * c would not: m * c is rounded separately). */
+inline void tile_softmax(tile_state *st, float s[MMA_GROUPS][PART_KEYS / 8][4],
+                         __local const int *key_pos, int q_pos0, float scale_log2)
+{
+    const int t = get_local_id(0) % 4;
+    float row_max[LANE_ROWS];
+#pragma unroll
+    for (int i = 0; i < LANE_ROWS; i++)
+        row_max[i] = -INFINITY;
+#pragma unroll
+    for (int nb = 0; nb < PART_KEYS / 8; nb++) {
+        const int2 key = vload2(0, key_pos + nb * 8 + 2 * t);
+#pragma unroll
+        for (int i = 0; i < LANE_ROWS; i++) {
+            float *x = &s[i / 2][nb][i % 2 * 2];
+#if CAUSAL
+            const int pos = q_pos0 + st->r0 + i / 2 * 16 + i % 2 * 8;
+            x[0] = key.x <= pos ? x[0] : -INFINITY;
+            x[1] = key.y <= pos ? x[1] : -INFINITY;
+#else
+            x[0] = key.x != INT_MAX ? x[0] : -INFINITY;
+            x[1] = key.y != INT_MAX ? x[1] : -INFINITY;
+#endif
+            row_max[i] = fmax(row_max[i], fmax(x[0], x[1]));
+        }
+    }
+    bool moved = false;
+#pragma unroll
+    for (int i = 0; i < LANE_ROWS; i++) {
+        float other;
+        SHFL_XOR(other, row_max[i], 1);
+        row_max[i] = fmax(row_max[i], other);
+        SHFL_XOR(other, row_max[i], 2);
+        row_max[i] = fmax(row_max[i], other);
+        moved = moved || (row_max[i] - st->m[i]) * scale_log2 > RESCALE_SLACK;
+    }
+    /* The output is rescaled only when some row's maximum grew by more than RESCALE_SLACK (log2
+     * units): below that, probabilities relative to the old maximum stay under 2^RESCALE_SLACK,
+     * far from overflow, and l is summed against the same maximum. Most steps then skip the
+     * rescale; the branch is uniform across the warp. */
+    if (warp_any(moved)) {
+#pragma unroll
+        for (int i = 0; i < LANE_ROWS; i++) {
+            const float new_max =
+                (row_max[i] - st->m[i]) * scale_log2 > RESCALE_SLACK ? row_max[i] : st->m[i];
+            /* Rows that have seen no visible key keep -inf; use 0 so no inf - inf appears. */
+            const float alpha =
+                exp2_ftz((st->m[i] - (new_max == -INFINITY ? 0.0f : new_max)) * scale_log2);
+            st->m[i] = new_max;
+            st->l[i] *= alpha;
+#pragma unroll
+            for (int n = 0; n < HEAD_DIM / 8; n++) {
+                st->acc[i / 2][n][i % 2 * 2] *= alpha;
+                st->acc[i / 2][n][i % 2 * 2 + 1] *= alpha;
+            }
+        }
+    }
+}
+
+/* The probabilities of 16-key step j of the masked scores s, packed in pairs as the A fragments
+ * of P.V: a fragment's row-h pair of key block nb becomes register (nb % 2) * 2 + h of step
+ * nb / 2. Adds them to the lane's row sums. */
+inline void tile_probabilities(tile_state *st, float s[MMA_GROUPS][PART_KEYS / 8][4], int j,
+                               float scale_log2, uint p[MMA_GROUPS][PART_KEYS / 16][4])
+{
+#pragma unroll
+    for (int i = 0; i < LANE_ROWS; i++) {
+        const float use = st->m[i] == -INFINITY ? 0.0f : st->m[i];
+#pragma unroll
+        for (int nb = 2 * j; nb < 2 * j + 2; nb++) {
+            const float *x = &s[i / 2][nb][i % 2 * 2];
+            uint pair;
+            const float p0 = exp2_ftz((x[0] - use) * scale_log2);
+            const float p1 = exp2_ftz((x[1] - use) * scale_log2);
+            st->l[i] += p0 + p1;
+            PACK2(pair, p0, p1);
+            p[i / 2][j][nb % 2 * 2 + i % 2] = pair;
+        }
+    }
+}
+
 #if WGMMA
 /* Bytes between core matrices of a staged tile: along the head dims, along the keys. */
 #define CORE_DIMS_STEP 128
@@ -203,22 +309,43 @@ inline void tile_scores(__local const tile_local *shm, const tile_state *st, int
     WGMMA_HOLD32(s[0]);
 }
 
-/* O += P.V for the probabilities p of the BN keys from key0 of the staged V tile: per 16 keys,
- * one product per 64 head dims. */
+/* O += P.V for the BN keys from key0 of the staged V tile, s their masked scores: per 16 keys,
+ * the probabilities (tile_probabilities) and one product per 64 head dims. With WGMMA_INTERLEAVE
+ * each step's products are issued as soon as its probabilities are ready, so the tensor cores
+ * work on step j while the next step's exponentials are computed. */
+#ifndef WGMMA_INTERLEAVE
+#define WGMMA_INTERLEAVE 1
+#endif
 inline void tile_values(__local const tile_local *shm, tile_state *st, int key0,
-                        uint p[MMA_GROUPS][PART_KEYS / 16][4])
+                        float s[MMA_GROUPS][PART_KEYS / 8][4], float scale_log2)
 {
     const ulong desc = wgmma_desc(shm->v, CORE_KEYS_STEP, CORE_DIMS_STEP) +
                        (ulong)(key0 / 8 * CORE_KEYS_STEP / 16);
-    WGMMA_FENCE();
+    uint p[MMA_GROUPS][PART_KEYS / 16][4];
+#if !WGMMA_INTERLEAVE
 #pragma unroll
     for (int j = 0; j < PART_KEYS / 16; j++)
+        tile_probabilities(st, s, j, scale_log2, p);
+    WGMMA_FENCE();
+#endif
+#pragma unroll
+    for (int j = 0; j < PART_KEYS / 16; j++) {
+#if WGMMA_INTERLEAVE
+        tile_probabilities(st, s, j, scale_log2, p);
+        WGMMA_FENCE();
+#endif
 #pragma unroll
         for (int n = 0; n < HEAD_DIM / 64; n++)
             WGMMA_M64N64K16(st->acc[0] + 8 * n, p[0][j],
                             desc + (ulong)((j * 2 * CORE_KEYS_STEP + n * 8 * CORE_DIMS_STEP) / 16),
                             1, 1);
+#if WGMMA_INTERLEAVE
+        WGMMA_COMMIT();
+#endif
+    }
+#if !WGMMA_INTERLEAVE
     WGMMA_COMMIT();
+#endif
     WGMMA_WAIT_ALL();
 #pragma unroll
     for (int n = 0; n < HEAD_DIM / 64; n++)
@@ -276,100 +403,6 @@ inline void tile_values(__local const tile_local *shm, tile_state *st, int key0,
 }
 #endif
 
-/* Whether p holds in any lane of the warp. */
-inline bool warp_any(bool p)
-{
-    uint any;
-    asm volatile("{ .reg .pred p; setp.ne.u32 p, %1, 0; vote.sync.any.pred p, p, 0xffffffff;"
-                 " selp.u32 %0, 1, 0, p; }"
-                 : "=r"(any) : "r"((uint)p));
-    return any != 0;
-}
-
-/* Online softmax of the raw scores s of keys key0.. (positions in key_pos): masks them, turns
- * them into probabilities relative to each row's running maximum and rescales the output when
- * that maximum moves. Element e of a fragment is in row h = e / 2. Absent keys have position
- * INT_MAX, which the causal test also rejects. The maximum is taken on the raw scores and
- * scale_log2 (the softmax scale times log2(e)) multiplies the difference inside the exponent,
- * exp2((s - m) * scale_log2): one subtraction and one multiplication per score, as scaling first
- * and subtracting after would be, but no scaled score is ever formed, so every logit fp32 holds
- * works (s * scale_log2 overflows above 2.4e38), and a score equal to the maximum gets exactly 1
- * (a fused s * c - m * c would not: m * c is rounded separately). */
-inline void tile_softmax(tile_state *st, float s[MMA_GROUPS][PART_KEYS / 8][4],
-                         __local const int *key_pos, int q_pos0, float scale_log2,
-                         uint p[MMA_GROUPS][PART_KEYS / 16][4])
-{
-    const int t = get_local_id(0) % 4;
-    float row_max[LANE_ROWS];
-#pragma unroll
-    for (int i = 0; i < LANE_ROWS; i++)
-        row_max[i] = -INFINITY;
-#pragma unroll
-    for (int nb = 0; nb < PART_KEYS / 8; nb++) {
-        const int2 key = vload2(0, key_pos + nb * 8 + 2 * t);
-#pragma unroll
-        for (int i = 0; i < LANE_ROWS; i++) {
-            float *x = &s[i / 2][nb][i % 2 * 2];
-#if CAUSAL
-            const int pos = q_pos0 + st->r0 + i / 2 * 16 + i % 2 * 8;
-            x[0] = key.x <= pos ? x[0] : -INFINITY;
-            x[1] = key.y <= pos ? x[1] : -INFINITY;
-#else
-            x[0] = key.x != INT_MAX ? x[0] : -INFINITY;
-            x[1] = key.y != INT_MAX ? x[1] : -INFINITY;
-#endif
-            row_max[i] = fmax(row_max[i], fmax(x[0], x[1]));
-        }
-    }
-    bool moved = false;
-#pragma unroll
-    for (int i = 0; i < LANE_ROWS; i++) {
-        float other;
-        SHFL_XOR(other, row_max[i], 1);
-        row_max[i] = fmax(row_max[i], other);
-        SHFL_XOR(other, row_max[i], 2);
-        row_max[i] = fmax(row_max[i], other);
-        moved = moved || (row_max[i] - st->m[i]) * scale_log2 > RESCALE_SLACK;
-    }
-    /* The output is rescaled only when some row's maximum grew by more than RESCALE_SLACK (log2
-     * units): below that, probabilities relative to the old maximum stay under 2^RESCALE_SLACK,
-     * far from overflow, and l is summed against the same maximum. Most steps then skip the
-     * rescale; the branch is uniform across the warp. */
-    if (warp_any(moved)) {
-#pragma unroll
-        for (int i = 0; i < LANE_ROWS; i++) {
-            const float new_max =
-                (row_max[i] - st->m[i]) * scale_log2 > RESCALE_SLACK ? row_max[i] : st->m[i];
-            /* Rows that have seen no visible key keep -inf; use 0 so no inf - inf appears. */
-            const float alpha =
-                exp2_ftz((st->m[i] - (new_max == -INFINITY ? 0.0f : new_max)) * scale_log2);
-            st->m[i] = new_max;
-            st->l[i] *= alpha;
-#pragma unroll
-            for (int n = 0; n < HEAD_DIM / 8; n++) {
-                st->acc[i / 2][n][i % 2 * 2] *= alpha;
-                st->acc[i / 2][n][i % 2 * 2 + 1] *= alpha;
-            }
-        }
-    }
-    /* The probabilities, packed in pairs as the A fragments of P.V: a fragment's row-h pair of
-     * key block nb becomes register (nb % 2) * 2 + h of 16-key step nb / 2. */
-#pragma unroll
-    for (int i = 0; i < LANE_ROWS; i++) {
-        const float use = st->m[i] == -INFINITY ? 0.0f : st->m[i];
-#pragma unroll
-        for (int nb = 0; nb < PART_KEYS / 8; nb++) {
-            const float *x = &s[i / 2][nb][i % 2 * 2];
-            uint pair;
-            const float p0 = exp2_ftz((x[0] - use) * scale_log2);
-            const float p1 = exp2_ftz((x[1] - use) * scale_log2);
-            st->l[i] += p0 + p1;
-            PACK2(pair, p0, p1);
-            p[i / 2][nb / 2][nb % 2 * 2 + i % 2] = pair;
-        }
-    }
-}
-
 /* Attends the tile's queries to the keys listed in slot, whose loading has started, and starts
  * loading those of next_slot (the caller has filled both lists and synchronised). q_pos0 is the
  * absolute position of the tile's first query, for the causal test. The tile's keys are taken
@@ -389,9 +422,14 @@ inline void tile_keys(__local tile_local *shm, int slot, int next_slot, tile_sta
 #pragma unroll
     for (int part = 0; part < BN / PART_KEYS; part++) {
         float s[MMA_GROUPS][PART_KEYS / 8][4];
-        uint p[MMA_GROUPS][PART_KEYS / 16][4];
         tile_scores(shm, st, part * PART_KEYS, s);
-        tile_softmax(st, s, shm->key_pos[slot] + part * PART_KEYS, q_pos0, scale_log2, p);
+        tile_softmax(st, s, shm->key_pos[slot] + part * PART_KEYS, q_pos0, scale_log2);
+#if !WGMMA
+        uint p[MMA_GROUPS][PART_KEYS / 16][4];
+#pragma unroll
+        for (int j = 0; j < PART_KEYS / 16; j++)
+            tile_probabilities(st, s, j, scale_log2, p);
+#endif
 #if MMA_STAGES == 2
         /* V has arrived before the first product with it; once every warp is done with K, the
          * next tile's K may come. */
@@ -402,7 +440,11 @@ inline void tile_keys(__local tile_local *shm, int slot, int next_slot, tile_sta
         if (part == BN / PART_KEYS - 1)
             copy_rows(shm->k, shm->key_row[next_slot], k, kv);
 #endif
+#if WGMMA
+        tile_values(shm, st, part * PART_KEYS, s, scale_log2);
+#else
         tile_values(shm, st, part * PART_KEYS, p);
+#endif
     }
 #if MMA_STAGES == 1
     /* Every warp is done with this tile: the next one may come. */
