@@ -116,7 +116,13 @@ if [ "$BUILT" -eq 1 ]; then
     run_step conformance conformance.log 60 10 "$BUILD_DIR/tools/pbsa-conformance"
     # Where the tensor-core kernels run, the portable ones must pass the same cases.
     run_step conformance-portable conformance.log 60 10 "$BUILD_DIR/tools/pbsa-conformance" --portable
-    PBSA_FORCE_PORTABLE=1 run_step pbs-portable test.log 120 30 "$BUILD_DIR/tests/test_pbs"
+    PBSA_FORCE_PORTABLE=1 run_step pbs-portable test.log 120 30 \
+        meson test -C "$BUILD_DIR" --no-rebuild --print-errorlogs pbs_attention pbs_pipeline
+    # On Hopper the mma.sync tiles must pass the same cases as the wgmma ones.
+    if "$BUILD_DIR/tools/pbsa-info" 2>/dev/null | grep -q "tensor-core path:     wgmma"; then
+        PBSA_FORCE_MMA_SYNC=1 run_step conformance-mma-sync conformance.log 60 10 \
+            "$BUILD_DIR/tools/pbsa-conformance"
+    fi
 
     # ---- pbsa-tune, then the tuned configurations against the heuristic defaults -------------
     if [ "$TUNE_BUDGET" -gt 0 ]; then
