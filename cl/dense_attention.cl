@@ -5,8 +5,8 @@
 /* Lists the keys of tile step (0, 1, ... of the keys below key_end) in its slot. */
 inline void list_keys(__local tile_local *shm, int step, int key_end)
 {
-    __local int *rows = tile_key_rows(shm, step % 2);
-    __local int *positions = tile_key_positions(shm, step % 2);
+    __local int *rows = tile_key_rows(shm, step % TILE_LIST_SLOTS);
+    __local int *positions = tile_key_positions(shm, step % TILE_LIST_SLOTS);
     for (int n = get_local_id(0); n < TILE_KEYS; n += TILE_WORK_ITEMS) {
         const int key = step * TILE_KEYS + n;
         rows[n] = key < key_end ? key : -1;
@@ -53,7 +53,7 @@ void dense_attention(__global const storage_t *q, __global const storage_t *k,
     for (int step = 0; step < steps; step++) {
         list_keys(&shm, step + 1, key_end);
         barrier(CLK_LOCAL_MEM_FENCE);
-        tile_keys(&shm, step % 2, (step + 1) % 2, &st, q, qv, q_rows, q_pos0, k, kv, v, vv,
+        tile_keys(&shm, step % TILE_LIST_SLOTS, (step + 1) % TILE_LIST_SLOTS, &st, q, qv, q_rows, q_pos0, k, kv, v, vv,
                   scale_log2);
     }
     tile_store(&st, o, ov, q_rows);

@@ -110,13 +110,14 @@ typedef struct __attribute__((aligned(16))) flash_local {
 
 /* The interface the attention kernels are written against; cl/mma_tile.cl provides the same
  * names for the tensor-core path: tile_local, tile_state, tile_key_rows,
- * tile_key_positions, tile_begin, tile_fetch, tile_keys, tile_store, TILE_ROWS, TILE_KEYS and
- * TILE_WORK_ITEMS. The keys of tile i are listed in slot i % 2, so that the lists of the next
- * tile can be written while this one is used. */
+ * tile_key_positions, tile_begin, tile_fetch, tile_keys, tile_store, TILE_ROWS, TILE_KEYS,
+ * TILE_WORK_ITEMS and TILE_LIST_SLOTS. The keys of tile i are listed in slot
+ * i % TILE_LIST_SLOTS, so that the lists of the next tile can be written while this one is used. */
 #define TILE_ROWS BLOCK_M
 #define TILE_KEYS BLOCK_N
 #define TILE_WORK_ITEMS WG_SIZE
 typedef flash_local tile_local;
+#define TILE_LIST_SLOTS 2
 
 inline __local int *tile_key_rows(__local flash_local *shm, int slot)
 {

@@ -47,10 +47,11 @@
 #define WGMMA 0
 #endif
 #if WGMMA
-/* A warpgroup's scores of a whole tile take 32 registers a thread: one softmax step per tile. */
+/* A warpgroup's scores of a whole tile take BN / 2 registers a thread: one softmax step per
+ * tile. */
 #define PART_KEYS BN
-#if MMA_GROUPS != 1 || MMA_WARPS % 4 != 0 || BN != 64 || HEAD_DIM % 64 != 0
-#error "WGMMA takes whole warpgroups of one row group, 64-key tiles and head dims of 64 or 128"
+#if MMA_GROUPS != 1 || MMA_WARPS % 4 != 0 || (BN != 32 && BN != 64) || HEAD_DIM % 64 != 0
+#error "WGMMA takes whole warpgroups of one row group, 32- or 64-key tiles, head dims of 64 or 128"
 #endif
 #define KP HEAD_DIM /* K and V row length in 16-bit elements: core matrices need no padding */
 #else
@@ -65,22 +66,53 @@
 /* The output is rescaled only when a row's maximum grows by more than this, in log2 units of
  * the scaled scores. */
 #define RESCALE_SLACK 8.0f
-#if MMA_STAGES != 1 && MMA_STAGES != 2
-#error "MMA_STAGES is 1 or 2"
+#if MMA_STAGES != 1 && MMA_STAGES != 2 && !(WGMMA && MMA_STAGES == 3)
+#error "MMA_STAGES is 1 or 2, or 3 with WGMMA"
 #endif
+/* MMA_STAGES 3 double-buffers the tiles: the next tile's K and V load into the second buffers
+ * while this tile is computed, with one barrier per tile; the key lists then take three slots,
+ * so that a warp still reading this tile's positions never meets the lists of the tile after
+ * next. */
+#define TILE_BUFFERS (MMA_STAGES == 3 ? 2 : 1)
+#define TILE_LIST_SLOTS (MMA_STAGES == 3 ? 3 : 2)
 
 #define TILE_ROWS (16 * MMA_WARPS * MMA_GROUPS)
 #define TILE_KEYS BN
 #define TILE_WORK_ITEMS (32 * MMA_WARPS)
 
-/* The keys of tile i are listed in slot i % 2, so that the next tile's lists can be written
- * while this one is used. src/tiles/mma_tile.c counts these bytes. */
+/* The keys of tile i are listed in slot i % TILE_LIST_SLOTS, so that the next tile's lists can
+ * be written while this one is used. src/tiles/mma_tile.c counts these bytes. */
 typedef struct tile_local {
     uint4 k[BN * KP / 8];
     uint4 v[BN * KP / 8];
-    int key_row[2][BN]; /* source row of each key, -1 when absent */
-    int key_pos[2][BN]; /* original position of each key, INT_MAX when absent */
+#if TILE_BUFFERS == 2
+    uint4 k_other[BN * KP / 8]; /* the second buffers of MMA_STAGES 3 */
+    uint4 v_other[BN * KP / 8];
+#endif
+    int key_row[TILE_LIST_SLOTS][BN]; /* source row of each key, -1 when absent */
+    int key_pos[TILE_LIST_SLOTS][BN]; /* original position of each key, INT_MAX when absent */
 } tile_local;
+
+/* The K and V buffers of parity buffer (always 0 with one buffer). */
+inline __local uint4 *tile_k(__local tile_local *shm, int buffer)
+{
+#if TILE_BUFFERS == 2
+    return buffer ? shm->k_other : shm->k;
+#else
+    (void)buffer;
+    return shm->k;
+#endif
+}
+
+inline __local uint4 *tile_v(__local tile_local *shm, int buffer)
+{
+#if TILE_BUFFERS == 2
+    return buffer ? shm->v_other : shm->v;
+#else
+    (void)buffer;
+    return shm->v;
+#endif
+}
 
 /* A lane holds two rows of each of its warp's MMA_GROUPS groups of 16: row r0 + 16 * group + 8 * h
  * (h = 0, 1) is its row index 2 * group + h below. */
@@ -91,6 +123,7 @@ typedef struct tile_state {
     float m[LANE_ROWS];                     /* running max of each row's raw scores q.k */
     float l[LANE_ROWS];                     /* this lane's share of each row's sum */
     int r0;                                 /* the lane's first row in the query tile */
+    int buffer;                             /* the K/V buffers of the current tile */
 } tile_state;
 
 inline __local int *tile_key_rows(__local tile_local *shm, int slot)
@@ -116,6 +149,7 @@ inline void tile_begin(tile_state *st, __global const storage_t *q, head_view qv
     const int lane = get_local_id(0) % 32, warp = get_local_id(0) / 32;
     const int g = lane / 4, t = lane % 4;
     st->r0 = warp * 16 * MMA_GROUPS + g;
+    st->buffer = 0;
 #pragma unroll
     for (int group = 0; group < MMA_GROUPS; group++) {
         const int r = st->r0 + 16 * group;
@@ -183,7 +217,7 @@ inline void tile_fetch(__local tile_local *shm, int slot, __global const storage
                        __global const storage_t *v, head_view vv)
 {
     copy_rows(shm->k, shm->key_row[slot], k, kv);
-#if MMA_STAGES == 1
+#if MMA_STAGES != 2
     copy_rows(shm->v, shm->key_row[slot], v, vv);
 #endif
 }
@@ -294,19 +328,26 @@ inline void tile_probabilities(tile_state *st, float s[MMA_GROUPS][PART_KEYS / 8
 
 /* s = Q.K^T of the warpgroup's 64 rows and the BN keys from key0 of the staged K tile
  * (unscaled), one product per 16 dims, each over the whole tile. */
-inline void tile_scores(__local const tile_local *shm, const tile_state *st, int key0,
+#if BN == 64
+#define WGMMA_SCORES WGMMA_M64N64K16
+#define WGMMA_HOLD_SCORES WGMMA_HOLD32
+#else
+#define WGMMA_SCORES WGMMA_M64N32K16
+#define WGMMA_HOLD_SCORES WGMMA_HOLD16
+#endif
+inline void tile_scores(__local tile_local *shm, const tile_state *st, int key0,
                         float s[MMA_GROUPS][PART_KEYS / 8][4])
 {
-    const ulong desc = wgmma_desc(shm->k, CORE_DIMS_STEP, CORE_KEYS_STEP) +
+    const ulong desc = wgmma_desc(tile_k(shm, st->buffer), CORE_DIMS_STEP, CORE_KEYS_STEP) +
                        (ulong)(key0 / 8 * CORE_KEYS_STEP / 16);
     WGMMA_FENCE();
 #pragma unroll
     for (int kb = 0; kb < HEAD_DIM / 16; kb++)
-        WGMMA_M64N64K16(s[0], st->q[0][kb], desc + (ulong)(kb * 2 * CORE_DIMS_STEP / 16),
-                        kb > 0 ? 1 : 0, 0);
+        WGMMA_SCORES(s[0], st->q[0][kb], desc + (ulong)(kb * 2 * CORE_DIMS_STEP / 16),
+                     kb > 0 ? 1 : 0, 0);
     WGMMA_COMMIT();
     WGMMA_WAIT_ALL();
-    WGMMA_HOLD32(s[0]);
+    WGMMA_HOLD_SCORES(s[0]);
 }
 
 /* O += P.V for the BN keys from key0 of the staged V tile, s their masked scores: per 16 keys,
@@ -316,10 +357,10 @@ inline void tile_scores(__local const tile_local *shm, const tile_state *st, int
 #ifndef WGMMA_INTERLEAVE
 #define WGMMA_INTERLEAVE 1
 #endif
-inline void tile_values(__local const tile_local *shm, tile_state *st, int key0,
+inline void tile_values(__local tile_local *shm, tile_state *st, int key0,
                         float s[MMA_GROUPS][PART_KEYS / 8][4], float scale_log2)
 {
-    const ulong desc = wgmma_desc(shm->v, CORE_KEYS_STEP, CORE_DIMS_STEP) +
+    const ulong desc = wgmma_desc(tile_v(shm, st->buffer), CORE_KEYS_STEP, CORE_DIMS_STEP) +
                        (ulong)(key0 / 8 * CORE_KEYS_STEP / 16);
     uint p[MMA_GROUPS][PART_KEYS / 16][4];
 #if !WGMMA_INTERLEAVE
@@ -416,6 +457,16 @@ inline void tile_keys(__local tile_local *shm, int slot, int next_slot, tile_sta
     (void)q, (void)qv, (void)q_rows;
     copies_arrived();
     barrier(CLK_LOCAL_MEM_FENCE);
+#if MMA_STAGES == 3
+    /* Every warp is done with the tile before this one: its buffers take the next tile. */
+    copy_rows(tile_k(shm, 1 - st->buffer), shm->key_row[next_slot], k, kv);
+    copy_rows(tile_v(shm, 1 - st->buffer), shm->key_row[next_slot], v, vv);
+    float s[MMA_GROUPS][PART_KEYS / 8][4];
+    tile_scores(shm, st, 0, s);
+    tile_softmax(st, s, shm->key_pos[slot], q_pos0, scale_log2);
+    tile_values(shm, st, 0, s, scale_log2);
+    st->buffer = 1 - st->buffer;
+#else
 #if MMA_STAGES == 2
     copy_rows(shm->v, shm->key_row[slot], v, vv);
 #endif
@@ -451,6 +502,7 @@ inline void tile_keys(__local tile_local *shm, int slot, int next_slot, tile_sta
     barrier(CLK_LOCAL_MEM_FENCE);
     copy_rows(shm->k, shm->key_row[next_slot], k, kv);
     copy_rows(shm->v, shm->key_row[next_slot], v, vv);
+#endif
 #endif
 }
 

@@ -43,8 +43,8 @@ inline void list_keys(__local tile_local *shm, int step, int steps, __global con
     const int j = *block;
     const int p0 = j * LOGICAL_BLOCK + (step % tiles_per_block) * TILE_KEYS;
     const bool block_ok = j >= 0;
-    __local int *rows = tile_key_rows(shm, step % 2);
-    __local int *positions = tile_key_positions(shm, step % 2);
+    __local int *rows = tile_key_rows(shm, step % TILE_LIST_SLOTS);
+    __local int *positions = tile_key_positions(shm, step % TILE_LIST_SLOTS);
     for (int n = get_local_id(0); n < TILE_KEYS; n += TILE_WORK_ITEMS) {
         const int p = p0 + n;
         int key = -1;
@@ -109,7 +109,7 @@ void pbs_attention(__global const storage_t *q, __global const storage_t *k,
     for (int step = 0; step < steps; step++) {
         list_keys(&shm, step + 1, steps, list, perm_row, k_blocks, kv_len, &block, &highest);
         barrier(CLK_LOCAL_MEM_FENCE);
-        tile_keys(&shm, step % 2, (step + 1) % 2, &st, q, qv, q_rows, q_pos0, k, kv, v, vv,
+        tile_keys(&shm, step % TILE_LIST_SLOTS, (step + 1) % TILE_LIST_SLOTS, &st, q, qv, q_rows, q_pos0, k, kv, v, vv,
                   scale_log2);
     }
     tile_store(&st, o, ov, q_rows);

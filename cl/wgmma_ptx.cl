@@ -26,6 +26,7 @@
 #define ACC4(x) "+f"((x)[0]), "+f"((x)[1]), "+f"((x)[2]), "+f"((x)[3])
 #define ACC16(d) ACC4((d)[0]), ACC4((d)[1]), ACC4((d)[2]), ACC4((d)[3])
 #define ACC32(d) ACC16(d), ACC16((d) + 4)
+#define WGMMA_HOLD16(d) asm volatile("" : ACC16(d) :: "memory")
 #define WGMMA_HOLD32(d) asm volatile("" : ACC32(d) :: "memory")
 
 /* d (64 rows x 64 columns, 32 floats a thread in 8 blocks of 4) += a (64x16, the thread's 4
@@ -39,6 +40,16 @@
                  "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, "\
                  "{%32, %33, %34, %35}, %36, p, 1, 1, " #TRANS_B "; }"                              \
                  : ACC32(d)                                                                        \
+                 : "r"((a)[0]), "r"((a)[1]), "r"((a)[2]), "r"((a)[3]), "l"(desc), "r"(scale_d)    \
+                 : "memory")
+
+/* The same with 32 columns: d is 16 floats a thread in 4 blocks of 4. */
+#define WGMMA_M64N32K16(d, a, desc, scale_d, TRANS_B)                                              \
+    asm volatile(SM90A "{ .reg .pred p; setp.ne.b32 p, %21, 0; "                                    \
+                 "wgmma.mma_async.sync.aligned.m64n32k16.f32." MMA_TYPE "." MMA_TYPE " "           \
+                 "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15}, "         \
+                 "{%16, %17, %18, %19}, %20, p, 1, 1, " #TRANS_B "; }"                              \
+                 : ACC16(d)                                                                        \
                  : "r"((a)[0]), "r"((a)[1]), "r"((a)[2]), "r"((a)[3]), "l"(desc), "r"(scale_d)    \
                  : "memory")
 

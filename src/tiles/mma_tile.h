@@ -15,7 +15,8 @@ typedef struct pbsa_mma_config {
     int groups; /* MMA_GROUPS: groups of 16 query rows per warp, which share each K/V fragment */
     int keys;   /* BN: keys per tile */
     int stages; /* MMA_STAGES: 1 loads a tile's K and V between tiles; 2 overlaps their loads
-                   with the products (V during Q.K^T, the next K during P.V) */
+                   with the products (V during Q.K^T, the next K during P.V); 3 (wgmma only)
+                   double-buffers them (the next tile's K and V during this tile) */
 } pbsa_mma_config;
 
 /* Local memory (bytes) the kernel declares for config and head_dim. */
@@ -34,8 +35,8 @@ bool pbsa_mma_config_equal(const pbsa_mma_config *a, const pbsa_mma_config *b);
  * none). */
 pbsa_mma_config pbsa_mma_config_heuristic(const pbsa_device_info *info, int head_dim, int block);
 /* The wgmma variant (cl/mma_tile.cl with WGMMA 1, contexts whose wgmma probe passed): whether it
- * accepts config for head_dim (warps 4 or 8, groups 1, keys 64, stages 1 or 2, head dim 64 or
- * 128) on the device, and its heuristic default, as for pbsa_mma_config_valid() and
+ * accepts config for head_dim (warps 4, 8 or 12, groups 1, keys 32 or 64, stages 1, 2 or 3, head
+ * dim 64 or 128) on the device, and its heuristic default, as for pbsa_mma_config_valid() and
  * pbsa_mma_config_heuristic(). Its calls' configurations are looked up under the kinds
  * PBSA_KERNEL_DENSE_WGMMA and PBSA_KERNEL_SPARSE_WGMMA. */
 bool pbsa_wgmma_config_valid(const pbsa_mma_config *config, int head_dim,

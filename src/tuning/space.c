@@ -100,11 +100,12 @@ int pbsa_tuning_key_max_tile(const pbsa_tuning_key *key)
 static const int tile_steps[] = {2, 4, 8, 16, 32, 64, 128};
 static const int chunk_steps[] = {4, 8, 16, 32, 64};
 static const int unroll_steps[] = {1, 2, 4, 8, 16, 32, 64};
-/* What cl/mma_tile.cl accepts (pbsa_mma_config_valid()): the whole space is 24 points. */
-static const int warp_steps[] = {2, 4, 8};
+/* What cl/mma_tile.cl accepts, in its two variants (pbsa_mma_config_valid(),
+ * pbsa_wgmma_config_valid()); the tuner skips the points a variant refuses. */
+static const int warp_steps[] = {2, 4, 8, 12};
 static const int group_steps[] = {1, 2};
 static const int key_steps[] = {32, 64};
-static const int stage_steps[] = {1, 2};
+static const int stage_steps[] = {1, 2, 3};
 static const int choice_steps[] = {0, 1};
 
 #define STEPS(array) array, (int)(sizeof array / sizeof array[0])
