@@ -43,15 +43,6 @@ typedef struct head_view {
     ulong stride_seq;
 } head_view;
 
-/* Rows of query head (batch, head) from row first on. */
-inline head_view last_rows_view(ulong offset, ulong stride_batch, ulong stride_head,
-                                ulong stride_seq, int batch, int head, int first)
-{
-    head_view v = {offset + batch * stride_batch + head * stride_head + (ulong)first * stride_seq,
-                   stride_seq};
-    return v;
-}
-
 /* The query heads whose softmax rows make up the permutation scores of row bp of the grid
  * (batch x permutation heads): one query head per permutation head, or the whole KV group when
  * the permutation is shared per KV head. */

@@ -1,11 +1,12 @@
-/* Permuted block-sparse attention (PBS stage 3). Needs common.cl and a tile file first
- * (flash_tile.cl or mma_tile.cl, as for dense_attention.cl).
+/* Permuted block-sparse attention (PBS stage 3). Needs common.cl, sequence.cl and a tile file
+ * first (flash_tile.cl or mma_tile.cl, as for dense_attention.cl).
  * Each query block attends to the key blocks of its list; key block j covers permuted positions
  * j*LOGICAL_BLOCK... By default K and V are read through pi (no permuted copy). MATERIALISED: k
  * and v are K' = K[pi] and V' = V[pi] with one head per permutation head (kv_heads = perm_heads),
  * read at the permuted position, and pi only gives the key's position for the causal test.
  * Grid: dimension 0 = query tiles x TILE_WORK_ITEMS (LOGICAL_BLOCK / TILE_ROWS tiles per query block),
- * dimension 1 = batch x heads. */
+ * dimension 1 = batch x heads. Each sequence (sequence.cl) attends over its own blocks; the grid
+ * and the rows of pi and the lists are those of the longest (q_len and kv_len). */
 
 #ifndef LOGICAL_BLOCK
 #define LOGICAL_BLOCK 128
@@ -32,7 +33,7 @@
  * tensors. */
 inline void list_keys(__local tile_local *shm, int step, int steps, __global const int *list,
                       __global const int *perm_row, int k_blocks, int kv_len, int *block,
-                      int *highest)
+                      int *highest, const sequence *seq)
 {
     const int tiles_per_block = LOGICAL_BLOCK / TILE_KEYS;
     if (step % tiles_per_block == 0) {
@@ -52,7 +53,7 @@ inline void list_keys(__local tile_local *shm, int step, int steps, __global con
             key = HAS_PI ? perm_row[p] : p;
             key = key >= 0 && key < kv_len ? key : -1;
         }
-        rows[n] = MATERIALISED && key >= 0 ? p : key;
+        rows[n] = key < 0 ? -1 : MATERIALISED ? p : sequence_key_row(seq, key);
         positions[n] = key >= 0 ? key : INT_MAX;
     }
 }
@@ -67,34 +68,46 @@ void pbs_attention(__global const storage_t *q, __global const storage_t *k,
                    int q_heads, int kv_heads, int perm_heads, int q_len, int kv_len,
                    float scale_log2, __global const int *pi, ulong pi_offset,
                    __global const int *counts, ulong counts_offset, __global const int *blocks,
-                   ulong blocks_offset)
+                   ulong blocks_offset, SEQUENCE_PARAMS)
 {
     __local tile_local shm;
-    const int tiles = get_num_groups(0);
-    /* Causal: later query tiles usually have the longest lists, so start them first. */
-    const int tile = CAUSAL ? tiles - 1 - (int)get_group_id(0) : (int)get_group_id(0);
     const int bh = get_group_id(1);
     const int batch = bh / q_heads, head = bh % q_heads;
     const int kv_head = head / (q_heads / kv_heads);
     const int perm = perm_heads == q_heads ? head : head / (q_heads / perm_heads);
-    const int q0 = tile * TILE_ROWS;
-    if (q0 >= q_len)
+    /* The rows of pi and of the lists are the longest sequence's. */
+    const int row_q_blocks = (q_len + LOGICAL_BLOCK - 1) / LOGICAL_BLOCK;
+    const int row_k_blocks = (kv_len + LOGICAL_BLOCK - 1) / LOGICAL_BLOCK;
+    const int row_keys = kv_len;
+    const sequence seq = sequence_of(batch, q_len, kv_len, SEQUENCE_ARGS);
+    const int own_q_len = seq.q_len, own_kv_len = seq.kv_len;
+    /* Causal: later query tiles usually have the longest lists, so start them first. */
+    const int tiles = (own_q_len + TILE_ROWS - 1) / TILE_ROWS;
+    const int group = get_group_id(0);
+    if (group >= tiles)
         return;
-    const int q_rows = min(TILE_ROWS, q_len - q0);
-    const int q_pos0 = q0 + kv_len - q_len;
-    const int q_blocks = (q_len + LOGICAL_BLOCK - 1) / LOGICAL_BLOCK;
-    const int k_blocks = (kv_len + LOGICAL_BLOCK - 1) / LOGICAL_BLOCK;
-    const ulong row = (ulong)bh * q_blocks + q0 / LOGICAL_BLOCK;
-    __global const int *perm_row = pi + pi_offset + ((ulong)batch * perm_heads + perm) * kv_len;
-    __global const int *list = blocks + blocks_offset + row * k_blocks;
+    const int tile = CAUSAL ? tiles - 1 - group : group;
+    const int q0 = tile * TILE_ROWS;
+    const int q_rows = min(TILE_ROWS, own_q_len - q0);
+    const int q_pos0 = q0 + own_kv_len - own_q_len;
+    const int k_blocks = (own_kv_len + LOGICAL_BLOCK - 1) / LOGICAL_BLOCK;
+    const ulong row = (ulong)bh * row_q_blocks + q0 / LOGICAL_BLOCK;
+    __global const int *perm_row = pi + pi_offset + ((ulong)batch * perm_heads + perm) * row_keys;
+    __global const int *list = blocks + blocks_offset + row * row_k_blocks;
     const int count = clamp(counts[counts_offset + row], 0, k_blocks);
 
-    head_view qv = {q_offset + batch * q_stride_batch + head * q_stride_head + (ulong)q0 * q_stride_seq,
+    head_view qv = {sequence_q_base(&seq, q_offset, q_stride_batch, q_stride_head, q_stride_seq,
+                                    head, q0),
                     q_stride_seq};
-    head_view ov = {o_offset + batch * o_stride_batch + head * o_stride_head + (ulong)q0 * o_stride_seq,
+    head_view ov = {sequence_q_base(&seq, o_offset, o_stride_batch, o_stride_head, o_stride_seq,
+                                    head, q0),
                     o_stride_seq};
-    head_view kv = {k_offset + batch * k_stride_batch + kv_head * k_stride_head, k_stride_seq};
-    head_view vv = {v_offset + batch * v_stride_batch + kv_head * v_stride_head, v_stride_seq};
+    head_view kv = {sequence_kv_base(&seq, k_offset, k_stride_batch, k_stride_head, k_stride_seq,
+                                     kv_head),
+                    k_stride_seq};
+    head_view vv = {sequence_kv_base(&seq, v_offset, v_stride_batch, v_stride_head, v_stride_seq,
+                                     kv_head),
+                    v_stride_seq};
 
     const int steps = count * (LOGICAL_BLOCK / TILE_KEYS);
     tile_state st;
@@ -103,11 +116,12 @@ void pbs_attention(__global const storage_t *q, __global const storage_t *k,
      * exits are not handled by every OpenCL implementation. The lists of the next tile are
      * written while this one is used; tile_keys starts loading its keys as soon as it can. */
     int block = -1, highest = -1;
-    list_keys(&shm, 0, steps, list, perm_row, k_blocks, kv_len, &block, &highest);
+    list_keys(&shm, 0, steps, list, perm_row, k_blocks, own_kv_len, &block, &highest, &seq);
     barrier(CLK_LOCAL_MEM_FENCE);
     tile_fetch(&shm, 0, k, kv, v, vv);
     for (int step = 0; step < steps; step++) {
-        list_keys(&shm, step + 1, steps, list, perm_row, k_blocks, kv_len, &block, &highest);
+        list_keys(&shm, step + 1, steps, list, perm_row, k_blocks, own_kv_len, &block, &highest,
+                  &seq);
         barrier(CLK_LOCAL_MEM_FENCE);
         tile_keys(&shm, step % TILE_LIST_SLOTS, (step + 1) % TILE_LIST_SLOTS, &st, q, qv, q_rows, q_pos0, k, kv, v, vv,
                   scale_log2);

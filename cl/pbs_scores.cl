@@ -1,16 +1,19 @@
 /* Permutation scores (PBS stage 1a): for the last L queries of a head, the softmax over the keys
- * of the complete segments, averaged over those L rows. Needs common.cl and flash_tile.cl first.
+ * of the complete segments, averaged over those L rows. Needs common.cl, sequence.cl and
+ * flash_tile.cl first. Sequence by sequence (sequence.cl): L = min(block, its queries), its own
+ * complete segments; the grid and the workspace rows are those of the longest (key_count keys,
+ * last_rows rows), and a sequence's key tiles beyond its own keys have partials (-inf, 0).
  * Three kernels: per key tile row statistics, their reduction, then the averaged probabilities.
  * Row statistics are (max of the raw scores q.k, sum of exp2((score - max) * scale_log2)), as in
  * the tiles: no scaled score is formed, so every logit fp32 holds works.
  * Grid of the tile kernels: dimension 0 = key tiles x WG_SIZE, dimension 1 = batch x heads.
  * partials, stats and scores are regions of the workspace, at offsets given in 4-byte words. */
 
-/* Fills the tile's key list: keys k0.. below key_count, -1 beyond. */
-inline void score_tile_keys(__local flash_local *shm, int k0, int key_count)
+/* Fills the tile's key list: keys k0.. of seq below key_count, -1 beyond. */
+inline void score_tile_keys(__local flash_local *shm, int k0, int key_count, const sequence *seq)
 {
     for (int n = get_local_id(0); n < BLOCK_N; n += WG_SIZE) {
-        shm->key_row[0][n] = k0 + n < key_count ? k0 + n : -1;
+        shm->key_row[0][n] = k0 + n < key_count ? sequence_key_row(seq, k0 + n) : -1;
         shm->key_pos[0][n] = k0 + n < key_count ? k0 + n : INT_MAX;
     }
     barrier(CLK_LOCAL_MEM_FENCE);
@@ -22,7 +25,8 @@ void pbs_score_stats(__global const storage_t *q, __global const storage_t *k,
                      ulong q_offset, ulong q_stride_batch, ulong q_stride_head, ulong q_stride_seq,
                      ulong k_offset, ulong k_stride_batch, ulong k_stride_head, ulong k_stride_seq,
                      int q_heads, int kv_heads, int q_len, int last_rows, int key_count,
-                     float scale_log2, __global float2 *partials, ulong partials_offset)
+                     int kv_len, int segment, float scale_log2, __global float2 *partials,
+                     ulong partials_offset, SEQUENCE_PARAMS)
 {
     partials += partials_offset / 2;
     __local flash_local shm;
@@ -32,14 +36,24 @@ void pbs_score_stats(__global const storage_t *q, __global const storage_t *k,
     const int bh = get_group_id(1);
     const int batch = bh / q_heads, head = bh % q_heads;
     const int kv_head = head / (q_heads / kv_heads);
-    head_view kv = {k_offset + batch * k_stride_batch + kv_head * k_stride_head, k_stride_seq};
-    score_tile_keys(&shm, tile * BLOCK_N, key_count);
+    const sequence seq = sequence_of(batch, q_len, kv_len, SEQUENCE_ARGS);
+    const int rows = min(seq.q_len, last_rows), keys = seq.kv_len / segment * segment;
+    if (tile * BLOCK_N >= keys) {
+        for (int r = lid; r < rows; r += WG_SIZE)
+            partials[((ulong)bh * last_rows + r) * tiles + tile] = (float2)(-INFINITY, 0.0f);
+        return;
+    }
+    head_view kv = {sequence_kv_base(&seq, k_offset, k_stride_batch, k_stride_head, k_stride_seq,
+                                     kv_head),
+                    k_stride_seq};
+    score_tile_keys(&shm, tile * BLOCK_N, keys, &seq);
 
-    for (int r0 = 0; r0 < last_rows; r0 += BLOCK_M) {
-        head_view qv = last_rows_view(q_offset, q_stride_batch, q_stride_head, q_stride_seq,
-                                      batch, head, q_len - last_rows + r0);
+    for (int r0 = 0; r0 < rows; r0 += BLOCK_M) {
+        head_view qv = {sequence_q_base(&seq, q_offset, q_stride_batch, q_stride_head,
+                                        q_stride_seq, head, seq.q_len - rows + r0),
+                        q_stride_seq};
         float s[TM][TN];
-        flash_scores(&shm, shm.key_row[0], s, q, qv, min(BLOCK_M, last_rows - r0), k, kv);
+        flash_scores(&shm, shm.key_row[0], s, q, qv, min(BLOCK_M, rows - r0), k, kv);
 #pragma unroll
         for (int i = 0; i < TM; i++) {
             float m = -INFINITY;
@@ -67,7 +81,7 @@ void pbs_score_stats(__global const storage_t *q, __global const storage_t *k,
 #pragma unroll
             for (int i = 0; i < TM; i++) {
                 int r = r0 + ty * TM + i;
-                if (r >= last_rows)
+                if (r >= rows)
                     continue;
                 float m = -INFINITY, sum = 0.0f;
                 for (int t = 0; t < WG_COLS; t++) {
@@ -110,8 +124,9 @@ void pbs_scores(__global const storage_t *q, __global const storage_t *k,
                 ulong q_offset, ulong q_stride_batch, ulong q_stride_head, ulong q_stride_seq,
                 ulong k_offset, ulong k_stride_batch, ulong k_stride_head, ulong k_stride_seq,
                 int q_heads, int kv_heads, int q_len, int last_rows, int key_count,
-                float scale_log2, int perm_heads, __global const float2 *stats, ulong stats_offset,
-                __global float *scores, ulong scores_offset)
+                int kv_len, int segment, float scale_log2, int perm_heads,
+                __global const float2 *stats, ulong stats_offset, __global float *scores,
+                ulong scores_offset, SEQUENCE_PARAMS)
 {
     stats += stats_offset / 2;
     scores += scores_offset;
@@ -121,9 +136,14 @@ void pbs_scores(__global const storage_t *q, __global const storage_t *k,
     const int tile = get_group_id(0);
     const int bp = get_group_id(1);
     const score_heads heads = score_heads_of(bp, q_heads, kv_heads, perm_heads);
-    head_view kv = {k_offset + heads.batch * k_stride_batch + heads.kv_head * k_stride_head,
+    const sequence seq = sequence_of(heads.batch, q_len, kv_len, SEQUENCE_ARGS);
+    const int rows = min(seq.q_len, last_rows), keys = seq.kv_len / segment * segment;
+    if (tile * BLOCK_N >= keys || rows == 0)
+        return;
+    head_view kv = {sequence_kv_base(&seq, k_offset, k_stride_batch, k_stride_head, k_stride_seq,
+                                     heads.kv_head),
                     k_stride_seq};
-    score_tile_keys(&shm, tile * BLOCK_N, key_count);
+    score_tile_keys(&shm, tile * BLOCK_N, keys, &seq);
 
     float column[TN];
 #pragma unroll
@@ -132,15 +152,16 @@ void pbs_scores(__global const storage_t *q, __global const storage_t *k,
     for (int g = 0; g < heads.count; g++) {
         const int head = heads.first + g;
         const ulong stats_row0 = ((ulong)heads.batch * q_heads + head) * last_rows;
-        for (int r0 = 0; r0 < last_rows; r0 += BLOCK_M) {
-            head_view qv = last_rows_view(q_offset, q_stride_batch, q_stride_head, q_stride_seq,
-                                          heads.batch, head, q_len - last_rows + r0);
+        for (int r0 = 0; r0 < rows; r0 += BLOCK_M) {
+            head_view qv = {sequence_q_base(&seq, q_offset, q_stride_batch, q_stride_head,
+                                            q_stride_seq, head, seq.q_len - rows + r0),
+                            q_stride_seq};
             float s[TM][TN];
-            flash_scores(&shm, shm.key_row[0], s, q, qv, min(BLOCK_M, last_rows - r0), k, kv);
+            flash_scores(&shm, shm.key_row[0], s, q, qv, min(BLOCK_M, rows - r0), k, kv);
 #pragma unroll
             for (int i = 0; i < TM; i++) {
                 int r = r0 + ty * TM + i;
-                if (r >= last_rows)
+                if (r >= rows)
                     continue;
                 float2 st = stats[stats_row0 + r];
                 float inv = 1.0f / st.y;
@@ -158,11 +179,11 @@ void pbs_scores(__global const storage_t *q, __global const storage_t *k,
     barrier(CLK_LOCAL_MEM_FENCE);
     for (int n = lid; n < BLOCK_N; n += WG_SIZE) {
         int key = tile * BLOCK_N + n;
-        if (key >= key_count)
+        if (key >= keys)
             continue;
         float total = 0.0f;
         for (int t = 0; t < WG_ROWS; t++)
             total += shm.p[n * PS_PITCH + t];
-        scores[(ulong)bp * key_count + key] = total / (float)(last_rows * heads.count);
+        scores[(ulong)bp * key_count + key] = total / (float)(rows * heads.count);
     }
 }

@@ -1,6 +1,7 @@
 /* Permutation scores (PBS stage 1a) on NVIDIA tensor cores: the kernels pbs_score_stats and
  * pbs_scores of cl/pbs_scores.cl, with the same arguments and results, their Q.K^T products on
- * mma.sync (tile_scores of cl/mma_tile.cl). Needs common.cl, mma_ptx.cl and mma_tile.cl first,
+ * mma.sync (tile_scores of cl/mma_tile.cl). Needs common.cl, sequence.cl, mma_ptx.cl and
+ * mma_tile.cl first,
  * built with MMA_GROUPS 1. The statistics are reduced by pbs_score_stats_reduce of
  * cl/pbs_scores.cl. Grid: dimension 0 = key tiles of BN keys x TILE_WORK_ITEMS, dimension 1 as
  * in cl/pbs_scores.cl. */
@@ -9,12 +10,13 @@
 #error "the score kernels take one row group per warp and as many query rows as keys"
 #endif
 
-/* Copies keys tile*BN.. below key_count (zeros beyond) into shm->k and waits for them. */
+/* Copies keys tile*BN.. of seq below key_count (zeros beyond) into shm->k and waits for them. */
 inline void stage_score_keys(__local tile_local *shm, int tile, int key_count,
-                             __global const storage_t *k, head_view kv)
+                             const sequence *seq, __global const storage_t *k, head_view kv)
 {
     for (int n = get_local_id(0); n < BN; n += TILE_WORK_ITEMS)
-        shm->key_row[0][n] = tile * BN + n < key_count ? tile * BN + n : -1;
+        shm->key_row[0][n] =
+            tile * BN + n < key_count ? sequence_key_row(seq, tile * BN + n) : -1;
     barrier(CLK_LOCAL_MEM_FENCE);
     copy_rows(shm->k, shm->key_row[0], k, kv);
     COPY_ASYNC_WAIT(0);
@@ -77,7 +79,8 @@ void pbs_score_stats(__global const storage_t *q, __global const storage_t *k,
                      ulong q_offset, ulong q_stride_batch, ulong q_stride_head, ulong q_stride_seq,
                      ulong k_offset, ulong k_stride_batch, ulong k_stride_head, ulong k_stride_seq,
                      int q_heads, int kv_heads, int q_len, int last_rows, int key_count,
-                     float scale_log2, __global float2 *partials, ulong partials_offset)
+                     int kv_len, int segment, float scale_log2, __global float2 *partials,
+                     ulong partials_offset, SEQUENCE_PARAMS)
 {
     partials += partials_offset / 2;
     __local tile_local shm;
@@ -85,15 +88,25 @@ void pbs_score_stats(__global const storage_t *q, __global const storage_t *k,
     const int bh = get_group_id(1);
     const int batch = bh / q_heads, head = bh % q_heads;
     const int kv_head = head / (q_heads / kv_heads);
-    head_view kv = {k_offset + batch * k_stride_batch + kv_head * k_stride_head, k_stride_seq};
-    stage_score_keys(&shm, tile, key_count, k, kv);
+    const sequence seq = sequence_of(batch, q_len, kv_len, SEQUENCE_ARGS);
+    const int rows = min(seq.q_len, last_rows), keys = seq.kv_len / segment * segment;
+    if (tile * BN >= keys) {
+        for (int r = get_local_id(0); r < rows; r += TILE_WORK_ITEMS)
+            partials[((ulong)bh * last_rows + r) * tiles + tile] = (float2)(-INFINITY, 0.0f);
+        return;
+    }
+    head_view kv = {sequence_kv_base(&seq, k_offset, k_stride_batch, k_stride_head, k_stride_seq,
+                                     kv_head),
+                    k_stride_seq};
+    stage_score_keys(&shm, tile, keys, &seq, k, kv);
 
-    for (int r0 = 0; r0 < last_rows; r0 += TILE_ROWS) {
-        head_view qv = last_rows_view(q_offset, q_stride_batch, q_stride_head, q_stride_seq,
-                                      batch, head, q_len - last_rows + r0);
+    for (int r0 = 0; r0 < rows; r0 += TILE_ROWS) {
+        head_view qv = {sequence_q_base(&seq, q_offset, q_stride_batch, q_stride_head,
+                                        q_stride_seq, head, seq.q_len - rows + r0),
+                        q_stride_seq};
         tile_state st;
         float s[BN / 8][4];
-        score_rows(&shm, &st, q, qv, min(TILE_ROWS, last_rows - r0), s);
+        score_rows(&shm, &st, q, qv, min(TILE_ROWS, rows - r0), s);
         /* Rows r0 + st.r0 (elements 0, 1) and r0 + st.r0 + 8 (elements 2, 3). */
 #pragma unroll
         for (int h = 0; h < 2; h++) {
@@ -114,7 +127,7 @@ void pbs_score_stats(__global const storage_t *q, __global const storage_t *k,
                                             exp2_ftz((s[nb][2 * h + 1] - m) * scale_log2);
             sum = row_sum(sum);
             const int r = r0 + st.r0 + 8 * h;
-            if (get_local_id(0) % 4 == 0 && r < last_rows)
+            if (get_local_id(0) % 4 == 0 && r < rows)
                 partials[((ulong)bh * last_rows + r) * tiles + tile] = (float2)(m, sum);
         }
     }
@@ -127,8 +140,9 @@ void pbs_scores(__global const storage_t *q, __global const storage_t *k,
                 ulong q_offset, ulong q_stride_batch, ulong q_stride_head, ulong q_stride_seq,
                 ulong k_offset, ulong k_stride_batch, ulong k_stride_head, ulong k_stride_seq,
                 int q_heads, int kv_heads, int q_len, int last_rows, int key_count,
-                float scale_log2, int perm_heads, __global const float2 *stats, ulong stats_offset,
-                __global float *scores, ulong scores_offset)
+                int kv_len, int segment, float scale_log2, int perm_heads,
+                __global const float2 *stats, ulong stats_offset, __global float *scores,
+                ulong scores_offset, SEQUENCE_PARAMS)
 {
     stats += stats_offset / 2;
     scores += scores_offset;
@@ -137,9 +151,14 @@ void pbs_scores(__global const storage_t *q, __global const storage_t *k,
     const int tile = get_group_id(0);
     const int bp = get_group_id(1);
     const score_heads heads = score_heads_of(bp, q_heads, kv_heads, perm_heads);
-    head_view kv = {k_offset + heads.batch * k_stride_batch + heads.kv_head * k_stride_head,
+    const sequence seq = sequence_of(heads.batch, q_len, kv_len, SEQUENCE_ARGS);
+    const int rows = min(seq.q_len, last_rows), keys = seq.kv_len / segment * segment;
+    if (tile * BN >= keys || rows == 0)
+        return;
+    head_view kv = {sequence_kv_base(&seq, k_offset, k_stride_batch, k_stride_head, k_stride_seq,
+                                     heads.kv_head),
                     k_stride_seq};
-    stage_score_keys(&shm, tile, key_count, k, kv);
+    stage_score_keys(&shm, tile, keys, &seq, k, kv);
 
     /* The lane's share of columns nb*8 + 2*(lane % 4) and the next one. */
     float column[BN / 8][2];
@@ -149,16 +168,17 @@ void pbs_scores(__global const storage_t *q, __global const storage_t *k,
     for (int g = 0; g < heads.count; g++) {
         const int head = heads.first + g;
         const ulong stats_row0 = ((ulong)heads.batch * q_heads + head) * last_rows;
-        for (int r0 = 0; r0 < last_rows; r0 += TILE_ROWS) {
-            head_view qv = last_rows_view(q_offset, q_stride_batch, q_stride_head, q_stride_seq,
-                                          heads.batch, head, q_len - last_rows + r0);
+        for (int r0 = 0; r0 < rows; r0 += TILE_ROWS) {
+            head_view qv = {sequence_q_base(&seq, q_offset, q_stride_batch, q_stride_head,
+                                            q_stride_seq, head, seq.q_len - rows + r0),
+                            q_stride_seq};
             tile_state st;
             float s[BN / 8][4];
-            score_rows(&shm, &st, q, qv, min(TILE_ROWS, last_rows - r0), s);
+            score_rows(&shm, &st, q, qv, min(TILE_ROWS, rows - r0), s);
 #pragma unroll
             for (int h = 0; h < 2; h++) {
                 const int r = r0 + st.r0 + 8 * h;
-                if (r >= last_rows)
+                if (r >= rows)
                     continue;
                 const float2 row = stats[stats_row0 + r];
                 const float inverse = 1.0f / row.y;
@@ -191,11 +211,11 @@ void pbs_scores(__global const storage_t *q, __global const storage_t *k,
     barrier(CLK_LOCAL_MEM_FENCE);
     for (int n = lid; n < BN; n += TILE_WORK_ITEMS) {
         const int key = tile * BN + n;
-        if (key >= key_count)
+        if (key >= keys)
             continue;
         float total = 0.0f;
         for (int w = 0; w < MMA_WARPS; w++)
             total += warp_columns[w * BN + n];
-        scores[(ulong)bp * key_count + key] = total / (float)(last_rows * heads.count);
+        scores[(ulong)bp * key_count + key] = total / (float)(rows * heads.count);
     }
 }

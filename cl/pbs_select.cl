@@ -1,6 +1,8 @@
 /* Block selection (PBS stage 2): block means of queries and permuted keys, the masked block
- * softmax, the threshold selection, and the final block lists. Needs common.cl first. The sink
- * and the means are regions of the workspace, at offsets given in 4-byte words. */
+ * softmax, the threshold selection, and the final block lists. Needs common.cl and sequence.cl
+ * first. The sink and the means are regions of the workspace, at offsets given in 4-byte words.
+ * Each sequence selects over its own blocks; the grids and the rows of pi, the means and the
+ * lists are those of the longest (q_len and kv_len), of which a shorter one uses the first. */
 
 #ifndef HEAD_DIM
 #define HEAD_DIM 128
@@ -17,13 +19,15 @@
 
 /* sink[bp] = the key block holding original key 0 in permutation bp (segment 0 holds it).
  * One work-group per permutation head. */
-__kernel void pbs_find_sink(__global const int *pi, ulong pi_offset, int kv_len, int segment,
-                            int block, __global int *sink, ulong sink_offset)
+__kernel void pbs_find_sink(__global const int *pi, ulong pi_offset, int q_len, int kv_len,
+                            int segment, int block, int perm_heads, __global int *sink,
+                            ulong sink_offset, SEQUENCE_PARAMS)
 {
     sink += sink_offset;
     const int bp = get_group_id(0);
+    const sequence s = sequence_of(bp / perm_heads, q_len, kv_len, SEQUENCE_ARGS);
     __global const int *row = pi + pi_offset + (ulong)bp * kv_len;
-    const int span = min(segment, kv_len);
+    const int span = min(segment, s.kv_len);
     for (int p = get_local_id(0); p < span; p += get_local_size(0))
         if (row[p] == 0)
             sink[bp] = p / block;
@@ -35,26 +39,31 @@ __kernel void pbs_find_sink(__global const int *pi, ulong pi_offset, int kv_len,
  * that the selection's work-items, one per key block, read them coalesced. */
 __kernel void pbs_block_means(__global const storage_t *x, ulong offset, ulong stride_batch,
                               ulong stride_head, ulong stride_seq, int out_heads, int heads_per_in,
-                              int seq, int block, int blocks,
+                              int q_len, int kv_len, int block, int blocks,
                               __global const int *pi, ulong pi_offset, int keys,
-                              __global float *means, ulong means_offset)
+                              __global float *means, ulong means_offset, SEQUENCE_PARAMS)
 {
     means += means_offset;
     const int gid = get_global_id(0);
-    if (gid >= blocks * HEAD_DIM)
-        return;
-    const int j = gid / HEAD_DIM, d = gid % HEAD_DIM;
     const int bh = get_group_id(1);
     const int batch = bh / out_heads, head = bh % out_heads;
+    const sequence s = sequence_of(batch, q_len, kv_len, SEQUENCE_ARGS);
+    const int seq = keys ? s.kv_len : s.q_len;
+    if (gid >= (seq + block - 1) / block * HEAD_DIM)
+        return;
+    const int j = gid / HEAD_DIM, d = gid % HEAD_DIM;
     const int in_head = head / heads_per_in;
-    const ulong base = offset + batch * stride_batch + in_head * stride_head + d;
-    __global const int *perm = pi + pi_offset + (ulong)bh * seq;
+    const ulong base =
+        (keys ? sequence_kv_base(&s, offset, stride_batch, stride_head, stride_seq, in_head)
+              : sequence_q_base(&s, offset, stride_batch, stride_head, stride_seq, in_head, 0)) +
+        d;
+    __global const int *perm = pi + pi_offset + (ulong)bh * kv_len;
     float sum = 0.0f;
     for (int r = 0; r < block; r++) {
         int p = j * block + r;
         if (p >= seq)
             break;
-        int row = keys ? perm[p] : p;
+        int row = keys ? sequence_key_row(&s, perm[p]) : p;
         sum += load_element(x, base + (ulong)row * stride_seq);
     }
     const ulong at = keys ? (ulong)d * blocks + j : (ulong)j * HEAD_DIM + d;
@@ -155,7 +164,8 @@ void pbs_select_blocks(__global const float *q_means, ulong q_means_offset,
                        __global const int *sink, ulong sink_offset, int q_heads, int perm_heads,
                        int q_blocks, int k_blocks, int blocks_per_segment, float scale,
                        float threshold, int force_first_block, __global int *counts,
-                       ulong counts_offset, __global int *blocks, ulong blocks_offset)
+                       ulong counts_offset, __global int *blocks, ulong blocks_offset,
+                       int q_len, int kv_len, int block, SEQUENCE_PARAMS)
 {
     __local float qbar[HEAD_DIM];
     __local float max_values[SELECT_WG];
@@ -172,7 +182,14 @@ void pbs_select_blocks(__global const float *q_means, ulong q_means_offset,
     const int batch = bh / q_heads, head = bh % q_heads;
     const int perm = perm_heads == q_heads ? head : head / (q_heads / perm_heads);
     const int bp = batch * perm_heads + perm;
-    const int diagonal = i + k_blocks - q_blocks; /* key block of this query block */
+    /* The rows of the means and lists are the longest sequence's (q_blocks, k_blocks); this
+     * sequence has its own counts of blocks, own_q_blocks and own_k_blocks. */
+    const sequence s = sequence_of(batch, q_len, kv_len, SEQUENCE_ARGS);
+    const int own_q_blocks = (s.q_len + block - 1) / block;
+    const int own_k_blocks = (s.kv_len + block - 1) / block;
+    if (i >= own_q_blocks)
+        return;
+    const int diagonal = i + own_k_blocks - own_q_blocks; /* key block of this query block */
     const int own_segment = diagonal / blocks_per_segment;
     const int sink_block = force_first_block ? sink[sink_offset + bp] : -1;
     const ulong row = (ulong)bh * q_blocks + i;
@@ -191,7 +208,7 @@ void pbs_select_blocks(__global const float *q_means, ulong q_means_offset,
     for (int e = 0; e < PER_ITEM; e++) {
         const int j = lid + e * SELECT_WG;
         float logit = -INFINITY;
-        if (selectable(j, k_blocks, blocks_per_segment, own_segment, diagonal)) {
+        if (selectable(j, own_k_blocks, blocks_per_segment, own_segment, diagonal)) {
             float dot = 0.0f;
             for (int d = 0; d < HEAD_DIM; d++)
                 dot = mad(qbar[d], kbar[(ulong)d * k_blocks + j], dot);
@@ -242,10 +259,11 @@ void pbs_select_blocks(__global const float *q_means, ulong q_means_offset,
     for (int e = 0; e < PER_ITEM; e++) {
         const int j = lid + e * SELECT_WG;
         const bool kept = threshold >= 1.0f
-                              ? selectable(j, k_blocks, blocks_per_segment, own_segment, diagonal)
+                              ? selectable(j, own_k_blocks, blocks_per_segment, own_segment,
+                                           diagonal)
                               : key[e] >= cut;
-        chosen[j] = j < k_blocks && (kept || j / blocks_per_segment == own_segment ||
-                                     j == sink_block);
+        chosen[j] = j < own_k_blocks && (kept || j / blocks_per_segment == own_segment ||
+                                         j == sink_block);
     }
     barrier(CLK_LOCAL_MEM_FENCE);
 

@@ -265,10 +265,63 @@ PBSA_API int pbsa_query_device_info(cl_device_id device, pbsa_device_info *out);
 PBSA_API int pbsa_helper_create_cl_context(const char *selector, cl_context *cl_ctx_out,
                                            cl_device_id *device_out);
 
+/*
+ * A variable-length batch (pbsa_dense_params::varlen, pbsa_params::varlen): B sequences of their
+ * own lengths packed into one call, as engines pass them (cu_seqlens / indptr). q, k, v and o
+ * are then packed tensors: batch 1, seq = the rows of all sequences, [total, heads, D] in any
+ * strides (pbsa_tensor_bshd(buffer, dtype, 1, heads, total, D) for the usual layout). Sequence b
+ * holds query rows q_offsets[b] .. q_offsets[b+1]-1 of q and o, and key rows kv_offsets[b] ..
+ * kv_offsets[b+1]-1 of k and v (with paged_kv: its keys 0 .. kv_offsets[b+1]-kv_offsets[b]-1
+ * live in the pages of row b of the page table, and only the differences of kv_offsets count).
+ * Its queries are its last positions (as in chunked prefill): query row r of sequence b sits at
+ * key position r + Skv_b - Sq_b, so Sq_b <= Skv_b. Rows of q and o outside every sequence are
+ * neither read nor written.
+ * The offsets are given twice: as host arrays, which the call checks and plans with (non-
+ * decreasing, from 0 or more, the last within the tensor), and as device buffers of cl_int that
+ * the kernels read. Both must hold the same values: the device copies are not read back to be
+ * compared, and kernels that read other values compute garbage for the rows concerned (they
+ * never read or write outside the tensors' buffers for offsets the host arrays allow).
+ * Ownership: everything stays the caller's; host arrays are read during the call only, device
+ * buffers until the enqueued work completes (they must not be written before).
+ */
+typedef struct pbsa_varlen {
+    int32_t batch;               /* B, the number of sequences, >= 1 */
+    const int32_t *q_offsets;    /* host, B + 1 entries */
+    const int32_t *kv_offsets;   /* host, B + 1 entries */
+    cl_mem q_offsets_buffer;     /* device copy of q_offsets: cl_int from q_offsets_offset */
+    uint64_t q_offsets_offset;   /* element offset */
+    cl_mem kv_offsets_buffer;    /* device copy of kv_offsets */
+    uint64_t kv_offsets_offset;
+} pbsa_varlen;
+
+/*
+ * A paged KV cache (pbsa_dense_params::paged_kv, pbsa_params::paged_kv), as vLLM, SGLang, MLC and
+ * FlashInfer keep it: k and v are page pools [num_pages, page_size, Hkv, D], described as tensors
+ * with batch = num_pages, seq = page_size and heads = Hkv, whose pages are consecutive runs of
+ * rows: stride_batch = page_size x stride_seq (the contiguous layout of that shape, any head
+ * stride). k and v may be different pools of the same shape. Sequence b's key j is row j %
+ * page_size of page page_table[b * max_pages + j / page_size]. Any page_size >= 1 works (16 to
+ * 256 are checked); pages may come in any order and be shared between sequences.
+ * A paged call is always a variable-length one: varlen must be set too, and gives each
+ * sequence's key length (kv_offsets[b+1] - kv_offsets[b]; its first value does not matter).
+ * The table is given twice, as for pbsa_varlen: the host copy is checked (every page a sequence
+ * uses within 0 .. num_pages - 1, max_pages x page_size covering its keys), the device copy (cl_int
+ * [B, max_pages] from page_table_offset) is read by the kernels; both must hold the same values.
+ * PBS reads the keys through the permutation and the page table together: no gathered copy.
+ */
+typedef struct pbsa_paged_kv {
+    int32_t max_pages;            /* entries per sequence in the page table, >= 1 */
+    const int32_t *page_table;    /* host, B x max_pages entries */
+    cl_mem page_table_buffer;     /* device copy */
+    uint64_t page_table_offset;   /* element offset */
+} pbsa_paged_kv;
+
 /* Parameters of dense attention; zero-initialised means non-causal with the default scale. */
 typedef struct pbsa_dense_params {
     int causal;  /* non-zero: query i (at position i + Skv - Sq) sees keys 0 .. i + Skv - Sq */
     float scale; /* softmax scale; 0 means 1/sqrt(head_dim) */
+    const pbsa_varlen *varlen;     /* NULL: an ordinary batch of equal lengths */
+    const pbsa_paged_kv *paged_kv; /* NULL: k and v hold the keys in rows (needs varlen) */
 } pbsa_dense_params;
 
 /*
@@ -313,6 +366,15 @@ typedef struct pbsa_params {
     int force_first_block; /* non-zero: always keep the block that holds key 0 (default 1) */
     pbsa_gqa_mode gqa_mode; /* default PBSA_GQA_PER_QUERY_HEAD */
     float scale;           /* softmax scale; 0 means 1/sqrt(head_dim) */
+    /* Variable-length batch (NULL: off). Every sequence gets its own permutation, segments and
+     * block selection, from its own first key, exactly as if it ran alone; a sequence with
+     * Skv_b <= segment_size gets dense attention, which in a varlen call is its whole segment 0
+     * (identity permutation, every block listed). Sequence by sequence, (Skv_b - Sq_b) must be a
+     * multiple of block_size. Sizes in the PBS calls below are those of the longest sequences:
+     * B = varlen->batch, Sq = max Sq_b, Skv = max Skv_b; sequence b uses the first nqb_b, nkb_b
+     * and Skv_b entries of its rows (the rest are not written). */
+    const pbsa_varlen *varlen;
+    const pbsa_paged_kv *paged_kv; /* paged K/V cache (NULL: off; needs varlen) */
 } pbsa_params;
 
 /* The paper's defaults: block 128, segment 256, threshold 0.9, causal, sink block on, per query

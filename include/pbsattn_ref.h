@@ -48,6 +48,12 @@ PBSA_API float pbsa_ref_bf16_to_float(uint16_t b);
  * (batch, head_dim, K/V shapes disagree, Hq not a multiple of Hkv, Sq > Skv),
  * PBSA_ERROR_INVALID_VALUE (unknown dtype, a size <= 0), PBSA_ERROR_OUT_OF_HOST_MEMORY; on error
  * out is not written.
+ * params->varlen (and paged_kv): the host offsets and page table as pbsa_dense_params describes
+ * them (their device buffers are not used); q, k, v packed (or k, v page pools). Every sequence
+ * runs alone through this function; out is [1, Hq, q.seq, D] (BHSD of the packed q), of which
+ * the rows outside every sequence are not written. Bad offsets or pages give
+ * PBSA_ERROR_INVALID_VALUE (a sequence with more queries than keys PBSA_ERROR_SHAPE_MISMATCH),
+ * after which out may be partly written.
  */
 PBSA_API int pbsa_ref_dense_attention(const pbsa_host_tensor *q, const pbsa_host_tensor *k,
                                       const pbsa_host_tensor *v, const pbsa_dense_params *params,
@@ -104,7 +110,14 @@ PBSA_API int pbsa_ref_pbs_sparse_attention(const pbsa_host_tensor *q, const pbsa
 /* The whole pipeline, including the short-sequence fallback (Skv <= s: dense attention, causal
  * as params says). pi_out ([B, Hp, Skv]) and mask_out ([B, Hq, nqb, nkb]) may be NULL; on the
  * fallback they receive the identity and every block causality allows (j <= i + nkb - nqb; all
- * blocks when not causal). out: B*Hq*Sq*D doubles, BHSD. */
+ * blocks when not causal). out: B*Hq*Sq*D doubles, BHSD.
+ * params->varlen (and paged_kv): every sequence runs alone through this function, as
+ * pbsa_ref_dense_attention() describes; out is [1, Hq, q.seq, D]; pi_out [B, Hp, Skv] and
+ * mask_out [B, Hq, nqb, nkb] with B = varlen->batch and Sq, Skv the longest sequence's lengths,
+ * as pbsa_workspace_read() gives them: sequence b's entries first, -1 (pi) and 0 (mask) past its
+ * own keys and blocks; a sequence at the fallback has the identity and every one of its blocks
+ * (its whole segment, as the library lists it in a varlen call). The stage functions above take
+ * no varlen or paged_kv (PBSA_ERROR_INVALID_VALUE). */
 PBSA_API int pbsa_ref_pbs_attention(const pbsa_host_tensor *q, const pbsa_host_tensor *k,
                                     const pbsa_host_tensor *v, const pbsa_params *params,
                                     double *out, int32_t *pi_out, uint8_t *mask_out);

@@ -1,11 +1,13 @@
 /* pbsa-conformance: runs the library's conformance cases on a chosen OpenCL device against the
- * float64 CPU reference: the dense cases, and every PBS stage and the whole pipeline on the PBS
- * case table (the cases of meson test). Prints a pass/fail table, optionally writes it as JSON.
+ * float64 CPU reference: the dense cases, every PBS stage and the whole pipeline on the PBS
+ * case table, and the variable-length and paged cases of dense and PBS attention (the cases of
+ * meson test). Prints a pass/fail table, optionally writes it as JSON.
  * Exit status 0 when every case run passes, 1 when one fails, 2 on bad arguments or no device. */
 #include "conformance.h"
 #include "device.h"
 #include "json_writer.h"
 #include "pbs_checks.h"
+#include "varlen_cases.h"
 
 #include <math.h>
 #include <stdbool.h>
@@ -29,10 +31,12 @@ static void usage(FILE *to)
 }
 
 /* The PBS checks, one per stage; "selection_ties" requires the reference's exact lists. */
-enum stage { DENSE, PERMUTATION, SELECTION, SPARSE, PIPELINE, SELECTION_TIES, STAGE_COUNT };
+enum stage {
+    DENSE, PERMUTATION, SELECTION, SPARSE, PIPELINE, SELECTION_TIES, VARLEN, STAGE_COUNT
+};
 static const char *const stage_names[STAGE_COUNT] = {
     "dense", "pbs/permutation", "pbs/selection", "pbs/sparse", "pbs/pipeline",
-    "pbs/selection_ties"};
+    "pbs/selection_ties", "varlen"};
 
 typedef struct run {
     support_device *dev;
@@ -93,6 +97,19 @@ static void pbs_case_run(run *x, enum stage s, const pbs_case *c, outcome *o)
                  r.exact_rows, r.rows);
 }
 
+static void varlen_case_run(run *x, const varlen_case *c, outcome *o)
+{
+    pbs_report r = {0};
+    varlen_check(x->dev->ctx, x->dev->queue, c, x->seed, &r);
+    o->passed = !r.failed;
+    o->rel_l2 = r.rel_l2;
+    o->limit = conformance_tolerance(c->dtype);
+    if (r.failed)
+        snprintf(o->detail, sizeof o->detail, "%s", r.message);
+    else if (c->pbs)
+        snprintf(o->detail, sizeof o->detail, "lists equal to each sequence run alone");
+}
+
 /* Runs (or lists) one case when its name passes the filter. */
 static void one(run *x, enum stage s, const void *c, const char *case_name)
 {
@@ -108,6 +125,8 @@ static void one(run *x, enum stage s, const void *c, const char *case_name)
     outcome o = {.rel_l2 = NAN, .limit = NAN};
     if (s == DENSE)
         dense_case(x, c, &o);
+    else if (s == VARLEN)
+        varlen_case_run(x, c, &o);
     else
         pbs_case_run(x, s, c, &o);
     x->failures += !o.passed;
@@ -141,6 +160,8 @@ static void all_cases(run *x)
     /* The last tie case (33000 keys) is for the test suite only: too long for a quick check. */
     for (int i = 0; i + 1 < pbs_tie_case_count; i++)
         one(x, SELECTION_TIES, &pbs_tie_cases[i], pbs_tie_cases[i].name);
+    for (int i = 0; i < varlen_case_count; i++)
+        one(x, VARLEN, &varlen_cases[i], varlen_cases[i].name);
 }
 
 /* Exit status 1 when the filter left no case to run or list. */

@@ -96,32 +96,68 @@ void pbsa_error_table_release(pbsa_context *ctx);
 
 /* ---- argument checks (src/core/tensor_check.c) ---- */
 
-/* Checks one device tensor: non-NULL buffer of ctx's context, valid dtype, positive sizes,
- * non-negative strides, every element inside the buffer (64-bit overflow-checked).
- * fn and name go into the error message ("pbsa_dense_attention: q.seq ..."). */
-int pbsa_check_tensor(const pbsa_context *ctx, const char *fn, const char *name,
-                      const pbsa_tensor *t);
-/* Checks that the queue belongs to ctx's context and device. */
-int pbsa_check_queue(const pbsa_context *ctx, const char *fn, cl_command_queue queue);
-/* Checks q [B,Hq,Sq,D] and k [B,Hkv,Skv,D]: agreeing dtypes, batch and head dim, a supported head
- * dim, Hq a multiple of Hkv, Sq <= Skv. */
-int pbsa_check_query_key(const pbsa_context *ctx, const char *fn, const pbsa_tensor *q,
-                         const pbsa_tensor *k);
-/* Checks q [B,Hq,Sq,D], k and v [B,Hkv,Skv,D], o like q: agreeing shapes and dtypes, Hq a
- * multiple of Hkv, Sq <= Skv, supported head dim, no two elements of o at one address. */
-int pbsa_check_attention_tensors(const pbsa_context *ctx, const char *fn, const pbsa_tensor *q,
-                                 const pbsa_tensor *k, const pbsa_tensor *v, const pbsa_tensor *o);
-/* Whether head_dim is one the kernels are built for. */
-bool pbsa_head_dim_supported(int64_t head_dim);
-
-/* ---- memory shared between arguments (src/core/overlap.c) ---- */
-
 /* The bytes [begin, end) of buffer that an argument named name covers. */
 typedef struct pbsa_span {
     const char *name;
     cl_mem buffer;
     uint64_t begin, end;
 } pbsa_span;
+
+
+/* Checks one device tensor: non-NULL buffer of ctx's context, valid dtype, positive sizes,
+ * non-negative strides, every element inside the buffer (64-bit overflow-checked).
+ * fn and name go into the error message ("pbsa_dense_attention: q.seq ..."). */
+int pbsa_check_tensor(const pbsa_context *ctx, const char *fn, const char *name,
+                      const pbsa_tensor *t);
+/* Checks that buffer (of ctx) holds count cl_ints from element offset (name goes into messages). */
+int pbsa_check_int_buffer(const pbsa_context *ctx, const char *fn, const char *name,
+                          cl_mem buffer, uint64_t offset, uint64_t count);
+/* Checks that the queue belongs to ctx's context and device. */
+int pbsa_check_queue(const pbsa_context *ctx, const char *fn, cl_command_queue queue);
+/* The sequences of a call, checked (src/core/sequences.c): an ordinary batch of equal lengths,
+ * or a variable-length one (varlen), whose K and V may be paged. */
+typedef struct pbsa_sequences {
+    const pbsa_varlen *varlen;  /* NULL: an ordinary batch */
+    const pbsa_paged_kv *paged; /* NULL: K and V in rows */
+    int batch;                  /* sequences: q.batch, or varlen->batch */
+    int q_len, kv_len;          /* q.seq and k.seq, or the longest sequence's lengths */
+    int page_size;              /* k.seq when paged, else 0 */
+} pbsa_sequences;
+
+/* Sequence b's query and key lengths (host values). */
+int pbsa_sequence_q_len(const pbsa_sequences *s, int b);
+int pbsa_sequence_kv_len(const pbsa_sequences *s, int b);
+/* Checks varlen and paged (either may be NULL) against q and k, whose own checks passed, and
+ * fills *out: offsets within the tensors and non-decreasing, every sequence's queries no more
+ * than its keys, pages in range and enough of them, device copies large enough. */
+int pbsa_check_sequences(const pbsa_context *ctx, const char *fn, const pbsa_tensor *q,
+                         const pbsa_tensor *k, const pbsa_varlen *varlen,
+                         const pbsa_paged_kv *paged, pbsa_sequences *out);
+/* Checks that a paged pool tensor's pages are consecutive runs of rows. */
+int pbsa_check_pages_consecutive(const pbsa_context *ctx, const char *fn, const char *name,
+                                 const pbsa_tensor *t);
+/* Spans of the device copies of the offsets and page table (inputs of every call that has
+ * them), written to out[0..3); returns their count. */
+int pbsa_sequence_spans(const pbsa_sequences *s, pbsa_span *out);
+
+/* Checks q [B,Hq,Sq,D] and k [B,Hkv,Skv,D]: agreeing dtypes, batch and head dim, a supported head
+ * dim, Hq a multiple of Hkv, Sq <= Skv; or, with varlen and paged (either may be NULL), their
+ * rules (pbsa_check_sequences()). Fills *seqs. */
+int pbsa_check_query_key(const pbsa_context *ctx, const char *fn, const pbsa_tensor *q,
+                         const pbsa_tensor *k, const pbsa_varlen *varlen,
+                         const pbsa_paged_kv *paged, pbsa_sequences *seqs);
+/* Checks q [B,Hq,Sq,D], k and v [B,Hkv,Skv,D], o like q: agreeing shapes and dtypes, Hq a
+ * multiple of Hkv, Sq <= Skv, supported head dim, no two elements of o at one address; varlen
+ * and paged as pbsa_check_query_key() (v a pool of k's shape when paged). Fills *seqs. */
+int pbsa_check_attention_tensors(const pbsa_context *ctx, const char *fn, const pbsa_tensor *q,
+                                 const pbsa_tensor *k, const pbsa_tensor *v, const pbsa_tensor *o,
+                                 const pbsa_varlen *varlen, const pbsa_paged_kv *paged,
+                                 pbsa_sequences *seqs);
+/* Whether head_dim is one the kernels are built for. */
+bool pbsa_head_dim_supported(int64_t head_dim);
+
+/* ---- memory shared between arguments (src/core/overlap.c) ---- */
+
 
 /* The span of a checked tensor, first to last element. */
 pbsa_span pbsa_tensor_span(const char *name, const pbsa_tensor *t);
@@ -180,6 +216,9 @@ void pbsa_arg_f32(pbsa_kernel_args *args, float value);
  * changes only the weights of keys whose raw score q.k is within about 1e-36 of their row's
  * maximum (all others get 0 either way). */
 float pbsa_scale_log2(float scale);
+/* What the kernels are told of the sequences (the parameters SEQUENCE_PARAMS of cl/sequence.cl):
+ * the device offsets and page table (NULL buffers when absent), max_pages, page_size, varlen. */
+void pbsa_arg_sequences(pbsa_kernel_args *args, const pbsa_sequences *s);
 /* The offset and the three strides of t, as four ulong arguments. */
 void pbsa_arg_tensor_layout(pbsa_kernel_args *args, const pbsa_tensor *t);
 /* The -D option that selects dtype's storage in cl/common.cl. */

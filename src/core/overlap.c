@@ -50,7 +50,7 @@ static bool spans_meet(const placed_span *a, const placed_span *b)
 int pbsa_check_disjoint(const pbsa_context *ctx, const char *fn, const pbsa_span *outputs,
                         int output_count, const pbsa_span *inputs, int input_count)
 {
-    enum { MAX_SPANS = 8 };
+    enum { MAX_SPANS = 12 };
     placed_span placed[MAX_SPANS];
     const int count = output_count + input_count;
     if (count > MAX_SPANS)

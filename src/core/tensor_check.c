@@ -81,6 +81,30 @@ int pbsa_check_tensor(const pbsa_context *ctx, const char *fn, const char *name,
     return PBSA_SUCCESS;
 }
 
+int pbsa_check_int_buffer(const pbsa_context *ctx, const char *fn, const char *name,
+                          cl_mem buffer, uint64_t offset, uint64_t count)
+{
+    if (!buffer)
+        return pbsa_fail(ctx, PBSA_ERROR_NULL_ARGUMENT, "%s: %s is NULL", fn, name);
+    cl_context owner = NULL;
+    size_t size = 0;
+    cl_int err = clGetMemObjectInfo(buffer, CL_MEM_CONTEXT, sizeof owner, &owner, NULL);
+    if (err == CL_SUCCESS)
+        err = clGetMemObjectInfo(buffer, CL_MEM_SIZE, sizeof size, &size, NULL);
+    if (err != CL_SUCCESS)
+        return pbsa_fail(ctx, err, "%s: %s is not a valid cl_mem (OpenCL error %d)", fn, name, err);
+    if (owner != ctx->cl_ctx)
+        return pbsa_fail(ctx, PBSA_ERROR_WRONG_DEVICE, "%s: %s belongs to another OpenCL context",
+                         fn, name);
+    uint64_t end;
+    if (__builtin_add_overflow(offset, count, &end) || end > UINT64_MAX / 4)
+        return pbsa_fail(ctx, PBSA_ERROR_SIZE_OVERFLOW, "%s: %s offset + size overflows", fn, name);
+    if (end * 4 > size)
+        return pbsa_fail(ctx, PBSA_ERROR_BUFFER_TOO_SMALL,
+                         "%s: %s needs %" PRIu64 " bytes but has %zu", fn, name, end * 4, size);
+    return PBSA_SUCCESS;
+}
+
 pbsa_span pbsa_tensor_span(const char *name, const pbsa_tensor *t)
 {
     uint64_t last = 0;
@@ -150,7 +174,8 @@ static int check_no_self_overlap(const pbsa_context *ctx, const char *fn, const 
 }
 
 int pbsa_check_query_key(const pbsa_context *ctx, const char *fn, const pbsa_tensor *q,
-                         const pbsa_tensor *k)
+                         const pbsa_tensor *k, const pbsa_varlen *varlen,
+                         const pbsa_paged_kv *paged, pbsa_sequences *seqs)
 {
     int status = pbsa_check_tensor(ctx, fn, "q", q);
     if (status == PBSA_SUCCESS)
@@ -163,7 +188,8 @@ int pbsa_check_query_key(const pbsa_context *ctx, const char *fn, const pbsa_ten
         return pbsa_fail(ctx, PBSA_ERROR_UNSUPPORTED_HEAD_DIM,
                          "%s: q.head_dim = %" PRId64 " is not supported (64, 96, 128 or 256)", fn,
                          q->head_dim);
-    if (k->batch != q->batch)
+    /* A paged k is a pool of pages, not a batch. */
+    if (!paged && k->batch != q->batch)
         return shape_mismatch(ctx, fn, "k", "batch", k->batch, "q", q->batch);
     if (k->head_dim != q->head_dim)
         return shape_mismatch(ctx, fn, "k", "head_dim", k->head_dim, "q", q->head_dim);
@@ -171,18 +197,21 @@ int pbsa_check_query_key(const pbsa_context *ctx, const char *fn, const pbsa_ten
         return pbsa_fail(ctx, PBSA_ERROR_SHAPE_MISMATCH,
                          "%s: q.heads = %" PRId64 " is not a multiple of k.heads = %" PRId64, fn,
                          q->heads, k->heads);
-    if (q->seq > k->seq)
+    /* Packed sequences compare their lengths one by one (pbsa_check_sequences()). */
+    if (!varlen && q->seq > k->seq)
         return pbsa_fail(ctx, PBSA_ERROR_SHAPE_MISMATCH,
                          "%s: q.seq = %" PRId64 " exceeds k.seq = %" PRId64
                          " (queries are the last q.seq positions)",
                          fn, q->seq, k->seq);
-    return PBSA_SUCCESS;
+    return pbsa_check_sequences(ctx, fn, q, k, varlen, paged, seqs);
 }
 
 int pbsa_check_attention_tensors(const pbsa_context *ctx, const char *fn, const pbsa_tensor *q,
-                                 const pbsa_tensor *k, const pbsa_tensor *v, const pbsa_tensor *o)
+                                 const pbsa_tensor *k, const pbsa_tensor *v, const pbsa_tensor *o,
+                                 const pbsa_varlen *varlen, const pbsa_paged_kv *paged,
+                                 pbsa_sequences *seqs)
 {
-    int status = pbsa_check_query_key(ctx, fn, q, k);
+    int status = pbsa_check_query_key(ctx, fn, q, k, varlen, paged, seqs);
     if (status == PBSA_SUCCESS)
         status = pbsa_check_tensor(ctx, fn, "v", v);
     if (status == PBSA_SUCCESS)
@@ -196,8 +225,11 @@ int pbsa_check_attention_tensors(const pbsa_context *ctx, const char *fn, const 
         if (t->dtype != q->dtype)
             return pbsa_fail(ctx, PBSA_ERROR_DTYPE_MISMATCH, "%s: %s.dtype differs from q.dtype",
                              fn, names[i]);
-        if (t->batch != q->batch)
-            return shape_mismatch(ctx, fn, names[i], "batch", t->batch, "q", q->batch);
+        /* v has k's batch (the pool's pages when paged), o has q's. */
+        const pbsa_tensor *like = i == 2 ? k : q;
+        if (t->batch != like->batch)
+            return shape_mismatch(ctx, fn, names[i], "batch", t->batch, i == 2 ? "k" : "q",
+                                  like->batch);
         if (t->head_dim != q->head_dim)
             return shape_mismatch(ctx, fn, names[i], "head_dim", t->head_dim, "q", q->head_dim);
     }
@@ -209,5 +241,10 @@ int pbsa_check_attention_tensors(const pbsa_context *ctx, const char *fn, const 
         return shape_mismatch(ctx, fn, "o", "heads", o->heads, "q", q->heads);
     if (o->seq != q->seq)
         return shape_mismatch(ctx, fn, "o", "seq", o->seq, "q", q->seq);
+    if (paged) {
+        status = pbsa_check_pages_consecutive(ctx, fn, "v", v);
+        if (status != PBSA_SUCCESS)
+            return status;
+    }
     return check_no_self_overlap(ctx, fn, "o", o);
 }

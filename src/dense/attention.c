@@ -15,18 +15,20 @@ int pbsa_dense_attention(pbsa_context *ctx, cl_command_queue queue, const pbsa_t
     if (!ctx)
         return pbsa_fail(NULL, PBSA_ERROR_NULL_ARGUMENT, "%s: ctx is NULL", fn);
     pbsa_clear_error(ctx);
+    pbsa_dense_params p = params ? *params : (pbsa_dense_params){.causal = 1};
+    pbsa_sequences seqs;
     int status = pbsa_check_queue(ctx, fn, queue);
     if (status == PBSA_SUCCESS)
-        status = pbsa_check_attention_tensors(ctx, fn, q, k, v, o);
+        status = pbsa_check_attention_tensors(ctx, fn, q, k, v, o, p.varlen, p.paged_kv, &seqs);
     if (status == PBSA_SUCCESS) {
         const pbsa_span output = pbsa_tensor_span("o", o);
-        const pbsa_span inputs[3] = {pbsa_tensor_span("q", q), pbsa_tensor_span("k", k),
-                                     pbsa_tensor_span("v", v)};
-        status = pbsa_check_disjoint(ctx, fn, &output, 1, inputs, 3);
+        pbsa_span inputs[6] = {pbsa_tensor_span("q", q), pbsa_tensor_span("k", k),
+                               pbsa_tensor_span("v", v)};
+        const int count = 3 + pbsa_sequence_spans(&seqs, inputs + 3);
+        status = pbsa_check_disjoint(ctx, fn, &output, 1, inputs, count);
     }
     if (status != PBSA_SUCCESS)
         return status;
-    pbsa_dense_params p = params ? *params : (pbsa_dense_params){.causal = 1};
     if (!isfinite(p.scale) || p.scale < 0.0f)
         return pbsa_fail(ctx, PBSA_ERROR_INVALID_VALUE,
                          "%s: params->scale = %g must be finite and >= 0 (0: 1/sqrt(D))", fn,
@@ -42,11 +44,12 @@ int pbsa_dense_attention(pbsa_context *ctx, cl_command_queue queue, const pbsa_t
                          "too small for head_dim %d",
                          fn, (unsigned long long)ctx->info.local_mem_bytes,
                          ctx->info.max_work_group_size, head_dim);
-    uint64_t groups_bh = (uint64_t)q->batch * (uint64_t)q->heads;
+    uint64_t groups_bh = (uint64_t)seqs.batch * (uint64_t)q->heads;
     if (groups_bh > INT32_MAX)
         return pbsa_fail(ctx, PBSA_ERROR_INVALID_VALUE,
-                         "%s: q.batch x q.heads = %llu exceeds %d", fn,
-                         (unsigned long long)groups_bh, INT32_MAX);
+                         "%s: %s x q.heads = %llu exceeds %d", fn,
+                         p.varlen ? "varlen->batch" : "q.batch", (unsigned long long)groups_bh,
+                         INT32_MAX);
 
     /* Every family's kernel takes the same arguments; they differ in tiles and work-group size. */
     cl_kernel kernel;
@@ -71,14 +74,15 @@ int pbsa_dense_attention(pbsa_context *ctx, cl_command_queue queue, const pbsa_t
     pbsa_arg_tensor_layout(&args, o);
     pbsa_arg_i32(&args, (int32_t)q->heads);
     pbsa_arg_i32(&args, (int32_t)k->heads);
-    pbsa_arg_i32(&args, (int32_t)q->seq);
-    pbsa_arg_i32(&args, (int32_t)k->seq);
+    pbsa_arg_i32(&args, seqs.q_len);
+    pbsa_arg_i32(&args, seqs.kv_len);
     pbsa_arg_f32(&args, pbsa_scale_log2(scale));
+    pbsa_arg_sequences(&args, &seqs);
     if (args.status != CL_SUCCESS) {
         clReleaseKernel(kernel);
         return pbsa_fail(ctx, args.status, "%s: clSetKernelArg failed (%d)", fn, args.status);
     }
-    size_t tiles = ((size_t)q->seq + rows - 1) / rows;
+    size_t tiles = ((size_t)seqs.q_len + rows - 1) / rows;
     size_t global[2] = {tiles * wg, (size_t)groups_bh};
     size_t local[2] = {wg, 1};
     return pbsa_enqueue_kernel(ctx, fn, queue, kernel, 2, global, local, NULL, event);

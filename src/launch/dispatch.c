@@ -8,7 +8,7 @@ enum { ORIGIN_CAPACITY = 4200, MAX_FILES = 8 };
 
 /* ---- the portable flash tiles (cl/flash_tile.cl, src/tiles/flash_tile.c) ---- */
 
-static const char *const flash_files[] = {"common.cl", "flash_tile.cl"};
+static const char *const flash_files[] = {"common.cl", "sequence.cl", "flash_tile.cl"};
 
 static bool flash_options(char *options, size_t capacity, pbsa_dtype dtype, int head_dim,
                           int causal, const pbsa_kernel_config *config)
@@ -27,7 +27,7 @@ static int flash_tile_keys(const pbsa_kernel_config *config) { return config->fl
 const pbsa_tile_family pbsa_portable_family = {
     .name = "portable",
     .tile_files = flash_files,
-    .tile_file_count = 2,
+    .tile_file_count = 3,
     .roles = {[PBSA_ROLE_DENSE] = {"dense_attention.cl", PBSA_KERNEL_DENSE, NULL},
               [PBSA_ROLE_SPARSE] = {"pbs_attention.cl", PBSA_KERNEL_SPARSE, NULL},
               [PBSA_ROLE_SCORES] = {"pbs_scores.cl", PBSA_KERNEL_SCORES, NULL}},
@@ -39,7 +39,7 @@ const pbsa_tile_family pbsa_portable_family = {
 
 /* ---- the NVIDIA mma.sync tiles (cl/mma_tile.cl, src/tiles/mma_tile.c) ---- */
 
-static const char *const mma_files[] = {"common.cl", "mma_ptx.cl", "mma_tile.cl"};
+static const char *const mma_files[] = {"common.cl", "sequence.cl", "mma_ptx.cl", "mma_tile.cl"};
 
 static bool mma_available(const pbsa_context *ctx) { return ctx->use_tensor_cores; }
 
@@ -64,7 +64,7 @@ static const pbsa_kernel_config mma_scores = {.mma = {4, 1, 64, 1}};
 static const pbsa_tile_family mma_family = {
     .name = "mma.sync",
     .tile_files = mma_files,
-    .tile_file_count = 3,
+    .tile_file_count = 4,
     .roles = {[PBSA_ROLE_DENSE] = {"dense_attention.cl", PBSA_KERNEL_DENSE_MMA, NULL},
               [PBSA_ROLE_SPARSE] = {"pbs_attention.cl", PBSA_KERNEL_SPARSE_MMA, NULL},
               [PBSA_ROLE_SCORES] = {"pbs_scores_mma.cl", PBSA_KERNEL_DENSE_MMA, &mma_scores}},
@@ -77,7 +77,8 @@ static const pbsa_tile_family mma_family = {
 
 /* ---- Hopper's wgmma variant of the same tiles (WGMMA 1), rewritten for sm_90a ---- */
 
-static const char *const wgmma_files[] = {"common.cl", "mma_ptx.cl", "wgmma_ptx.cl", "mma_tile.cl"};
+static const char *const wgmma_files[] = {"common.cl", "sequence.cl", "mma_ptx.cl", "wgmma_ptx.cl",
+                                           "mma_tile.cl"};
 
 /* The wgmma probe runs only after the mma.sync one passed; both must hold. */
 static bool wgmma_available(const pbsa_context *ctx)
@@ -97,7 +98,7 @@ static bool wgmma_options(char *options, size_t capacity, pbsa_dtype dtype, int 
 static const pbsa_tile_family wgmma_family = {
     .name = "wgmma",
     .tile_files = wgmma_files,
-    .tile_file_count = 4,
+    .tile_file_count = 5,
     .roles = {[PBSA_ROLE_DENSE] = {"dense_attention.cl", PBSA_KERNEL_DENSE_WGMMA, NULL},
               [PBSA_ROLE_SPARSE] = {"pbs_attention.cl", PBSA_KERNEL_SPARSE_WGMMA, NULL}},
     .row_alignment = 8,

@@ -57,6 +57,20 @@ void pbsa_arg_tensor_layout(pbsa_kernel_args *args, const pbsa_tensor *t)
     pbsa_arg_u64(args, (uint64_t)t->stride_seq);
 }
 
+void pbsa_arg_sequences(pbsa_kernel_args *args, const pbsa_sequences *s)
+{
+    /* Absent buffers are NULL pointers in the kernel, which never reads them. */
+    pbsa_arg_mem(args, s->varlen ? s->varlen->q_offsets_buffer : NULL);
+    pbsa_arg_u64(args, s->varlen ? s->varlen->q_offsets_offset : 0);
+    pbsa_arg_mem(args, s->varlen ? s->varlen->kv_offsets_buffer : NULL);
+    pbsa_arg_u64(args, s->varlen ? s->varlen->kv_offsets_offset : 0);
+    pbsa_arg_mem(args, s->paged ? s->paged->page_table_buffer : NULL);
+    pbsa_arg_u64(args, s->paged ? s->paged->page_table_offset : 0);
+    pbsa_arg_i32(args, s->paged ? s->paged->max_pages : 0);
+    pbsa_arg_i32(args, s->page_size);
+    pbsa_arg_i32(args, s->varlen ? 1 : 0);
+}
+
 const char *pbsa_dtype_define(pbsa_dtype dtype)
 {
     switch (dtype) {

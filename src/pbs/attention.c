@@ -45,6 +45,7 @@ int pbsa_pbs_prepare_sparse(pbsa_context *ctx, const char *fn, const pbsa_pbs_pl
     pbsa_arg_u64(&a, blocks->counts_offset);
     pbsa_arg_mem(&a, blocks->blocks);
     pbsa_arg_u64(&a, blocks->blocks_offset);
+    pbsa_arg_sequences(&a, &plan->seqs);
     size_t tiles = (size_t)plan->q_blocks * ((size_t)plan->block / rows);
     size_t global[2] = {tiles * wg, (size_t)plan->batch * (size_t)plan->q_heads};
     size_t local[2] = {wg, 1};
@@ -66,7 +67,7 @@ int pbsa_sparse_attention(pbsa_context *ctx, cl_command_queue queue, const pbsa_
     if (status == PBSA_SUCCESS) {
         const uint64_t *count = plan.layout.count;
         const pbsa_span output = pbsa_tensor_span("o", o);
-        const pbsa_span inputs[6] = {
+        pbsa_span inputs[9] = {
             pbsa_tensor_span("q", q),
             pbsa_tensor_span("k", k),
             pbsa_tensor_span("v", v),
@@ -76,7 +77,9 @@ int pbsa_sparse_attention(pbsa_context *ctx, cl_command_queue queue, const pbsa_
                           count[PBSA_REGION_BLOCKS]),
             pbsa_int_span("pi", pi, pi_offset, count[PBSA_REGION_PI]),
         };
-        status = pbsa_check_disjoint(ctx, fn, &output, 1, inputs, pi ? 6 : 5);
+        int input_count = pi ? 6 : 5;
+        input_count += pbsa_sequence_spans(&plan.seqs, inputs + input_count);
+        status = pbsa_check_disjoint(ctx, fn, &output, 1, inputs, input_count);
     }
     if (status != PBSA_SUCCESS)
         return status;
@@ -118,7 +121,9 @@ int pbsa_attention(pbsa_context *ctx, cl_command_queue queue, const pbsa_tensor 
     if (status != PBSA_SUCCESS)
         return status;
     if (plan.fallback) {
-        pbsa_dense_params dense = {.causal = plan.params.causal, .scale = plan.scale};
+        pbsa_dense_params dense = {.causal = plan.params.causal, .scale = plan.scale,
+                                   .varlen = plan.params.varlen,
+                                   .paged_kv = plan.params.paged_kv};
         return pbsa_dense_attention(ctx, queue, q, k, v, o, &dense, event);
     }
     cl_mem ws = NULL;
@@ -126,9 +131,10 @@ int pbsa_attention(pbsa_context *ctx, cl_command_queue queue, const pbsa_tensor 
     if (status == PBSA_SUCCESS) {
         const pbsa_span outputs[2] = {pbsa_tensor_span("o", o),
                                       pbsa_int_span("workspace", ws, 0, plan.layout.total)};
-        const pbsa_span inputs[3] = {pbsa_tensor_span("q", q), pbsa_tensor_span("k", k),
-                                     pbsa_tensor_span("v", v)};
-        status = pbsa_check_disjoint(ctx, fn, outputs, workspace ? 2 : 1, inputs, 3);
+        pbsa_span inputs[6] = {pbsa_tensor_span("q", q), pbsa_tensor_span("k", k),
+                               pbsa_tensor_span("v", v)};
+        const int input_count = 3 + pbsa_sequence_spans(&plan.seqs, inputs + 3);
+        status = pbsa_check_disjoint(ctx, fn, outputs, workspace ? 2 : 1, inputs, input_count);
     }
     if (status != PBSA_SUCCESS) {
         if (ws)

@@ -3,7 +3,7 @@
 #include "pbs/plan.h"
 
 
-static const char *const sort_files[] = {"pbs_sort.cl"};
+static const char *const sort_files[] = {"sequence.cl", "pbs_sort.cl"};
 
 enum { SORT_WG_MAX = 256 };
 
@@ -22,6 +22,8 @@ static void score_inputs(pbsa_kernel_args *a, const pbsa_pbs_plan *plan, const p
     pbsa_arg_i32(a, plan->q_len);
     pbsa_arg_i32(a, plan->last_rows);
     pbsa_arg_i32(a, plan->key_count);
+    pbsa_arg_i32(a, plan->kv_len);
+    pbsa_arg_i32(a, plan->segment);
     pbsa_arg_f32(a, pbsa_scale_log2(plan->scale));
 }
 
@@ -43,6 +45,7 @@ static int prepare_scores_fused(pbsa_context *ctx, const char *fn, const pbsa_pb
     pbsa_kernel_args a = {kernel, 0, CL_SUCCESS};
     score_inputs(&a, plan, q, k);
     pbsa_arg_region(&a, plan, workspace, PBSA_REGION_PARTIALS);
+    pbsa_arg_sequences(&a, &plan->seqs);
     size_t global[2] = {tiles * wg, (size_t)q_rows}, local[2] = {wg, 1};
     status = pbsa_chain_add_kernel(ctx, fn, chain, &a, 2, global, local);
     if (status != PBSA_SUCCESS)
@@ -72,6 +75,7 @@ static int prepare_scores_fused(pbsa_context *ctx, const char *fn, const pbsa_pb
     pbsa_arg_i32(&a, plan->perm_heads);
     pbsa_arg_region(&a, plan, workspace, PBSA_REGION_STATS);
     pbsa_arg_region(&a, plan, workspace, PBSA_REGION_SCORES);
+    pbsa_arg_sequences(&a, &plan->seqs);
     global[1] = (size_t)plan->batch * (size_t)plan->perm_heads;
     return pbsa_chain_add_kernel(ctx, fn, chain, &a, 2, global, local);
 }
@@ -97,17 +101,20 @@ int pbsa_pbs_prepare_permutation(pbsa_context *ctx, const char *fn, const pbsa_p
     pbsa_append_option(options, sizeof options, "-DSORT_SIZE=%d -DSORT_WG=%zu", plan->sort_size,
                        sort_wg);
     cl_kernel kernel;
-    int status = pbsa_get_kernel(ctx, sort_files, 1, options, "pbs_segment_sort", &kernel);
+    int status = pbsa_get_kernel(ctx, sort_files, 2, options, "pbs_segment_sort", &kernel);
     if (status != PBSA_SUCCESS)
         return status;
     pbsa_kernel_args a = {kernel, 0, CL_SUCCESS};
     pbsa_arg_region(&a, plan, workspace, PBSA_REGION_SCORES);
     pbsa_arg_mem(&a, pi);
     pbsa_arg_u64(&a, pi_offset);
+    pbsa_arg_i32(&a, plan->q_len);
     pbsa_arg_i32(&a, plan->kv_len);
     pbsa_arg_i32(&a, plan->segment);
     pbsa_arg_i32(&a, plan->segments);
     pbsa_arg_i32(&a, plan->identity ? 1 : 0);
+    pbsa_arg_i32(&a, plan->perm_heads);
+    pbsa_arg_sequences(&a, &plan->seqs);
     size_t groups = ((size_t)plan->kv_len + (size_t)plan->segment - 1) / (size_t)plan->segment;
     size_t global[2] = {groups * sort_wg, (size_t)plan->batch * (size_t)plan->perm_heads};
     size_t local[2] = {sort_wg, 1};
@@ -130,8 +137,9 @@ int pbsa_permutation(pbsa_context *ctx, cl_command_queue queue, const pbsa_tenso
         const pbsa_span outputs[2] = {
             pbsa_int_span("pi", pi, pi_offset, plan.layout.count[PBSA_REGION_PI]),
             pbsa_int_span("workspace", ws, 0, plan.layout.total)};
-        const pbsa_span inputs[2] = {pbsa_tensor_span("q", q), pbsa_tensor_span("k", k)};
-        status = pbsa_check_disjoint(ctx, fn, outputs, workspace ? 2 : 1, inputs, 2);
+        pbsa_span inputs[5] = {pbsa_tensor_span("q", q), pbsa_tensor_span("k", k)};
+        const int input_count = 2 + pbsa_sequence_spans(&plan.seqs, inputs + 2);
+        status = pbsa_check_disjoint(ctx, fn, outputs, workspace ? 2 : 1, inputs, input_count);
     }
     if (status != PBSA_SUCCESS) {
         if (ws)

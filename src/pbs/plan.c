@@ -144,6 +144,60 @@ static void plan_gemm(const pbsa_context *ctx, pbsa_pbs_plan *p)
         p->gemm_stats_wg /= 2;
 }
 
+/* Whether a sequence of kv_len keys gets the identity permutation: no complete segment, or
+ * one segment and nothing else. */
+static bool sequence_identity(const pbsa_pbs_plan *p, int kv_len)
+{
+    const int segments = kv_len / p->segment;
+    return segments == 0 || (segments == 1 && kv_len % p->segment == 0);
+}
+
+/* Chunked prefill, sequence by sequence: its queries start on a block of its keys. */
+static int check_sequences(pbsa_context *ctx, const char *fn, const pbsa_pbs_plan *p)
+{
+    for (int b = 0; b < p->batch; b++) {
+        const int q_len = pbsa_sequence_q_len(&p->seqs, b);
+        const int kv_len = pbsa_sequence_kv_len(&p->seqs, b);
+        if ((kv_len - q_len) % p->block == 0)
+            continue;
+        if (p->seqs.varlen)
+            return pbsa_fail(ctx, PBSA_ERROR_INVALID_VALUE,
+                             "%s: varlen: sequence %d has %d keys and %d queries; the difference "
+                             "must be a multiple of params->block_size = %d (chunked prefill)",
+                             fn, b, kv_len, q_len, p->block);
+        return pbsa_fail(ctx, PBSA_ERROR_INVALID_VALUE,
+                         "%s: k.seq - q.seq = %d must be a multiple of params->block_size = %d "
+                         "(chunked prefill)",
+                         fn, kv_len - q_len, p->block);
+    }
+    return PBSA_SUCCESS;
+}
+
+/* Variable-length and paged calls run the fused scores and read K and V through pi: CLBlast's
+ * GEMM and the materialised copies take one length per batch. A tuned choice of CLBlast gives
+ * way to the fused kernels; a method forced by a variable or on the context is refused. */
+static int check_sequence_methods(pbsa_context *ctx, const char *fn, pbsa_pbs_plan *p)
+{
+    if (!p->seqs.varlen)
+        return PBSA_SUCCESS;
+    if (p->kv_method == PBSA_KV_MATERIALISED)
+        return pbsa_fail(ctx, PBSA_ERROR_INVALID_VALUE,
+                         "%s: the materialised K/V method (PBSA_KV_METHOD) does not take "
+                         "variable-length or paged calls",
+                         fn);
+    pbsa_config_source source;
+    pbsa_score_method method = pbsa_dispatch_score_method(ctx, p->dtype, p->head_dim, p->block,
+                                                          &source, NULL, 0);
+    if (method == PBSA_SCORE_CLBLAST &&
+        (source == PBSA_CONFIG_FORCED || source == PBSA_CONFIG_ENVIRONMENT))
+        return pbsa_fail(ctx, PBSA_ERROR_INVALID_VALUE,
+                         "%s: the CLBlast scores (PBSA_SCORE_METHOD) do not take variable-length "
+                         "or paged calls",
+                         fn);
+    p->score_method = PBSA_SCORE_FUSED;
+    return PBSA_SUCCESS;
+}
+
 int pbsa_pbs_plan_make(pbsa_context *ctx, const char *fn, const pbsa_tensor *q,
                        const pbsa_tensor *k, const pbsa_tensor *v, const pbsa_tensor *o,
                        const pbsa_params *params, pbsa_pbs_plan *plan)
@@ -153,38 +207,39 @@ int pbsa_pbs_plan_make(pbsa_context *ctx, const char *fn, const pbsa_tensor *q,
     if (status != PBSA_SUCCESS)
         return status;
     /* The stage calls before the attention have no v and o. */
-    status = v || o ? pbsa_check_attention_tensors(ctx, fn, q, k, v, o)
-                    : pbsa_check_query_key(ctx, fn, q, k);
+    pbsa_pbs_plan pl = {0};
+    status = v || o ? pbsa_check_attention_tensors(ctx, fn, q, k, v, o, p.varlen, p.paged_kv,
+                                                   &pl.seqs)
+                    : pbsa_check_query_key(ctx, fn, q, k, p.varlen, p.paged_kv, &pl.seqs);
     if (status != PBSA_SUCCESS)
         return status;
 
-    pbsa_pbs_plan pl = {0};
     pl.params = p;
     pl.scale = p.scale > 0.0f ? p.scale : 1.0f / sqrtf((float)q->head_dim);
     pl.dtype = q->dtype;
-    pl.batch = (int)q->batch;
+    pl.batch = pl.seqs.batch;
     pl.q_heads = (int)q->heads;
     pl.kv_heads = (int)k->heads;
     pl.perm_heads = p.gqa_mode == PBSA_GQA_PER_QUERY_HEAD ? pl.q_heads : pl.kv_heads;
-    pl.q_len = (int)q->seq;
-    pl.kv_len = (int)k->seq;
+    pl.q_len = pl.seqs.q_len;
+    pl.kv_len = pl.seqs.kv_len;
     pl.head_dim = (int)q->head_dim;
     pl.block = p.block_size;
     pl.segment = p.segment_size;
-    if ((pl.kv_len - pl.q_len) % pl.block != 0)
-        return pbsa_fail(ctx, PBSA_ERROR_INVALID_VALUE,
-                         "%s: k.seq - q.seq = %d must be a multiple of params->block_size = %d "
-                         "(chunked prefill)",
-                         fn, pl.kv_len - pl.q_len, pl.block);
-    if ((uint64_t)q->batch * (uint64_t)q->heads > INT32_MAX)
-        return pbsa_fail(ctx, PBSA_ERROR_INVALID_VALUE, "%s: q.batch x q.heads exceeds %d", fn,
-                         INT32_MAX);
+    status = check_sequences(ctx, fn, &pl);
+    if (status != PBSA_SUCCESS)
+        return status;
+    if ((uint64_t)pl.batch * (uint64_t)q->heads > INT32_MAX)
+        return pbsa_fail(ctx, PBSA_ERROR_INVALID_VALUE, "%s: %s x q.heads exceeds %d", fn,
+                         p.varlen ? "varlen->batch" : "q.batch", INT32_MAX);
     /* Sequence lengths reach INT32_MAX: round up in 64 bits. */
     pl.q_blocks = (int)(((int64_t)pl.q_len + pl.block - 1) / pl.block);
     pl.k_blocks = (int)(((int64_t)pl.kv_len + pl.block - 1) / pl.block);
     pl.segments = pl.kv_len / pl.segment;
     pl.fallback = pl.kv_len <= pl.segment;
-    pl.identity = pl.segments == 0 || (pl.segments == 1 && pl.kv_len % pl.segment == 0);
+    pl.identity = true;
+    for (int b = 0; b < pl.batch && pl.identity; b++)
+        pl.identity = sequence_identity(&pl, pbsa_sequence_kv_len(&pl.seqs, b));
     pl.last_rows = pl.q_len < pl.block ? pl.q_len : pl.block;
     pl.key_count = pl.segments * pl.segment;
     /* Q and K feed the scores, K and V (v NULL: K alone) the sparse attention. */
@@ -233,6 +288,9 @@ int pbsa_pbs_plan_make(pbsa_context *ctx, const char *fn, const pbsa_tensor *q,
     pl.score_method = pbsa_dispatch_score_method(ctx, pl.dtype, pl.head_dim, pl.block, NULL,
                                                  NULL, 0);
     pl.kv_method = (pbsa_kv_method)method_of(ctx->pbs_methods.kv, ctx->env.kv_method);
+    status = check_sequence_methods(ctx, fn, &pl);
+    if (status != PBSA_SUCCESS)
+        return status;
     if (pl.identity)
         pl.score_method = PBSA_SCORE_FUSED; /* no scores: neither method runs */
     if (pl.score_method == PBSA_SCORE_CLBLAST)
@@ -240,30 +298,6 @@ int pbsa_pbs_plan_make(pbsa_context *ctx, const char *fn, const pbsa_tensor *q,
     if (!make_layout(&pl))
         return pbsa_fail(ctx, PBSA_ERROR_SIZE_OVERFLOW, "%s: the workspace size overflows", fn);
     *plan = pl;
-    return PBSA_SUCCESS;
-}
-
-int pbsa_check_int_buffer(pbsa_context *ctx, const char *fn, const char *name, cl_mem buffer,
-                          uint64_t offset, uint64_t count)
-{
-    if (!buffer)
-        return pbsa_fail(ctx, PBSA_ERROR_NULL_ARGUMENT, "%s: %s is NULL", fn, name);
-    cl_context owner = NULL;
-    size_t size = 0;
-    cl_int err = clGetMemObjectInfo(buffer, CL_MEM_CONTEXT, sizeof owner, &owner, NULL);
-    if (err == CL_SUCCESS)
-        err = clGetMemObjectInfo(buffer, CL_MEM_SIZE, sizeof size, &size, NULL);
-    if (err != CL_SUCCESS)
-        return pbsa_fail(ctx, err, "%s: %s is not a valid cl_mem (OpenCL error %d)", fn, name, err);
-    if (owner != ctx->cl_ctx)
-        return pbsa_fail(ctx, PBSA_ERROR_WRONG_DEVICE, "%s: %s belongs to another OpenCL context",
-                         fn, name);
-    uint64_t end;
-    if (__builtin_add_overflow(offset, count, &end) || end > UINT64_MAX / 4)
-        return pbsa_fail(ctx, PBSA_ERROR_SIZE_OVERFLOW, "%s: %s offset + size overflows", fn, name);
-    if (end * 4 > size)
-        return pbsa_fail(ctx, PBSA_ERROR_BUFFER_TOO_SMALL,
-                         "%s: %s needs %" PRIu64 " bytes but has %zu", fn, name, end * 4, size);
     return PBSA_SUCCESS;
 }
 

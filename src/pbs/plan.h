@@ -42,6 +42,7 @@ typedef struct pbsa_pbs_layout {
 
 typedef struct pbsa_pbs_plan {
     pbsa_params params;
+    pbsa_sequences seqs; /* batch, q_len and kv_len below are its (the longest sequence's) */
     float scale;
     pbsa_dtype dtype;
     int batch, q_heads, kv_heads, perm_heads, q_len, kv_len, head_dim;
@@ -93,9 +94,6 @@ int pbsa_pbs_begin(pbsa_context *ctx, const char *fn, cl_command_queue queue, cl
 int pbsa_pbs_check_workspace(pbsa_context *ctx, const char *fn, const pbsa_pbs_plan *plan,
                              cl_mem workspace);
 
-/* Checks that buffer holds count cl_ints from element offset (name goes into messages). */
-int pbsa_check_int_buffer(pbsa_context *ctx, const char *fn, const char *name, cl_mem buffer,
-                          uint64_t offset, uint64_t count);
 
 /* The workspace of a call, retained (release it with clReleaseMemObject()): the caller's after
  * checking its size or, workspace NULL, a new one, which the work enqueued on it keeps alive.

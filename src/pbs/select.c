@@ -1,7 +1,7 @@
 /* PBS stage 2: block means and threshold selection (cl/pbs_select.cl). */
 #include "pbs/plan.h"
 
-static const char *const select_files[] = {"common.cl", "pbs_select.cl"};
+static const char *const select_files[] = {"common.cl", "sequence.cl", "pbs_select.cl"};
 
 static size_t round_up(size_t x, size_t to) { return (x + to - 1) / to * to; }
 
@@ -13,7 +13,7 @@ static int prepare_means(pbsa_context *ctx, const char *fn, const pbsa_pbs_plan 
                          pbsa_pbs_region means, pbsa_launch_chain *chain)
 {
     cl_kernel kernel;
-    int status = pbsa_get_kernel(ctx, select_files, 2, options, "pbs_block_means", &kernel);
+    int status = pbsa_get_kernel(ctx, select_files, 3, options, "pbs_block_means", &kernel);
     if (status != PBSA_SUCCESS)
         return status;
     /* Key means read the KV head of each permutation head: one per group in per-query-head mode. */
@@ -23,13 +23,15 @@ static int prepare_means(pbsa_context *ctx, const char *fn, const pbsa_pbs_plan 
     pbsa_arg_tensor_layout(&a, x);
     pbsa_arg_i32(&a, out_heads);
     pbsa_arg_i32(&a, heads_per_in);
-    pbsa_arg_i32(&a, (int)x->seq);
+    pbsa_arg_i32(&a, plan->q_len);
+    pbsa_arg_i32(&a, plan->kv_len);
     pbsa_arg_i32(&a, plan->block);
     pbsa_arg_i32(&a, blocks);
     pbsa_arg_mem(&a, pi);
     pbsa_arg_u64(&a, pi_offset);
     pbsa_arg_i32(&a, keys);
     pbsa_arg_region(&a, plan, workspace, means);
+    pbsa_arg_sequences(&a, &plan->seqs);
     size_t global[2] = {round_up((size_t)blocks * (size_t)plan->head_dim, 64),
                         (size_t)plan->batch * (size_t)out_heads};
     size_t local[2] = {64, 1};
@@ -48,16 +50,19 @@ int pbsa_pbs_prepare_selection(pbsa_context *ctx, const char *fn, const pbsa_pbs
                        pbsa_dtype_define(plan->dtype), plan->head_dim, plan->select_size,
                        select_wg, plan->params.causal ? 1 : 0);
     cl_kernel kernel;
-    int status = pbsa_get_kernel(ctx, select_files, 2, options, "pbs_find_sink", &kernel);
+    int status = pbsa_get_kernel(ctx, select_files, 3, options, "pbs_find_sink", &kernel);
     if (status != PBSA_SUCCESS)
         return status;
     pbsa_kernel_args a = {kernel, 0, CL_SUCCESS};
     pbsa_arg_mem(&a, pi);
     pbsa_arg_u64(&a, pi_offset);
+    pbsa_arg_i32(&a, plan->q_len);
     pbsa_arg_i32(&a, plan->kv_len);
     pbsa_arg_i32(&a, plan->segment);
     pbsa_arg_i32(&a, plan->block);
+    pbsa_arg_i32(&a, plan->perm_heads);
     pbsa_arg_region(&a, plan, workspace, PBSA_REGION_SINK);
+    pbsa_arg_sequences(&a, &plan->seqs);
     size_t perm_rows = (size_t)plan->batch * (size_t)plan->perm_heads;
     size_t sink_global = perm_rows * 64, sink_local = 64;
     status = pbsa_chain_add_kernel(ctx, fn, chain, &a, 1, &sink_global, &sink_local);
@@ -70,7 +75,7 @@ int pbsa_pbs_prepare_selection(pbsa_context *ctx, const char *fn, const pbsa_pbs
     if (status != PBSA_SUCCESS)
         return status;
 
-    status = pbsa_get_kernel(ctx, select_files, 2, options, "pbs_select_blocks", &kernel);
+    status = pbsa_get_kernel(ctx, select_files, 3, options, "pbs_select_blocks", &kernel);
     if (status != PBSA_SUCCESS)
         return status;
     a = (pbsa_kernel_args){kernel, 0, CL_SUCCESS};
@@ -89,6 +94,10 @@ int pbsa_pbs_prepare_selection(pbsa_context *ctx, const char *fn, const pbsa_pbs
     pbsa_arg_u64(&a, out->counts_offset);
     pbsa_arg_mem(&a, out->blocks);
     pbsa_arg_u64(&a, out->blocks_offset);
+    pbsa_arg_i32(&a, plan->q_len);
+    pbsa_arg_i32(&a, plan->kv_len);
+    pbsa_arg_i32(&a, plan->block);
+    pbsa_arg_sequences(&a, &plan->seqs);
     size_t global[2] = {(size_t)plan->q_blocks * select_wg,
                         (size_t)plan->batch * (size_t)plan->q_heads};
     size_t local[2] = {select_wg, 1};
@@ -133,9 +142,10 @@ int pbsa_block_selection(pbsa_context *ctx, cl_command_queue queue, const pbsa_t
             pbsa_int_span("out.blocks", out->blocks, out->blocks_offset,
                           count[PBSA_REGION_BLOCKS]),
             pbsa_int_span("workspace", ws, 0, plan.layout.total)};
-        const pbsa_span inputs[3] = {pbsa_tensor_span("q", q), pbsa_tensor_span("k", k),
-                                     pbsa_int_span("pi", pi, pi_offset, count[PBSA_REGION_PI])};
-        status = pbsa_check_disjoint(ctx, fn, outputs, workspace ? 3 : 2, inputs, 3);
+        pbsa_span inputs[6] = {pbsa_tensor_span("q", q), pbsa_tensor_span("k", k),
+                               pbsa_int_span("pi", pi, pi_offset, count[PBSA_REGION_PI])};
+        const int input_count = 3 + pbsa_sequence_spans(&plan.seqs, inputs + 3);
+        status = pbsa_check_disjoint(ctx, fn, outputs, workspace ? 3 : 2, inputs, input_count);
     }
     if (status != PBSA_SUCCESS) {
         if (ws)

@@ -62,6 +62,12 @@ int pbsa_ref_dense_attention(const pbsa_host_tensor *q, const pbsa_host_tensor *
                              const pbsa_host_tensor *v, const pbsa_dense_params *params,
                              double *out)
 {
+    if (params && params->paged_kv && !params->varlen)
+        return PBSA_ERROR_INVALID_VALUE;
+    if (params && params->varlen) {
+        int status = pbsa_ref_check_tensor(v);
+        return status == PBSA_SUCCESS ? pbsa_ref_varlen_dense(q, k, v, params, out) : status;
+    }
     int status = check_shapes(q, k, v);
     if (status != PBSA_SUCCESS)
         return status;

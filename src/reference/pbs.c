@@ -70,6 +70,9 @@ static int get_shape(const pbsa_host_tensor *q, const pbsa_host_tensor *k,
         status = check_params(params);
     if (status != PBSA_SUCCESS)
         return status;
+    /* Sequences of their own lengths: pbsa_ref_pbs_attention() alone takes them. */
+    if (params->varlen || params->paged_kv)
+        return PBSA_ERROR_INVALID_VALUE;
     if (k->batch != q->batch || k->head_dim != q->head_dim || q->heads % k->heads != 0 ||
         q->seq > k->seq)
         return PBSA_ERROR_SHAPE_MISMATCH;
@@ -570,6 +573,13 @@ int pbsa_ref_pbs_attention(const pbsa_host_tensor *q, const pbsa_host_tensor *k,
                            const pbsa_host_tensor *v, const pbsa_params *params, double *out,
                            int32_t *pi_out, uint8_t *mask_out)
 {
+    if (params && params->varlen) {
+        int status = check_params(params);
+        if (status == PBSA_SUCCESS)
+            status = pbsa_ref_check_tensor(v);
+        return status == PBSA_SUCCESS ? pbsa_ref_varlen_pbs(q, k, v, params, out, pi_out, mask_out)
+                                      : status;
+    }
     pbs_shape sh;
     int status = get_shape(q, k, v, params, &sh);
     if (status != PBSA_SUCCESS)

@@ -202,8 +202,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     int plan = pbsa_workspace_size(dev.ctx, qp, kp, pp, &bytes);
     if (plan != PBSA_SUCCESS && pbsa_context_last_error(dev.ctx)[0] == '\0')
         abort();
+    pbsa_sequences seqs;
     int tensors = qp && kp && vp && op
-                      ? pbsa_check_attention_tensors(dev.ctx, "fuzz", qp, kp, vp, op)
+                      ? pbsa_check_attention_tensors(dev.ctx, "fuzz", qp, kp, vp, op, NULL, NULL,
+                                                     &seqs)
                       : PBSA_ERROR_NULL_ARGUMENT;
     bool queue_ok = queue != NULL;
     bool dense_scale_ok = isfinite(dense.scale) && dense.scale >= 0.0f;
