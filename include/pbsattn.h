@@ -279,8 +279,8 @@ PBSA_API int pbsa_helper_create_cl_context(const char *selector, cl_context *cl_
  * The offsets are given twice: as host arrays, which the call checks and plans with (non-
  * decreasing, from 0 or more, the last within the tensor), and as device buffers of cl_int that
  * the kernels read. Both must hold the same values: the device copies are not read back to be
- * compared, and kernels that read other values compute garbage for the rows concerned (they
- * never read or write outside the tensors' buffers for offsets the host arrays allow).
+ * compared, and the kernels trust them, so device values that differ from the checked host ones
+ * are undefined behaviour (rows read or written outside the tensors included).
  * Ownership: everything stays the caller's; host arrays are read during the call only, device
  * buffers until the enqueued work completes (they must not be written before).
  */
@@ -330,7 +330,14 @@ typedef struct pbsa_dense_params {
  * (grouped-query attention: query head h reads KV head h / (Hq / Hkv)), 1 <= Sq <= Skv (the
  * queries are the last Sq positions), D in {64, 96, 128, 256}. All four tensors share one dtype;
  * o must not overlap q, k, v or itself (see Memory above). params NULL means causal with the
- * default scale.
+ * default scale. params->varlen and params->paged_kv: a variable-length batch and a paged cache
+ * (see pbsa_varlen and pbsa_paged_kv); the grid is that of the longest sequence. Their errors:
+ * PBSA_ERROR_NULL_ARGUMENT (a host array or device buffer missing), PBSA_ERROR_INVALID_VALUE
+ * (offsets negative, decreasing or past the tensor, a page index outside the pool, a page table
+ * too short for a sequence, pages that are not runs of rows, paged_kv without varlen),
+ * PBSA_ERROR_SHAPE_MISMATCH (q.batch or, not paged, k.batch not 1; a sequence with more queries
+ * than keys), PBSA_ERROR_BUFFER_TOO_SMALL (a device copy shorter than its host array); the
+ * message names the argument, and nothing is enqueued.
  * The work is enqueued on queue, which must belong to the context and device of ctx. If event is
  * not NULL it receives an event of the enqueued work that the caller must release.
  * Errors: PBSA_ERROR_NULL_ARGUMENT, PBSA_ERROR_INVALID_VALUE, PBSA_ERROR_SHAPE_MISMATCH,
@@ -394,7 +401,8 @@ PBSA_API pbsa_params pbsa_params_default(void);
  * (ascending, each < nkb), as cl_int. Key block j covers permuted positions j*b .. j*b + b - 1.
  * Each block is attended at most once: an index that is not above every index attended before it
  * in its row is skipped, so a repeated index counts once (and in a list that is not ascending,
- * the indices below an earlier one are skipped).
+ * the indices below an earlier one are skipped). A variable-length call's lists are laid out as
+ * pbsa_workspace_part says.
  */
 typedef struct pbsa_block_list {
     cl_mem counts;          /* cl_int [B * Hq * nqb] */
@@ -440,7 +448,9 @@ PBSA_API int pbsa_attention(pbsa_context *ctx, cl_command_queue queue, const pbs
  * separately; pbsa_attention() runs them all.
  * ------------------------------------------------------------------------------------------- */
 
-/* What pbsa_workspace_read() copies out. */
+/* What pbsa_workspace_read() copies out. With params->varlen, B, Skv and nqb, nkb are those of
+ * pbsa_params::varlen (the longest sequence's): sequence b's rows hold its own Skv_b, nqb_b and
+ * nkb_b entries first, and their block indices count from its own first key. */
 typedef enum pbsa_workspace_part {
     PBSA_PART_PERMUTATION = 0, /* cl_int [B, Hp, Skv]: pi, original key index at each position */
     PBSA_PART_BLOCK_COUNTS = 1, /* cl_int [B * Hq * nqb] */
@@ -466,7 +476,8 @@ PBSA_API int pbsa_workspace_read(pbsa_context *ctx, cl_command_queue queue, cons
  * whole of each query block's own segment (the permutation can move earlier keys into its later
  * blocks), so the ratio can exceed 1 for short sequences. Errors: PBSA_ERROR_NULL_ARGUMENT,
  * PBSA_ERROR_INVALID_VALUE (bad sizes, a count outside 0..nkb; nothing is written). Thread-safe
- * (host only).
+ * (host only). params->varlen is not read: for a variable-length call, pass each sequence's
+ * sizes and its own counts.
  */
 PBSA_API int pbsa_block_density(int64_t batch, int64_t q_heads, int64_t q_len, int64_t kv_len,
                                 const pbsa_params *params, const cl_int *counts, double *density);

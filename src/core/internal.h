@@ -127,7 +127,8 @@ typedef struct pbsa_sequences {
 /* Sequence b's query and key lengths (host values). */
 int pbsa_sequence_q_len(const pbsa_sequences *s, int b);
 int pbsa_sequence_kv_len(const pbsa_sequences *s, int b);
-/* Checks varlen and paged (either may be NULL) against q and k, whose own checks passed, and
+/* Checks varlen and paged (either may be NULL; paged needs varlen, which
+ * pbsa_check_query_key() checks first) against q and k, whose own checks passed, and
  * fills *out: offsets within the tensors and non-decreasing, every sequence's queries no more
  * than its keys, pages in range and enough of them, device copies large enough. */
 int pbsa_check_sequences(const pbsa_context *ctx, const char *fn, const pbsa_tensor *q,

@@ -141,10 +141,6 @@ int pbsa_check_sequences(const pbsa_context *ctx, const char *fn, const pbsa_ten
                          const pbsa_paged_kv *paged, pbsa_sequences *out)
 {
     pbsa_sequences s = {varlen, paged, (int)q->batch, (int)q->seq, (int)k->seq, 0};
-    if (paged && !varlen)
-        return pbsa_fail(ctx, PBSA_ERROR_INVALID_VALUE,
-                         "%s: paged_kv needs varlen (its key offsets give the sequences' lengths)",
-                         fn);
     if (varlen) {
         if (paged)
             s.page_size = (int)k->seq;

@@ -188,6 +188,10 @@ int pbsa_check_query_key(const pbsa_context *ctx, const char *fn, const pbsa_ten
         return pbsa_fail(ctx, PBSA_ERROR_UNSUPPORTED_HEAD_DIM,
                          "%s: q.head_dim = %" PRId64 " is not supported (64, 96, 128 or 256)", fn,
                          q->head_dim);
+    if (paged && !varlen)
+        return pbsa_fail(ctx, PBSA_ERROR_INVALID_VALUE,
+                         "%s: paged_kv needs varlen (its key offsets give the sequences' lengths)",
+                         fn);
     /* A paged k is a pool of pages, not a batch. */
     if (!paged && k->batch != q->batch)
         return shape_mismatch(ctx, fn, "k", "batch", k->batch, "q", q->batch);
