@@ -2,12 +2,14 @@
  * `oclgrind --data-races --check-api --uninitialized` and fails on any diagnostic): dense
  * attention of each dtype, causal and not; the PBS pipeline (scores, their statistics, the
  * segment sort, block means, selection, sparse attention through the permutation) of each dtype;
- * its materialised-K/V and CLBlast-scores variants; sparse attention without a permutation; and
- * the short-sequence fallback. Every output is checked against the float64 reference.
+ * its materialised-K/V and CLBlast-scores variants; sparse attention without a permutation; the
+ * short-sequence fallback; and variable-length calls with a paged cache, dense and PBS. Every
+ * output is checked against the float64 reference.
  * The tile configuration comes from PBSA_FLASH_CONFIG (Oclgrind has 32 KiB of local memory).
  * Exit status 0 when every call succeeds and matches. */
 #include "device.h"
 #include "host_tensor.h"
+#include "varlen_cases.h"
 
 #include <stdbool.h>
 #include <stdio.h>
@@ -146,6 +148,19 @@ static void run_sparse_identity(void)
     problem_free(&p);
 }
 
+/* Three sequences (one at the fallback, one shorter than a block) in pages of 16 keys. */
+static void run_varlen_paged(int pbs)
+{
+    const varlen_case c = {pbs ? "f32 PBS, varlen, paged" : "f32 dense, varlen, paged", pbs,
+                           PBSA_DTYPE_F32, HQ, HKV, D, 3, {72, 10, 24}, {72, 10, 32}, 16, 1,
+                           BLOCK, SEGMENT, 0.9f, PBSA_GQA_PER_QUERY_HEAD};
+    pbs_report r = {.log = stdout};
+    if (varlen_check(fixture.ctx, fixture.queue, &c, 2024, &r)) {
+        fprintf(stderr, "%s: %s\n", c.name, r.message);
+        failures++;
+    }
+}
+
 int main(void)
 {
     int status = support_device_open_test(&fixture);
@@ -161,6 +176,8 @@ int main(void)
     }
     run_pbs(PBSA_DTYPE_F32, "f32 PBS, short-sequence fallback", SEGMENT);
     run_sparse_identity();
+    run_varlen_paged(0);
+    run_varlen_paged(1);
     setenv("PBSA_KV_METHOD", "materialised", 1);
     run_pbs(PBSA_DTYPE_F32, "f32 PBS, materialised K and V", 72);
     unsetenv("PBSA_KV_METHOD");
