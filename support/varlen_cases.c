@@ -364,6 +364,104 @@ static int pbs_sequence(pbsa_context *ctx, cl_command_queue queue, const varlen_
     return r->failed;
 }
 
+static cl_mem device_ints(cl_context cl_ctx, size_t count, pbs_report *r)
+{
+    cl_int err;
+    cl_mem mem = clCreateBuffer(cl_ctx, CL_MEM_READ_WRITE, count * sizeof(cl_int), NULL, &err);
+    if (err != CL_SUCCESS)
+        pbs_fail(r, "cannot create an int buffer (%d)", err);
+    return err == CL_SUCCESS ? mem : NULL;
+}
+
+static int read_ints(cl_command_queue queue, cl_mem mem, size_t count, cl_int **out,
+                     pbs_report *r)
+{
+    *out = malloc(count * sizeof **out);
+    if (!*out || clEnqueueReadBuffer(queue, mem, CL_TRUE, 0, count * sizeof **out, *out, 0, NULL,
+                                     NULL) != CL_SUCCESS)
+        pbs_fail(r, "cannot read an int buffer back");
+    return r->failed;
+}
+
+/* The stage calls of a varlen case (pbsa_permutation(), pbsa_block_selection() into buffers of
+ * the caller, pbsa_sparse_attention() over them) give the pipeline's permutation and lists, on
+ * every sequence's own entries, and bit for bit its output. */
+static int check_stages(pbsa_context *ctx, cl_command_queue queue, varlen_inputs *in,
+                        const pbs_lists *all, pbs_report *r)
+{
+    const varlen_case *c = in->c;
+    const int perm_heads = c->mode == PER ? c->q_heads : c->kv_heads;
+    int max_q = 0, max_kv = 0;
+    for (int b = 0; b < c->count; b++) {
+        max_q = c->q_lens[b] > max_q ? c->q_lens[b] : max_q;
+        max_kv = c->kv_lens[b] > max_kv ? c->kv_lens[b] : max_kv;
+    }
+    const size_t nqb = (size_t)(max_q + c->block - 1) / c->block;
+    const size_t nkb = (size_t)(max_kv + c->block - 1) / c->block;
+    const size_t pi_count = (size_t)c->count * perm_heads * max_kv;
+    const size_t rows = (size_t)c->count * c->q_heads * nqb;
+    cl_context cl_ctx = context_of(queue);
+    host_tensor o = {0};
+    pbs_lists stages = {0};
+    cl_mem pi = device_ints(cl_ctx, pi_count, r), counts = device_ints(cl_ctx, rows, r);
+    cl_mem blocks = device_ints(cl_ctx, rows * nkb, r);
+    tensor_init(&o, c->dtype, 1, c->q_heads, (int)in->o.desc.seq, c->head_dim, TENSOR_BSHD,
+                PBS_GUARD);
+    pbsa_block_list list = {counts, blocks, 0, 0};
+    int status = PBSA_SUCCESS;
+    if (!r->failed && !upload(&o, cl_ctx, r) &&
+        (status = pbsa_permutation(ctx, queue, &in->q.desc, &in->k.desc, &in->params, pi, 0,
+                                   NULL, NULL)) == PBSA_SUCCESS &&
+        (status = pbsa_block_selection(ctx, queue, &in->q.desc, &in->k.desc, &in->params, pi, 0,
+                                       &list, NULL, NULL)) == PBSA_SUCCESS &&
+        (status = pbsa_sparse_attention(ctx, queue, &in->q.desc, &in->k.desc, &in->v.desc,
+                                        &o.desc, &in->params, pi, 0, &list, NULL)) ==
+            PBSA_SUCCESS &&
+        !read_ints(queue, pi, pi_count, &stages.pi, r) &&
+        !read_ints(queue, counts, rows, &stages.counts, r) &&
+        !read_ints(queue, blocks, rows * nkb, &stages.blocks, r)) {
+        for (int b = 0; b < c->count && !r->failed; b++) {
+            const size_t own_qb = (size_t)(c->q_lens[b] + c->block - 1) / c->block;
+            for (int h = 0; h < perm_heads; h++)
+                for (int p = 0; p < c->kv_lens[b]; p++) {
+                    const size_t at = ((size_t)b * perm_heads + h) * max_kv + p;
+                    if (stages.pi[at] != all->pi[at])
+                        pbs_fail(r, "%s: pbsa_permutation: sequence %d head %d: pi[%d] = %d, "
+                                 "the pipeline's %d",
+                                 c->name, b, h, p, stages.pi[at], all->pi[at]);
+                }
+            for (size_t row = ((size_t)b * c->q_heads) * nqb;
+                 row < ((size_t)b + 1) * c->q_heads * nqb; row++) {
+                if ((row % nqb) >= own_qb)
+                    continue;
+                int same = stages.counts[row] == all->counts[row];
+                for (int t = 0; same && t < all->counts[row]; t++)
+                    same = stages.blocks[row * nkb + t] == all->blocks[row * nkb + t];
+                if (!same)
+                    pbs_fail(r, "%s: pbsa_block_selection: sequence %d, list row %zu differs "
+                             "from the pipeline's",
+                             c->name, b, row);
+            }
+        }
+        if (!r->failed && (tensor_download(&o, queue) != CL_SUCCESS ||
+                           tensor_download(&in->o, queue) != CL_SUCCESS ||
+                           memcmp(o.bytes, in->o.bytes, o.size) != 0))
+            pbs_fail(r, "%s: pbsa_sparse_attention over the stages' lists differs from the "
+                     "pipeline's output",
+                     c->name);
+    }
+    if (status != PBSA_SUCCESS)
+        pbs_fail(r, "%s: a PBS stage call: status %d: %s", c->name, status,
+                 pbsa_context_last_error(ctx));
+    tensor_free(&o);
+    lists_free(&stages);
+    cl_mem buffers[3] = {pi, counts, blocks};
+    for (int i = 0; i < 3; i++)
+        if (buffers[i])
+            clReleaseMemObject(buffers[i]);
+    return r->failed;
+}
+
 /* The output against ref, and the rows outside every sequence still poison. */
 static int check_output(varlen_inputs *in, cl_command_queue queue, const double *ref,
                         pbs_report *r)
@@ -438,6 +536,8 @@ int varlen_check(pbsa_context *ctx, cl_command_queue queue, const varlen_case *c
     }
     if (!r->failed)
         check_output(&in, queue, ref, r);
+    if (!r->failed && c->pbs)
+        check_stages(ctx, queue, &in, &all, r);
 done:
     lists_free(&all);
     free(ref);

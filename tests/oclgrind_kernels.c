@@ -152,7 +152,7 @@ static void run_sparse_identity(void)
 static void run_varlen_paged(int pbs)
 {
     const varlen_case c = {pbs ? "f32 PBS, varlen, paged" : "f32 dense, varlen, paged", pbs,
-                           PBSA_DTYPE_F32, HQ, HKV, D, 3, {72, 10, 24}, {72, 10, 32}, 16, 1,
+                           PBSA_DTYPE_F32, HQ, HKV, D, 3, {72, 10, 16}, {72, 10, 32}, 16, 1,
                            BLOCK, SEGMENT, 0.9f, PBSA_GQA_PER_QUERY_HEAD};
     pbs_report r = {.log = stdout};
     if (varlen_check(fixture.ctx, fixture.queue, &c, 2024, &r)) {
