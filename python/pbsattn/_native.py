@@ -41,15 +41,18 @@ class ContextOptions(ctypes.Structure):
                 ("disable_kernel_cache", ctypes.c_int)]
 
 
+# varlen and paged_kv: pointers to pbsa_varlen and pbsa_paged_kv, NULL (off) from Python.
 class DenseParams(ctypes.Structure):
-    _fields_ = [("causal", ctypes.c_int), ("scale", ctypes.c_float)]
+    _fields_ = [("causal", ctypes.c_int), ("scale", ctypes.c_float),
+                ("varlen", c_void_p), ("paged_kv", c_void_p)]
 
 
 class Params(ctypes.Structure):
     _fields_ = [("struct_size", ctypes.c_size_t), ("block_size", ctypes.c_int),
                 ("segment_size", ctypes.c_int), ("threshold", ctypes.c_float),
                 ("causal", ctypes.c_int), ("force_first_block", ctypes.c_int),
-                ("gqa_mode", ctypes.c_int), ("scale", ctypes.c_float)]
+                ("gqa_mode", ctypes.c_int), ("scale", ctypes.c_float),
+                ("varlen", c_void_p), ("paged_kv", c_void_p)]
 
 
 class BlockList(ctypes.Structure):
