@@ -44,8 +44,8 @@ int pbsa_check_pages_consecutive(const pbsa_context *ctx, const char *fn, const 
     /* Kernels address key j of a page by its row in the pool: page x page_size + j. */
     if ((uint64_t)t->stride_batch != (uint64_t)t->seq * (uint64_t)t->stride_seq)
         return pbsa_fail(ctx, PBSA_ERROR_INVALID_VALUE,
-                         "%s: %s.stride_batch = %" PRId64 " must be %s.seq x %s.stride_seq = %" PRIu64
-                         " in a paged cache (each page a run of consecutive rows)",
+                         "%s: %s.stride_batch = %" PRId64 " must be %s.seq x %s.stride_seq = "
+                         "%" PRIu64 " in a paged cache (each page a run of consecutive rows)",
                          fn, name, t->stride_batch, name, name,
                          (uint64_t)t->seq * (uint64_t)t->stride_seq);
     if ((uint64_t)t->batch * (uint64_t)t->seq > INT32_MAX)

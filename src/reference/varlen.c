@@ -106,7 +106,8 @@ static void sequence_tensors_free(sequence_tensors *s)
     free(s->v_copy);
 }
 
-/* Copies a sequence's output [1, Hq, q_len, D] into rows first.. of the packed [1, Hq, total, D]. */
+/* Copies a sequence's output [1, Hq, q_len, D] into rows first.. of the packed output
+ * [1, Hq, total, D]. */
 static void scatter_rows(const double *seq_out, int64_t heads, int64_t q_len, int64_t dim,
                          int64_t first, int64_t total, double *out)
 {
