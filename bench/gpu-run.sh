@@ -170,6 +170,14 @@ if [ "$BUILT" -eq 1 ]; then
         echo "=== sdpa: skipped, python3 cannot import torch" | tee -a "$LOGS/sdpa.log"
     fi
 
+    # ---- engines' calls: a varlen batch against its sequences one by one, paged K/V ---------
+    for attention in pbs dense; do
+        run_step "bench-varlen-$attention" bench-varlen.log 120 30 \
+            "$BUILD_DIR/bench/pbsa-bench-varlen" --attention "$attention" --dtype bf16 \
+            --heads 32 --kv-heads 8 --head-dim 128 --page-sizes 16,64,256 \
+            --json "$WORK/$PREFIX-varlen-$attention-bf16.json"
+    done
+
     # ---- PBS at the long length, mixed workload only, when time is left ----------------------
     if [ -n "$PBS_LONG" ]; then
         run_step bench-pbs-long bench-pbs.log 150 100 "$BUILD_DIR/bench/pbsa-bench-pbs" \
