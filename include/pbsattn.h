@@ -376,7 +376,8 @@ typedef struct pbsa_params {
     /* Variable-length batch (NULL: off). Every sequence gets its own permutation, segments and
      * block selection, from its own first key, exactly as if it ran alone; a sequence with
      * Skv_b <= segment_size gets dense attention, which in a varlen call is its whole segment 0
-     * (identity permutation, every block listed). Sequence by sequence, (Skv_b - Sq_b) must be a
+     * (identity permutation, every block listed; when every sequence is that short, the call is
+     * dense attention and fills no workspace). Sequence by sequence, (Skv_b - Sq_b) must be a
      * multiple of block_size. Sizes in the PBS calls below are those of the longest sequences:
      * B = varlen->batch, Sq = max Sq_b, Skv = max Skv_b; sequence b uses the first nqb_b, nkb_b
      * and Skv_b entries of its rows (the rest are not written). */
