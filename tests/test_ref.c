@@ -996,9 +996,131 @@ static void test_pbs_bad_params(void **state)
     free_case(&c);
 }
 
+/* ---- variable-length batches and paged caches --------------------------------------------- */
+
+/* Rows first.. of t copied into rows at.. of dst (same heads and head_dim, BHSD, f32). */
+static void copy_rows(const pbsa_host_tensor *t, owned_tensor *dst, int64_t at)
+{
+    for (int64_t h = 0; h < t->heads; h++)
+        for (int64_t s = 0; s < t->seq; s++)
+            for (int64_t d = 0; d < t->head_dim; d++)
+                dst->data[(h * dst->t.seq + at + s) * t->head_dim + d] =
+                    (float)pbsa_ref_element(t, 0, h, s, d);
+}
+
+/* Two sequences packed, and their keys in pages of 16 in a scattered order: each sequence's
+ * output, permutation and mask are those of the sequence alone, packed and paged alike; bad
+ * offsets and pages are refused. */
+static void test_varlen_and_paged(void **state)
+{
+    (void)state;
+    enum { HQ = 2, HKV = 1, D = 8, PAGE = 16, POOL = 8, MAX_PAGES = 5 };
+    const int32_t q_lens[2] = {38, 40}, kv_lens[2] = {70, 40};
+    uint64_t rng = 77;
+    owned_tensor q[2], k[2], v[2];
+    for (int b = 0; b < 2; b++) {
+        q[b] = random_bhsd(&rng, 1, HQ, q_lens[b], D, 2.0f);
+        k[b] = random_bhsd(&rng, 1, HKV, kv_lens[b], D, 1.0f);
+        v[b] = random_bhsd(&rng, 1, HKV, kv_lens[b], D, 1.0f);
+    }
+    int32_t q_offsets[3] = {0, 38, 78}, kv_offsets[3] = {0, 70, 110};
+    const int32_t table[2 * MAX_PAGES] = {6, 1, 3, 7, 4, 0, 5, 2, -1, -1};
+    owned_tensor pq = random_bhsd(&rng, 1, HQ, 78, D, 0.0f);
+    owned_tensor pk = random_bhsd(&rng, 1, HKV, 110, D, 0.0f);
+    owned_tensor pv = random_bhsd(&rng, 1, HKV, 110, D, 0.0f);
+    owned_tensor gk = random_bhsd(&rng, POOL, HKV, PAGE, D, 0.0f);
+    owned_tensor gv = random_bhsd(&rng, POOL, HKV, PAGE, D, 0.0f);
+    for (int b = 0; b < 2; b++) {
+        copy_rows(&q[b].t, &pq, q_offsets[b]);
+        copy_rows(&k[b].t, &pk, kv_offsets[b]);
+        copy_rows(&v[b].t, &pv, kv_offsets[b]);
+        for (int32_t j = 0; j < kv_lens[b]; j++)
+            for (int d = 0; d < D; d++) {
+                const int32_t at = (table[b * MAX_PAGES + j / PAGE] * PAGE + j % PAGE) * D + d;
+                gk.data[at] = k[b].data[j * D + d];
+                gv.data[at] = v[b].data[j * D + d];
+            }
+    }
+    pbsa_varlen varlen = {2, q_offsets, kv_offsets, NULL, 0, NULL, 0};
+    pbsa_paged_kv paged = {MAX_PAGES, table, NULL, 0};
+    pbsa_params p = make_params(16, 32, 0.9f, 1);
+    const size_t count = (size_t)HQ * 78 * D;
+    double *packed = alloc_doubles(count), *paged_out = alloc_doubles(count);
+    double *alone = alloc_doubles(count);
+    int32_t pi[2 * HQ * 70];
+    uint8_t mask[2 * HQ * 3 * 5];
+    int32_t pi_alone[HQ * 70];
+    uint8_t mask_alone[HQ * 3 * 5];
+
+    pbsa_dense_params dense = {.causal = 1, .varlen = &varlen};
+    assert_int_equal(pbsa_ref_dense_attention(&pq.t, &pk.t, &pv.t, &dense, packed), PBSA_SUCCESS);
+    dense.paged_kv = &paged;
+    assert_int_equal(pbsa_ref_dense_attention(&pq.t, &gk.t, &gv.t, &dense, paged_out),
+                     PBSA_SUCCESS);
+    assert_close(paged_out, packed, count, 0.0);
+    pbsa_dense_params causal = {.causal = 1};
+    for (int b = 0; b < 2; b++) {
+        assert_int_equal(pbsa_ref_dense_attention(&q[b].t, &k[b].t, &v[b].t, &causal, alone),
+                         PBSA_SUCCESS);
+        for (int h = 0; h < HQ; h++)
+            assert_close(packed + ((size_t)h * 78 + q_offsets[b]) * D,
+                         alone + (size_t)h * q_lens[b] * D, (size_t)q_lens[b] * D, 0.0);
+    }
+
+    p.varlen = &varlen;
+    p.paged_kv = &paged;
+    assert_int_equal(pbsa_ref_pbs_attention(&pq.t, &gk.t, &gv.t, &p, packed, pi, mask),
+                     PBSA_SUCCESS);
+    pbsa_params one = make_params(16, 32, 0.9f, 1);
+    for (int b = 0; b < 2; b++) {
+        const int qb = (q_lens[b] + 15) / 16, kb = (kv_lens[b] + 15) / 16;
+        assert_int_equal(pbsa_ref_pbs_attention(&q[b].t, &k[b].t, &v[b].t, &one, alone,
+                                                pi_alone, mask_alone),
+                         PBSA_SUCCESS);
+        for (int h = 0; h < HQ; h++) {
+            assert_close(packed + ((size_t)h * 78 + q_offsets[b]) * D,
+                         alone + (size_t)h * q_lens[b] * D, (size_t)q_lens[b] * D, 0.0);
+            assert_memory_equal(pi + (b * HQ + h) * 70, pi_alone + h * kv_lens[b],
+                                (size_t)kv_lens[b] * sizeof *pi);
+            for (int i = 0; i < qb; i++)
+                assert_memory_equal(mask + ((b * HQ + h) * 3 + i) * 5,
+                                    mask_alone + (h * qb + i) * kb, (size_t)kb);
+        }
+    }
+
+    kv_offsets[1] = 200; /* past the packed keys */
+    assert_int_equal(pbsa_ref_dense_attention(&pq.t, &pk.t, &pv.t, &(pbsa_dense_params){
+                         .causal = 1, .varlen = &varlen}, packed),
+                     PBSA_ERROR_INVALID_VALUE);
+    kv_offsets[1] = 30; /* sequence 0: 38 queries, 30 keys */
+    assert_int_equal(pbsa_ref_pbs_attention(&pq.t, &gk.t, &gv.t, &p, packed, NULL, NULL),
+                     PBSA_ERROR_SHAPE_MISMATCH);
+    kv_offsets[1] = 70;
+    const int32_t bad_table[2 * MAX_PAGES] = {6, 1, 3, 7, 4, 0, POOL, 2, -1, -1};
+    paged.page_table = bad_table;
+    assert_int_equal(pbsa_ref_pbs_attention(&pq.t, &gk.t, &gv.t, &p, packed, NULL, NULL),
+                     PBSA_ERROR_INVALID_VALUE);
+    p.varlen = NULL;
+    assert_int_equal(pbsa_ref_pbs_attention(&pq.t, &gk.t, &gv.t, &p, packed, NULL, NULL),
+                     PBSA_ERROR_INVALID_VALUE);
+
+    for (int b = 0; b < 2; b++) {
+        free_tensor(&q[b]);
+        free_tensor(&k[b]);
+        free_tensor(&v[b]);
+    }
+    owned_tensor *packs[5] = {&pq, &pk, &pv, &gk, &gv};
+    for (int i = 0; i < 5; i++)
+        free_tensor(packs[i]);
+    free(packed);
+    free(paged_out);
+    free(alone);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_varlen_and_paged),
         cmocka_unit_test(test_half_known_values),
         cmocka_unit_test(test_half_round_trip),
         cmocka_unit_test(test_bf16_known_values),
