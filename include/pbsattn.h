@@ -303,7 +303,8 @@ typedef struct pbsa_varlen {
  * page_size of page page_table[b * max_pages + j / page_size]. Any page_size >= 1 works (16 to
  * 256 are checked); pages may come in any order and be shared between sequences.
  * A paged call is always a variable-length one: varlen must be set too, and gives each
- * sequence's key length (kv_offsets[b+1] - kv_offsets[b]; its first value does not matter).
+ * sequence's key length (kv_offsets[b+1] - kv_offsets[b]: only the differences count, the
+ * offsets must still be non-negative and non-decreasing).
  * The table is given twice, as for pbsa_varlen: the host copy is checked (every page a sequence
  * uses within 0 .. num_pages - 1, max_pages x page_size covering its keys), the device copy (cl_int
  * [B, max_pages] from page_table_offset) is read by the kernels; both must hold the same values.
@@ -321,7 +322,7 @@ typedef struct pbsa_dense_params {
     int causal;  /* non-zero: query i (at position i + Skv - Sq) sees keys 0 .. i + Skv - Sq */
     float scale; /* softmax scale; 0 means 1/sqrt(head_dim) */
     const pbsa_varlen *varlen;     /* NULL: an ordinary batch of equal lengths */
-    const pbsa_paged_kv *paged_kv; /* NULL: k and v hold the keys in rows (needs varlen) */
+    const pbsa_paged_kv *paged_kv; /* NULL: k and v hold the keys in rows; set: needs varlen */
 } pbsa_dense_params;
 
 /*
@@ -382,7 +383,7 @@ typedef struct pbsa_params {
      * B = varlen->batch, Sq = max Sq_b, Skv = max Skv_b; sequence b uses the first nqb_b, nkb_b
      * and Skv_b entries of its rows (the rest are not written). */
     const pbsa_varlen *varlen;
-    const pbsa_paged_kv *paged_kv; /* paged K/V cache (NULL: off; needs varlen) */
+    const pbsa_paged_kv *paged_kv; /* paged K/V cache (NULL: off; set: needs varlen) */
 } pbsa_params;
 
 /* The paper's defaults: block 128, segment 256, threshold 0.9, causal, sink block on, per query
