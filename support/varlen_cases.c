@@ -16,7 +16,8 @@
 
 /* 1 to 8 sequences of unequal lengths; chunked prefill (fewer queries than keys); a sequence
  * shorter than one block, one exactly at the short-sequence fallback (Skv = segment) and one
- * below it; pages of 16, 64 and 256 keys; every dtype; GQA in both modes. Tiny, for CI. */
+ * below it; pages of 16, 64 and 256 keys; every dtype; GQA in both modes; shapes the tensor-core
+ * tiles take. Tiny, for CI. */
 const varlen_case varlen_cases[] = {
     {"dense_f32_d64_3seq", 0, F32, 4, 2, 64, 3, {5, 1, 37}, {5, 20, 100}, 0, 1, 0, 0, 0, PER},
     {"dense_f16_d64_paged16_4seq", 0, F16, 2, 1, 64, 4, {16, 3, 50, 1}, {40, 3, 50, 70}, 16, 1,
@@ -35,6 +36,9 @@ const varlen_case varlen_cases[] = {
      16, 64, 0.9f, SHARED},
     {"pbs_f32_paged256_shuffled", 1, F32, 2, 1, 64, 2, {300, 70}, {300, 70}, 256, 1, 32, 64,
      0.9f, PER},
+    /* Blocks of 64 in bf16 at D 128: what the tensor-core tiles take, where they run. */
+    {"pbs_bf16_d128_block64_paged64", 1, BF16, 2, 1, 128, 3, {300, 40, 136}, {300, 40, 200}, 64,
+     1, 64, 128, 0.9f, PER},
 };
 const int varlen_case_count = (int)(sizeof varlen_cases / sizeof varlen_cases[0]);
 
