@@ -118,9 +118,10 @@ if [ "$BUILT" -eq 1 ]; then
     run_step conformance-portable conformance.log 60 10 "$BUILD_DIR/tools/pbsa-conformance" --portable
     PBSA_FORCE_PORTABLE=1 run_step pbs-portable test.log 120 30 \
         meson test -C "$BUILD_DIR" --no-rebuild --print-errorlogs pbs_attention pbs_pipeline
-    # On Hopper the mma.sync tiles must pass the same cases as the wgmma ones.
-    if "$BUILD_DIR/tools/pbsa-info" 2>/dev/null | grep -q "tensor-core path:     wgmma"; then
-        PBSA_FORCE_MMA_SYNC=1 run_step conformance-mma-sync conformance.log 60 10 \
+    # On Hopper the opt-in wgmma tiles must pass the same cases as the mma.sync ones.
+    if PBSA_WGMMA=1 "$BUILD_DIR/tools/pbsa-info" 2>/dev/null |
+        grep -q "tensor-core path:     wgmma"; then
+        PBSA_WGMMA=1 run_step conformance-wgmma conformance.log 60 10 \
             "$BUILD_DIR/tools/pbsa-conformance"
     fi
 
@@ -148,12 +149,16 @@ if [ "$BUILT" -eq 1 ]; then
         --dtype bf16 --heads 32 --kv-heads 32 --head-dim 128 --batch 1 --causal 1 \
         --lengths "$DENSE_LENGTHS" --check always --json "$DENSE_JSON"
 
-    # ---- on Hopper, the mma.sync tiles beside the wgmma ones, same shapes ------------------
-    if "$BUILD_DIR/tools/pbsa-info" 2>/dev/null | grep -q "tensor-core path:     wgmma"; then
-        PBSA_FORCE_MMA_SYNC=1 run_step bench-dense-mma-sync bench-dense.log 90 30 \
-            "$BUILD_DIR/bench/pbsa-bench-dense" --dtype bf16 --heads 32 --kv-heads 32 \
-            --head-dim 128 --batch 1 --causal 1 --lengths "$DENSE_LENGTHS" --check always \
-            --json "$WORK/$PREFIX-dense-mma-sync-bf16.json"
+    # ---- on Hopper, the opt-in wgmma tiles beside mma.sync at 32K, in each configuration of
+    # bench/NOTES.md (w2: 8 warps, 64 keys; w3: double-buffered 32-key tiles, 8 or 12 warps) ----
+    if PBSA_WGMMA=1 "$BUILD_DIR/tools/pbsa-info" 2>/dev/null |
+        grep -q "tensor-core path:     wgmma"; then
+        for config in ${WGMMA_CONFIGS:-8,1,64,2 8,1,32,3 12,1,32,3}; do
+            PBSA_WGMMA=1 PBSA_MMA_CONFIG=$config run_step "bench-dense-wgmma-$config" \
+                bench-dense.log 60 20 "$BUILD_DIR/bench/pbsa-bench-dense" --dtype bf16 \
+                --heads 32 --kv-heads 32 --head-dim 128 --batch 1 --causal 1 --lengths 32768 \
+                --check always --json "$WORK/$PREFIX-dense-wgmma-$config-bf16.json"
+        done
     fi
 
     # ---- PBS against dense attention (the main job) ----------------------------------------
@@ -254,12 +259,15 @@ for r in doc.get("results", []):
           f"{num(r.get('rel_l2_check'), '9.2e')} {check} {r.get('error', '')}")
 EOF
     echo
-    [ -f "$WORK/$PREFIX-dense-mma-sync-bf16.json" ] && python3 - "$WORK/$PREFIX-dense-mma-sync-bf16.json" <<'EOF'
-import json, sys
+    for f in "$WORK/$PREFIX"-dense-wgmma-*-bf16.json; do
+        [ -f "$f" ] && python3 - "$f" <<'EOF'
+import json, os, sys
+config = os.path.basename(sys.argv[1]).split("-wgmma-")[1].rsplit("-bf16", 1)[0]
 for r in json.load(open(sys.argv[1])).get("results", []):
-    print(f"dense on mma.sync (PBSA_FORCE_MMA_SYNC=1): seq {r['seq']} {r['ms_median']:.3f} ms "
-          f"{r['tflops']:.1f} TFLOP/s")
+    print(f"dense on wgmma (PBSA_WGMMA=1 PBSA_MMA_CONFIG={config}): seq {r['seq']} "
+          f"{r['ms_median']:.3f} ms {r['tflops']:.1f} TFLOP/s")
 EOF
+    done
     [ -f "$PBS_JSON" ] && python3 bench/results.py summary "$PBS_JSON"
     echo
     [ -f "$SDPA_JSON" ] && python3 - "$SDPA_JSON" <<'EOF'

@@ -236,14 +236,15 @@ typedef enum pbsa_tensor_core_path {
     PBSA_TENSOR_CORES_NONE = 0,     /* the portable kernels everywhere */
     PBSA_TENSOR_CORES_MMA_SYNC = 1, /* warp-level mma.sync (compute capability 8.0 and up) */
     PBSA_TENSOR_CORES_WGMMA = 2,    /* Hopper's warpgroup wgmma (9.0) for the attention tiles
-                                       that fit it (f16/bf16, head dims 64 and 128), mma.sync
-                                       for the rest */
+                                       that fit it (f16/bf16, head dim 128), mma.sync for the
+                                       rest; opt-in (PBSA_WGMMA) */
 } pbsa_tensor_core_path;
 
 /* The tensor-core path of ctx. WGMMA is chosen at context creation on compute capability 9.0
- * when a probe of the instructions (built by rewriting the compiler's PTX for sm_90a) computes
- * exactly, unless the environment variable PBSA_FORCE_MMA_SYNC is set (any value but "0"; for
- * comparisons). ctx NULL gives PBSA_TENSOR_CORES_NONE. Thread-safe. */
+ * when the environment variable PBSA_WGMMA is set (any value but "0") and a probe of the
+ * instructions (built by rewriting the compiler's PTX for sm_90a) computes exactly; it is not
+ * the default because its tiles have measured slower than mma.sync's so far. ctx NULL gives
+ * PBSA_TENSOR_CORES_NONE. Thread-safe. */
 PBSA_API pbsa_tensor_core_path pbsa_context_tensor_core_path(const pbsa_context *ctx);
 
 /* Reads the information of any device without creating a context (used by pbsa-info).
@@ -558,8 +559,8 @@ typedef enum pbsa_kernel_kind {
      * variable PBSA_SCORE_METHOD overrides it, for experiments). */
     PBSA_KERNEL_SCORES_METHOD = 5,
     /* Hopper's wgmma variant of the tensor-core kernels (pbsa_context_tensor_core_path()): the
-     * same parameters as the _MMA kinds (and PBSA_MMA_CONFIG), 4 or 8 warps of one row group,
-     * 64-key tiles, head dims 64 and 128. */
+     * same parameters as the _MMA kinds (and PBSA_MMA_CONFIG), 4, 8 or 12 warps of one row
+     * group, 32- or 64-key tiles, stages 1, 2 or 3 (3: double-buffered tiles), head dim 128. */
     PBSA_KERNEL_DENSE_WGMMA = 6,
     PBSA_KERNEL_SPARSE_WGMMA = 7,
 } pbsa_kernel_kind;

@@ -708,8 +708,9 @@ static void test_mma_fallback(void **state)
     pbsa_context_release(ctx);
 }
 
-/* Hopper's wgmma family comes first where it runs: 16-bit, head dims 64 and 128, configurations
- * of whole warpgroups. Head dim 96 and the contexts without wgmma keep mma.sync. The queries
+/* Hopper's wgmma family comes first where it runs: 16-bit, head dim 128 (64 computed wrong
+ * results on the H200), configurations of whole warpgroups. Head dims 64 and 96 and the contexts
+ * without wgmma keep mma.sync. The queries
  * compile nothing, so the family's choice is checked on any device. */
 static void test_wgmma_dispatch(void **state)
 {
@@ -728,8 +729,9 @@ static void test_wgmma_dispatch(void **state)
         {PBSA_KERNEL_DENSE_WGMMA, PBSA_DTYPE_BF16, 128, 0, PBSA_SUCCESS,
          "warps=8 groups=1 keys=64 stages=2 (heuristic default)"},
         /* 64-row blocks: one warpgroup per work-group. */
-        {PBSA_KERNEL_SPARSE_WGMMA, PBSA_DTYPE_F16, 64, 64, PBSA_SUCCESS,
+        {PBSA_KERNEL_SPARSE_WGMMA, PBSA_DTYPE_F16, 128, 64, PBSA_SUCCESS,
          "warps=4 groups=1 keys=64 stages=2 (heuristic default)"},
+        {PBSA_KERNEL_DENSE_WGMMA, PBSA_DTYPE_BF16, 64, 0, PBSA_ERROR_UNSUPPORTED_DEVICE, NULL},
         {PBSA_KERNEL_DENSE, PBSA_DTYPE_BF16, 128, 0, PBSA_SUCCESS,
          "tensor-core kernel warps=8 groups=1 keys=64 stages=2 (heuristic default)"},
         {PBSA_KERNEL_DENSE_WGMMA, PBSA_DTYPE_BF16, 96, 0, PBSA_ERROR_UNSUPPORTED_DEVICE, NULL},
@@ -737,8 +739,10 @@ static void test_wgmma_dispatch(void **state)
         {PBSA_KERNEL_SPARSE_WGMMA, PBSA_DTYPE_BF16, 128, 32, PBSA_ERROR_UNSUPPORTED_DEVICE, NULL},
         /* The calls that run on wgmma are not mma.sync's to answer for... */
         {PBSA_KERNEL_DENSE_MMA, PBSA_DTYPE_BF16, 128, 0, PBSA_ERROR_UNSUPPORTED_DEVICE, NULL},
-        /* ...but head dim 96 is. */
+        /* ...but head dims 64 and 96 are. */
         {PBSA_KERNEL_DENSE_MMA, PBSA_DTYPE_BF16, 96, 0, PBSA_SUCCESS,
+         "warps=4 groups=2 keys=64 stages=2 (heuristic default)"},
+        {PBSA_KERNEL_DENSE_MMA, PBSA_DTYPE_F16, 64, 0, PBSA_SUCCESS,
          "warps=4 groups=2 keys=64 stages=2 (heuristic default)"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
@@ -767,8 +771,22 @@ static void test_wgmma_dispatch(void **state)
     assert_string_equal(d.family->name, "wgmma");
     assert_int_equal(d.config.mma.warps, 4);
     assert_int_equal(d.config.mma.stages, 1);
+    /* Double-buffered 32-key tiles with three warpgroups: wgmma's alone (mma.sync passes over
+     * them), dense only (192 rows divide no block). */
+    set_tile_env(ctx, "PBSA_MMA_CONFIG", "12,1,32,3");
+    assert_true(pbsa_dispatch_pick(ctx, PBSA_ROLE_DENSE, t.dtype, 128, 0, 1,
+                                   pbsa_row_alignment(&t, &t), &d));
+    assert_string_equal(d.family->name, "wgmma");
+    assert_int_equal(d.config.mma.warps, 12);
+    assert_int_equal(d.config.mma.keys, 32);
+    assert_int_equal(d.config.mma.stages, 3);
+    assert_int_equal(d.source, PBSA_CONFIG_ENVIRONMENT);
+    assert_true(pbsa_dispatch_pick(ctx, PBSA_ROLE_SPARSE, t.dtype, 128, 128, 1,
+                                   pbsa_row_alignment(&t, &t), &d));
+    assert_int_equal(d.config.mma.warps, 8);
+    assert_int_equal(d.source, PBSA_CONFIG_HEURISTIC);
     set_tile_env(ctx, "PBSA_MMA_CONFIG", NULL);
-    /* Without wgmma (no probe passed, or PBSA_FORCE_MMA_SYNC), mma.sync runs the call. */
+    /* Without wgmma (not requested with PBSA_WGMMA, or no probe passed), mma.sync runs the call. */
     ctx->use_wgmma = false;
     assert_true(pbsa_dispatch_pick(ctx, PBSA_ROLE_DENSE, t.dtype, 128, 0, 1,
                                    pbsa_row_alignment(&t, &t), &d));

@@ -126,7 +126,7 @@ static void print_device(int platform_index, int device_index, int global_index,
                    ? "wgmma (sm_90a, probe passed)"
                    : path == PBSA_TENSOR_CORES_MMA_SYNC
                          ? info.nv_compute_major == 9
-                               ? "mma.sync (wgmma probe failed, or PBSA_FORCE_MMA_SYNC is set)"
+                               ? "mma.sync (wgmma not requested with PBSA_WGMMA=1, or its probe failed)"
                                : "mma.sync (probe passed)"
                          : "not in use (probe failed, or PBSA_FORCE_PORTABLE is set)");
     } else {
@@ -134,8 +134,8 @@ static void print_device(int platform_index, int device_index, int global_index,
     }
     printf("    kernels:              %s\n",
            path == PBSA_TENSOR_CORES_WGMMA
-               ? "wgmma for f16/bf16 dense and sparse attention with D 64 and 128, mma.sync for "
-                 "D 96 and the permutation scores, portable OpenCL C otherwise"
+               ? "wgmma for f16/bf16 dense and sparse attention with D 128, mma.sync for "
+                 "D 64 and 96 and the permutation scores, portable OpenCL C otherwise"
            : path == PBSA_TENSOR_CORES_MMA_SYNC
                ? "mma.sync for f16/bf16 dense and sparse attention with D 64, 96, 128, "
                  "portable OpenCL C otherwise"

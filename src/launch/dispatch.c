@@ -300,7 +300,7 @@ int pbsa_query_kernel_config(const pbsa_context *ctx, pbsa_kernel_kind kind, pbs
                              "runs on contexts that use tensor cores%s, for f16 and bf16, head "
                              "dims %s%s, where a configuration fits the device)",
                              fn, name, family == &wgmma_family ? " through wgmma" : "",
-                             family == &wgmma_family ? "64 and 128" : "64, 96 and 128",
+                             family == &wgmma_family ? "128" : "64, 96 and 128",
                              dense ? "" : ", block_size 64 and 128");
         return pbsa_fail(ctx, PBSA_ERROR_UNSUPPORTED_DEVICE,
                          "%s: the device's local memory (%llu bytes) or work-group size (%zu) is "

@@ -153,7 +153,8 @@ void pbsa_tensor_core_decide(pbsa_context *ctx)
                  ctx->info.name);
         return;
     }
-    if (ctx->info.nv_compute_major == 9 && !ctx->env.force_mma_sync) {
+    /* The wgmma tiles are opt-in: measured slower than mma.sync so far (bench/NOTES.md). */
+    if (ctx->info.nv_compute_major == 9 && ctx->env.wgmma) {
         ctx->use_wgmma = wgmma_probe(ctx);
         pbsa_clear_error(ctx);
         if (!ctx->use_wgmma)

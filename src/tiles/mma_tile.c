@@ -66,7 +66,7 @@ bool pbsa_wgmma_config_valid(const pbsa_mma_config *c, int head_dim, const pbsa_
 {
     return (either(c->warps, 4, 8) || c->warps == 12) && c->groups == 1 &&
            either(c->keys, 32, 64) && (either(c->stages, 1, 2) || c->stages == 3) &&
-           either(head_dim, 64, 128) && 32 * (size_t)c->warps <= info->max_work_group_size &&
+           head_dim == 128 && 32 * (size_t)c->warps <= info->max_work_group_size &&
            wgmma_local_bytes(c, head_dim) <= info->local_mem_bytes;
 }
 
