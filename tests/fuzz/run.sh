@@ -28,7 +28,9 @@ if ! ninja -C "$build" $(for t in $targets; do printf 'tests/fuzz/fuzz_%s ' "$t"
 fi
 
 # The OpenCL implementation's own leaks are suppressed as in the sanitizer test runs
-# (tests/lsan.supp); PoCL's kernel cache stays inside the build folder.
+# (tests/lsan.supp), and the loader opens PoCL alone, as in those runs (tests/meson.build says
+# why); PoCL's kernel cache stays inside the build folder.
+export OCL_ICD_VENDORS="${OCL_ICD_VENDORS:-/etc/OpenCL/vendors/pocl.icd}"
 export LSAN_OPTIONS="suppressions=$root/tests/lsan.supp:print_suppressions=0"
 export ASAN_OPTIONS="${ASAN_OPTIONS:-detect_stack_use_after_return=1:check_initialization_order=1}"
 export POCL_CACHE_DIR="${POCL_CACHE_DIR:-$(cd "$build" && pwd)/fuzz/pocl-cache}"
