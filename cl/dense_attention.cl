@@ -16,8 +16,8 @@ inline void list_keys(__local tile_local *shm, int step, int key_end, const sequ
 }
 
 __kernel __attribute__((reqd_work_group_size(TILE_WORK_ITEMS, 1, 1)))
-void dense_attention(__global const storage_t *q, __global const storage_t *k,
-                     __global const storage_t *v, __global storage_t *o,
+void dense_attention(__global const q_storage_t *q, __global const kv_storage_t *k,
+                     __global const kv_storage_t *v, __global o_storage_t *o,
                      ulong q_offset, ulong q_stride_batch, ulong q_stride_head, ulong q_stride_seq,
                      ulong k_offset, ulong k_stride_batch, ulong k_stride_head, ulong k_stride_seq,
                      ulong v_offset, ulong v_stride_batch, ulong v_stride_head, ulong v_stride_seq,

@@ -70,34 +70,51 @@
 #define K_QUADS ((BLOCK_N * KCHUNK / 4 + WG_SIZE - 1) / WG_SIZE)
 #define V_QUADS ((VCHUNK * HEAD_DIM / 4 + WG_SIZE - 1) / WG_SIZE)
 
-/* A prefetched quad as loaded: bf16 stays pairs of 16-bit patterns in 32-bit words until it is
- * staged, so that no unpacking waits for the load before the compute that is to hide it. Rows
- * are read as uint2 when the head view keeps them 8-byte aligned (aligned is the same in every
- * work-item), else element by element. */
-#if defined(DTYPE_BF16)
-typedef uint2 raw4;
-inline bool raw_aligned(head_view view) { return ((view.base | view.stride_seq) & 3) == 0; }
-inline raw4 load_raw4(__global const storage_t *base, ulong index, bool aligned)
+/* A prefetched quad as loaded, per dtype (<name>_raw4): bf16 stays pairs of 16-bit patterns in
+ * 32-bit words until it is staged, so that no unpacking waits for the load before the compute
+ * that is to hide it; f32 and f16 are converted as they load. bf16 rows are read as uint2 when
+ * the head view keeps them 8-byte aligned (aligned is the same in every work-item), else element
+ * by element. Q and K/V each use their own dtype's (q_raw4, kv_raw4 and their functions). */
+typedef float4 f32_raw4;
+inline bool f32_raw_aligned(head_view view) { (void)view; return true; }
+inline float4 f32_load_raw4(__global const float *base, ulong index, bool aligned)
+{
+    (void)aligned;
+    return f32_load4(base, index);
+}
+inline float4 f32_raw_float4(float4 r) { return r; }
+
+typedef float4 f16_raw4;
+inline bool f16_raw_aligned(head_view view) { (void)view; return true; }
+inline float4 f16_load_raw4(__global const half *base, ulong index, bool aligned)
+{
+    (void)aligned;
+    return f16_load4(base, index);
+}
+inline float4 f16_raw_float4(float4 r) { return r; }
+
+typedef uint2 bf16_raw4;
+inline bool bf16_raw_aligned(head_view view) { return ((view.base | view.stride_seq) & 3) == 0; }
+inline uint2 bf16_load_raw4(__global const ushort *base, ulong index, bool aligned)
 {
     if (aligned)
         return *(__global const uint2 *)(base + index);
     return (uint2)((uint)base[index] | (uint)base[index + 1] << 16,
                    (uint)base[index + 2] | (uint)base[index + 3] << 16);
 }
-inline float4 raw_float4(raw4 r)
+inline float4 bf16_raw_float4(uint2 r)
 {
     return as_float4((uint4)(r.s0 << 16, r.s0 & 0xffff0000u, r.s1 << 16, r.s1 & 0xffff0000u));
 }
-#else
-typedef float4 raw4;
-inline bool raw_aligned(head_view view) { (void)view; return true; }
-inline raw4 load_raw4(__global const storage_t *base, ulong index, bool aligned)
-{
-    (void)aligned;
-    return load_element4(base, index);
-}
-inline float4 raw_float4(raw4 r) { return r; }
-#endif
+
+typedef DTYPE_NAME(Q_DTYPE, raw4) q_raw4;
+typedef DTYPE_NAME(KV_DTYPE, raw4) kv_raw4;
+#define q_raw_aligned DTYPE_NAME(Q_DTYPE, raw_aligned)
+#define load_q_raw4 DTYPE_NAME(Q_DTYPE, load_raw4)
+#define q_raw_float4 DTYPE_NAME(Q_DTYPE, raw_float4)
+#define kv_raw_aligned DTYPE_NAME(KV_DTYPE, raw_aligned)
+#define load_kv_raw4 DTYPE_NAME(KV_DTYPE, load_raw4)
+#define kv_raw_float4 DTYPE_NAME(KV_DTYPE, raw_float4)
 
 typedef struct __attribute__((aligned(16))) flash_local {
     float stage[2][STAGE_FLOATS];    /* double buffer: Q and K chunks (transposed), or V chunks */
@@ -130,8 +147,8 @@ inline __local int *tile_key_positions(__local flash_local *shm, int slot)
 }
 
 /* Nothing to start: tile_keys() loads each tile chunk by chunk. */
-inline void tile_fetch(__local flash_local *shm, int slot, __global const storage_t *k,
-                       head_view kv, __global const storage_t *v, head_view vv)
+inline void tile_fetch(__local flash_local *shm, int slot, __global const kv_storage_t *k,
+                       head_view kv, __global const kv_storage_t *v, head_view vv)
 {
     (void)shm, (void)slot, (void)k, (void)kv, (void)v, (void)vv;
 }
@@ -143,7 +160,7 @@ typedef struct flash_state {
 } flash_state;
 typedef flash_state tile_state;
 
-inline void tile_begin(flash_state *st, __global const storage_t *q, head_view qv, int q_rows)
+inline void tile_begin(flash_state *st, __global const q_storage_t *q, head_view qv, int q_rows)
 {
     /* Q is staged with every key tile, so nothing of it is loaded here. */
     (void)q;
@@ -202,9 +219,9 @@ inline float lane(float4 v, int i)
 /* Global loads of one Q.K^T chunk (dims d0..d0+KCHUNK) into registers, unconditional, from row 0 (the tile's, or the head's) in place of a missing row: such rows
  * only reach scores that are never stored (query rows past q_rows) or are masked to -inf
  * (absent keys) by a select, so their values do not matter. */
-inline void fetch_qk_chunk(__local const int *key_row, raw4 qr[Q_QUADS], raw4 kr[K_QUADS],
-                           __global const storage_t *q, head_view qv, int q_rows,
-                           __global const storage_t *k, head_view kv, int d0, bool aligned)
+inline void fetch_qk_chunk(__local const int *key_row, q_raw4 qr[Q_QUADS], kv_raw4 kr[K_QUADS],
+                           __global const q_storage_t *q, head_view qv, int q_rows,
+                           __global const kv_storage_t *k, head_view kv, int d0, bool aligned)
 {
     const int lid = get_local_id(0);
 #pragma unroll
@@ -212,20 +229,20 @@ inline void fetch_qk_chunk(__local const int *key_row, raw4 qr[Q_QUADS], raw4 kr
         int quad = lid + u * WG_SIZE;
         int r = quad / (KCHUNK / 4), c = quad % (KCHUNK / 4) * 4;
         bool ok = quad < BLOCK_M * KCHUNK / 4 && r < q_rows;
-        qr[u] = load_raw4(q, qv.base + (ulong)(ok ? r : 0) * qv.stride_seq + d0 + c, aligned);
+        qr[u] = load_q_raw4(q, qv.base + (ulong)(ok ? r : 0) * qv.stride_seq + d0 + c, aligned);
     }
 #pragma unroll
     for (int u = 0; u < K_QUADS; u++) {
         int quad = lid + u * WG_SIZE;
         int n = quad / (KCHUNK / 4), c = quad % (KCHUNK / 4) * 4;
         int row = quad < BLOCK_N * KCHUNK / 4 ? key_row[n] : -1;
-        kr[u] = load_raw4(k, kv.base + (ulong)max(row, 0) * kv.stride_seq + d0 + c, aligned);
+        kr[u] = load_kv_raw4(k, kv.base + (ulong)max(row, 0) * kv.stride_seq + d0 + c, aligned);
     }
 }
 
 /* Writes a fetched Q.K^T chunk into a stage buffer, transposed: [dim][row] and [dim][key]. */
-inline void store_qk_chunk(__local float *buffer, const raw4 qr_raw[Q_QUADS],
-                           const raw4 kr_raw[K_QUADS])
+inline void store_qk_chunk(__local float *buffer, const q_raw4 qr_raw[Q_QUADS],
+                           const kv_raw4 kr_raw[K_QUADS])
 {
     const int lid = get_local_id(0);
     __local float *qs = buffer;
@@ -236,7 +253,7 @@ inline void store_qk_chunk(__local float *buffer, const raw4 qr_raw[Q_QUADS],
         if (quad >= BLOCK_M * KCHUNK / 4)
             break;
         int r = quad / (KCHUNK / 4), c = quad % (KCHUNK / 4) * 4;
-        float4 x = raw_float4(qr_raw[u]);
+        float4 x = q_raw_float4(qr_raw[u]);
 #pragma unroll
         for (int t = 0; t < 4; t++)
             qs[(c + t) * QS_PITCH + r] = lane(x, t);
@@ -247,7 +264,7 @@ inline void store_qk_chunk(__local float *buffer, const raw4 qr_raw[Q_QUADS],
         if (quad >= BLOCK_N * KCHUNK / 4)
             break;
         int n = quad / (KCHUNK / 4), c = quad % (KCHUNK / 4) * 4;
-        float4 x = raw_float4(kr_raw[u]);
+        float4 x = kv_raw_float4(kr_raw[u]);
 #pragma unroll
         for (int t = 0; t < 4; t++)
             ks[(c + t) * KS_PITCH + n] = lane(x, t);
@@ -256,10 +273,11 @@ inline void store_qk_chunk(__local float *buffer, const raw4 qr_raw[Q_QUADS],
 
 /* Q.K^T for the tile: s[i][j] = q(row ty*TM+i) . k(key tx*TN+j). The caller has filled
  * key_row and synchronised; on return the stage buffers may still be read by other work-items
- * until the caller's next barrier. aligned: see load_raw4. */
+ * until the caller's next barrier. aligned: see bf16_load_raw4. */
 inline void flash_scores_with(__local flash_local *shm, __local const int *key_row,
-                              float s[TM][TN], __global const storage_t *q, head_view qv,
-                              int q_rows, __global const storage_t *k, head_view kv, bool aligned)
+                              float s[TM][TN], __global const q_storage_t *q, head_view qv,
+                              int q_rows, __global const kv_storage_t *k, head_view kv,
+                              bool aligned)
 {
     const int lid = get_local_id(0);
     const int ty = lid / WG_COLS, tx = lid % WG_COLS;
@@ -268,7 +286,8 @@ inline void flash_scores_with(__local flash_local *shm, __local const int *key_r
 #pragma unroll
         for (int j = 0; j < TN; j++)
             s[i][j] = 0.0f;
-    raw4 qr[Q_QUADS], kr[K_QUADS];
+    q_raw4 qr[Q_QUADS];
+    kv_raw4 kr[K_QUADS];
     fetch_qk_chunk(key_row, qr, kr, q, qv, q_rows, k, kv, 0, aligned);
     for (int c = 0; c < HEAD_DIM / KCHUNK; c++) {
         __local float *buffer = shm->stage[c & 1];
@@ -299,10 +318,10 @@ inline void flash_scores_with(__local flash_local *shm, __local const int *key_r
 /* Q.K^T for a tile (as flash_scores_with), for the score kernels: one inlined copy for aligned
  * rows and one for the others, so that neither holds the other's loads in registers. */
 inline void flash_scores(__local flash_local *shm, __local const int *key_row, float s[TM][TN],
-                         __global const storage_t *q, head_view qv, int q_rows,
-                         __global const storage_t *k, head_view kv)
+                         __global const q_storage_t *q, head_view qv, int q_rows,
+                         __global const kv_storage_t *k, head_view kv)
 {
-    if (raw_aligned(qv) && raw_aligned(kv))
+    if (q_raw_aligned(qv) && kv_raw_aligned(kv))
         flash_scores_with(shm, key_row, s, q, qv, q_rows, k, kv, true);
     else
         flash_scores_with(shm, key_row, s, q, qv, q_rows, k, kv, false);
@@ -310,8 +329,8 @@ inline void flash_scores(__local flash_local *shm, __local const int *key_row, f
 
 /* Global loads of one P.V chunk (keys n0..n0+VCHUNK of the tile) into registers: row 0 in place
  * of an absent key, zeroed when staged. */
-inline void fetch_v_chunk(__local const int *key_row, raw4 vr[V_QUADS],
-                          __global const storage_t *v, head_view vv, int n0, bool aligned)
+inline void fetch_v_chunk(__local const int *key_row, kv_raw4 vr[V_QUADS],
+                          __global const kv_storage_t *v, head_view vv, int n0, bool aligned)
 {
     const int lid = get_local_id(0);
 #pragma unroll
@@ -319,11 +338,11 @@ inline void fetch_v_chunk(__local const int *key_row, raw4 vr[V_QUADS],
         int quad = lid + u * WG_SIZE;
         int nn = quad / (HEAD_DIM / 4), d = quad % (HEAD_DIM / 4) * 4;
         int row = quad < VCHUNK * HEAD_DIM / 4 ? key_row[n0 + nn] : -1;
-        vr[u] = load_raw4(v, vv.base + (ulong)max(row, 0) * vv.stride_seq + d, aligned);
+        vr[u] = load_kv_raw4(v, vv.base + (ulong)max(row, 0) * vv.stride_seq + d, aligned);
     }
 }
 
-inline void store_v_chunk(__local float *buffer, const raw4 vr[V_QUADS],
+inline void store_v_chunk(__local float *buffer, const kv_raw4 vr[V_QUADS],
                           __local const int *key_row, int n0)
 {
     const int lid = get_local_id(0);
@@ -333,7 +352,7 @@ inline void store_v_chunk(__local float *buffer, const raw4 vr[V_QUADS],
         if (quad >= VCHUNK * HEAD_DIM / 4)
             break;
         int nn = quad / (HEAD_DIM / 4), d = quad % (HEAD_DIM / 4) * 4;
-        float4 x = key_row[n0 + nn] >= 0 ? raw_float4(vr[u]) : (float4)(0.0f);
+        float4 x = key_row[n0 + nn] >= 0 ? kv_raw_float4(vr[u]) : (float4)(0.0f);
         vstore4(x, 0, buffer + nn * VS_PITCH + d);
     }
 }
@@ -362,14 +381,14 @@ inline void pv_chunk(__local flash_local *shm, __local const float *vs, flash_st
 
 /* One key tile: the caller has filled the lists of slot and of next_slot (the next tile's,
  * unused here: each tile is loaded as it is used) and synchronised. q_pos0 is the absolute
- * position of the tile's first query, used by the causal test. aligned: see load_raw4.
+ * position of the tile's first query, used by the causal test. aligned: see bf16_load_raw4.
  * scale_log2 is the softmax scale times log2(e). The maximum is taken on the raw scores and the
  * scale multiplies their difference inside the exponent, exp2((s - m) * scale_log2): every
  * logit fp32 holds works, since no scaled score is ever formed. */
 inline void tile_keys_with(__local flash_local *shm, int slot, flash_state *st,
-                           __global const storage_t *q, head_view qv, int q_rows, int q_pos0,
-                           __global const storage_t *k, head_view kv,
-                           __global const storage_t *v, head_view vv, float scale_log2,
+                           __global const q_storage_t *q, head_view qv, int q_rows, int q_pos0,
+                           __global const kv_storage_t *k, head_view kv,
+                           __global const kv_storage_t *v, head_view vv, float scale_log2,
                            bool aligned)
 {
     __local const int *key_row = shm->key_row[slot], *key_pos = shm->key_pos[slot];
@@ -378,7 +397,7 @@ inline void tile_keys_with(__local flash_local *shm, int slot, flash_state *st,
     float s[TM][TN];
     flash_scores_with(shm, key_row, s, q, qv, q_rows, k, kv, aligned);
     /* Start the first V loads now; the softmax below hides their latency. */
-    raw4 vr[V_QUADS];
+    kv_raw4 vr[V_QUADS];
     fetch_v_chunk(key_row, vr, v, vv, 0, aligned);
 
     /* Mask, and the work-item's share of each row's maximum. */
@@ -457,19 +476,19 @@ inline void tile_keys_with(__local flash_local *shm, int slot, flash_state *st,
 /* One key tile (see tile_keys_with): one inlined copy for 8-byte aligned bf16 rows (the usual
  * case) and one for the others, so that neither holds the other's loads in registers. */
 inline void tile_keys(__local flash_local *shm, int slot, int next_slot, flash_state *st,
-                      __global const storage_t *q, head_view qv, int q_rows, int q_pos0,
-                      __global const storage_t *k, head_view kv, __global const storage_t *v,
+                      __global const q_storage_t *q, head_view qv, int q_rows, int q_pos0,
+                      __global const kv_storage_t *k, head_view kv, __global const kv_storage_t *v,
                       head_view vv, float scale_log2)
 {
     (void)next_slot;
-    if (raw_aligned(qv) && raw_aligned(kv) && raw_aligned(vv))
+    if (q_raw_aligned(qv) && kv_raw_aligned(kv) && kv_raw_aligned(vv))
         tile_keys_with(shm, slot, st, q, qv, q_rows, q_pos0, k, kv, v, vv, scale_log2, true);
     else
         tile_keys_with(shm, slot, st, q, qv, q_rows, q_pos0, k, kv, v, vv, scale_log2, false);
 }
 
 /* Writes O = o / l for the work-item's rows and dims; a row that saw no key gets zeros. */
-inline void tile_store(flash_state *st, __global storage_t *o, head_view ov, int q_rows)
+inline void tile_store(flash_state *st, __global o_storage_t *o, head_view ov, int q_rows)
 {
     const int lid = get_local_id(0);
     const int ty = lid / WG_COLS, tx = lid % WG_COLS;
@@ -481,7 +500,7 @@ inline void tile_store(flash_state *st, __global storage_t *o, head_view ov, int
         float inv = st->l[i] > 0.0f ? 1.0f / st->l[i] : 0.0f;
 #pragma unroll
         for (int e = 0; e < TD; e++)
-            store_element(o, ov.base + (ulong)r * ov.stride_seq + dim_base(tx, e / 4) + e % 4,
+            store_o(o, ov.base + (ulong)r * ov.stride_seq + dim_base(tx, e / 4) + e % 4,
                           st->o[i][e] * inv);
     }
 }

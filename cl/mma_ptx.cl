@@ -1,18 +1,17 @@
 /* The PTX instructions of the tensor-core path (sm_80+), as inline asm: warp-level matrix
  * multiply, matrix loads from local memory, asynchronous global-to-local copies and lane
- * shuffles. Needs DTYPE_F16 or DTYPE_BF16. Macros rather than functions, so that fragments stay
+ * shuffles. Needs KV_DTYPE f16 or bf16. Macros rather than functions, so that fragments stay
  * in registers; every asm is volatile so that none moves across a barrier or is merged with the
  * same load of the next key tile. */
 
-#if defined(DTYPE_BF16)
-#define MMA_TYPE "bf16"
-#define PACK_INSTRUCTION "cvt.rn.bf16x2.f32 %0, %1, %2;"
-#elif defined(DTYPE_F16)
-#define MMA_TYPE "f16"
-#define PACK_INSTRUCTION "cvt.rn.f16x2.f32 %0, %1, %2;"
-#else
-#error "the tensor-core kernels take f16 or bf16 storage"
-#endif
+/* The products take K and V's type, KV_DTYPE f16 or bf16 (f32 has no MMA_TYPE_f32): Q and the
+ * probabilities are converted to it. */
+#define MMA_TYPE_f16 "f16"
+#define MMA_TYPE_bf16 "bf16"
+#define MMA_TYPE_OF_(dtype) MMA_TYPE_##dtype
+#define MMA_TYPE_OF(dtype) MMA_TYPE_OF_(dtype)
+#define MMA_TYPE MMA_TYPE_OF(KV_DTYPE)
+#define PACK_INSTRUCTION "cvt.rn." MMA_TYPE "x2.f32 %0, %1, %2;"
 
 /* c (4 floats) += a (16x16, 4 registers) . b (16x8, 2 registers), fp32 accumulation. */
 #define MMA(c, a, b0, b1)                                                                          \
@@ -29,6 +28,10 @@
 #define LDMATRIX_X4_TRANS(r, address)                                                              \
     asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];"             \
                  : "=r"((r)[0]), "=r"((r)[1]), "=r"((r)[2]), "=r"((r)[3]) : "r"(address))
+/* Two matrices (not transposed): lanes 0-15 give the addresses. */
+#define LDMATRIX_X2(r, address)                                                                    \
+    asm volatile("ldmatrix.sync.aligned.m8n8.x2.shared.b16 {%0,%1}, [%2];"                         \
+                 : "=r"((r)[0]), "=r"((r)[1]) : "r"(address))
 
 /* Copies 16 bytes from global to local memory without passing through registers; bytes (0 or
  * 16) are read and the rest zero-filled. Completion is tracked per group of copies. */

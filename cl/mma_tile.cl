@@ -1,6 +1,7 @@
 /* Attention forward on NVIDIA tensor cores for one tile of queries, shared by the dense and
- * block-sparse kernels; f16 and bf16 storage with fp32 accumulation. Needs common.cl and
- * mma_ptx.cl first. Used only after the probe (cl/mma_probe.cl) passed.
+ * block-sparse kernels: K and V in f16 or bf16, the products' type, to which Q is converted as it
+ * loads; O in any dtype; fp32 accumulation. Needs common.cl and mma_ptx.cl first. Used only
+ * after the probe (cl/mma_probe.cl) passed.
  *
  * A work-group of MMA_WARPS warps owns MMA_GROUPS groups of 16 queries per warp: each K or V
  * fragment read from local memory serves every group. Q stays in registers as mma A fragments.
@@ -59,6 +60,9 @@
  * time, so that the scores of two row groups fit in registers beside Q and O. */
 #define PART_KEYS 32
 #define KP (HEAD_DIM + 8) /* K and V row pitch in 16-bit elements: ldmatrix without conflicts */
+#if HEAD_DIM % 16 != 0
+#error "head dims are steps of 16"
+#endif
 #endif
 #if BN % PART_KEYS != 0
 #error "BN is a multiple of PART_KEYS"
@@ -136,15 +140,17 @@ inline __local int *tile_key_positions(__local tile_local *shm, int slot)
     return shm->key_pos[slot];
 }
 
-/* Two raw 16-bit elements as one register, the first in the low half. */
-inline uint load_pair(__global const storage_t *base, ulong index)
+/* Two elements of q converted to K and V's type (the products'), as one register, the first in
+ * the low half: exact when q has that type. */
+inline uint q_pair(__global const q_storage_t *q, ulong index)
 {
-    __global const ushort *raw = (__global const ushort *)base;
-    return raw[index] | ((uint)raw[index + 1] << 16);
+    uint pair;
+    PACK2(pair, load_q(q, index), load_q(q, index + 1));
+    return pair;
 }
 
 /* Loads the Q fragments of the lane's rows (clamped: rows past q_rows are computed, not stored). */
-inline void tile_begin(tile_state *st, __global const storage_t *q, head_view qv, int q_rows)
+inline void tile_begin(tile_state *st, __global const q_storage_t *q, head_view qv, int q_rows)
 {
     const int lane = get_local_id(0) % 32, warp = get_local_id(0) / 32;
     const int g = lane / 4, t = lane % 4;
@@ -158,10 +164,10 @@ inline void tile_begin(tile_state *st, __global const storage_t *q, head_view qv
 #pragma unroll
         for (int s = 0; s < HEAD_DIM / 16; s++) {
             const int c = s * 16 + 2 * t;
-            st->q[group][s][0] = load_pair(q, row0 + c);
-            st->q[group][s][1] = load_pair(q, row1 + c);
-            st->q[group][s][2] = load_pair(q, row0 + c + 8);
-            st->q[group][s][3] = load_pair(q, row1 + c + 8);
+            st->q[group][s][0] = q_pair(q, row0 + c);
+            st->q[group][s][1] = q_pair(q, row1 + c);
+            st->q[group][s][2] = q_pair(q, row0 + c + 8);
+            st->q[group][s][3] = q_pair(q, row1 + c + 8);
         }
 #pragma unroll
         for (int n = 0; n < HEAD_DIM / 8; n++)
@@ -180,8 +186,8 @@ inline void tile_begin(tile_state *st, __global const storage_t *q, head_view qv
  * are a fixed count apart: unrolled, their index arithmetic folds into constants. */
 #define COPY_PIECES (BN * HEAD_DIM / 8)
 #define COPY_ROUNDS ((COPY_PIECES + TILE_WORK_ITEMS - 1) / TILE_WORK_ITEMS)
-inline void copy_rows(__local uint4 *tile, __local const int *rows, __global const storage_t *x,
-                      head_view xv)
+inline void copy_rows(__local uint4 *tile, __local const int *rows,
+                      __global const kv_storage_t *x, head_view xv)
 {
 #pragma unroll
     for (int round = 0; round < COPY_ROUNDS; round++) {
@@ -213,8 +219,8 @@ inline void copies_arrived(void)
 }
 
 /* Starts loading the first tile, listed in slot (the caller has synchronised since). */
-inline void tile_fetch(__local tile_local *shm, int slot, __global const storage_t *k, head_view kv,
-                       __global const storage_t *v, head_view vv)
+inline void tile_fetch(__local tile_local *shm, int slot, __global const kv_storage_t *k,
+                       head_view kv, __global const kv_storage_t *v, head_view vv)
 {
     copy_rows(shm->k, shm->key_row[slot], k, kv);
 #if MMA_STAGES != 2
@@ -407,7 +413,7 @@ inline void tile_scores(__local const tile_local *shm, const tile_state *st, int
         for (int group = 0; group < MMA_GROUPS; group++)
             s[group][nb][0] = s[group][nb][1] = s[group][nb][2] = s[group][nb][3] = 0.0f;
 #pragma unroll
-        for (int kb = 0; kb < HEAD_DIM / 16; kb += 2) {
+        for (int kb = 0; kb + 1 < HEAD_DIM / 16; kb += 2) {
             uint b[4];
             LDMATRIX_X4(b, k_lane + (nb * 8 * KP + kb * 16) * 2);
 #pragma unroll
@@ -416,6 +422,14 @@ inline void tile_scores(__local const tile_local *shm, const tile_state *st, int
                 MMA(s[group][nb], st->q[group][kb + 1], b[2], b[3]);
             }
         }
+#if HEAD_DIM / 16 % 2 != 0
+        /* An odd last 16-dim step (head dims 80 and 112) takes its two matrices alone. */
+        uint b[2];
+        LDMATRIX_X2(b, k_lane + (nb * 8 * KP + HEAD_DIM - 16) * 2);
+#pragma unroll
+        for (int group = 0; group < MMA_GROUPS; group++)
+            MMA(s[group][nb], st->q[group][HEAD_DIM / 16 - 1], b[0], b[1]);
+#endif
     }
 }
 
@@ -449,9 +463,9 @@ inline void tile_values(__local const tile_local *shm, tile_state *st, int key0,
  * absolute position of the tile's first query, for the causal test. The tile's keys are taken
  * PART_KEYS at a time, one online-softmax step each: fewer scores live in registers. */
 inline void tile_keys(__local tile_local *shm, int slot, int next_slot, tile_state *st,
-                      __global const storage_t *q, head_view qv, int q_rows, int q_pos0,
-                      __global const storage_t *k, head_view kv, __global const storage_t *v,
-                      head_view vv, float scale_log2)
+                      __global const q_storage_t *q, head_view qv, int q_rows, int q_pos0,
+                      __global const kv_storage_t *k, head_view kv,
+                      __global const kv_storage_t *v, head_view vv, float scale_log2)
 {
     /* Q is held in registers since tile_begin(). */
     (void)q, (void)qv, (void)q_rows;
@@ -507,7 +521,7 @@ inline void tile_keys(__local tile_local *shm, int slot, int next_slot, tile_sta
 }
 
 /* Writes O = acc / l for the lane's rows; a row that saw no key gets zeros. */
-inline void tile_store(tile_state *st, __global storage_t *o, head_view ov, int q_rows)
+inline void tile_store(tile_state *st, __global o_storage_t *o, head_view ov, int q_rows)
 {
     /* The copy of the (empty) tile after the last one may still be in flight. */
     COPY_ASYNC_WAIT(0);
@@ -527,8 +541,8 @@ inline void tile_store(tile_state *st, __global storage_t *o, head_view ov, int 
 #pragma unroll
         for (int n = 0; n < HEAD_DIM / 8; n++) {
             const int c = n * 8 + 2 * t;
-            store_element(o, row + c, st->acc[i / 2][n][i % 2 * 2] * inverse);
-            store_element(o, row + c + 1, st->acc[i / 2][n][i % 2 * 2 + 1] * inverse);
+            store_o(o, row + c, st->acc[i / 2][n][i % 2 * 2] * inverse);
+            store_o(o, row + c + 1, st->acc[i / 2][n][i % 2 * 2 + 1] * inverse);
         }
     }
 }

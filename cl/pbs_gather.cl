@@ -1,5 +1,5 @@
 /* Materialised permuted keys and values (PBS stage 3, materialised form): K'[p] = K[pi[p]] and
- * V'[p] = V[pi[p]] per permutation head, in the storage dtype (copied bit for bit), so the sparse
+ * V'[p] = V[pi[p]] per permutation head, in K and V's dtype (copied bit for bit), so the sparse
  * kernel reads K' and V' contiguously. Stands alone (no common.cl): only the element width
  * matters. Grid: dimension 0 = Skv x HEAD_DIM / 4 (four elements per work-item, rounded up),
  * dimension 1 = batch x permutation heads. Outputs: [B, Hp, Skv, HEAD_DIM], contiguous, at
@@ -9,12 +9,12 @@
 #define HEAD_DIM 128
 #endif
 
-#if defined(DTYPE_F32)
+#if ELEMENT_BYTES == 4
 typedef uint bits_t;
-#elif defined(DTYPE_F16) || defined(DTYPE_BF16)
+#elif ELEMENT_BYTES == 2
 typedef ushort bits_t;
 #else
-#error "define DTYPE_F32, DTYPE_F16 or DTYPE_BF16"
+#error "define ELEMENT_BYTES, the size of K and V's elements: 4 or 2"
 #endif
 
 __kernel void pbs_gather_kv(__global const bits_t *k, __global const bits_t *v,

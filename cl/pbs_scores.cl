@@ -21,7 +21,7 @@ inline void score_tile_keys(__local flash_local *shm, int k0, int key_count, con
 
 /* Partial statistics of every one of the L rows over one key tile. */
 __kernel __attribute__((reqd_work_group_size(WG_SIZE, 1, 1)))
-void pbs_score_stats(__global const storage_t *q, __global const storage_t *k,
+void pbs_score_stats(__global const q_storage_t *q, __global const kv_storage_t *k,
                      ulong q_offset, ulong q_stride_batch, ulong q_stride_head, ulong q_stride_seq,
                      ulong k_offset, ulong k_stride_batch, ulong k_stride_head, ulong k_stride_seq,
                      int q_heads, int kv_heads, int q_len, int last_rows, int key_count,
@@ -120,7 +120,7 @@ __kernel void pbs_score_stats_reduce(__global const float2 *partials, ulong part
 /* score[key] = mean over the L rows (and, shared per KV group, over the group's query heads) of
  * the softmax probability of the key. Dimension 1 of the grid: batch x permutation heads. */
 __kernel __attribute__((reqd_work_group_size(WG_SIZE, 1, 1)))
-void pbs_scores(__global const storage_t *q, __global const storage_t *k,
+void pbs_scores(__global const q_storage_t *q, __global const kv_storage_t *k,
                 ulong q_offset, ulong q_stride_batch, ulong q_stride_head, ulong q_stride_seq,
                 ulong k_offset, ulong k_stride_batch, ulong k_stride_head, ulong k_stride_seq,
                 int q_heads, int kv_heads, int q_len, int last_rows, int key_count,

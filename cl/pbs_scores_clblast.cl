@@ -19,16 +19,16 @@
 #define STATS_WG 256 /* a power of two */
 #endif
 
-/* dst[unit][d][g * rows + r] = src(batch, head, first_row + r, d) as fp32, rows of dst_ld
- * elements (dst_ld >= heads_per_unit * rows), for the units
- * first_unit.. of the chunk and their heads_per_unit heads g (head = unit's kv head *
- * heads_per_unit + g). Grid: dimension 0 = rows rounded up to TILE, dimension 1 = HEAD_DIM,
- * dimension 2 = chunk units x heads_per_unit; work-groups of TILE x TILE. */
+/* dst[unit][d][g * rows + r] = src(batch, head, first_row + r, d) as fp32 (src, q or k, of
+ * dtype), rows of dst_ld elements (dst_ld >= heads_per_unit * rows), for the units first_unit..
+ * of the chunk and their heads_per_unit heads g (head = unit's kv head * heads_per_unit + g).
+ * Grid: dimension 0 = rows rounded up to TILE, dimension 1 = HEAD_DIM, dimension 2 = chunk
+ * units x heads_per_unit; work-groups of TILE x TILE. */
 __kernel __attribute__((reqd_work_group_size(TILE, TILE, 1)))
-void pbs_gemm_transpose(__global const storage_t *src, ulong offset, ulong stride_batch,
-                        ulong stride_head, ulong stride_seq, int kv_heads, int heads_per_unit,
-                        int first_unit, int first_row, int rows, __global float *dst,
-                        ulong dst_offset, int dst_ld)
+void pbs_gemm_transpose(__global const void *src, int dtype, ulong offset,
+                        ulong stride_batch, ulong stride_head, ulong stride_seq, int kv_heads,
+                        int heads_per_unit, int first_unit, int first_row, int rows,
+                        __global float *dst, ulong dst_offset, int dst_ld)
 {
     __local float tile[TILE][TILE + 1];
     const int lx = get_local_id(0), ly = get_local_id(1);
@@ -40,9 +40,8 @@ void pbs_gemm_transpose(__global const storage_t *src, ulong offset, ulong strid
     const ulong base = offset + batch * stride_batch + head * stride_head;
     /* Read along d (contiguous in the source), write along r (contiguous in dst). */
     const int r_in = r0 + ly;
-    tile[ly][lx] = r_in < rows ? load_element(src, base + (ulong)(first_row + r_in) * stride_seq +
-                                                       d0 + lx)
-                               : 0.0f;
+    const ulong at = base + (ulong)(first_row + r_in) * stride_seq + d0 + lx;
+    tile[ly][lx] = r_in < rows ? load_element_as(src, dtype, at) : 0.0f;
     barrier(CLK_LOCAL_MEM_FENCE);
     const int r_out = r0 + lx;
     const ulong ld = dst_ld;

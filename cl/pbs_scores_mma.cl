@@ -12,7 +12,7 @@
 
 /* Copies keys tile*BN.. of seq below key_count (zeros beyond) into shm->k and waits for them. */
 inline void stage_score_keys(__local tile_local *shm, int tile, int key_count,
-                             const sequence *seq, __global const storage_t *k, head_view kv)
+                             const sequence *seq, __global const kv_storage_t *k, head_view kv)
 {
     for (int n = get_local_id(0); n < BN; n += TILE_WORK_ITEMS)
         shm->key_row[0][n] =
@@ -23,18 +23,42 @@ inline void stage_score_keys(__local tile_local *shm, int tile, int key_count,
     barrier(CLK_LOCAL_MEM_FENCE);
 }
 
+/* Stores rows of q (-1 for an absent one, which becomes zeros) into tile as copy_rows() lays out
+ * K, converted to K's type: for a q of another dtype than k's. */
+inline void convert_rows(__local uint4 *tile, __local const int *rows,
+                         __global const q_storage_t *q, head_view qv)
+{
+    for (int i = get_local_id(0); i < BN * HEAD_DIM / 8; i += TILE_WORK_ITEMS) {
+        const int n = i / (HEAD_DIM / 8), d = i % (HEAD_DIM / 8) * 8;
+        const ulong at = qv.base + (ulong)max(rows[n], 0) * qv.stride_seq + d;
+        const float4 lo = rows[n] >= 0 ? load_q4(q, at) : (float4)(0.0f);
+        const float4 hi = rows[n] >= 0 ? load_q4(q, at + 4) : (float4)(0.0f);
+        uint x, y, z, w;
+        PACK2(x, lo.s0, lo.s1);
+        PACK2(y, lo.s2, lo.s3);
+        PACK2(z, hi.s0, hi.s1);
+        PACK2(w, hi.s2, hi.s3);
+        tile[(n * KP + d) / 8] = (uint4)(x, y, z, w);
+    }
+}
+
 /* Loads the Q fragments of the lane's rows of qv (zeros from row rows on) through local memory
  * (shm->v, unused by these kernels, and the second list slot): one coalesced 16-byte copy per
- * piece of a row, then ldmatrix, where direct fragment loads would read 2 bytes at a time. */
-inline void stage_q(__local tile_local *shm, tile_state *st, __global const storage_t *q,
+ * piece of a row (converted on the way when q's dtype is not k's), then ldmatrix, where direct
+ * fragment loads would read 2 bytes at a time. */
+inline void stage_q(__local tile_local *shm, tile_state *st, __global const q_storage_t *q,
                     head_view qv, int rows)
 {
     const int lid = get_local_id(0), lane = lid % 32, warp = lid / 32;
     for (int n = lid; n < TILE_ROWS; n += TILE_WORK_ITEMS)
         shm->key_row[1][n] = n < rows ? n : -1;
     barrier(CLK_LOCAL_MEM_FENCE);
+#if Q_CODE == KV_CODE
     copy_rows(shm->v, shm->key_row[1], q, qv);
     COPY_ASYNC_WAIT(0);
+#else
+    convert_rows(shm->v, shm->key_row[1], q, qv);
+#endif
     barrier(CLK_LOCAL_MEM_FENCE);
     /* Matrices (rows 0-7, 8-15 of the warp's 16) x (dims 0-7, 8-15 of each 16-dim step). */
     const uint q_lane = local_address(shm->v) + ((warp * 16 + lane % 16) * KP + lane / 16 * 8) * 2;
@@ -46,7 +70,7 @@ inline void stage_q(__local tile_local *shm, tile_state *st, __global const stor
 
 /* The raw scores q.k of the lane's rows of qv (rows of them exist) against the staged keys,
  * -inf for absent keys; st->r0 is the lane's first row. */
-inline void score_rows(__local tile_local *shm, tile_state *st, __global const storage_t *q,
+inline void score_rows(__local tile_local *shm, tile_state *st, __global const q_storage_t *q,
                        head_view qv, int rows, float s[BN / 8][4])
 {
     stage_q(shm, st, q, qv, rows);
@@ -75,7 +99,7 @@ inline float row_sum(float x)
 
 /* Partial (max, sum of exp2) of every one of the L rows over one key tile, in log2 units. */
 __kernel __attribute__((reqd_work_group_size(TILE_WORK_ITEMS, 1, 1)))
-void pbs_score_stats(__global const storage_t *q, __global const storage_t *k,
+void pbs_score_stats(__global const q_storage_t *q, __global const kv_storage_t *k,
                      ulong q_offset, ulong q_stride_batch, ulong q_stride_head, ulong q_stride_seq,
                      ulong k_offset, ulong k_stride_batch, ulong k_stride_head, ulong k_stride_seq,
                      int q_heads, int kv_heads, int q_len, int last_rows, int key_count,
@@ -136,7 +160,7 @@ void pbs_score_stats(__global const storage_t *q, __global const storage_t *k,
 /* score[key] = mean over the L rows (and, shared per KV group, over the group's query heads) of
  * the softmax probability of the key. Dimension 1 of the grid: batch x permutation heads. */
 __kernel __attribute__((reqd_work_group_size(TILE_WORK_ITEMS, 1, 1)))
-void pbs_scores(__global const storage_t *q, __global const storage_t *k,
+void pbs_scores(__global const q_storage_t *q, __global const kv_storage_t *k,
                 ulong q_offset, ulong q_stride_batch, ulong q_stride_head, ulong q_stride_seq,
                 ulong k_offset, ulong k_stride_batch, ulong k_stride_head, ulong k_stride_seq,
                 int q_heads, int kv_heads, int q_len, int last_rows, int key_count,

@@ -36,10 +36,11 @@ __kernel void pbs_find_sink(__global const int *pi, ulong pi_offset, int q_len, 
 /* Mean of each block of rows (zero rows pad a partial block): one work-item per (block, dim);
  * grid dimension 1 = batch x heads of the output. Query means (keys 0) are stored
  * [head][block][dim]; key means (keys 1) are read through pi and stored [head][dim][block], so
- * that the selection's work-items, one per key block, read them coalesced. */
-__kernel void pbs_block_means(__global const storage_t *x, ulong offset, ulong stride_batch,
-                              ulong stride_head, ulong stride_seq, int out_heads, int heads_per_in,
-                              int q_len, int kv_len, int block, int blocks,
+ * that the selection's work-items, one per key block, read them coalesced. x is of dtype. */
+__kernel void pbs_block_means(__global const void *x, int dtype, ulong offset,
+                              ulong stride_batch, ulong stride_head, ulong stride_seq,
+                              int out_heads, int heads_per_in, int q_len, int kv_len, int block,
+                              int blocks,
                               __global const int *pi, ulong pi_offset, int keys,
                               __global float *means, ulong means_offset, SEQUENCE_PARAMS)
 {
@@ -64,7 +65,7 @@ __kernel void pbs_block_means(__global const storage_t *x, ulong offset, ulong s
         if (p >= seq)
             break;
         int row = keys ? sequence_key_row(&s, perm[p]) : p;
-        sum += load_element(x, base + (ulong)row * stride_seq);
+        sum += load_element_as(x, dtype, base + (ulong)row * stride_seq);
     }
     const ulong at = keys ? (ulong)d * blocks + j : (ulong)j * HEAD_DIM + d;
     means[(ulong)bh * blocks * HEAD_DIM + at] = sum / (float)block;

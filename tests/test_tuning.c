@@ -190,7 +190,8 @@ static void expect(pbsa_context *ctx, pbsa_kernel_kind kind, const pbsa_flash_co
                           : kind == PBSA_KERNEL_SPARSE ? PBSA_ROLE_SPARSE
                                                        : PBSA_ROLE_SCORES;
     pbsa_dispatch used;
-    assert_true(pbsa_dispatch_pick(ctx, role, PBSA_DTYPE_F32, 64, block, 1, 8, &used));
+    const pbsa_dtypes f32 = {PBSA_DTYPE_F32, PBSA_DTYPE_F32, PBSA_DTYPE_F32};
+    assert_true(pbsa_dispatch_pick(ctx, role, &f32, 64, block, 1, 8, &used));
     assert_ptr_equal(used.family, &pbsa_portable_family);
     assert_true(pbsa_flash_config_equal(&used.config.flash, cfg));
     assert_int_equal(used.source, want);
@@ -618,7 +619,8 @@ static bool runs_mma(pbsa_context *ctx, pbsa_tile_role role, const pbsa_tensor *
                      const pbsa_tensor *k, const pbsa_tensor *v, int block, pbsa_mma_config *used)
 {
     pbsa_dispatch d;
-    if (!pbsa_dispatch_pick(ctx, role, q->dtype, (int)q->head_dim, block, 1,
+    const pbsa_dtypes dtypes = {q->dtype, k->dtype, q->dtype};
+    if (!pbsa_dispatch_pick(ctx, role, &dtypes, (int)q->head_dim, block, 1,
                             pbsa_row_alignment(k, v), &d) ||
         d.family == &pbsa_portable_family)
         return false;
@@ -759,14 +761,15 @@ static void test_wgmma_dispatch(void **state)
      * there, as a tuned entry that does not fit is: its heuristic configuration runs. */
     set_tile_env(ctx, "PBSA_MMA_CONFIG", "4,2,64,2");
     pbsa_tensor t = pbsa_tensor_bhsd(NULL, PBSA_DTYPE_BF16, 1, 2, 256, 128);
+    const pbsa_dtypes bf16 = {t.dtype, t.dtype, t.dtype};
     pbsa_dispatch d;
-    assert_true(pbsa_dispatch_pick(ctx, PBSA_ROLE_DENSE, t.dtype, 128, 0, 1,
+    assert_true(pbsa_dispatch_pick(ctx, PBSA_ROLE_DENSE, &bf16, 128, 0, 1,
                                    pbsa_row_alignment(&t, &t), &d));
     assert_string_equal(d.family->name, "wgmma");
     assert_int_equal(d.config.mma.warps, 8);
     assert_int_equal(d.source, PBSA_CONFIG_HEURISTIC);
     set_tile_env(ctx, "PBSA_MMA_CONFIG", "4,1,64,1");
-    assert_true(pbsa_dispatch_pick(ctx, PBSA_ROLE_SPARSE, t.dtype, 128, 128, 1,
+    assert_true(pbsa_dispatch_pick(ctx, PBSA_ROLE_SPARSE, &bf16, 128, 128, 1,
                                    pbsa_row_alignment(&t, &t), &d));
     assert_string_equal(d.family->name, "wgmma");
     assert_int_equal(d.config.mma.warps, 4);
@@ -774,26 +777,26 @@ static void test_wgmma_dispatch(void **state)
     /* Double-buffered 32-key tiles with three warpgroups: wgmma's alone (mma.sync passes over
      * them), dense only (192 rows divide no block). */
     set_tile_env(ctx, "PBSA_MMA_CONFIG", "12,1,32,3");
-    assert_true(pbsa_dispatch_pick(ctx, PBSA_ROLE_DENSE, t.dtype, 128, 0, 1,
+    assert_true(pbsa_dispatch_pick(ctx, PBSA_ROLE_DENSE, &bf16, 128, 0, 1,
                                    pbsa_row_alignment(&t, &t), &d));
     assert_string_equal(d.family->name, "wgmma");
     assert_int_equal(d.config.mma.warps, 12);
     assert_int_equal(d.config.mma.keys, 32);
     assert_int_equal(d.config.mma.stages, 3);
     assert_int_equal(d.source, PBSA_CONFIG_ENVIRONMENT);
-    assert_true(pbsa_dispatch_pick(ctx, PBSA_ROLE_SPARSE, t.dtype, 128, 128, 1,
+    assert_true(pbsa_dispatch_pick(ctx, PBSA_ROLE_SPARSE, &bf16, 128, 128, 1,
                                    pbsa_row_alignment(&t, &t), &d));
     assert_int_equal(d.config.mma.warps, 8);
     assert_int_equal(d.source, PBSA_CONFIG_HEURISTIC);
     set_tile_env(ctx, "PBSA_MMA_CONFIG", NULL);
     /* Without wgmma (not requested with PBSA_WGMMA, or no probe passed), mma.sync runs the call. */
     ctx->use_wgmma = false;
-    assert_true(pbsa_dispatch_pick(ctx, PBSA_ROLE_DENSE, t.dtype, 128, 0, 1,
+    assert_true(pbsa_dispatch_pick(ctx, PBSA_ROLE_DENSE, &bf16, 128, 0, 1,
                                    pbsa_row_alignment(&t, &t), &d));
     assert_string_equal(d.family->name, "mma.sync");
     ctx->use_tensor_cores = false;
     ctx->use_wgmma = true; /* never without the mma.sync probe */
-    assert_true(pbsa_dispatch_pick(ctx, PBSA_ROLE_DENSE, t.dtype, 128, 0, 1,
+    assert_true(pbsa_dispatch_pick(ctx, PBSA_ROLE_DENSE, &bf16, 128, 0, 1,
                                    pbsa_row_alignment(&t, &t), &d));
     assert_string_equal(d.family->name, "portable");
     pbsa_context_release(ctx);

@@ -485,7 +485,17 @@ static void test_mma_rules(void **state)
     assert_true(pbsa_mma_config_valid(&base, 128, &nvidia));
     assert_true(pbsa_mma_config_valid(&base, 64, &nvidia));
     assert_false(pbsa_mma_config_valid(&base, 256, &nvidia));
-    assert_false(pbsa_mma_config_valid(&base, 80, &nvidia));
+    assert_false(pbsa_mma_config_valid(&base, 72, &nvidia));
+    /* Head dims 80 and 112 (an odd count of 16-dim steps) and 192: 64 keys of 192 need 52224
+     * bytes, 32 fit; two row groups of 192 would spill their fragments. */
+    assert_true(pbsa_mma_config_valid(&base, 80, &nvidia));
+    assert_true(pbsa_mma_config_valid(&base, 112, &nvidia));
+    assert_false(pbsa_mma_config_valid(&base, 192, &nvidia));
+    assert_true(pbsa_mma_config_valid(&half, 192, &nvidia));
+    const pbsa_mma_config grouped_192 = {4, 2, 32, 2};
+    assert_false(pbsa_mma_config_valid(&grouped_192, 192, &nvidia));
+    pbsa_mma_config h192 = pbsa_mma_config_heuristic(&nvidia, 192, 0);
+    assert_true(pbsa_mma_config_equal(&h192, &half));
     /* Every point of the space is valid with 48 KiB at D128 ... */
     static const int warps[] = {2, 4, 8}, groups[] = {1, 2}, keys[] = {32, 64}, stages[] = {1, 2};
     int points = 0;
@@ -588,11 +598,16 @@ static void test_mma_rules(void **state)
     assert_false(pbsa_mma_config_valid(&h, 128, &tiny));
 
     char options[256] = "";
-    assert_true(pbsa_mma_options(options, sizeof options, PBSA_DTYPE_BF16, 96, 1, &other));
-    assert_non_null(strstr(options, "-DDTYPE_BF16 -DHEAD_DIM=96 -DCAUSAL=1"));
+    const pbsa_dtypes bf16 = {PBSA_DTYPE_BF16, PBSA_DTYPE_BF16, PBSA_DTYPE_BF16};
+    assert_true(pbsa_mma_options(options, sizeof options, &bf16, 96, 1, &other));
+    assert_non_null(
+        strstr(options, "-DQ_DTYPE=bf16 -DKV_DTYPE=bf16 -DO_DTYPE=bf16 -DHEAD_DIM=96 -DCAUSAL=1"));
     assert_non_null(strstr(options, "-DMMA_WARPS=8 -DMMA_GROUPS=2 -DBN=64 -DMMA_STAGES=1"));
     options[0] = '\0';
-    assert_true(pbsa_mma_options(options, sizeof options, PBSA_DTYPE_F16, 64, 0, &half));
+    /* Each tensor's own dtype: q and o f32 around f16 K and V. */
+    const pbsa_dtypes mixed = {PBSA_DTYPE_F32, PBSA_DTYPE_F16, PBSA_DTYPE_F32};
+    assert_true(pbsa_mma_options(options, sizeof options, &mixed, 64, 0, &half));
+    assert_non_null(strstr(options, "-DQ_DTYPE=f32 -DKV_DTYPE=f16 -DO_DTYPE=f32"));
     assert_non_null(strstr(options, "-DHEAD_DIM=64 -DCAUSAL=0"));
     assert_non_null(strstr(options, "-DMMA_WARPS=4 -DMMA_GROUPS=1 -DBN=32 -DMMA_STAGES=2"));
 }

@@ -425,7 +425,7 @@ static void key_label(const pbsa_tuning_key *key, char *out, size_t capacity)
     if (pbsa_tuning_key_max_tile(key))
         snprintf(block, sizeof block, " b%d", key->block);
     snprintf(out, capacity, "%s %s D%d%s %s", pbsa_kernel_kind_name(key->kind),
-             pbsa_tuning_dtype_name(key->dtype), key->head_dim, block,
+             pbsa_dtype_name(key->dtype), key->head_dim, block,
              key->causal ? "causal" : "non-causal");
 }
 
@@ -790,7 +790,7 @@ static void print_table(const options *o, const key_result *results, int count)
         if (pbsa_tuning_key_max_tile(&r->key))
             snprintf(block, sizeof block, "%d", r->key.block);
         printf("%-10s %-5s %4d %5s %6d %6d ", pbsa_kernel_kind_name(kind),
-               pbsa_tuning_dtype_name(r->key.dtype), r->key.head_dim, block, r->key.causal,
+               pbsa_dtype_name(r->key.dtype), r->key.head_dim, block, r->key.causal,
                r->tried);
         if (!r->done) {
             printf("failed: %s\n", r->error[0] ? r->error : "not tuned");

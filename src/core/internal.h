@@ -96,6 +96,17 @@ void pbsa_error_table_release(pbsa_context *ctx);
 
 /* ---- argument checks (src/core/tensor_check.c) ---- */
 
+/* The storage dtypes of a call's tensors: q, k and v (which share one) and o. Any combination
+ * of f32, f16 and bf16 runs. A kernel that writes no o is built with o = q, so that every call
+ * of the same q and k shares its program. */
+typedef struct pbsa_dtypes {
+    pbsa_dtype q, kv, o;
+} pbsa_dtypes;
+
+/* "f32", "f16", "bf16" (in kernel options, tuning files and messages); NULL for an unknown
+ * dtype. */
+const char *pbsa_dtype_name(pbsa_dtype dtype);
+
 /* The bytes [begin, end) of buffer that an argument named name covers. */
 typedef struct pbsa_span {
     const char *name;
@@ -154,8 +165,9 @@ int pbsa_check_attention_tensors(const pbsa_context *ctx, const char *fn, const 
                                  const pbsa_tensor *k, const pbsa_tensor *v, const pbsa_tensor *o,
                                  const pbsa_varlen *varlen, const pbsa_paged_kv *paged,
                                  pbsa_sequences *seqs);
-/* Whether head_dim is one the kernels are built for. */
+/* Whether head_dim is one the kernels are built for: those of PBSA_HEAD_DIMS. */
 bool pbsa_head_dim_supported(int64_t head_dim);
+#define PBSA_HEAD_DIMS "64, 80, 96, 112, 128, 192 or 256"
 
 /* ---- memory shared between arguments (src/core/overlap.c) ---- */
 
@@ -222,8 +234,9 @@ float pbsa_scale_log2(float scale);
 void pbsa_arg_sequences(pbsa_kernel_args *args, const pbsa_sequences *s);
 /* The offset and the three strides of t, as four ulong arguments. */
 void pbsa_arg_tensor_layout(pbsa_kernel_args *args, const pbsa_tensor *t);
-/* The -D option that selects dtype's storage in cl/common.cl. */
-const char *pbsa_dtype_define(pbsa_dtype dtype);
+/* Appends the -D options that select the storage of q, of k and v and of o in cl/common.cl
+ * (" -DQ_DTYPE=f32 -DKV_DTYPE=f16 -DO_DTYPE=f32"); false when they do not fit. */
+bool pbsa_append_dtype_options(char *options, size_t capacity, const pbsa_dtypes *dtypes);
 
 /* Appends printf-style text to a fixed-size options buffer; returns false when it would not fit. */
 bool pbsa_append_option(char *buffer, size_t capacity, const char *fmt, ...)

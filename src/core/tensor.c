@@ -1,5 +1,5 @@
-/* Tensor descriptor constructors and dtype sizes. */
-#include "pbsattn.h"
+/* Tensor descriptor constructors, dtype sizes and names. */
+#include "core/internal.h"
 
 size_t pbsa_dtype_size(pbsa_dtype dtype)
 {
@@ -9,6 +9,16 @@ size_t pbsa_dtype_size(pbsa_dtype dtype)
     case PBSA_DTYPE_BF16: return 2;
     }
     return 0;
+}
+
+const char *pbsa_dtype_name(pbsa_dtype dtype)
+{
+    switch (dtype) {
+    case PBSA_DTYPE_F32: return "f32";
+    case PBSA_DTYPE_F16: return "f16";
+    case PBSA_DTYPE_BF16: return "bf16";
+    }
+    return NULL;
 }
 
 pbsa_tensor pbsa_tensor_bhsd(cl_mem buffer, pbsa_dtype dtype, int64_t batch, int64_t heads,

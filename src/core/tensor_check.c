@@ -5,7 +5,8 @@
 
 bool pbsa_head_dim_supported(int64_t head_dim)
 {
-    return head_dim == 64 || head_dim == 96 || head_dim == 128 || head_dim == 256;
+    return head_dim == 64 || head_dim == 80 || head_dim == 96 || head_dim == 112 ||
+           head_dim == 128 || head_dim == 192 || head_dim == 256;
 }
 
 static bool mul_overflows(uint64_t a, uint64_t b, uint64_t *out)
@@ -182,11 +183,10 @@ int pbsa_check_query_key(const pbsa_context *ctx, const char *fn, const pbsa_ten
         status = pbsa_check_tensor(ctx, fn, "k", k);
     if (status != PBSA_SUCCESS)
         return status;
-    if (k->dtype != q->dtype)
-        return pbsa_fail(ctx, PBSA_ERROR_DTYPE_MISMATCH, "%s: k.dtype differs from q.dtype", fn);
+    /* q and k may differ in dtype: every kernel reads each tensor in its own. */
     if (!pbsa_head_dim_supported(q->head_dim))
         return pbsa_fail(ctx, PBSA_ERROR_UNSUPPORTED_HEAD_DIM,
-                         "%s: q.head_dim = %" PRId64 " is not supported (64, 96, 128 or 256)", fn,
+                         "%s: q.head_dim = %" PRId64 " is not supported (" PBSA_HEAD_DIMS ")", fn,
                          q->head_dim);
     if (paged && !varlen)
         return pbsa_fail(ctx, PBSA_ERROR_INVALID_VALUE,
@@ -224,11 +224,13 @@ int pbsa_check_attention_tensors(const pbsa_context *ctx, const char *fn, const 
         return status;
     const char *names[4] = {"q", "k", "v", "o"};
     const pbsa_tensor *tensors[4] = {q, k, v, o};
+    /* K and V are staged and multiplied as one type; q and o may each have any dtype. */
+    if (v->dtype != k->dtype)
+        return pbsa_fail(ctx, PBSA_ERROR_DTYPE_MISMATCH,
+                         "%s: v.dtype = %s differs from k.dtype = %s (k and v share one dtype)", fn,
+                         pbsa_dtype_name(v->dtype), pbsa_dtype_name(k->dtype));
     for (int i = 2; i < 4; i++) {
         const pbsa_tensor *t = tensors[i];
-        if (t->dtype != q->dtype)
-            return pbsa_fail(ctx, PBSA_ERROR_DTYPE_MISMATCH, "%s: %s.dtype differs from q.dtype",
-                             fn, names[i]);
         /* v has k's batch (the pool's pages when paged), o has q's. */
         const pbsa_tensor *like = i == 2 ? k : q;
         if (t->batch != like->batch)

@@ -37,7 +37,8 @@ int pbsa_dense_attention(pbsa_context *ctx, cl_command_queue queue, const pbsa_t
 
     const int head_dim = (int)q->head_dim;
     pbsa_dispatch dispatch;
-    if (!pbsa_dispatch_pick(ctx, PBSA_ROLE_DENSE, q->dtype, head_dim, 0, p.causal,
+    const pbsa_dtypes dtypes = {q->dtype, k->dtype, o->dtype};
+    if (!pbsa_dispatch_pick(ctx, PBSA_ROLE_DENSE, &dtypes, head_dim, 0, p.causal,
                             pbsa_row_alignment(k, v), &dispatch))
         return pbsa_fail(ctx, PBSA_ERROR_UNSUPPORTED_DEVICE,
                          "%s: the device's local memory (%llu bytes) or work-group size (%zu) is "

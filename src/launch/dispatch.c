@@ -10,10 +10,10 @@ enum { ORIGIN_CAPACITY = 4200, MAX_FILES = 8 };
 
 static const char *const flash_files[] = {"common.cl", "sequence.cl", "flash_tile.cl"};
 
-static bool flash_options(char *options, size_t capacity, pbsa_dtype dtype, int head_dim,
-                          int causal, const pbsa_kernel_config *config)
+static bool flash_options(char *options, size_t capacity, const pbsa_dtypes *dtypes,
+                          int head_dim, int causal, const pbsa_kernel_config *config)
 {
-    return pbsa_flash_options(options, capacity, dtype, head_dim, causal, &config->flash);
+    return pbsa_flash_options(options, capacity, dtypes, head_dim, causal, &config->flash);
 }
 
 static void flash_work_group(const pbsa_kernel_config *config, size_t *work_items, size_t *rows)
@@ -43,10 +43,10 @@ static const char *const mma_files[] = {"common.cl", "sequence.cl", "mma_ptx.cl"
 
 static bool mma_available(const pbsa_context *ctx) { return ctx->use_tensor_cores; }
 
-static bool mma_options(char *options, size_t capacity, pbsa_dtype dtype, int head_dim, int causal,
-                        const pbsa_kernel_config *config)
+static bool mma_options(char *options, size_t capacity, const pbsa_dtypes *dtypes, int head_dim,
+                        int causal, const pbsa_kernel_config *config)
 {
-    return pbsa_mma_options(options, capacity, dtype, head_dim, causal, &config->mma);
+    return pbsa_mma_options(options, capacity, dtypes, head_dim, causal, &config->mma);
 }
 
 static void mma_work_group(const pbsa_kernel_config *config, size_t *work_items, size_t *rows)
@@ -69,6 +69,7 @@ static const pbsa_tile_family mma_family = {
               [PBSA_ROLE_SPARSE] = {"pbs_attention.cl", PBSA_KERNEL_SPARSE_MMA, NULL},
               [PBSA_ROLE_SCORES] = {"pbs_scores_mma.cl", PBSA_KERNEL_DENSE_MMA, &mma_scores}},
     .row_alignment = 8, /* 16 bytes of 16-bit elements */
+    .kv_16bit = true,
     .available = mma_available,
     .options = mma_options,
     .work_group = mma_work_group,
@@ -86,10 +87,10 @@ static bool wgmma_available(const pbsa_context *ctx)
     return ctx->use_tensor_cores && ctx->use_wgmma;
 }
 
-static bool wgmma_options(char *options, size_t capacity, pbsa_dtype dtype, int head_dim,
-                          int causal, const pbsa_kernel_config *config)
+static bool wgmma_options(char *options, size_t capacity, const pbsa_dtypes *dtypes,
+                          int head_dim, int causal, const pbsa_kernel_config *config)
 {
-    return mma_options(options, capacity, dtype, head_dim, causal, config) &&
+    return mma_options(options, capacity, dtypes, head_dim, causal, config) &&
            pbsa_append_option(options, capacity, " -DWGMMA=1");
 }
 
@@ -102,6 +103,7 @@ static const pbsa_tile_family wgmma_family = {
     .roles = {[PBSA_ROLE_DENSE] = {"dense_attention.cl", PBSA_KERNEL_DENSE_WGMMA, NULL},
               [PBSA_ROLE_SPARSE] = {"pbs_attention.cl", PBSA_KERNEL_SPARSE_WGMMA, NULL}},
     .row_alignment = 8,
+    .kv_16bit = true,
     .available = wgmma_available,
     .options = wgmma_options,
     .work_group = mma_work_group,
@@ -131,17 +133,22 @@ int pbsa_row_alignment(const pbsa_tensor *a, const pbsa_tensor *b)
 }
 
 bool pbsa_dispatch_family(const pbsa_context *ctx, const pbsa_tile_family *family,
-                          pbsa_tile_role role, pbsa_dtype dtype, int head_dim, int block,
+                          pbsa_tile_role role, const pbsa_dtypes *dtypes, int head_dim, int block,
                           int causal, int alignment, pbsa_dispatch *out, char *origin,
                           size_t capacity)
 {
     const pbsa_family_role *r = &family->roles[role];
+    /* f32 K and V never run on tiles that compute in 16 bits: the portable tiles take them, in
+     * fp32, whatever the dtypes of q and o. */
     if (!r->kernel_file || (family->available && !family->available(ctx)) ||
-        alignment < family->row_alignment)
+        alignment < family->row_alignment || (family->kv_16bit && dtypes->kv == PBSA_DTYPE_F32))
         return false;
-    pbsa_tuning_key key = {r->kind, dtype, head_dim, role == PBSA_ROLE_DENSE ? 0 : block,
+    /* A mixed call is keyed, tuned and looked up by its K/V dtype (pbsa_tuning_key). */
+    pbsa_tuning_key key = {r->kind, dtypes->kv, head_dim, role == PBSA_ROLE_DENSE ? 0 : block,
                            role == PBSA_ROLE_SCORES || !causal ? 0 : 1};
-    pbsa_dispatch d = {family, role, key, {{0}}, PBSA_CONFIG_HEURISTIC};
+    pbsa_dispatch d = {family, role, *dtypes, key, {{0}}, PBSA_CONFIG_HEURISTIC};
+    if (role == PBSA_ROLE_SCORES)
+        d.dtypes.o = d.dtypes.q;
     if (r->fixed) {
         /* Checked as a configuration of its space with no block to divide. */
         d.key.block = 0;
@@ -164,12 +171,12 @@ bool pbsa_dispatch_family(const pbsa_context *ctx, const pbsa_tile_family *famil
     return true;
 }
 
-bool pbsa_dispatch_pick(const pbsa_context *ctx, pbsa_tile_role role, pbsa_dtype dtype,
+bool pbsa_dispatch_pick(const pbsa_context *ctx, pbsa_tile_role role, const pbsa_dtypes *dtypes,
                         int head_dim, int block, int causal, int alignment, pbsa_dispatch *out)
 {
     for (size_t i = 0; i < FAMILY_COUNT; i++)
-        if (pbsa_dispatch_family(ctx, families[i], role, dtype, head_dim, block, causal, alignment,
-                                 out, NULL, 0))
+        if (pbsa_dispatch_family(ctx, families[i], role, dtypes, head_dim, block, causal,
+                                 alignment, out, NULL, 0))
             return true;
     return false;
 }
@@ -210,7 +217,7 @@ int pbsa_dispatch_kernel(pbsa_context *ctx, const pbsa_dispatch *d, const char *
         files[count] = f->tile_files[count];
     files[count++] = f->roles[d->role].kernel_file;
     char options[512] = "";
-    f->options(options, sizeof options, d->key.dtype, d->key.head_dim, d->key.causal, &d->config);
+    f->options(options, sizeof options, &d->dtypes, d->key.head_dim, d->key.causal, &d->config);
     pbsa_append_option(options, sizeof options, "%s", extra_options);
     f->work_group(&d->config, work_items, rows);
     return f->build ? f->build(ctx, files, count, options, kernel_name, out)
@@ -252,12 +259,14 @@ int pbsa_query_kernel_config(const pbsa_context *ctx, pbsa_kernel_kind kind, pbs
     if (!name || (!family && !method))
         return pbsa_fail(ctx, PBSA_ERROR_INVALID_VALUE, "%s: kind = %d is not a pbsa_kernel_kind",
                          fn, (int)kind);
-    if (!pbsa_tuning_dtype_name(dtype))
+    if (!pbsa_dtype_name(dtype))
         return pbsa_fail(ctx, PBSA_ERROR_UNSUPPORTED_DTYPE, "%s: dtype = %d is not supported", fn,
                          (int)dtype);
     if (!pbsa_head_dim_supported(head_dim))
         return pbsa_fail(ctx, PBSA_ERROR_UNSUPPORTED_HEAD_DIM,
-                         "%s: head_dim = %d is not supported (64, 96, 128 or 256)", fn, head_dim);
+                         "%s: head_dim = %d is not supported (" PBSA_HEAD_DIMS ")", fn, head_dim);
+    /* A call of these dtypes throughout; a mixed call runs where its K/V dtype would. */
+    const pbsa_dtypes dtypes = {dtype, dtype, dtype};
     const bool dense = role == PBSA_ROLE_DENSE;
     if (!dense && block_size != 16 && block_size != 32 && block_size != 64 && block_size != 128)
         return pbsa_fail(ctx, PBSA_ERROR_INVALID_VALUE,
@@ -282,7 +291,7 @@ int pbsa_query_kernel_config(const pbsa_context *ctx, pbsa_kernel_kind kind, pbs
     /* A tensor-core kind answers for the calls that run on its family: none ahead takes them. */
     const pbsa_tile_family *ahead = NULL;
     for (size_t i = 0; family != &pbsa_portable_family && families[i] != family; i++)
-        if (pbsa_dispatch_family(ctx, families[i], role, dtype, head_dim, block_size, causal,
+        if (pbsa_dispatch_family(ctx, families[i], role, &dtypes, head_dim, block_size, causal,
                                  aligned, &d, NULL, 0)) {
             ahead = families[i];
             break;
@@ -292,7 +301,7 @@ int pbsa_query_kernel_config(const pbsa_context *ctx, pbsa_kernel_kind kind, pbs
                          "%s: the calls of %s run on the %s kernels on ctx (query that family's "
                          "kind)",
                          fn, name, ahead->name);
-    if (!pbsa_dispatch_family(ctx, family, role, dtype, head_dim, block_size, causal, aligned, &d,
+    if (!pbsa_dispatch_family(ctx, family, role, &dtypes, head_dim, block_size, causal, aligned, &d,
                               origin, sizeof origin)) {
         if (family != &pbsa_portable_family)
             return pbsa_fail(ctx, PBSA_ERROR_UNSUPPORTED_DEVICE,
@@ -300,7 +309,7 @@ int pbsa_query_kernel_config(const pbsa_context *ctx, pbsa_kernel_kind kind, pbs
                              "runs on contexts that use tensor cores%s, for f16 and bf16, head "
                              "dims %s%s, where a configuration fits the device)",
                              fn, name, family == &wgmma_family ? " through wgmma" : "",
-                             family == &wgmma_family ? "128" : "64, 96 and 128",
+                             family == &wgmma_family ? "128" : "64, 80, 96, 112, 128 and 192",
                              dense ? "" : ", block_size 64 and 128");
         return pbsa_fail(ctx, PBSA_ERROR_UNSUPPORTED_DEVICE,
                          "%s: the device's local memory (%llu bytes) or work-group size (%zu) is "
@@ -317,7 +326,7 @@ int pbsa_query_kernel_config(const pbsa_context *ctx, pbsa_kernel_kind kind, pbs
     char first_origin[ORIGIN_CAPACITY];
     for (size_t i = 0; family == &pbsa_portable_family && families[i] != family; i++)
         if (!families[i]->roles[role].fixed &&
-            pbsa_dispatch_family(ctx, families[i], role, dtype, head_dim, block_size, causal,
+            pbsa_dispatch_family(ctx, families[i], role, &dtypes, head_dim, block_size, causal,
                                  aligned, &first, first_origin, sizeof first_origin))
             break;
     if (first.family != d.family) {

@@ -32,11 +32,15 @@ typedef struct pbsa_tile_family {
     size_t tile_file_count;
     pbsa_family_role roles[PBSA_ROLE_COUNT];
     int row_alignment; /* elements on which every row the tiles load must start */
+    /* K and V must be f16 or bf16, the type the tiles compute in: calls with f32 K and V go to
+     * a later family rather than being rounded. */
+    bool kv_16bit;
     /* Whether the family runs on ctx (a probe's verdict, say); NULL: on every device. */
     bool (*available)(const pbsa_context *ctx);
-    /* Writes the -D options of a kernel variant: dtype, head dim, causal and the configuration. */
-    bool (*options)(char *options, size_t capacity, pbsa_dtype dtype, int head_dim, int causal,
-                    const pbsa_kernel_config *config);
+    /* Writes the -D options of a kernel variant: dtypes, head dim, causal and the
+     * configuration. */
+    bool (*options)(char *options, size_t capacity, const pbsa_dtypes *dtypes, int head_dim,
+                    int causal, const pbsa_kernel_config *config);
     /* The work-group size and the query rows one work-group covers. */
     void (*work_group)(const pbsa_kernel_config *config, size_t *work_items, size_t *rows);
     /* The keys of one tile (the fused scores' partial results are per tile). */
@@ -55,8 +59,9 @@ extern const pbsa_tile_family pbsa_portable_family;
 typedef struct pbsa_dispatch {
     const pbsa_tile_family *family;
     pbsa_tile_role role;
-    pbsa_tuning_key key; /* kind: the family's kind for the role; block 0 for dense, causal 0
-                            for the scores */
+    pbsa_dtypes dtypes;  /* o = q for the scores, which write no o */
+    pbsa_tuning_key key; /* kind: the family's kind for the role; dtype: K and V's; block 0 for
+                            dense, causal 0 for the scores */
     pbsa_kernel_config config;
     pbsa_config_source source;
 } pbsa_dispatch;
@@ -65,26 +70,27 @@ typedef struct pbsa_dispatch {
  * multiples of: the alignment, in elements, on which every row of both starts. */
 int pbsa_row_alignment(const pbsa_tensor *a, const pbsa_tensor *b);
 
-/* Whether family runs role for these shapes on ctx: it is available, runs the role, its rows'
- * alignment is met (alignment: that of the rows the kernel loads, pbsa_row_alignment()), the key is
- * one it has (pbsa_tuning_key_valid()) and the configuration found for it (pbsa_tuning_lookup(), or
- * the fixed one) is usable on the device. *out receives the answer when true; origin (may be NULL
+/* Whether family runs role for these dtypes and shapes on ctx: it is available, runs the role,
+ * takes K and V's dtype (kv_16bit), its rows' alignment is met (alignment: that of the rows the
+ * kernel loads, pbsa_row_alignment()), the key is one it has (pbsa_tuning_key_valid()) and the
+ * configuration found for it (pbsa_tuning_lookup(), or the fixed one) is usable on the device. *out receives the answer when true; origin (may be NULL
  * when capacity is 0) receives where the configuration came from. block: the PBS logical block
  * (ignored for the dense role); causal is ignored for the scores. Thread-safe. */
 bool pbsa_dispatch_family(const pbsa_context *ctx, const pbsa_tile_family *family,
-                          pbsa_tile_role role, pbsa_dtype dtype, int head_dim, int block,
+                          pbsa_tile_role role, const pbsa_dtypes *dtypes, int head_dim, int block,
                           int causal, int alignment, pbsa_dispatch *out, char *origin,
                           size_t capacity);
 /* The first family of the table that runs the call (pbsa_dispatch_family()); false when none
  * does, that is when even the portable configuration does not fit the device. Thread-safe. */
-bool pbsa_dispatch_pick(const pbsa_context *ctx, pbsa_tile_role role, pbsa_dtype dtype,
+bool pbsa_dispatch_pick(const pbsa_context *ctx, pbsa_tile_role role, const pbsa_dtypes *dtypes,
                         int head_dim, int block, int causal, int alignment, pbsa_dispatch *out);
 
-/* How the permutation scores of a PBS call with these shapes are computed on ctx, and where
- * that comes from: forced on ctx (pbsa_pbs_force_methods(), tests), forced by the tuner, the
- * PBSA_SCORE_METHOD variable, the tuned choice of the scores_method kind (pbsa-tune measures
- * both), else the fused kernels. origin (may be NULL when capacity is 0) and source (may be NULL)
- * receive where it came from. Thread-safe. */
+/* How the permutation scores of a PBS call with these shapes (dtype: K's) are computed on ctx,
+ * and where that comes from: forced on ctx (pbsa_pbs_force_methods(), tests), forced by the
+ * tuner, the PBSA_SCORE_METHOD variable, the tuned choice of the scores_method kind (pbsa-tune
+ * measures both), else the fused kernels. Both methods read q and k each in its own dtype.
+ * origin (may be NULL when capacity is 0) and source (may be NULL) receive where it came from.
+ * Thread-safe. */
 pbsa_score_method pbsa_dispatch_score_method(const pbsa_context *ctx, pbsa_dtype dtype,
                                              int head_dim, int block, pbsa_config_source *source,
                                              char *origin, size_t capacity);

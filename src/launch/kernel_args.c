@@ -71,12 +71,9 @@ void pbsa_arg_sequences(pbsa_kernel_args *args, const pbsa_sequences *s)
     pbsa_arg_i32(args, s->varlen ? 1 : 0);
 }
 
-const char *pbsa_dtype_define(pbsa_dtype dtype)
+bool pbsa_append_dtype_options(char *options, size_t capacity, const pbsa_dtypes *dtypes)
 {
-    switch (dtype) {
-    case PBSA_DTYPE_F32: return "-DDTYPE_F32";
-    case PBSA_DTYPE_F16: return "-DDTYPE_F16";
-    case PBSA_DTYPE_BF16: return "-DDTYPE_BF16";
-    }
-    return "";
+    return pbsa_append_option(options, capacity, " -DQ_DTYPE=%s -DKV_DTYPE=%s -DO_DTYPE=%s",
+                              pbsa_dtype_name(dtypes->q), pbsa_dtype_name(dtypes->kv),
+                              pbsa_dtype_name(dtypes->o));
 }

@@ -11,16 +11,17 @@ int pbsa_pbs_prepare_gather(pbsa_context *ctx, const char *fn, const pbsa_pbs_pl
                             uint64_t pi_offset, cl_mem workspace,
                             pbsa_tensor *k_perm, pbsa_tensor *v_perm, pbsa_launch_chain *chain)
 {
-    /* Both live in the workspace itself, at their regions' offsets (in elements of the dtype). */
-    const uint64_t per_word = 4 / pbsa_dtype_size(plan->dtype);
-    *k_perm = pbsa_tensor_bhsd(workspace, plan->dtype, plan->batch, plan->perm_heads,
+    /* Both live in the workspace itself, at their regions' offsets (in elements of K's dtype). */
+    const size_t element_bytes = pbsa_dtype_size(plan->dtypes.kv);
+    const uint64_t per_word = 4 / element_bytes;
+    *k_perm = pbsa_tensor_bhsd(workspace, plan->dtypes.kv, plan->batch, plan->perm_heads,
                                plan->kv_len, plan->head_dim);
     *v_perm = *k_perm;
     k_perm->offset = plan->layout.start[PBSA_REGION_K_PERM] * per_word;
     v_perm->offset = plan->layout.start[PBSA_REGION_V_PERM] * per_word;
     char options[128] = "";
-    pbsa_append_option(options, sizeof options, "%s -DHEAD_DIM=%d",
-                       pbsa_dtype_define(plan->dtype), plan->head_dim);
+    pbsa_append_option(options, sizeof options, "-DELEMENT_BYTES=%zu -DHEAD_DIM=%d",
+                       element_bytes, plan->head_dim);
     cl_kernel kernel;
     int status = pbsa_get_kernel(ctx, gather_files, 1, options, "pbs_gather_kv", &kernel);
     if (status != PBSA_SUCCESS)

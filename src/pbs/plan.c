@@ -76,7 +76,7 @@ static bool make_layout(pbsa_pbs_plan *p)
     const uint64_t units = p->score_method == PBSA_SCORE_CLBLAST ? (uint64_t)p->gemm_units : 0;
     const uint64_t tiles = p->score_method == PBSA_SCORE_FUSED ? (uint64_t)p->score_tiles : 0;
     const uint64_t kv_copies =
-        p->kv_method == PBSA_KV_MATERIALISED ? pbsa_dtype_size(p->dtype) : 0;
+        p->kv_method == PBSA_KV_MATERIALISED ? pbsa_dtype_size(p->dtypes.kv) : 0;
     uint64_t *count = p->layout.count;
     /* Factors are below 2^31, so a product of two fits; longer products are checked. */
     bool ok = mul3(q_rows, L, 2 * tiles, &count[PBSA_REGION_PARTIALS]) &&
@@ -186,7 +186,7 @@ static int check_sequence_methods(pbsa_context *ctx, const char *fn, pbsa_pbs_pl
                          "variable-length or paged calls",
                          fn);
     pbsa_config_source source;
-    pbsa_score_method method = pbsa_dispatch_score_method(ctx, p->dtype, p->head_dim, p->block,
+    pbsa_score_method method = pbsa_dispatch_score_method(ctx, p->dtypes.kv, p->head_dim, p->block,
                                                           &source, NULL, 0);
     if (method == PBSA_SCORE_CLBLAST &&
         (source == PBSA_CONFIG_FORCED || source == PBSA_CONFIG_ENVIRONMENT))
@@ -216,7 +216,7 @@ int pbsa_pbs_plan_make(pbsa_context *ctx, const char *fn, const pbsa_tensor *q,
 
     pl.params = p;
     pl.scale = p.scale > 0.0f ? p.scale : 1.0f / sqrtf((float)q->head_dim);
-    pl.dtype = q->dtype;
+    pl.dtypes = (pbsa_dtypes){q->dtype, k->dtype, o ? o->dtype : q->dtype};
     pl.batch = pl.seqs.batch;
     pl.q_heads = (int)q->heads;
     pl.kv_heads = (int)k->heads;
@@ -244,14 +244,14 @@ int pbsa_pbs_plan_make(pbsa_context *ctx, const char *fn, const pbsa_tensor *q,
     pl.key_count = pl.segments * pl.segment;
     /* Q and K feed the scores, K and V (v NULL: K alone) the sparse attention. */
     const int qk_align = pbsa_row_alignment(q, k), kv_align = pbsa_row_alignment(k, v);
-    bool found = pbsa_dispatch_pick(ctx, PBSA_ROLE_SCORES, pl.dtype, pl.head_dim, pl.block, 0,
+    bool found = pbsa_dispatch_pick(ctx, PBSA_ROLE_SCORES, &pl.dtypes, pl.head_dim, pl.block, 0,
                                     qk_align, &pl.scores);
     pl.scores_reduce = pl.scores;
     if (found && pl.scores.family != &pbsa_portable_family)
-        found = pbsa_dispatch_family(ctx, &pbsa_portable_family, PBSA_ROLE_SCORES, pl.dtype,
+        found = pbsa_dispatch_family(ctx, &pbsa_portable_family, PBSA_ROLE_SCORES, &pl.dtypes,
                                      pl.head_dim, pl.block, 0, qk_align, &pl.scores_reduce, NULL,
                                      0);
-    if (!found || !pbsa_dispatch_pick(ctx, PBSA_ROLE_SPARSE, pl.dtype, pl.head_dim, pl.block,
+    if (!found || !pbsa_dispatch_pick(ctx, PBSA_ROLE_SPARSE, &pl.dtypes, pl.head_dim, pl.block,
                                       p.causal, kv_align, &pl.sparse))
         return pbsa_fail(ctx, PBSA_ERROR_UNSUPPORTED_DEVICE,
                          "%s: the device's local memory or work-group size is too small for "
@@ -285,7 +285,7 @@ int pbsa_pbs_plan_make(pbsa_context *ctx, const char *fn, const pbsa_tensor *q,
     /* Both fit in local memory, so in an int. */
     pl.sort_size = (int)sort_size;
     pl.select_size = (int)select_size;
-    pl.score_method = pbsa_dispatch_score_method(ctx, pl.dtype, pl.head_dim, pl.block, NULL,
+    pl.score_method = pbsa_dispatch_score_method(ctx, pl.dtypes.kv, pl.head_dim, pl.block, NULL,
                                                  NULL, 0);
     pl.kv_method = (pbsa_kv_method)method_of(ctx->pbs_methods.kv, ctx->env.kv_method);
     status = check_sequence_methods(ctx, fn, &pl);

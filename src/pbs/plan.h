@@ -24,8 +24,8 @@ typedef enum pbsa_pbs_region {
     PBSA_REGION_SINK,     /* cl_int [B, Hp] */
     PBSA_REGION_Q_MEANS,  /* float [B, Hq, nqb, D] */
     PBSA_REGION_K_MEANS,  /* float [B, Hp, D, nkb] */
-    PBSA_REGION_K_PERM,   /* materialised K' = K[pi]: storage dtype [B, Hp, Skv, D] */
-    PBSA_REGION_V_PERM,   /* materialised V' = V[pi]: storage dtype [B, Hp, Skv, D] */
+    PBSA_REGION_K_PERM,   /* materialised K' = K[pi]: K's dtype [B, Hp, Skv, D] */
+    PBSA_REGION_V_PERM,   /* materialised V' = V[pi]: V's dtype [B, Hp, Skv, D] */
     PBSA_REGION_COUNTS,   /* cl_int [B, Hq, nqb] */
     PBSA_REGION_BLOCKS,   /* cl_int [B, Hq, nqb, nkb] */
     PBSA_REGION_COUNT
@@ -44,7 +44,7 @@ typedef struct pbsa_pbs_plan {
     pbsa_params params;
     pbsa_sequences seqs; /* batch, q_len and kv_len below are its (the longest sequence's) */
     float scale;
-    pbsa_dtype dtype;
+    pbsa_dtypes dtypes; /* o = q in the stage calls that have no o */
     int batch, q_heads, kv_heads, perm_heads, q_len, kv_len, head_dim;
     int block, segment;
     int q_blocks, k_blocks, segments;
@@ -128,7 +128,7 @@ int pbsa_pbs_prepare_selection(pbsa_context *ctx, const char *fn, const pbsa_pbs
                                uint64_t pi_offset, const pbsa_block_list *out,
                                cl_mem workspace, pbsa_launch_chain *chain);
 /* Materialises K' = K[pi] and V' = V[pi] into the workspace (src/pbs/gather.c) and describes
- * them in *k_perm and *v_perm ([B, Hp, Skv, D], storage dtype, in the workspace buffer). */
+ * them in *k_perm and *v_perm ([B, Hp, Skv, D], K and V's dtype, in the workspace buffer). */
 int pbsa_pbs_prepare_gather(pbsa_context *ctx, const char *fn, const pbsa_pbs_plan *plan,
                             const pbsa_tensor *k, const pbsa_tensor *v, cl_mem pi,
                             uint64_t pi_offset, cl_mem workspace,

@@ -89,6 +89,7 @@ static int add_transpose(pbsa_context *ctx, const char *fn, const pbsa_pbs_plan 
         return status;
     pbsa_kernel_args a = {kernel, 0, CL_SUCCESS};
     pbsa_arg_mem(&a, x->buffer);
+    pbsa_arg_i32(&a, (int32_t)x->dtype); /* one program transposes q and k of any dtypes */
     pbsa_arg_tensor_layout(&a, x);
     pbsa_arg_i32(&a, plan->kv_heads);
     pbsa_arg_i32(&a, heads_per_unit);
@@ -164,9 +165,8 @@ int pbsa_pbs_prepare_scores_clblast(pbsa_context *ctx, const char *fn, const pbs
                                     cl_mem workspace, pbsa_launch_chain *chain)
 {
     char options[256] = "";
-    pbsa_append_option(options, sizeof options, "%s -DHEAD_DIM=%d -DTILE=%d -DSTATS_WG=%d",
-                       pbsa_dtype_define(plan->dtype), plan->head_dim, plan->gemm_tile,
-                       plan->gemm_stats_wg);
+    pbsa_append_option(options, sizeof options, "-DHEAD_DIM=%d -DTILE=%d -DSTATS_WG=%d",
+                       plan->head_dim, plan->gemm_tile, plan->gemm_stats_wg);
     const gemm_call probe = gemm_of(plan, workspace, 0);
     int status = prepare_clblast(ctx, fn, &probe, chain->queue);
     const int units = plan->batch * plan->kv_heads;

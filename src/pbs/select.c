@@ -6,7 +6,8 @@ static const char *const select_files[] = {"common.cl", "sequence.cl", "pbs_sele
 static size_t round_up(size_t x, size_t to) { return (x + to - 1) / to * to; }
 
 /* Block means of x: of the queries, or (keys set) of the keys read through pi, stored
- * dimension-major for the selection kernel. */
+ * dimension-major for the selection kernel. The kernel takes x's dtype as an argument, so that
+ * one program serves q and k of any dtypes. */
 static int prepare_means(pbsa_context *ctx, const char *fn, const pbsa_pbs_plan *plan,
                          const char *options, const pbsa_tensor *x, int out_heads, int blocks,
                          int keys, cl_mem pi, uint64_t pi_offset, cl_mem workspace,
@@ -20,6 +21,7 @@ static int prepare_means(pbsa_context *ctx, const char *fn, const pbsa_pbs_plan 
     int heads_per_in = out_heads / (int)x->heads;
     pbsa_kernel_args a = {kernel, 0, CL_SUCCESS};
     pbsa_arg_mem(&a, x->buffer);
+    pbsa_arg_i32(&a, (int32_t)x->dtype);
     pbsa_arg_tensor_layout(&a, x);
     pbsa_arg_i32(&a, out_heads);
     pbsa_arg_i32(&a, heads_per_in);
@@ -46,8 +48,8 @@ int pbsa_pbs_prepare_selection(pbsa_context *ctx, const char *fn, const pbsa_pbs
     const size_t select_wg = (size_t)plan->select_wg;
     char options[256] = "";
     pbsa_append_option(options, sizeof options,
-                       "%s -DHEAD_DIM=%d -DSELECT_SIZE=%d -DSELECT_WG=%zu -DCAUSAL=%d",
-                       pbsa_dtype_define(plan->dtype), plan->head_dim, plan->select_size,
+                       "-DHEAD_DIM=%d -DSELECT_SIZE=%d -DSELECT_WG=%zu -DCAUSAL=%d",
+                       plan->head_dim, plan->select_size,
                        select_wg, plan->params.causal ? 1 : 0);
     cl_kernel kernel;
     int status = pbsa_get_kernel(ctx, select_files, 3, options, "pbs_find_sink", &kernel);

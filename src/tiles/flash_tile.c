@@ -69,6 +69,7 @@ pbsa_flash_config pbsa_flash_config_heuristic(const pbsa_device_info *info, int 
         {64, 64, 8, 16, 16, 16, 0, 0},  /* D 64, 128: 8x4 score and 8x8 output tiles per item */
         {64, 64, 16, 16, 16, 8, 0, 0},  /* D 256 */
         {64, 32, 16, 8, 16, 16, 0, 0},  /* D 96 */
+        {64, 64, 16, 4, 16, 16, 0, 0},  /* D 80, 112: 4x16 score and 4x20 or 4x28 output tiles */
         {32, 32, 8, 8, 16, 16, 0, 0},
         {16, 16, 4, 4, 16, 16, 0, 0},
     };
@@ -85,14 +86,15 @@ pbsa_flash_config pbsa_flash_config_heuristic(const pbsa_device_info *info, int 
     return list[count - 1];
 }
 
-bool pbsa_flash_options(char *options, size_t capacity, pbsa_dtype dtype, int head_dim, int causal,
-                        const pbsa_flash_config *c)
+bool pbsa_flash_options(char *options, size_t capacity, const pbsa_dtypes *dtypes, int head_dim,
+                        int causal, const pbsa_flash_config *c)
 {
-    return pbsa_append_option(options, capacity,
-                              " %s -DHEAD_DIM=%d -DCAUSAL=%d -DBLOCK_M=%d -DBLOCK_N=%d"
+    return pbsa_append_dtype_options(options, capacity, dtypes) &&
+           pbsa_append_option(options, capacity,
+                              " -DHEAD_DIM=%d -DCAUSAL=%d -DBLOCK_M=%d -DBLOCK_N=%d"
                               " -DWG_ROWS=%d -DWG_COLS=%d -DKCHUNK=%d -DVCHUNK=%d"
                               " -DUNROLL_QK=%d -DUNROLL_PV=%d",
-                              pbsa_dtype_define(dtype), head_dim, causal ? 1 : 0, c->block_m,
+                              head_dim, causal ? 1 : 0, c->block_m,
                               c->block_n, c->wg_rows, c->wg_cols, c->kchunk, c->vchunk,
                               full_unroll(c->unroll_qk, c->kchunk),
                               full_unroll(c->unroll_pv, c->vchunk));

@@ -32,9 +32,9 @@ bool pbsa_flash_config_equal(const pbsa_flash_config *a, const pbsa_flash_config
  * max_tile. Check the result with pbsa_flash_config_valid() (a tiny device may have none). */
 pbsa_flash_config pbsa_flash_config_heuristic(const pbsa_device_info *info, int head_dim,
                                               int max_tile);
-/* Writes the build options of a flash kernel variant (dtype, head dim, causal, tiles and
+/* Writes the build options of a flash kernel variant (dtypes, head dim, causal, tiles and
  * unrolling). */
-bool pbsa_flash_options(char *options, size_t capacity, pbsa_dtype dtype, int head_dim, int causal,
-                        const pbsa_flash_config *config);
+bool pbsa_flash_options(char *options, size_t capacity, const pbsa_dtypes *dtypes, int head_dim,
+                        int causal, const pbsa_flash_config *config);
 
 #endif

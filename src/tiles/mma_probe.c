@@ -82,7 +82,7 @@ static bool mma_sync_probe(pbsa_context *ctx)
                 expected[i * N + j] += probe_a(i, kk) * probe_b(kk, j);
         }
     cl_kernel kernel;
-    if (pbsa_get_kernel(ctx, files, 2, "-DDTYPE_BF16", "mma_probe", &kernel) != PBSA_SUCCESS)
+    if (pbsa_get_kernel(ctx, files, 2, "-DKV_DTYPE=bf16", "mma_probe", &kernel) != PBSA_SUCCESS)
         return false;
     const probe_input inputs[] = {{a, sizeof a}, {b, sizeof b}};
     bool exact = probe_exact(ctx, kernel, 32, inputs, 2, expected, M * N);
@@ -122,7 +122,7 @@ static bool wgmma_probe(pbsa_context *ctx)
         }
     cl_kernel kernel;
     bool exact = false;
-    if (pbsa_get_sm90a_kernel(ctx, files, 3, "-DDTYPE_BF16", "wgmma_probe", &kernel) ==
+    if (pbsa_get_sm90a_kernel(ctx, files, 3, "-DKV_DTYPE=bf16", "wgmma_probe", &kernel) ==
         PBSA_SUCCESS) {
         const probe_input inputs[] = {{a, sizeof a}, {b1, sizeof b1}, {b2, sizeof b2}};
         exact = probe_exact(ctx, kernel, 128, inputs, 3, expected, 2 * M * N);

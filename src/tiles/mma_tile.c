@@ -11,11 +11,20 @@ size_t pbsa_mma_local_bytes(const pbsa_mma_config *c, int head_dim)
 
 static bool either(int value, int a, int b) { return value == a || value == b; }
 
+bool pbsa_mma_config_head_dim(int head_dim)
+{
+    return head_dim == 64 || head_dim == 80 || head_dim == 96 || head_dim == 112 ||
+           head_dim == 128 || head_dim == 192;
+}
+
 bool pbsa_mma_config_valid(const pbsa_mma_config *c, int head_dim, const pbsa_device_info *info)
 {
     if ((c->warps != 2 && !either(c->warps, 4, 8)) || !either(c->groups, 1, 2) ||
-        !either(c->keys, 32, 64) || !either(c->stages, 1, 2) ||
-        (head_dim != 64 && head_dim != 96 && head_dim != 128))
+        !either(c->keys, 32, 64) || !either(c->stages, 1, 2) || !pbsa_mma_config_head_dim(head_dim))
+        return false;
+    /* Two row groups hold two sets of Q and O fragments: beyond head dim 128 they exceed the 255
+     * registers of a thread and spill. */
+    if (c->groups == 2 && head_dim > 128)
         return false;
     return 32 * (size_t)c->warps <= info->max_work_group_size &&
            pbsa_mma_local_bytes(c, head_dim) <= info->local_mem_bytes;
@@ -78,12 +87,12 @@ pbsa_mma_config pbsa_wgmma_config_heuristic(const pbsa_device_info *info, int he
                        block);
 }
 
-bool pbsa_mma_options(char *options, size_t capacity, pbsa_dtype dtype, int head_dim, int causal,
-                      const pbsa_mma_config *c)
+bool pbsa_mma_options(char *options, size_t capacity, const pbsa_dtypes *dtypes, int head_dim,
+                      int causal, const pbsa_mma_config *c)
 {
-    return pbsa_append_option(options, capacity,
-                              " %s -DHEAD_DIM=%d -DCAUSAL=%d -DMMA_WARPS=%d -DMMA_GROUPS=%d"
+    return pbsa_append_dtype_options(options, capacity, dtypes) &&
+           pbsa_append_option(options, capacity,
+                              " -DHEAD_DIM=%d -DCAUSAL=%d -DMMA_WARPS=%d -DMMA_GROUPS=%d"
                               " -DBN=%d -DMMA_STAGES=%d",
-                              pbsa_dtype_define(dtype), head_dim, causal ? 1 : 0, c->warps,
-                              c->groups, c->keys, c->stages);
+                              head_dim, causal ? 1 : 0, c->warps, c->groups, c->keys, c->stages);
 }

@@ -21,9 +21,12 @@ typedef struct pbsa_mma_config {
 
 /* Local memory (bytes) the kernel declares for config and head_dim. */
 size_t pbsa_mma_local_bytes(const pbsa_mma_config *config, int head_dim);
-/* Whether the kernel accepts config for head_dim (warps 2, 4 or 8, groups 1 or 2, keys 32 or 64,
- * stages 1 or 2, head dim 64, 96 or 128) and it fits the device's local memory and work-group
- * size. */
+/* The head dims of the mma.sync tiles: 64, 80, 96, 112, 128 and 192 (256 needs more registers
+ * than a thread has). */
+bool pbsa_mma_config_head_dim(int head_dim);
+/* Whether the kernel accepts config for head_dim (warps 2, 4 or 8, groups 1 or 2 (1 beyond head
+ * dim 128), keys 32 or 64, stages 1 or 2, a head dim of pbsa_mma_config_head_dim()) and it fits
+ * the device's local memory and work-group size. */
 bool pbsa_mma_config_valid(const pbsa_mma_config *config, int head_dim,
                            const pbsa_device_info *info);
 /* Whether the query rows and key tiles of config divide block (the logical block of the sparse
@@ -42,8 +45,8 @@ pbsa_mma_config pbsa_mma_config_heuristic(const pbsa_device_info *info, int head
 bool pbsa_wgmma_config_valid(const pbsa_mma_config *config, int head_dim,
                              const pbsa_device_info *info);
 pbsa_mma_config pbsa_wgmma_config_heuristic(const pbsa_device_info *info, int head_dim, int block);
-/* Writes the build options of a tensor-core kernel variant (dtype, head dim, causal, config). */
-bool pbsa_mma_options(char *options, size_t capacity, pbsa_dtype dtype, int head_dim, int causal,
-                      const pbsa_mma_config *config);
+/* Writes the build options of a tensor-core kernel variant (dtypes, head dim, causal, config). */
+bool pbsa_mma_options(char *options, size_t capacity, const pbsa_dtypes *dtypes, int head_dim,
+                      int causal, const pbsa_mma_config *config);
 
 #endif

@@ -339,7 +339,7 @@ static pbsa_tuning_result parse_entry(parser *p, span rest)
             static const pbsa_dtype dtypes[] = {PBSA_DTYPE_F32, PBSA_DTYPE_F16, PBSA_DTYPE_BF16};
             ok = false;
             for (int d = 0; d < 3 && !ok; d++)
-                if (span_is(value, pbsa_tuning_dtype_name(dtypes[d]))) {
+                if (span_is(value, pbsa_dtype_name(dtypes[d]))) {
                     e.key.dtype = dtypes[d];
                     ok = true;
                 }
@@ -575,7 +575,7 @@ char *pbsa_tuning_format(const pbsa_tuning_file *file)
         char config[256];
         pbsa_tuning_format_config(e->key.kind, &e->config, config, sizeof config);
         append(&b, "entry kernel=%s dtype=%s head_dim=%d block=%d causal=%d %s",
-               pbsa_kernel_kind_name(e->key.kind), pbsa_tuning_dtype_name(e->key.dtype),
+               pbsa_kernel_kind_name(e->key.kind), pbsa_dtype_name(e->key.dtype),
                e->key.head_dim, e->key.block, e->key.causal, config);
         append_decimal(&b, "ms", e->ms);
         append_decimal(&b, "default_ms", e->default_ms);

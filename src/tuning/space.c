@@ -23,16 +23,6 @@ const char *pbsa_kernel_kind_name(pbsa_kernel_kind kind)
     return NULL;
 }
 
-const char *pbsa_tuning_dtype_name(pbsa_dtype dtype)
-{
-    switch (dtype) {
-    case PBSA_DTYPE_F32: return "f32";
-    case PBSA_DTYPE_F16: return "f16";
-    case PBSA_DTYPE_BF16: return "bf16";
-    }
-    return NULL;
-}
-
 bool pbsa_kernel_kind_is_mma(pbsa_kernel_kind kind)
 {
     return kind == PBSA_KERNEL_DENSE_MMA || kind == PBSA_KERNEL_SPARSE_MMA ||
@@ -62,14 +52,14 @@ static bool block_supported(int block)
 
 bool pbsa_tuning_key_valid(const pbsa_tuning_key *key)
 {
-    if (!pbsa_kernel_kind_name(key->kind) || !pbsa_tuning_dtype_name(key->dtype) ||
+    if (!pbsa_kernel_kind_name(key->kind) || !pbsa_dtype_name(key->dtype) ||
         !pbsa_head_dim_supported(key->head_dim) || (key->causal != 0 && key->causal != 1))
         return false;
-    /* The tensor-core tiles: 16-bit storage, D <= 128, at least 64 query rows per work-group. */
+    /* The tensor-core tiles: K and V in 16 bits (the key's dtype is theirs), their head dims. */
     if (pbsa_kernel_kind_is_mma(key->kind) &&
-        (key->dtype == PBSA_DTYPE_F32 || key->head_dim > 128))
+        (key->dtype == PBSA_DTYPE_F32 || !pbsa_mma_config_head_dim(key->head_dim)))
         return false;
-    if (pbsa_kernel_kind_is_wgmma(key->kind) && key->head_dim % 64 != 0)
+    if (pbsa_kernel_kind_is_wgmma(key->kind) && key->head_dim != 64 && key->head_dim != 128)
         return false;
     switch (key->kind) {
     case PBSA_KERNEL_DENSE:

@@ -15,7 +15,9 @@
  * keep the version. */
 enum { PBSA_TUNING_SCHEMA = 1 };
 
-/* What one tuned configuration is for. block: the PBS logical block (0 for the dense kernels);
+/* What one tuned configuration is for. dtype: that of K and V (a call whose q or o has another
+ * dtype uses the entry of its K/V dtype: K and V are most of the bytes a tile loads, and the
+ * tensor cores compute in their type); block: the PBS logical block (0 for the dense kernels);
  * causal: 0 or 1 (always 0 for the scores kernel, which has no mask). */
 typedef struct pbsa_tuning_key {
     pbsa_kernel_kind kind;
@@ -30,8 +32,6 @@ enum { PBSA_KERNEL_KIND_COUNT = 8 };
 /* "dense", "sparse", "scores", "dense_mma", "sparse_mma", "scores_method", "dense_wgmma",
  * "sparse_wgmma"; NULL for an unknown kind. */
 const char *pbsa_kernel_kind_name(pbsa_kernel_kind kind);
-/* "f32", "f16", "bf16"; NULL for an unknown dtype. */
-const char *pbsa_tuning_dtype_name(pbsa_dtype dtype);
 /* Whether kind is a kernel of the tensor-core tiles (dense_mma, sparse_mma and their wgmma
  * variants, which share their parameters). */
 bool pbsa_kernel_kind_is_mma(pbsa_kernel_kind kind);
@@ -43,7 +43,8 @@ bool pbsa_kernel_kind_is_sparse(pbsa_kernel_kind kind);
 bool pbsa_kernel_kind_is_method(pbsa_kernel_kind kind);
 /* Whether key names a variant the library has: a known kind and dtype, a supported head dim, a
  * block of 16, 32, 64 or 128 for the PBS kernels and 0 for the dense one, causal 0 or 1 (0 for
- * the scores kernel); the tensor-core kinds take f16 and bf16, head dims 64, 96 and 128, and
+ * the scores kernel); the tensor-core kinds take f16 and bf16, the head dims of
+ * pbsa_mma_config_head_dim() (the wgmma kinds 64 and 128), and
  * (sparse_mma) blocks 64 and 128, the only ones their tiles divide. */
 bool pbsa_tuning_key_valid(const pbsa_tuning_key *key);
 bool pbsa_tuning_key_equal(const pbsa_tuning_key *a, const pbsa_tuning_key *b);
