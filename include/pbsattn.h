@@ -79,7 +79,7 @@ typedef enum pbsa_status {
     PBSA_ERROR_NULL_ARGUMENT = 1000,
     PBSA_ERROR_INVALID_VALUE = 1001,     /* a size, flag or parameter out of its range */
     PBSA_ERROR_SHAPE_MISMATCH = 1002,    /* tensors that must agree do not */
-    PBSA_ERROR_DTYPE_MISMATCH = 1003,    /* tensors that must share a dtype do not */
+    PBSA_ERROR_DTYPE_MISMATCH = 1003,    /* tensors that must share a dtype do not (k and v) */
     PBSA_ERROR_BUFFER_TOO_SMALL = 1004,  /* a cl_mem smaller than the tensor it describes */
     PBSA_ERROR_SIZE_OVERFLOW = 1005,     /* a size computation overflows 64 bits */
     PBSA_ERROR_WRONG_DEVICE = 1006,      /* a queue or buffer of another context or device */
@@ -98,7 +98,9 @@ typedef enum pbsa_status {
 /* Static English text for a status code, never NULL. Thread-safe. */
 PBSA_API const char *pbsa_status_string(int status);
 
-/* Storage type of tensor elements. Arithmetic is always fp32 or wider. */
+/* Storage type of tensor elements. Arithmetic is always fp32 or wider. The tensors of a call
+ * need not share one: q and o may each be f32, f16 or bf16, and k and v any of the three as long
+ * as they share it (llama.cpp's f32 q and o with f16 K/V, say); see pbsa_dense_attention(). */
 typedef enum pbsa_dtype {
     PBSA_DTYPE_F32 = 0,
     PBSA_DTYPE_F16 = 1,  /* IEEE binary16 */
@@ -223,7 +225,8 @@ typedef struct pbsa_device_info {
 PBSA_API int pbsa_context_device_info(const pbsa_context *ctx, pbsa_device_info *out);
 
 /* 1 when ctx runs the NVIDIA tensor-core (mma.sync) kernels where they apply (dense and
- * block-sparse attention, f16/bf16, head dims 64, 96 and 128; see pbsa_query_kernel_config()), 0
+ * block-sparse attention with f16 or bf16 K and V, head dims 64, 80, 96, 112, 128 and 192; see
+ * pbsa_query_kernel_config()), 0
  * when it runs the portable kernels everywhere. Decided at context creation: the device must be
  * NVIDIA with compute capability 8.0 or more, a probe kernel must compile and compute exactly,
  * and neither options->force_portable nor the environment variable PBSA_FORCE_PORTABLE (any value
@@ -330,8 +333,15 @@ typedef struct pbsa_dense_params {
  * Dense attention forward: O = softmax(Q K^T * scale [+ causal mask]) V, per batch and query head.
  * Shapes: q [B, Hq, Sq, D], k and v [B, Hkv, Skv, D], o [B, Hq, Sq, D], with Hq a multiple of Hkv
  * (grouped-query attention: query head h reads KV head h / (Hq / Hkv)), 1 <= Sq <= Skv (the
- * queries are the last Sq positions), D in {64, 96, 128, 256}. All four tensors share one dtype;
- * o must not overlap q, k, v or itself (see Memory above). params NULL means causal with the
+ * queries are the last Sq positions), D in {64, 80, 96, 112, 128, 192, 256}. o must not overlap
+ * q, k, v or itself (see Memory above).
+ * Dtypes: q and o each f32, f16 or bf16; k and v f32, f16 or bf16, the same for both (else
+ * PBSA_ERROR_DTYPE_MISMATCH, naming v.dtype and k.dtype); all 27 such combinations run, on every
+ * call of this header (the PBS stages and their fallback too). Each tensor is read or written in
+ * its own dtype and arithmetic is fp32; the NVIDIA tensor-core kernels compute the products in
+ * K/V's 16-bit type, converting q to it once as it is loaded (so an f32 q there is rounded to
+ * f16 or bf16, as the probabilities are), and f32 K and V never run on them: they run on the
+ * portable kernels in fp32, whatever q and o are. params NULL means causal with the
  * default scale. params->varlen and params->paged_kv: a variable-length batch and a paged cache
  * (see pbsa_varlen and pbsa_paged_kv); the grid is that of the longest sequence. Their errors:
  * PBSA_ERROR_NULL_ARGUMENT (a host array or device buffer missing), PBSA_ERROR_INVALID_VALUE
@@ -583,20 +593,22 @@ typedef enum pbsa_config_source {
 /*
  * Which configuration a call of kernel kind on ctx uses for dtype, head_dim, block_size (the PBS
  * logical block; ignored for the dense kinds) and causal (ignored for PBSA_KERNEL_SCORES), and
- * where it comes from. description (may be NULL when capacity is 0) receives a NUL-terminated
+ * where it comes from. dtype is that of K and V: a call whose q or o has another dtype runs,
+ * and is tuned, as one of its K/V dtype throughout (tuning files key entries by it). description (may be NULL when capacity is 0) receives a NUL-terminated
  * text such as "block_m=64 block_n=64 wg_rows=8 wg_cols=16 kchunk=16 vchunk=16 unroll_qk=16
  * unroll_pv=16 (user tuning file /home/me/.config/pbsattn/tuning/NVIDIA_H100.txt, line 9)",
  * truncated to capacity bytes. source (may be NULL) receives the source. Nothing is compiled or
  * enqueued.
  * Tensor cores: where dense or sparse attention runs on the tensor-core kernel
- * (pbsa_context_uses_tensor_cores(); f16 and bf16, head dims 64, 96 and 128, sparse blocks 64 and
- * 128, K and V rows assumed 16-byte aligned), PBSA_KERNEL_DENSE and PBSA_KERNEL_SPARSE give the
+ * (pbsa_context_uses_tensor_cores(); f16 and bf16, head dims 64, 80, 96, 112, 128 and 192,
+ * sparse blocks 64 and 128, K and V rows assumed 16-byte aligned), PBSA_KERNEL_DENSE and PBSA_KERNEL_SPARSE give the
  * source PBSA_CONFIG_TENSOR_CORES and a text "tensor-core kernel warps=4 groups=2 keys=64
  * stages=2 (heuristic default); the portable kernel would use block_m=... (...)".
  * PBSA_KERNEL_DENSE_MMA and PBSA_KERNEL_SPARSE_MMA give the tensor-core configuration alone
  * ("warps=4 groups=2 keys=64 stages=2 (heuristic default)") with its own source, for calls that
  * run on it; PBSA_KERNEL_DENSE_WGMMA and PBSA_KERNEL_SPARSE_WGMMA likewise for contexts on the
- * wgmma path (head dims 64 and 128), where they run ahead of the _MMA kinds. PBSA_KERNEL_SCORES_METHOD gives "clblast=0" or "clblast=1" and where it comes from
+ * wgmma path (head dim 128), where they run ahead of the _MMA kinds.
+ * PBSA_KERNEL_SCORES_METHOD gives "clblast=0" or "clblast=1" and where it comes from
  * (PBSA_CONFIG_ENVIRONMENT: PBSA_SCORE_METHOD).
  * Errors: PBSA_ERROR_NULL_ARGUMENT (ctx NULL, or description NULL with capacity > 0),
  * PBSA_ERROR_INVALID_VALUE (kind unknown, block_size not 16, 32, 64 or 128 for the PBS kernels),

@@ -17,6 +17,15 @@ double tensor_load(const void *data, pbsa_dtype dtype, size_t index);
 /* count elements of dtype from data on, uniform in [-amplitude, amplitude) (splitmix.h). */
 void tensor_random(void *data, pbsa_dtype dtype, size_t count, float amplitude, uint64_t *rng);
 
+/* The dtypes of a case's tensors: q, k and v (which share one), and o. */
+typedef struct tensor_dtypes {
+    pbsa_dtype q, kv, o;
+} tensor_dtypes;
+/* Every tensor in one dtype, for the case tables. */
+#define ALL_F32 {PBSA_DTYPE_F32, PBSA_DTYPE_F32, PBSA_DTYPE_F32}
+#define ALL_F16 {PBSA_DTYPE_F16, PBSA_DTYPE_F16, PBSA_DTYPE_F16}
+#define ALL_BF16 {PBSA_DTYPE_BF16, PBSA_DTYPE_BF16, PBSA_DTYPE_BF16}
+
 typedef enum tensor_layout {
     TENSOR_BHSD,   /* contiguous, after `guard` poison elements and followed by as many */
     TENSOR_BSHD,   /* [batch, seq, heads, head_dim] in memory, with the same guards */

@@ -13,32 +13,41 @@
 #define BF16 PBSA_DTYPE_BF16
 
 /* Segment counts 0, 1 (with and without a tail), 2 and many; lengths that are not a multiple of
- * the block; GQA 4:1 in both modes; batch 2; chunked prefill; every dtype; head dims 64 to 256.
+ * the block; GQA 4:1 in both modes; batch 2; chunked prefill; every dtype and mixed ones; every
+ * head dim.
  * The last case uses exactly pbsa_params_default(), so it also runs with params NULL. */
 const pbs_case pbs_cases[] = {
-    /* name                   dtype B Hq Hkv  Sq  Skv    D   b  seg   tau causal sink mode bshd */
-    {"f32_nseg0_fallback",     F32, 1, 2, 2,  50,  50,  64, 16,  64, 0.9f, 1, 1, PER, 0},
-    {"f32_nseg1_exact",        F32, 1, 2, 1,  64,  64,  64, 16,  64, 0.9f, 1, 1, SHARED, 0},
-    {"f32_nseg1_tail",         F32, 1, 2, 2, 100, 100,  64, 16,  64, 0.8f, 1, 1, PER, 0},
-    {"f32_nseg2_partial",      F32, 1, 2, 2, 150, 150,  64, 32,  64, 0.9f, 1, 1, PER, 0},
-    {"f32_many_gqa_per_head",  F32, 1, 4, 1, 700, 700,  64, 32,  64, 0.9f, 1, 1, PER, 0},
-    {"f32_many_gqa_shared",    F32, 1, 4, 1, 700, 700,  64, 32,  64, 0.9f, 1, 1, SHARED, 0},
-    {"f16_batch2_d128",        F16, 2, 2, 2, 333, 333, 128, 16,  64, 0.9f, 1, 1, PER, 0},
-    {"bf16_chunked_gqa",      BF16, 1, 4, 2, 200, 520,  64, 32, 128, 0.9f, 1, 1, PER, 0},
-    {"f32_chunked_short_q",    F32, 1, 2, 1,  20, 340,  64, 32,  64, 0.9f, 1, 1, SHARED, 0},
-    {"f32_noncausal_d96",      F32, 1, 2, 1, 400, 400,  96, 16,  64, 0.7f, 0, 1, SHARED, 0},
-    {"f16_d256_nosink",        F16, 1, 1, 1, 300, 300, 256, 32,  64, 0.9f, 1, 0, PER, 0},
-    {"bf16_bshd_d128",        BF16, 1, 2, 1, 257, 257, 128, 16,  32, 0.95f, 1, 1, PER, 1},
-    {"f16_defaults",           F16, 1, 2, 2, 600, 600, 128, 128, 256, 0.9f, 1, 1, PER, 0},
+    /* name                  dtypes B Hq Hkv  Sq  Skv    D   b  seg   tau causal sink mode bshd */
+    {"f32_nseg0_fallback",     ALL_F32, 1, 2, 2,  50,  50,  64, 16,  64, 0.9f, 1, 1, PER, 0},
+    {"f32_nseg1_exact",        ALL_F32, 1, 2, 1,  64,  64,  64, 16,  64, 0.9f, 1, 1, SHARED, 0},
+    {"f32_nseg1_tail",         ALL_F32, 1, 2, 2, 100, 100,  64, 16,  64, 0.8f, 1, 1, PER, 0},
+    {"f32_nseg2_partial",      ALL_F32, 1, 2, 2, 150, 150,  64, 32,  64, 0.9f, 1, 1, PER, 0},
+    {"f32_many_gqa_per_head",  ALL_F32, 1, 4, 1, 700, 700,  64, 32,  64, 0.9f, 1, 1, PER, 0},
+    {"f32_many_gqa_shared",    ALL_F32, 1, 4, 1, 700, 700,  64, 32,  64, 0.9f, 1, 1, SHARED, 0},
+    {"f16_batch2_d128",        ALL_F16, 2, 2, 2, 333, 333, 128, 16,  64, 0.9f, 1, 1, PER, 0},
+    {"bf16_chunked_gqa",      ALL_BF16, 1, 4, 2, 200, 520,  64, 32, 128, 0.9f, 1, 1, PER, 0},
+    {"f32_chunked_short_q",    ALL_F32, 1, 2, 1,  20, 340,  64, 32,  64, 0.9f, 1, 1, SHARED, 0},
+    {"f32_noncausal_d96",      ALL_F32, 1, 2, 1, 400, 400,  96, 16,  64, 0.7f, 0, 1, SHARED, 0},
+    {"f16_d256_nosink",        ALL_F16, 1, 1, 1, 300, 300, 256, 32,  64, 0.9f, 1, 0, PER, 0},
+    {"bf16_bshd_d128",        ALL_BF16, 1, 2, 1, 257, 257, 128, 16,  32, 0.95f, 1, 1, PER, 1},
+    /* Mixed dtypes (q, k and v, o) and head dims 80, 112 and 192. */
+    {"f32qo_f16kv_d80", {F32, F16, F32}, 1, 2, 1, 300, 300, 80, 32, 64, 0.9f, 1, 1, PER, 0},
+    {"bf16q_f32o_d112_shared_bshd", {BF16, BF16, F32}, 1, 4, 2, 260, 260, 112, 16, 64, 0.9f, 1, 1,
+     SHARED, 1},
+    {"f16q_f32kv_bf16o_d192_chunked", {F16, F32, BF16}, 1, 2, 1, 128, 320, 192, 32, 64, 0.9f, 1,
+     1, PER, 0},
+    {"bf16q_f16kv_f32o_fallback", {BF16, F16, F32}, 1, 2, 2, 50, 50, 64, 16, 64, 0.9f, 0, 1, PER,
+     0},
+    {"f16_defaults",           ALL_F16, 1, 2, 2, 600, 600, 128, 128, 256, 0.9f, 1, 1, PER, 0},
 };
 const int pbs_case_count = (int)(sizeof pbs_cases / sizeof pbs_cases[0]);
 
 /* Over a block count that is not a power of two, chunked and non-causal, and over more than
  * 2048 blocks. */
 const pbs_case pbs_tie_cases[] = {
-    {"f32_ties_132_blocks", F32, 1, 2, 1, 2100, 2100, 64, 16, 32, 0.9f, 1, 1, PER, 0},
-    {"f32_ties_chunked_noncausal", F32, 1, 2, 1, 700, 1100, 64, 16, 64, 0.7f, 0, 0, PER, 0},
-    {"f32_ties_2063_blocks", F32, 1, 2, 1, 33000, 33000, 64, 16, 64, 0.9f, 1, 1, PER, 0},
+    {"f32_ties_132_blocks", ALL_F32, 1, 2, 1, 2100, 2100, 64, 16, 32, 0.9f, 1, 1, PER, 0},
+    {"f32_ties_chunked_noncausal", ALL_F32, 1, 2, 1, 700, 1100, 64, 16, 64, 0.7f, 0, 0, PER, 0},
+    {"f32_ties_2063_blocks", ALL_F32, 1, 2, 1, 33000, 33000, 64, 16, 64, 0.9f, 1, 1, PER, 0},
 };
 const int pbs_tie_case_count = (int)(sizeof pbs_tie_cases / sizeof pbs_tie_cases[0]);
 
@@ -73,10 +82,10 @@ pbsa_params pbs_case_params(const pbs_case *c)
     return p;
 }
 
-static void layout(host_tensor *t, const pbs_case *c, int heads, int seq)
+static void layout(host_tensor *t, const pbs_case *c, pbsa_dtype dtype, int heads, int seq)
 {
-    tensor_init(t, c->dtype, c->batch, heads, seq, c->head_dim,
-                c->bshd ? TENSOR_BSHD : TENSOR_BHSD, PBS_GUARD);
+    tensor_init(t, dtype, c->batch, heads, seq, c->head_dim, c->bshd ? TENSOR_BSHD : TENSOR_BHSD,
+                PBS_GUARD);
 }
 
 static int upload(host_tensor *t, cl_context cl_ctx, pbs_report *r)
@@ -108,9 +117,9 @@ int pbs_inputs_make(pbs_inputs *in, const pbs_case *c, unsigned long long seed,
 
     uint64_t rng = pbs_case_seed(seed, c->name);
     float *direction = malloc((size_t)c->head_dim * sizeof *direction);
-    layout(&in->q, c, c->q_heads, c->q_len);
-    layout(&in->k, c, c->kv_heads, c->kv_len);
-    layout(&in->v, c, c->kv_heads, c->kv_len);
+    layout(&in->q, c, c->dtypes.q, c->q_heads, c->q_len);
+    layout(&in->k, c, c->dtypes.kv, c->kv_heads, c->kv_len);
+    layout(&in->v, c, c->dtypes.kv, c->kv_heads, c->kv_len);
     if (!direction || !in->q.bytes || !in->k.bytes || !in->v.bytes) {
         free(direction);
         pbs_fail(r, "%s: out of host memory", c->name);
@@ -181,7 +190,7 @@ void pbs_inputs_free(pbs_inputs *in)
 
 int pbs_output_make(host_tensor *o, const pbs_inputs *in, cl_context cl_ctx, pbs_report *r)
 {
-    layout(o, in->c, in->c->q_heads, in->c->q_len);
+    layout(o, in->c, in->c->dtypes.o, in->c->q_heads, in->c->q_len);
     return upload(o, cl_ctx, r);
 }
 

@@ -15,7 +15,7 @@ enum { PBS_GUARD = 32 };
 
 typedef struct pbs_case {
     const char *name;
-    pbsa_dtype dtype;
+    tensor_dtypes dtypes;
     int batch, q_heads, kv_heads, q_len, kv_len, head_dim;
     int block, segment;
     float threshold;

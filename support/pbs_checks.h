@@ -29,9 +29,10 @@ int pbs_check_sparse_over(const char *what, pbsa_context *ctx, cl_command_queue 
 int pbs_check_pipeline(pbsa_context *ctx, cl_command_queue queue, const pbs_inputs *in,
                        pbs_report *r);
 
-/* Reads o back and compares it with ref (BHSD doubles). */
-int pbs_check_output(const char *what, host_tensor *o, cl_command_queue queue, const double *ref,
-                     pbs_report *r);
+/* Reads o back and compares it with ref (BHSD doubles), within the limit of dtypes
+ * (conformance_limit()). */
+int pbs_check_output(const char *what, const tensor_dtypes *dtypes, host_tensor *o,
+                     cl_command_queue queue, const double *ref, pbs_report *r);
 /* Dense attention of in's inputs on the reference, causal and scale as in's params. */
 int pbs_dense_reference(const pbs_inputs *in, double *ref, pbs_report *r);
 

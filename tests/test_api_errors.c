@@ -198,21 +198,25 @@ static void test_null_arguments(void **state)
     }
 }
 
+/* q and o may each have any dtype, k and v share one: a v (or k) of another dtype than its
+ * partner's is refused, naming both. */
 static void test_dtypes(void **state)
 {
     (void)state;
-    const char *names[4] = {"k.dtype", "v.dtype", "o.dtype", "q.dtype"};
-    for (int i = 0; i < 4; i++) {
+    const char *names[2] = {"k.dtype", "v.dtype"};
+    for (int i = 0; i < 2; i++) {
         dense_args a = valid_args();
-        pbsa_tensor *t[4] = {&a.k, &a.v, &a.o, &a.q};
+        pbsa_tensor *t[2] = {&a.k, &a.v};
         /* f16 halves the bytes, so the buffers stay large enough. */
         t[i]->dtype = PBSA_DTYPE_F16;
-        expect_dense(names[i], &a, PBSA_ERROR_DTYPE_MISMATCH, names[i]);
+        expect_dense(names[i], &a, PBSA_ERROR_DTYPE_MISMATCH, "v.dtype = ");
+        expect_dense(names[i], &a, PBSA_ERROR_DTYPE_MISMATCH, "k.dtype = ");
     }
     dense_args a = valid_args();
+    a.q.dtype = a.o.dtype = PBSA_DTYPE_F16;
     a.k.dtype = PBSA_DTYPE_BF16;
-    a.v.dtype = PBSA_DTYPE_F16;
-    expect_dense("bf16 k with f32 q", &a, PBSA_ERROR_DTYPE_MISMATCH, "k.dtype");
+    expect_dense("bf16 k with f32 v", &a, PBSA_ERROR_DTYPE_MISMATCH,
+                 "v.dtype = f32 differs from k.dtype = bf16");
 
     const int bad[3] = {3, -1, 1000};
     for (int i = 0; i < 3; i++) {

@@ -26,7 +26,7 @@ static unsigned long long run_seed;
 static const char *work_dir;
 
 /* One small dense case: a handful of programs, compiled in seconds on PoCL. */
-static const conformance_case small_case = {"cache f32", PBSA_DTYPE_F32, 1, 2, 1, 48, 64, 64, 1,
+static const conformance_case small_case = {"cache f32", ALL_F32, 1, 2, 1, 48, 64, 64, 1,
                                             TENSOR_BHSD};
 
 /* What the log callback saw since the last reset. */

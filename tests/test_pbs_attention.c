@@ -24,9 +24,9 @@ static void test_sparse_identity(void **state)
 {
     (void)state;
     static const pbs_case shapes[] = {
-        {"f32_identity_causal", PBSA_DTYPE_F32, 1, 4, 2, 150, 278, 64, 16, 64, 0.9f, 1, 1,
+        {"f32_identity_causal", ALL_F32, 1, 4, 2, 150, 278, 64, 16, 64, 0.9f, 1, 1,
          PBSA_GQA_SHARED_PER_KV_GROUP, 0},
-        {"bf16_identity_noncausal", PBSA_DTYPE_BF16, 2, 2, 1, 100, 100, 128, 32, 64, 0.9f, 0, 1,
+        {"bf16_identity_noncausal", ALL_BF16, 2, 2, 1, 100, 100, 128, 32, 64, 0.9f, 0, 1,
          PBSA_GQA_PER_QUERY_HEAD, 0},
     };
     for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {

@@ -114,7 +114,7 @@ static cl_mem poisoned_buffer(size_t bytes)
 static void test_bad_params(void **state)
 {
     (void)state;
-    static const pbs_case shape = {"f32_bad_params", F32, 1, 2, 1, 150, 150, 64, 32, 64,
+    static const pbs_case shape = {"f32_bad_params", ALL_F32, 1, 2, 1, 150, 150, 64, 32, 64,
                                    0.9f, 1, 1, PER, 0};
     pbs_inputs in;
     pbs_test_inputs(&in, &shape);
@@ -157,7 +157,7 @@ static void test_bad_params(void **state)
 
     /* Chunked prefill whose offset (150 - 100) is not a multiple of the block. */
     pbs_inputs_free(&in);
-    static const pbs_case chunked = {"f32_bad_chunk", F32, 1, 2, 1, 100, 150, 64, 32, 64,
+    static const pbs_case chunked = {"f32_bad_chunk", ALL_F32, 1, 2, 1, 100, 150, 64, 32, 64,
                                      0.9f, 1, 1, PER, 0};
     pbs_test_inputs(&in, &chunked);
     expect_bad_params("chunked offset 50, block 32", &in, &in.params, "k.seq", true, o, pi, &list,
@@ -171,11 +171,58 @@ static void test_bad_params(void **state)
     pbs_inputs_free(&in);
 }
 
+/* K and V of different dtypes (q and o may have any): the calls that read v refuse them,
+ * naming both, and write nothing. */
+static void test_kv_dtypes(void **state)
+{
+    (void)state;
+    static const pbs_case shape = {"f32_kv_dtypes", ALL_F32, 1, 2, 1, 150, 150, 64, 32, 64,
+                                   0.9f, 1, 1, PER, 0};
+    pbs_inputs in;
+    pbs_test_inputs(&in, &shape);
+    const size_t big = 4 * (in.out_count + in.pi_count + 64 * 64 * 8);
+    cl_mem o = poisoned_buffer(big), pi = poisoned_buffer(big), counts = poisoned_buffer(big),
+           blocks = poisoned_buffer(big), workspace = poisoned_buffer(16 << 20);
+    pbsa_block_list list = {counts, blocks, 0, 0};
+    const pbsa_tensor *q = &in.q.desc, *k = &in.k.desc;
+    pbsa_tensor v = in.v.desc; /* f16 halves the bytes: the buffer stays large enough */
+    v.dtype = PBSA_DTYPE_F16;
+    pbsa_tensor out = pbsa_tensor_bhsd(o, PBSA_DTYPE_BF16, q->batch, q->heads, q->seq, q->head_dim);
+    const char *needle = "v.dtype = f16 differs from k.dtype = f32";
+    size_t sizes[3];
+    unsigned char *before[3] = {snapshot(o, &sizes[0]), snapshot(pi, &sizes[1]),
+                                snapshot(counts, &sizes[2])};
+    const int mismatch = PBSA_ERROR_DTYPE_MISMATCH;
+    expect_failure("pbsa_attention",
+                   pbsa_attention(fixture.ctx, fixture.queue, q, k, &v, &out, &in.params, NULL,
+                                  NULL),
+                   mismatch, needle);
+    expect_failure("pbsa_attention with a workspace",
+                   pbsa_attention(fixture.ctx, fixture.queue, q, k, &v, &out, &in.params,
+                                  workspace, NULL),
+                   mismatch, needle);
+    expect_failure("pbsa_sparse_attention",
+                   pbsa_sparse_attention(fixture.ctx, fixture.queue, q, k, &v, &out, &in.params,
+                                         pi, 0, &list, NULL),
+                   mismatch, needle);
+    cl_mem all[3] = {o, pi, counts};
+    for (int x = 0; x < 3; x++) {
+        expect_untouched("a call with k and v of different dtypes", all[x], before[x]);
+        free(before[x]);
+    }
+    clReleaseMemObject(o);
+    clReleaseMemObject(pi);
+    clReleaseMemObject(counts);
+    clReleaseMemObject(blocks);
+    clReleaseMemObject(workspace);
+    pbs_inputs_free(&in);
+}
+
 /* A workspace one element short fails with BUFFER_TOO_SMALL and nothing is written. */
 static void test_small_workspace(void **state)
 {
     (void)state;
-    static const pbs_case shape = {"f32_small_workspace", F32, 1, 2, 2, 200, 200, 64, 16, 64,
+    static const pbs_case shape = {"f32_small_workspace", ALL_F32, 1, 2, 2, 200, 200, 64, 16, 64,
                                    0.9f, 1, 1, PER, 0};
     pbs_inputs in;
     pbs_test_inputs(&in, &shape);
@@ -265,7 +312,7 @@ static void test_small_workspace(void **state)
 static void test_build_failure_enqueues_nothing(void **state)
 {
     (void)state;
-    static const pbs_case shape = {"f32_build_failure", F32, 1, 2, 1, 300, 300, 64, 32, 64,
+    static const pbs_case shape = {"f32_build_failure", ALL_F32, 1, 2, 1, 300, 300, 64, 32, 64,
                                    0.9f, 1, 1, PER, 0};
     pbs_inputs in;
     pbs_test_inputs(&in, &shape);
@@ -332,6 +379,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_bad_params),
+        cmocka_unit_test(test_kv_dtypes),
         cmocka_unit_test(test_small_workspace),
         cmocka_unit_test(test_build_failure_enqueues_nothing),
     };

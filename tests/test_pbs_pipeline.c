@@ -26,12 +26,12 @@ static void test_dense_cases(void **state)
 {
     (void)state;
     static const pbs_case shapes[] = {
-        {"f32_tau1_causal_gqa", F32, 1, 4, 1, 300, 300, 64, 32, 64, 1.0f, 1, 1, SHARED, 0},
-        {"f16_tau1.5_noncausal", F16, 1, 2, 2, 200, 200, 64, 16, 64, 1.5f, 0, 0, PER, 0},
-        {"bf16_tau1_chunked", BF16, 1, 2, 2, 100, 260, 128, 32, 64, 1.0f, 1, 0, PER, 0},
-        {"f32_fallback_one_segment", F32, 1, 2, 1, 128, 128, 64, 32, 128, 0.1f, 1, 1, PER, 0},
-        {"f16_fallback_chunked", F16, 2, 2, 2, 16, 64, 64, 16, 64, 0.1f, 1, 1, SHARED, 0},
-        {"bf16_fallback_noncausal", BF16, 1, 4, 2, 70, 70, 128, 16, 128, 0.1f, 0, 0, PER, 0},
+        {"f32_tau1_causal_gqa", ALL_F32, 1, 4, 1, 300, 300, 64, 32, 64, 1.0f, 1, 1, SHARED, 0},
+        {"f16_tau1.5_noncausal", ALL_F16, 1, 2, 2, 200, 200, 64, 16, 64, 1.5f, 0, 0, PER, 0},
+        {"bf16_tau1_chunked", ALL_BF16, 1, 2, 2, 100, 260, 128, 32, 64, 1.0f, 1, 0, PER, 0},
+        {"f32_fallback_one_segment", ALL_F32, 1, 2, 1, 128, 128, 64, 32, 128, 0.1f, 1, 1, PER, 0},
+        {"f16_fallback_chunked", ALL_F16, 2, 2, 2, 16, 64, 64, 16, 64, 0.1f, 1, 1, SHARED, 0},
+        {"bf16_fallback_noncausal", ALL_BF16, 1, 4, 2, 70, 70, 128, 16, 128, 0.1f, 0, 0, PER, 0},
     };
     for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
         pbs_inputs in;
@@ -45,7 +45,8 @@ static void test_dense_cases(void **state)
         printf("%s\n", shapes[s].name);
         pbs_report r = pbs_test_report();
         pbs_test_expect(pbs_dense_reference(&in, ref, &r) ||
-                            pbs_check_output("pbsa_attention vs dense", &o, fixture.queue, ref, &r),
+                            pbs_check_output("pbsa_attention vs dense", &shapes[s].dtypes, &o,
+                                             fixture.queue, ref, &r),
                         &r);
         if (shapes[s].kv_len <= shapes[s].segment) {
             double *pipeline = test_alloc(in.out_count * sizeof *pipeline);

@@ -405,7 +405,7 @@ static void test_tuned_results(void **state)
     pbsa_context *ctx = new_context(NULL);
     expect(ctx, PBSA_KERNEL_DENSE, &A, PBSA_CONFIG_USER_FILE, NULL);
     for (int causal = 0; causal < 2; causal++) {
-        conformance_case c = {"tuned", PBSA_DTYPE_F32, 1, 4, 2, 77, 150, 64, causal, TENSOR_PADDED};
+        conformance_case c = {"tuned", ALL_F32, 1, 4, 2, 77, 150, 64, causal, TENSOR_PADDED};
         conformance_result r;
         assert_int_equal(conformance_run_dense(ctx, fixture.queue, &c, 7, &r), PBSA_SUCCESS);
         if (!r.passed)
@@ -710,6 +710,49 @@ static void test_mma_fallback(void **state)
     pbsa_context_release(ctx);
 }
 
+/* Mixed dtypes and the head dims 80, 112 and 192 reach the families by K and V's dtype: f16 or
+ * bf16 K/V run on mma.sync whatever q and o are, f32 K/V on the portable tiles; the key is K/V's
+ * dtype, the scores (which write no o) are built with o = q, and the build options carry each
+ * tensor's dtype. Nothing is compiled, so this runs on any device. */
+static void test_mixed_dispatch(void **state)
+{
+    (void)state;
+    pbsa_context *ctx = new_context(NULL);
+    ctx->use_tensor_cores = true;
+    ctx->use_wgmma = false;
+    ctx->info.local_mem_bytes = 49152;
+    const pbsa_dtypes llama = {PBSA_DTYPE_F32, PBSA_DTYPE_F16, PBSA_DTYPE_F32};
+    const pbsa_dtypes f32_kv = {PBSA_DTYPE_F16, PBSA_DTYPE_F32, PBSA_DTYPE_BF16};
+    pbsa_dispatch d;
+    assert_true(pbsa_dispatch_pick(ctx, PBSA_ROLE_DENSE, &llama, 128, 0, 1, 8, &d));
+    assert_string_equal(d.family->name, "mma.sync");
+    assert_int_equal(d.key.dtype, PBSA_DTYPE_F16);
+    char options[512] = "";
+    assert_true(d.family->options(options, sizeof options, &d.dtypes, d.key.head_dim,
+                                  d.key.causal, &d.config));
+    assert_non_null(strstr(options, "-DQ_DTYPE=f32 -DKV_DTYPE=f16 -DO_DTYPE=f32"));
+    assert_true(pbsa_dispatch_pick(ctx, PBSA_ROLE_SPARSE, &f32_kv, 128, 128, 1, 8, &d));
+    assert_ptr_equal(d.family, &pbsa_portable_family);
+    assert_int_equal(d.key.dtype, PBSA_DTYPE_F32);
+    assert_int_equal(d.dtypes.o, PBSA_DTYPE_BF16);
+    assert_true(pbsa_dispatch_pick(ctx, PBSA_ROLE_SCORES, &f32_kv, 128, 64, 0, 8, &d));
+    assert_int_equal(d.dtypes.o, PBSA_DTYPE_F16);
+    /* Head dims 80 and 112 take two row groups, 192 one and 32 keys; 256 stays portable. */
+    static const struct {
+        int head_dim;
+        pbsa_mma_config config;
+    } dims[] = {{80, {4, 2, 64, 2}}, {112, {4, 2, 64, 2}}, {192, {4, 1, 32, 2}}};
+    for (size_t i = 0; i < sizeof dims / sizeof dims[0]; i++) {
+        assert_true(pbsa_dispatch_pick(ctx, PBSA_ROLE_DENSE, &llama, dims[i].head_dim, 0, 1, 8,
+                                       &d));
+        assert_string_equal(d.family->name, "mma.sync");
+        assert_true(pbsa_mma_config_equal(&d.config.mma, &dims[i].config));
+    }
+    assert_true(pbsa_dispatch_pick(ctx, PBSA_ROLE_DENSE, &llama, 256, 0, 1, 8, &d));
+    assert_ptr_equal(d.family, &pbsa_portable_family);
+    pbsa_context_release(ctx);
+}
+
 /* Hopper's wgmma family comes first where it runs: 16-bit, head dim 128 (64 computed wrong
  * results on the H200), configurations of whole warpgroups. Head dims 64 and 96 and the contexts
  * without wgmma keep mma.sync. The queries
@@ -998,6 +1041,7 @@ int main(int argc, char **argv)
         cmocka_unit_test_setup(test_mma_query, clean_environment),
         cmocka_unit_test_setup(test_mma_fallback, clean_environment),
         cmocka_unit_test_setup(test_wgmma_dispatch, clean_environment),
+        cmocka_unit_test_setup(test_mixed_dispatch, clean_environment),
         cmocka_unit_test_setup(test_scores_method, clean_environment),
     };
     int failed = cmocka_run_group_tests_name("tuning", tests, NULL, NULL);

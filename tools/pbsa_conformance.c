@@ -89,7 +89,7 @@ static void pbs_case_run(run *x, enum stage s, const pbs_case *c, outcome *o)
     o->passed = !r.failed;
     bool has_output = s == SPARSE || s == PIPELINE;
     o->rel_l2 = has_output ? r.rel_l2 : NAN;
-    o->limit = has_output ? conformance_tolerance(c->dtype) : NAN;
+    o->limit = has_output ? conformance_limit(&c->dtypes) : NAN;
     if (r.failed)
         snprintf(o->detail, sizeof o->detail, "%s", r.message);
     else if (r.rows)

@@ -73,9 +73,10 @@ int pbsa_row_alignment(const pbsa_tensor *a, const pbsa_tensor *b);
 /* Whether family runs role for these dtypes and shapes on ctx: it is available, runs the role,
  * takes K and V's dtype (kv_16bit), its rows' alignment is met (alignment: that of the rows the
  * kernel loads, pbsa_row_alignment()), the key is one it has (pbsa_tuning_key_valid()) and the
- * configuration found for it (pbsa_tuning_lookup(), or the fixed one) is usable on the device. *out receives the answer when true; origin (may be NULL
- * when capacity is 0) receives where the configuration came from. block: the PBS logical block
- * (ignored for the dense role); causal is ignored for the scores. Thread-safe. */
+ * configuration found for it (pbsa_tuning_lookup(), or the fixed one) is usable on the device.
+ * *out receives the answer when true; origin (may be NULL when capacity is 0) receives where the
+ * configuration came from. block: the PBS logical block (ignored for the dense role); causal is
+ * ignored for the scores. Thread-safe. */
 bool pbsa_dispatch_family(const pbsa_context *ctx, const pbsa_tile_family *family,
                           pbsa_tile_role role, const pbsa_dtypes *dtypes, int head_dim, int block,
                           int causal, int alignment, pbsa_dispatch *out, char *origin,
