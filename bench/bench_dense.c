@@ -59,10 +59,11 @@ static void usage(FILE *to)
             "  --lengths L1,L2,..  key sequence lengths (default 1024,4096,16384,32768)\n"
             "  --q-len N           queries are the last N positions (chunked prefill);\n"
             "                      default: as many as the keys\n"
-            "  --dtype T           f32, f16 or bf16 (default bf16)\n"
+            "  --dtype T           f32, f16 or bf16, of Q and O (and K and V) (default bf16)\n"
+            "  --kv-dtype T        f32, f16 or bf16, of K and V (default: --dtype)\n"
             "  --heads N           query heads (default 32)\n"
             "  --kv-heads N        key/value heads, dividing --heads (default: --heads)\n"
-            "  --head-dim N        64, 96, 128 or 256 (default 128)\n"
+            "  --head-dim N        64, 80, 96, 112, 128, 192 or 256 (default 128)\n"
             "  --batch N           batch size (default 1)\n"
             "  --causal 0|1        causal mask (default 1)\n"
             "  --repeats N         timed runs per length, median reported (default 10)\n"
@@ -131,6 +132,8 @@ static int parse_options(int argc, char **argv, bench_options *o)
     }
     if (!c->dtype_given)
         c->dtype = PBSA_DTYPE_BF16;
+    if (!c->kv_dtype_given)
+        c->kv_dtype = c->dtype;
     c->heads = c->heads ? c->heads : 32;
     c->head_dim = c->head_dim ? c->head_dim : 128;
     c->repeats = c->repeats ? c->repeats : 10;
@@ -161,6 +164,13 @@ static double check_limit(pbsa_dtype dtype)
     return 0.0;
 }
 
+/* The limit of a call with Q and O in o's dtype and K/V in another: the looser (Q is rounded to
+ * K/V's type on the tensor cores). */
+static double call_limit(const bench_options *o)
+{
+    return fmax(check_limit(o->c.dtype), check_limit(o->c.kv_dtype));
+}
+
 /* FLOPs of one forward pass: QK^T and PV, 2 FLOPs per multiply-add each, 4*D per (query, key)
  * pair. Causal with Sq == Skv counts half of the full product (the usual convention); with
  * Sq < Skv, query i sits at position i + Skv - Sq and sees that many keys plus one. */
@@ -188,14 +198,15 @@ typedef struct input_set {
 static int check_output(const bench_options *o, cl_command_queue queue, const input_set *set,
                         cl_mem out, int64_t sq, int64_t skv, length_result *r)
 {
-    const pbsa_dtype dtype = o->c.dtype;
-    const size_t element = pbsa_dtype_size(dtype);
+    /* Q and O in dtype, K and V in kv_dtype. */
+    const pbsa_dtype dtype = o->c.dtype, kv_dtype = o->c.kv_dtype;
+    const size_t element = pbsa_dtype_size(dtype), kv_element = pbsa_dtype_size(kv_dtype);
     const int64_t d = o->c.head_dim;
     const int64_t group = o->c.heads / o->c.kv_heads;
     unsigned char *qh = malloc((size_t)(sq * d) * element);
     unsigned char *oh = malloc((size_t)(sq * d) * element);
-    unsigned char *kh = malloc((size_t)(skv * d) * element);
-    unsigned char *vh = malloc((size_t)(skv * d) * element);
+    unsigned char *kh = malloc((size_t)(skv * d) * kv_element);
+    unsigned char *vh = malloc((size_t)(skv * d) * kv_element);
     double ref[4096];
     double diff2 = 0.0, ref2 = 0.0;
     int status = PBSA_SUCCESS;
@@ -213,9 +224,11 @@ static int check_output(const bench_options *o, cl_command_queue queue, const in
         if (status == CL_SUCCESS)
             status = bench_read_elements(queue, out, element, q_first, (size_t)(sq * d), oh);
         if (status == CL_SUCCESS)
-            status = bench_read_elements(queue, set->k, element, kv_first, (size_t)(skv * d), kh);
+            status =
+                bench_read_elements(queue, set->k, kv_element, kv_first, (size_t)(skv * d), kh);
         if (status == CL_SUCCESS)
-            status = bench_read_elements(queue, set->v, element, kv_first, (size_t)(skv * d), vh);
+            status =
+                bench_read_elements(queue, set->v, kv_element, kv_first, (size_t)(skv * d), vh);
         if (status != CL_SUCCESS)
             break;
         for (size_t i = 0; i < (size_t)(sq * d); i++)
@@ -228,8 +241,8 @@ static int check_output(const bench_options *o, cl_command_queue queue, const in
              * the single query of a causal problem over those keys it gets the same result. */
             int64_t keys = o->causal ? s + skv - sq + 1 : skv;
             pbsa_host_tensor hq = {qh + (size_t)(s * d) * element, dtype, 1, 1, 1, d, d, d, d};
-            pbsa_host_tensor hk = {kh, dtype, 1, 1, keys, d, keys * d, keys * d, d};
-            pbsa_host_tensor hv = {vh, dtype, 1, 1, keys, d, keys * d, keys * d, d};
+            pbsa_host_tensor hk = {kh, kv_dtype, 1, 1, keys, d, keys * d, keys * d, d};
+            pbsa_host_tensor hv = {vh, kv_dtype, 1, 1, keys, d, keys * d, keys * d, d};
             pbsa_dense_params params = {.causal = o->causal};
             status = pbsa_ref_dense_attention(&hq, &hk, &hv, &params, ref);
             for (int64_t c = 0; c < d && status == PBSA_SUCCESS; c++) {
@@ -244,7 +257,7 @@ static int check_output(const bench_options *o, cl_command_queue queue, const in
     if (status == PBSA_SUCCESS) {
         r->checked = 1;
         r->rel_l2 = ref2 > 0.0 ? sqrt(diff2 / ref2) : sqrt(diff2);
-        r->check_ok = r->non_finite == 0 && r->rel_l2 <= check_limit(dtype);
+        r->check_ok = r->non_finite == 0 && r->rel_l2 <= call_limit(o);
     }
 done:
     free(qh);
@@ -264,11 +277,11 @@ static void release_sets(input_set *sets, int count)
 }
 
 static cl_mem create_filled(cl_context cl_ctx, cl_command_queue queue, size_t count,
-                            const bench_options *o, float amplitude, void *staging,
-                            uint64_t *rng, cl_int *err)
+                            pbsa_dtype dtype, float amplitude, void *staging, uint64_t *rng,
+                            cl_int *err)
 {
-    size_t bytes = count * pbsa_dtype_size(o->c.dtype);
-    tensor_random(staging, o->c.dtype, count, amplitude, rng);
+    size_t bytes = count * pbsa_dtype_size(dtype);
+    tensor_random(staging, dtype, count, amplitude, rng);
     return bench_create_buffer(cl_ctx, queue, CL_MEM_READ_ONLY, bytes, staging, err);
 }
 
@@ -298,10 +311,11 @@ static int run_length(const bench_options *o, const support_device *d, bench_tim
     cl_command_queue queue = d->queue;
     const int64_t sq = o->q_len > 0 ? o->q_len : skv;
     const size_t element = pbsa_dtype_size(o->c.dtype);
+    const size_t kv_element = pbsa_dtype_size(o->c.kv_dtype);
     const size_t q_count = (size_t)o->batch * (size_t)o->c.heads * (size_t)sq * (size_t)o->c.head_dim;
     const size_t kv_count =
         (size_t)o->batch * (size_t)o->c.kv_heads * (size_t)skv * (size_t)o->c.head_dim;
-    const uint64_t set_bytes = (uint64_t)(q_count + 2 * kv_count) * element;
+    const uint64_t set_bytes = (uint64_t)q_count * element + (uint64_t)(2 * kv_count) * kv_element;
     memset(r, 0, sizeof *r);
     r->seq = skv;
     r->q_len = sq;
@@ -309,7 +323,8 @@ static int run_length(const bench_options *o, const support_device *d, bench_tim
     r->flops = attention_flops(o, sq, skv);
 
     /* As many input sets as fit in a quarter of the device memory, within [2, 4]. */
-    const size_t largest = (q_count > kv_count ? q_count : kv_count) * element;
+    const size_t largest =
+        q_count * element > kv_count * kv_element ? q_count * element : kv_count * kv_element;
     uint64_t fit = set_bytes ? info->global_mem_bytes / 4 / set_bytes : MAX_INPUT_SETS;
     int sets = fit < MIN_INPUT_SETS   ? MIN_INPUT_SETS
                : fit > MAX_INPUT_SETS ? MAX_INPUT_SETS
@@ -335,11 +350,13 @@ static int run_length(const bench_options *o, const support_device *d, bench_tim
     cl_int err = staging ? CL_SUCCESS : CL_OUT_OF_HOST_MEMORY;
     for (int i = 0; i < sets && err == CL_SUCCESS; i++) {
         /* Queries larger than keys give sharper, more realistic attention rows. */
-        set[i].q = create_filled(cl_ctx, queue, q_count, o, 2.0f, staging, &rng, &err);
+        set[i].q = create_filled(cl_ctx, queue, q_count, o->c.dtype, 2.0f, staging, &rng, &err);
         if (err == CL_SUCCESS)
-            set[i].k = create_filled(cl_ctx, queue, kv_count, o, 1.0f, staging, &rng, &err);
+            set[i].k =
+                create_filled(cl_ctx, queue, kv_count, o->c.kv_dtype, 1.0f, staging, &rng, &err);
         if (err == CL_SUCCESS)
-            set[i].v = create_filled(cl_ctx, queue, kv_count, o, 1.0f, staging, &rng, &err);
+            set[i].v =
+                create_filled(cl_ctx, queue, kv_count, o->c.kv_dtype, 1.0f, staging, &rng, &err);
     }
     free(staging);
     if (err == CL_SUCCESS)
@@ -358,8 +375,10 @@ static int run_length(const bench_options *o, const support_device *d, bench_tim
     pbsa_tensor tq[MAX_INPUT_SETS], tk[MAX_INPUT_SETS], tv[MAX_INPUT_SETS];
     for (int i = 0; i < sets; i++) {
         tq[i] = pbsa_tensor_bhsd(set[i].q, o->c.dtype, o->batch, o->c.heads, sq, o->c.head_dim);
-        tk[i] = pbsa_tensor_bhsd(set[i].k, o->c.dtype, o->batch, o->c.kv_heads, skv, o->c.head_dim);
-        tv[i] = pbsa_tensor_bhsd(set[i].v, o->c.dtype, o->batch, o->c.kv_heads, skv, o->c.head_dim);
+        tk[i] = pbsa_tensor_bhsd(set[i].k, o->c.kv_dtype, o->batch, o->c.kv_heads, skv,
+                                 o->c.head_dim);
+        tv[i] = pbsa_tensor_bhsd(set[i].v, o->c.kv_dtype, o->batch, o->c.kv_heads, skv,
+                                 o->c.head_dim);
     }
     pbsa_tensor to = pbsa_tensor_bhsd(out, o->c.dtype, o->batch, o->c.heads, sq, o->c.head_dim);
     pbsa_dense_params params = {.causal = o->causal};
@@ -437,6 +456,7 @@ static int write_json(const char *path, const bench_options *o, const bench_run_
         json_int(&w, "seq", r->seq);
         json_int(&w, "q_len", r->q_len);
         json_string(&w, "dtype", bench_dtype_name(o->c.dtype));
+        json_string(&w, "kv_dtype", bench_dtype_name(o->c.kv_dtype));
         json_int(&w, "heads", o->c.heads);
         json_int(&w, "kv_heads", o->c.kv_heads);
         json_int(&w, "head_dim", o->c.head_dim);
@@ -452,7 +472,7 @@ static int write_json(const char *path, const bench_options *o, const bench_run_
         json_number(&w, "rel_l2_check", r->checked ? r->rel_l2 : NAN);
         if (r->checked) {
             json_int(&w, "non_finite_outputs", r->non_finite);
-            json_number(&w, "rel_l2_limit", check_limit(o->c.dtype));
+            json_number(&w, "rel_l2_limit", call_limit(o));
             json_bool(&w, "check_passed", r->check_ok);
         }
         if (r->error[0])
@@ -502,9 +522,9 @@ int main(int argc, char **argv)
     }
 
     bench_print_device(&ri);
-    printf("dense attention: %s, batch %d, heads %d, kv_heads %d, head_dim %d, %s%s\n",
-           bench_dtype_name(o.c.dtype), o.batch, o.c.heads, o.c.kv_heads, o.c.head_dim,
-           o.causal ? "causal" : "non-causal", o.c.portable ? ", portable kernels" : "");
+    printf("dense attention: %s (K/V %s), batch %d, heads %d, kv_heads %d, head_dim %d, %s%s\n",
+           bench_dtype_name(o.c.dtype), bench_dtype_name(o.c.kv_dtype), o.batch, o.c.heads,
+           o.c.kv_heads, o.c.head_dim, o.causal ? "causal" : "non-causal", o.c.portable ? ", portable kernels" : "");
     fflush(stdout);
 
     int exit_status = 0;

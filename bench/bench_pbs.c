@@ -70,7 +70,8 @@ static void usage(FILE *to)
             "  --heads N           query heads (default: 32 on a GPU, else 4)\n"
             "  --kv-heads N        key/value heads, dividing --heads (default: 8 on a GPU and\n"
             "                      1 elsewhere when --heads is not given, else --heads)\n"
-            "  --head-dim N        64, 96, 128 or 256 (default: 128 on a GPU, else 64)\n"
+            "  --head-dim N        64, 80, 96, 112, 128, 192 or 256 (default: 128 on a GPU,\n"
+            "                      else 64)\n"
             "  --workload W1,W2,.. synthetic workloads, each run over every length: sink-local,\n"
             "                      vertical, vertical-slash, topics, random or mixed (default\n"
             "                      mixed; bench/workload.h describes them)\n"
@@ -231,9 +232,16 @@ static int parse_options(int argc, char **argv, pbs_options *o)
             o->c.kv_heads = o->c.kv_heads ? o->c.kv_heads : presets[p].kv_heads;
             o->c.head_dim = o->c.head_dim ? o->c.head_dim : presets[p].head_dim;
         }
-    if (o->c.head_dim && o->c.head_dim != 64 && o->c.head_dim != 96 && o->c.head_dim != 128 &&
-        o->c.head_dim != 256) {
-        fprintf(stderr, "%s: --head-dim must be 64, 96, 128 or 256\n", PROGRAM);
+    if (o->c.kv_dtype_given) {
+        fprintf(stderr, "%s: --kv-dtype is not taken here (--dtype sets all)\n", PROGRAM);
+        return 2;
+    }
+    static const int head_dims[] = {0, 64, 80, 96, 112, 128, 192, 256}; /* 0: not given */
+    size_t h = 0;
+    while (h < sizeof head_dims / sizeof head_dims[0] && head_dims[h] != o->c.head_dim)
+        h++;
+    if (h == sizeof head_dims / sizeof head_dims[0]) {
+        fprintf(stderr, "%s: --head-dim must be 64, 80, 96, 112, 128, 192 or 256\n", PROGRAM);
         return 2;
     }
     return 0;

@@ -80,9 +80,9 @@ const char *bench_dtype_name(pbsa_dtype dtype)
 static int parse_common_option(const char *program, const char *arg, const char *value,
                                bench_common_options *o)
 {
-    static const char *const with_value[] = {"--device", "--lengths", "--dtype", "--heads",
-                                             "--kv-heads", "--head-dim", "--repeats", "--warmup",
-                                             "--max-seconds", "--json", "--seed"};
+    static const char *const with_value[] = {
+        "--device",  "--lengths", "--dtype",  "--kv-dtype",    "--heads", "--kv-heads",
+        "--head-dim", "--repeats", "--warmup", "--max-seconds", "--json",  "--seed"};
     if (strcmp(arg, "--portable") == 0) {
         o->portable = 1;
         return 1;
@@ -104,6 +104,8 @@ static int parse_common_option(const char *program, const char *arg, const char 
         ok = bench_parse_lengths(value, o->lengths, BENCH_MAX_LENGTHS, &o->length_count);
     } else if (strcmp(arg, "--dtype") == 0) {
         ok = o->dtype_given = bench_parse_dtype(value, &o->dtype);
+    } else if (strcmp(arg, "--kv-dtype") == 0) {
+        ok = o->kv_dtype_given = bench_parse_dtype(value, &o->kv_dtype);
     } else if (strcmp(arg, "--heads") == 0) {
         ok = bench_parse_int(value, 1, 65536, &n);
         o->heads = (int)n;

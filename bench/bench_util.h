@@ -35,6 +35,8 @@ typedef struct bench_common_options {
     int length_count;
     bool dtype_given;
     pbsa_dtype dtype;
+    bool kv_dtype_given; /* --kv-dtype: K and V's, where a program takes it (else --dtype's) */
+    pbsa_dtype kv_dtype;
     int heads, kv_heads, head_dim;
     int repeats, warmup;
     double max_seconds;
@@ -60,7 +62,7 @@ typedef int (*bench_own_option)(const char *arg, const char *value, void *data);
 
 /*
  * Parses the command line: --help or -h (usage to stdout, returns -1), the common options
- * --device, --lengths, --dtype, --heads, --kv-heads, --head-dim, --repeats, --warmup,
+ * --device, --lengths, --dtype, --kv-dtype, --heads, --kv-heads, --head-dim, --repeats, --warmup,
  * --max-seconds, --json, --seed (each with a value) and --portable into *common, and every other
  * "--name value" through own(arg, value, data). Returns 0, or 2 after a message naming the bad
  * or unknown argument (usage to stderr for an unknown one).

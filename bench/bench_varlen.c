@@ -44,7 +44,7 @@ static void usage(FILE *to)
             "  --dtype T           f32, f16 or bf16 (default bf16)\n"
             "  --heads N           query heads (default 32)\n"
             "  --kv-heads N        key/value heads, dividing --heads (default 8)\n"
-            "  --head-dim N        64, 96, 128 or 256 (default 128)\n"
+            "  --head-dim N        64, 80, 96, 112, 128, 192 or 256 (default 128)\n"
             "  --repeats N         timed runs, median reported (default 10)\n"
             "  --warmup N          untimed runs first, kernel builds included (default 2)\n"
             "  --max-seconds S     stop timing after S s, keeping at least %d runs (default 5)\n"
@@ -111,6 +111,10 @@ static int parse_options(int argc, char **argv, bench_options *o)
     o->c.seed = o->c.seed_given ? o->c.seed : 1;
     if (o->c.length_count > VARLEN_MAX_SEQUENCES) {
         fprintf(stderr, "pbsa-bench-varlen: at most %d sequences\n", VARLEN_MAX_SEQUENCES);
+        return 2;
+    }
+    if (o->c.kv_dtype_given) {
+        fprintf(stderr, "pbsa-bench-varlen: --kv-dtype is not taken here (--dtype sets all)\n");
         return 2;
     }
     return bench_check_common_options("pbsa-bench-varlen", &o->c) ? 0 : 2;

@@ -134,10 +134,10 @@ static void print_device(int platform_index, int device_index, int global_index,
     }
     printf("    kernels:              %s\n",
            path == PBSA_TENSOR_CORES_WGMMA
-               ? "wgmma for f16/bf16 dense and sparse attention with D 128, mma.sync for "
-                 "D 64 and 96 and the permutation scores, portable OpenCL C otherwise"
+               ? "wgmma for f16/bf16 K/V dense and sparse attention with D 128, mma.sync for "
+                 "D 64 to 192 and the permutation scores, portable OpenCL C otherwise"
            : path == PBSA_TENSOR_CORES_MMA_SYNC
-               ? "mma.sync for f16/bf16 dense and sparse attention with D 64, 96, 128, "
+               ? "mma.sync for f16/bf16 K/V dense and sparse attention with D 64 to 192, "
                  "portable OpenCL C otherwise"
                : "portable OpenCL C");
 }

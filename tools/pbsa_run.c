@@ -27,7 +27,7 @@ static void usage(FILE *to)
         "Inputs: Q [B, Hq, Sq, D], K and V [B, Hkv, Skv, D], C order, all of one dtype:\n"
         "  float32 ('<f4'), float16 ('<f2'), or bfloat16 bits stored as uint16 ('<u2') with\n"
         "  --bf16. Hq must be a multiple of Hkv (grouped-query attention), Sq <= Skv (the\n"
-        "  queries are the last Sq positions), D one of 64, 96, 128, 256.\n"
+        "  queries are the last Sq positions), D one of 64, 80, 96, 112, 128, 192, 256.\n"
         "\n"
         "Options:\n"
         "  --device SELECTOR  'P:D', a device index or a name substring (see pbsa-info);\n"
