@@ -63,7 +63,9 @@ static void usage(FILE *to)
             "                      default: $PBSA_DEVICE, else the first GPU, else any device\n"
             "  --lengths L1,L2,..  sequence lengths (default: 8192,16384,32768 on a GPU,\n"
             "                      1024,2048 on other devices; with --q, the files' length)\n"
-            "  --dtype T           f32, f16 or bf16 (default: bf16 on a GPU, else f32)\n"
+            "  --dtype T           f32, f16 or bf16, of Q and O (and K and V) (default: bf16\n"
+            "                      on a GPU, else f32)\n"
+            "  --kv-dtype T        f32, f16 or bf16, of K and V (default: --dtype)\n"
             "  --preset NAME       a model's attention shape: llama3-8b (32 query heads, 8\n"
             "                      key/value heads, head_dim 128) or qwen2.5-7b (28, 4, 128);\n"
             "                      --heads, --kv-heads and --head-dim override its values\n"
@@ -232,10 +234,6 @@ static int parse_options(int argc, char **argv, pbs_options *o)
             o->c.kv_heads = o->c.kv_heads ? o->c.kv_heads : presets[p].kv_heads;
             o->c.head_dim = o->c.head_dim ? o->c.head_dim : presets[p].head_dim;
         }
-    if (o->c.kv_dtype_given) {
-        fprintf(stderr, "%s: --kv-dtype is not taken here (--dtype sets all)\n", PROGRAM);
-        return 2;
-    }
     static const int head_dims[] = {0, 64, 80, 96, 112, 128, 192, 256}; /* 0: not given */
     size_t h = 0;
     while (h < sizeof head_dims / sizeof head_dims[0] && head_dims[h] != o->c.head_dim)
@@ -262,6 +260,8 @@ static bool apply_defaults(pbs_options *o, bool gpu)
     }
     if (!c->dtype_given)
         c->dtype = gpu ? PBSA_DTYPE_BF16 : PBSA_DTYPE_F32;
+    if (!c->kv_dtype_given)
+        c->kv_dtype = c->dtype;
     if (c->heads == 0) {
         c->heads = gpu ? 32 : 4;
         if (c->kv_heads == 0)
@@ -383,8 +383,9 @@ static cl_int fill_set(const pbs_options *o, const workload *w, cl_command_queue
                        int64_t seq, int index, input_set *in, void *staging)
 {
     const int hq = o->c.heads, hkv = o->c.kv_heads, d = o->c.head_dim, group = hq / hkv;
-    const size_t head_bytes = (size_t)seq * (size_t)d * pbsa_dtype_size(o->c.dtype);
-    const workload_shape shape = {hq, hkv, d, seq, o->c.dtype};
+    const size_t q_head_bytes = (size_t)seq * (size_t)d * pbsa_dtype_size(o->c.dtype);
+    const size_t head_bytes = (size_t)seq * (size_t)d * pbsa_dtype_size(o->c.kv_dtype);
+    const workload_shape shape = {hq, hkv, d, seq, o->c.dtype, o->c.kv_dtype};
     uint64_t seed_state = o->c.seed ^ ((uint64_t)seq << 20) ^ (uint64_t)index;
     const uint64_t seed = splitmix64(&seed_state);
     cl_int err = CL_SUCCESS;
@@ -402,8 +403,8 @@ static cl_int fill_set(const pbs_options *o, const workload *w, cl_command_queue
         }
         for (int q = g * group; q < (g + 1) * group && err == CL_SUCCESS; q++) {
             workload_fill_q(h, q, staging);
-            err = clEnqueueWriteBuffer(queue, in->q, CL_TRUE, (size_t)q * head_bytes, head_bytes,
-                                       staging, 0, NULL, NULL);
+            err = clEnqueueWriteBuffer(queue, in->q, CL_TRUE, (size_t)q * q_head_bytes,
+                                       q_head_bytes, staging, 0, NULL, NULL);
         }
         workload_kv_head_free(h);
     }
@@ -415,10 +416,10 @@ static int setup_length(const pbs_options *o, const support_device *d, const pbs
                         const pbs_workload *w, int64_t seq, length_state *s, length_result *r)
 {
     const int hq = o->c.heads, hkv = o->c.kv_heads, dim = o->c.head_dim;
-    const pbsa_dtype dtype = o->c.dtype;
-    const size_t element = pbsa_dtype_size(dtype);
+    const pbsa_dtype dtype = o->c.dtype, kv_dtype = o->c.kv_dtype;
+    const size_t element = pbsa_dtype_size(dtype), kv_element = pbsa_dtype_size(kv_dtype);
     const size_t q_bytes = (size_t)hq * (size_t)seq * (size_t)dim * element;
-    const size_t kv_bytes = (size_t)hkv * (size_t)seq * (size_t)dim * element;
+    const size_t kv_bytes = (size_t)hkv * (size_t)seq * (size_t)dim * kv_element;
     const int b = o->params.block_size;
     const size_t q_blocks = (size_t)((seq + b - 1) / b);
     s->ctx = d->ctx;
@@ -456,8 +457,8 @@ static int setup_length(const pbs_options *o, const support_device *d, const pbs
                 in->v = bench_create_buffer(d->cl_ctx, d->queue, CL_MEM_READ_ONLY, kv_bytes, NULL,
                                             &err);
             in->tq = pbsa_tensor_bhsd(in->q, dtype, 1, hq, seq, dim);
-            in->tk = pbsa_tensor_bhsd(in->k, dtype, 1, hkv, seq, dim);
-            in->tv = pbsa_tensor_bhsd(in->v, dtype, 1, hkv, seq, dim);
+            in->tk = pbsa_tensor_bhsd(in->k, kv_dtype, 1, hkv, seq, dim);
+            in->tv = pbsa_tensor_bhsd(in->v, kv_dtype, 1, hkv, seq, dim);
             if (err != CL_SUCCESS)
                 break;
             s->sets = i + 1;
@@ -498,7 +499,8 @@ static int setup_length(const pbs_options *o, const support_device *d, const pbs
         fprintf(stderr,
                 "%s: seq %lld: generating %d input set(s) of the '%s' workload (%.2f GB)\n",
                 PROGRAM, (long long)seq, s->sets, w->name, s->sets * set_bytes * 1e-9);
-        void *staging = malloc((size_t)seq * (size_t)dim * element);
+        const size_t widest = element > kv_element ? element : kv_element;
+        void *staging = malloc((size_t)seq * (size_t)dim * widest);
         if (!staging)
             err = CL_OUT_OF_HOST_MEMORY;
         for (int i = 0; i < s->sets && err == CL_SUCCESS; i++)
@@ -583,7 +585,7 @@ static int densities(const pbs_options *o, const pbs_workload *w, int64_t seq,
 }
 
 /* Share of the exact softmax mass of query row `row` that falls on the keys of its selected
- * blocks. q: the head's query rows, k: its key head (both in dtype); pi: that head's
+ * blocks. q: the head's query rows (in dtype), k: its key head (in kv_dtype); pi: that head's
  * permutation; count and blocks: the block list row of the row's query block. covered: seq
  * bytes of scratch. */
 static double row_recall(const pbs_options *o, int64_t seq, const void *q, const void *k,
@@ -591,15 +593,14 @@ static double row_recall(const pbs_options *o, int64_t seq, const void *q, const
                          unsigned char *covered, double *logits)
 {
     const int d = o->c.head_dim, b = o->params.block_size;
-    const pbsa_dtype dtype = o->c.dtype;
     const double scale = o->params.scale > 0.0f ? o->params.scale : 1.0 / sqrt((double)d);
     const int64_t keys = o->params.causal ? row + 1 : seq;
     double max = -INFINITY;
     for (int64_t j = 0; j < keys; j++) {
         double dot = 0.0;
         for (int c = 0; c < d; c++)
-            dot += tensor_load(q, dtype, (size_t)(row * d + c)) *
-                   tensor_load(k, dtype, (size_t)(j * d + c));
+            dot += tensor_load(q, o->c.dtype, (size_t)(row * d + c)) *
+                   tensor_load(k, o->c.kv_dtype, (size_t)(j * d + c));
         logits[j] = dot * scale;
         max = logits[j] > max ? logits[j] : max;
     }
@@ -650,7 +651,8 @@ static int measure_accuracy(const pbs_options *o, const support_device *d, lengt
     cl_int *blocks = malloc(blocks_bytes), *blocks_id = malloc(blocks_bytes);
     cl_int *pi = malloc(pi_bytes);
     unsigned char *oh_dense = malloc(head_elements * element), *oh_pbs = malloc(head_elements * element);
-    unsigned char *qh = malloc(head_elements * element), *kh = malloc(head_elements * element);
+    const size_t kv_element = pbsa_dtype_size(o->c.kv_dtype);
+    unsigned char *qh = malloc(head_elements * element), *kh = malloc(head_elements * kv_element);
     unsigned char *covered = malloc((size_t)seq);
     double *logits = malloc((size_t)seq * sizeof *logits);
     if (!counts || !counts_id || !blocks || !blocks_id || !pi || !oh_dense || !oh_pbs || !qh ||
@@ -720,8 +722,8 @@ static int measure_accuracy(const pbs_options *o, const support_device *d, lengt
         if (status == CL_SUCCESS)
             status = bench_read_elements(queue, in->q, element, first, head_elements, qh);
         if (status == CL_SUCCESS)
-            status = bench_read_elements(queue, in->k, element, (size_t)(h / group) * head_elements,
-                                         head_elements, kh);
+            status = bench_read_elements(queue, in->k, kv_element,
+                                         (size_t)(h / group) * head_elements, head_elements, kh);
         if (status != CL_SUCCESS)
             break;
         double diff2 = 0.0, ref2 = 0.0;
@@ -914,9 +916,9 @@ int main(int argc, char **argv)
     char shape[96] = "";
     if (o.preset)
         snprintf(shape, sizeof shape, " (preset %s)", o.preset);
-    printf("PBS vs dense attention: %s, heads %d, kv_heads %d, head_dim %d%s, causal; %s; "
-           "block %d, segment %d, threshold %.2f, %s%s\n",
-           bench_dtype_name(o.c.dtype), o.c.heads, o.c.kv_heads, o.c.head_dim, shape,
+    printf("PBS vs dense attention: %s (K/V %s), heads %d, kv_heads %d, head_dim %d%s, causal; "
+           "%s; block %d, segment %d, threshold %.2f, %s%s\n",
+           bench_dtype_name(o.c.dtype), bench_dtype_name(o.c.kv_dtype), o.c.heads, o.c.kv_heads, o.c.head_dim, shape,
            o.workloads[0].from_npy ? "inputs from .npy files" : "synthetic workloads",
            o.params.block_size, o.params.segment_size, (double)o.params.threshold,
            o.params.gqa_mode == PBSA_GQA_SHARED_PER_KV_GROUP ? "shared GQA permutation"

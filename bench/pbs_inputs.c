@@ -73,13 +73,14 @@ int pbs_npy_load(const char *program, pbs_options *o)
         return 2;
     }
     bench_common_options *c = &o->c;
-    if (c->dtype_given && c->dtype != dtype) {
-        fprintf(stderr, "%s: --dtype %s disagrees with the .npy inputs (%s)\n", program,
-                bench_dtype_name(c->dtype), bench_dtype_name(dtype));
+    if ((c->dtype_given && c->dtype != dtype) || (c->kv_dtype_given && c->kv_dtype != dtype)) {
+        fprintf(stderr, "%s: --dtype %s or --kv-dtype %s disagrees with the .npy inputs (%s)\n",
+                program, bench_dtype_name(c->dtype), bench_dtype_name(c->kv_dtype),
+                bench_dtype_name(dtype));
         return 2;
     }
-    c->dtype = dtype;
-    c->dtype_given = true;
+    c->dtype = c->kv_dtype = dtype;
+    c->dtype_given = c->kv_dtype_given = true;
     if (!agree(program, "--heads", &c->heads, q[1]) ||
         !agree(program, "--kv-heads", &c->kv_heads, k[1]) ||
         !agree(program, "--head-dim", &c->head_dim, q[3]))
@@ -137,7 +138,8 @@ static int write_metadata(const char *path, const pbs_options *o, const char *wo
     json_int(&w, "seed", (long long)o->c.seed);
     json_int(&w, "input_set", 0);
     json_string(&w, "dtype", bench_dtype_name(o->c.dtype));
-    json_string(&w, "npy_note", o->c.dtype == PBSA_DTYPE_BF16
+    json_string(&w, "kv_dtype", bench_dtype_name(o->c.kv_dtype));
+    json_string(&w, "npy_note", o->c.dtype == PBSA_DTYPE_BF16 || o->c.kv_dtype == PBSA_DTYPE_BF16
                                     ? "'<u2' arrays hold bfloat16 bits"
                                     : "plain floating-point arrays");
     json_int(&w, "batch", 1);
@@ -174,14 +176,15 @@ int pbs_dump_inputs(const pbs_options *o, const char *workload_name, cl_command_
             return 1;
         }
     }
-    const npy_dtype npy = o->c.dtype == PBSA_DTYPE_F32   ? NPY_FLOAT32
-                          : o->c.dtype == PBSA_DTYPE_F16 ? NPY_FLOAT16
-                                                         : NPY_UINT16;
     const cl_mem from[3] = {q, k, v};
     const int heads[3] = {o->c.heads, o->c.kv_heads, o->c.kv_heads};
-    const size_t element = pbsa_dtype_size(o->c.dtype);
     int status = 0;
     for (int i = 0; i < 3 && status == 0; i++) {
+        const pbsa_dtype dtype = i == 0 ? o->c.dtype : o->c.kv_dtype;
+        const npy_dtype npy = dtype == PBSA_DTYPE_F32   ? NPY_FLOAT32
+                              : dtype == PBSA_DTYPE_F16 ? NPY_FLOAT16
+                                                        : NPY_UINT16;
+        const size_t element = pbsa_dtype_size(dtype);
         const uint64_t shape[4] = {1, (uint64_t)heads[i], (uint64_t)seq,
                                    (uint64_t)o->c.head_dim};
         const size_t count = (size_t)heads[i] * (size_t)seq * (size_t)o->c.head_dim;

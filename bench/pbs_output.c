@@ -297,6 +297,7 @@ int pbs_write_json(const char *program, const char *path, const pbs_options *o,
     }
     json_string(&w, "preset", o->preset);
     json_string(&w, "dtype", bench_dtype_name(o->c.dtype));
+    json_string(&w, "kv_dtype", bench_dtype_name(o->c.kv_dtype));
     json_int(&w, "batch", 1);
     json_int(&w, "heads", o->c.heads);
     json_int(&w, "kv_heads", o->c.kv_heads);

@@ -191,20 +191,20 @@ void workload_kv_head_free(workload_kv_head *h)
     free(h);
 }
 
-/* Writes one row: noise plus features[0 .. D) into out at row p. */
-static void store_row(const workload_kv_head *h, void *out, int64_t p, const float *features,
-                      uint64_t *rng)
+/* Writes one row of dtype: noise plus features[0 .. D) into out at row p. */
+static void store_row(const workload_kv_head *h, pbsa_dtype dtype, void *out, int64_t p,
+                      const float *features, uint64_t *rng)
 {
     const int d = h->shape.head_dim;
     size_t base = (size_t)p * (size_t)d;
     for (int c = 0; c < d; c += 2) {
         uint64_t bits = splitmix64(rng);
-        tensor_store(out, h->shape.dtype, base + (size_t)c,
-                            features[c] + UNIT_VARIANCE * bench_unit_float((uint32_t)bits));
+        tensor_store(out, dtype, base + (size_t)c,
+                     features[c] + UNIT_VARIANCE * bench_unit_float((uint32_t)bits));
         if (c + 1 < d)
-            tensor_store(out, h->shape.dtype, base + (size_t)c + 1,
-                                features[c + 1] +
-                                    UNIT_VARIANCE * bench_unit_float((uint32_t)(bits >> 32)));
+            tensor_store(out, dtype, base + (size_t)c + 1,
+                         features[c + 1] +
+                             UNIT_VARIANCE * bench_unit_float((uint32_t)(bits >> 32)));
     }
 }
 
@@ -234,15 +234,15 @@ void workload_fill_k(const workload_kv_head *h, void *out)
         if (h->topic)
             for (int c = h->topic_first; c < d; c++)
                 features[c] = topic_amplitude * h->topic_dir[h->topic[p]][c - h->topic_first];
-        store_row(h, out, p, features, &rng);
+        store_row(h, h->shape.kv_dtype, out, p, features, &rng);
     }
 }
 
 void workload_fill_v(const workload_kv_head *h, void *out)
 {
     uint64_t rng = stream(h->seed, STREAM_V, h->kv_head);
-    tensor_random(out, h->shape.dtype, (size_t)h->shape.seq * (size_t)h->shape.head_dim, 1.0f,
-                      &rng);
+    tensor_random(out, h->shape.kv_dtype, (size_t)h->shape.seq * (size_t)h->shape.head_dim,
+                  1.0f, &rng);
 }
 
 void workload_fill_q(const workload_kv_head *h, int q_head, void *out)
@@ -277,6 +277,6 @@ void workload_fill_q(const workload_kv_head *h, int q_head, void *out)
         if (features_of & F_TOPICS)
             for (int c = h->topic_first; c < d; c++)
                 features[c] = topic * h->topic_dir[h->topic[p]][c - h->topic_first];
-        store_row(h, out, p, features, &rng);
+        store_row(h, h->shape.dtype, out, p, features, &rng);
     }
 }

@@ -82,7 +82,8 @@ typedef struct workload {
 typedef struct workload_shape {
     int q_heads, kv_heads, head_dim; /* q_heads a multiple of kv_heads, head_dim >= 8 */
     int64_t seq;
-    pbsa_dtype dtype;
+    pbsa_dtype dtype;    /* of the queries */
+    pbsa_dtype kv_dtype; /* of the keys and values */
 } workload_shape;
 
 /* "sink-local", "vertical", "vertical-slash", "topics", "random" or "mixed". */
@@ -100,7 +101,8 @@ workload_kv_head *workload_kv_head_create(const workload *w, const workload_shap
                                           uint64_t seed, int kv_head);
 void workload_kv_head_free(workload_kv_head *h);
 
-/* Write one head, seq x head_dim elements of shape->dtype, row-major (position, dimension). */
+/* Write one head, seq x head_dim elements of shape->kv_dtype (K, V) or shape->dtype (Q),
+ * row-major (position, dimension). */
 void workload_fill_k(const workload_kv_head *h, void *out);
 void workload_fill_v(const workload_kv_head *h, void *out);
 /* q_head must be one of the group's query heads: kv_head * (q_heads / kv_heads) + 0, 1, ... */

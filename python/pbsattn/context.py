@@ -2,7 +2,9 @@
 three PBS stages.
 
 Arrays are [batch, heads, seq, head_dim] (BHSD), C-contiguous: Q [B, Hq, Sq, D], K and V
-[B, Hkv, Skv, D], all float32, float16, or bfloat16 bits as uint16 (pass bf16=True). Each call
+[B, Hkv, Skv, D], each float32, float16, or bfloat16 bits as uint16 (pass bf16=True, which then
+holds for every array); q may differ from k and v in dtype (k and v share one), and the output
+takes q's. Each call
 takes either numpy arrays (copied to the device, the results copied back as numpy arrays) or
 pyopencl arrays of this context's queue (used in place: outputs are new pyopencl arrays, or the
 `out` given, and the work is enqueued without waiting for it).

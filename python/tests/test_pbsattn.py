@@ -72,6 +72,18 @@ def test_dense_numpy(ctx, dtype, causal):
     assert rel_l2(values, ref) <= TOLERANCE[dtype]
 
 
+def test_mixed_dtypes_numpy(ctx):
+    """float32 q and out with float16 k and v, each passed in its own dtype, head dim 80."""
+    q, _, _ = inputs(6, "f32", head_dim=80)
+    _, k, v = inputs(6, "f16", head_dim=80)
+    dense = ctx.dense_attention(q, k, v, out=poisoned(q.shape, q.dtype))
+    assert dense.dtype == np.float32
+    assert rel_l2(dense, pbsattn.reference.dense_attention(q, k, v)) <= TOLERANCE["f16"]
+    out = ctx.attention(q, k, v, out=poisoned(q.shape, q.dtype), **PBS)
+    ref_out, _, _ = pbsattn.reference.pbs_attention(q, k, v, **PBS)
+    assert rel_l2(out, ref_out) <= TOLERANCE["f16"]
+
+
 @pytest.mark.parametrize("gqa", ["per-head", "shared"])
 def test_pbs_pipeline_and_stages_numpy(ctx, gqa):
     q, k, v = inputs(2)
