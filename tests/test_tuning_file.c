@@ -466,6 +466,45 @@ static void test_neighbours(void **state)
     assert_string_equal(long_text, "warps=8 groups=2 keys=64 stages=1");
 }
 
+/* The portable tiles' heuristic at every head dim: a valid configuration within 48 KiB of local
+ * memory, 80 and 112 (which 8 and 16 columns of work-items do not divide in groups of 4) on 4
+ * columns, 192 as 256 with the V chunk halved; the CPU list too. */
+static void test_flash_head_dims(void **state)
+{
+    (void)state;
+    const pbsa_device_info gpu = {.is_gpu = 1, .max_work_group_size = 1024,
+                                  .local_mem_bytes = 49152};
+    const pbsa_device_info cpu = {.max_work_group_size = 4096, .local_mem_bytes = 4 << 20};
+    static const struct {
+        int head_dim;
+        pbsa_flash_config gpu, cpu;
+    } cases[] = {
+        {64, {64, 64, 8, 16, 16, 16, 0, 0}, {32, 32, 8, 8, 16, 16, 0, 0}},
+        {80, {64, 64, 16, 4, 16, 16, 0, 0}, {16, 16, 4, 4, 16, 16, 0, 0}},
+        {96, {64, 32, 16, 8, 16, 16, 0, 0}, {32, 32, 8, 8, 16, 16, 0, 0}},
+        {112, {64, 64, 16, 4, 16, 16, 0, 0}, {16, 16, 4, 4, 16, 16, 0, 0}},
+        {128, {64, 64, 8, 16, 16, 16, 0, 0}, {32, 32, 8, 8, 16, 16, 0, 0}},
+        {192, {64, 64, 16, 16, 16, 8, 0, 0}, {32, 32, 8, 8, 16, 16, 0, 0}},
+        {256, {64, 64, 16, 16, 16, 8, 0, 0}, {32, 32, 8, 8, 16, 16, 0, 0}},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        const int d = cases[i].head_dim;
+        pbsa_flash_config h = pbsa_flash_config_heuristic(&gpu, d, 0);
+        if (!pbsa_flash_config_equal(&h, &cases[i].gpu) || !pbsa_flash_config_valid(&h, d, &gpu))
+            fail_msg("head dim %d: GPU heuristic %d,%d,%d,%d,%d,%d", d, h.block_m, h.block_n,
+                     h.wg_rows, h.wg_cols, h.kchunk, h.vchunk);
+        h = pbsa_flash_config_heuristic(&cpu, d, 0);
+        if (!pbsa_flash_config_equal(&h, &cases[i].cpu) || !pbsa_flash_config_valid(&h, d, &cpu))
+            fail_msg("head dim %d: CPU heuristic %d,%d,%d,%d,%d,%d", d, h.block_m, h.block_n,
+                     h.wg_rows, h.wg_cols, h.kchunk, h.vchunk);
+        /* Sparse blocks of 16 take the smallest tiles. */
+        h = pbsa_flash_config_heuristic(&gpu, d, 16);
+        assert_true(pbsa_flash_config_valid(&h, d, &gpu) && pbsa_flash_config_fits(&h, 16));
+    }
+    assert_int_equal(pbsa_flash_local_bytes(&cases[5].gpu, 192), 44048);
+    assert_int_equal(pbsa_flash_local_bytes(&cases[3].gpu, 112), 37904);
+}
+
 /* What cl/mma_tile.cl accepts: its values, head dims, local memory (the NVIDIA 48 KiB, and 32
  * KiB where 64 keys of D128 do not fit), the block it must divide; the heuristic default; the
  * build options. */
@@ -704,7 +743,8 @@ int main(void)
         cmocka_unit_test(test_corrupt),    cmocka_unit_test(test_corrupt_sizes),
         cmocka_unit_test(test_versions),   cmocka_unit_test(test_names),
         cmocka_unit_test(test_round_trip), cmocka_unit_test(test_builtin_files),
-        cmocka_unit_test(test_neighbours), cmocka_unit_test(test_mma_rules),
+        cmocka_unit_test(test_neighbours), cmocka_unit_test(test_flash_head_dims),
+        cmocka_unit_test(test_mma_rules),
         cmocka_unit_test(test_environment_values), cmocka_unit_test(test_damage),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
