@@ -375,10 +375,10 @@ static int run_length(const bench_options *o, const support_device *d, bench_tim
     pbsa_tensor tq[MAX_INPUT_SETS], tk[MAX_INPUT_SETS], tv[MAX_INPUT_SETS];
     for (int i = 0; i < sets; i++) {
         tq[i] = pbsa_tensor_bhsd(set[i].q, o->c.dtype, o->batch, o->c.heads, sq, o->c.head_dim);
-        tk[i] = pbsa_tensor_bhsd(set[i].k, o->c.kv_dtype, o->batch, o->c.kv_heads, skv,
-                                 o->c.head_dim);
-        tv[i] = pbsa_tensor_bhsd(set[i].v, o->c.kv_dtype, o->batch, o->c.kv_heads, skv,
-                                 o->c.head_dim);
+        tk[i] =
+            pbsa_tensor_bhsd(set[i].k, o->c.kv_dtype, o->batch, o->c.kv_heads, skv, o->c.head_dim);
+        tv[i] =
+            pbsa_tensor_bhsd(set[i].v, o->c.kv_dtype, o->batch, o->c.kv_heads, skv, o->c.head_dim);
     }
     pbsa_tensor to = pbsa_tensor_bhsd(out, o->c.dtype, o->batch, o->c.heads, sq, o->c.head_dim);
     pbsa_dense_params params = {.causal = o->causal};
@@ -524,7 +524,8 @@ int main(int argc, char **argv)
     bench_print_device(&ri);
     printf("dense attention: %s (K/V %s), batch %d, heads %d, kv_heads %d, head_dim %d, %s%s\n",
            bench_dtype_name(o.c.dtype), bench_dtype_name(o.c.kv_dtype), o.batch, o.c.heads,
-           o.c.kv_heads, o.c.head_dim, o.causal ? "causal" : "non-causal", o.c.portable ? ", portable kernels" : "");
+           o.c.kv_heads, o.c.head_dim, o.causal ? "causal" : "non-causal",
+           o.c.portable ? ", portable kernels" : "");
     fflush(stdout);
 
     int exit_status = 0;

@@ -918,7 +918,8 @@ int main(int argc, char **argv)
         snprintf(shape, sizeof shape, " (preset %s)", o.preset);
     printf("PBS vs dense attention: %s (K/V %s), heads %d, kv_heads %d, head_dim %d%s, causal; "
            "%s; block %d, segment %d, threshold %.2f, %s%s\n",
-           bench_dtype_name(o.c.dtype), bench_dtype_name(o.c.kv_dtype), o.c.heads, o.c.kv_heads, o.c.head_dim, shape,
+           bench_dtype_name(o.c.dtype), bench_dtype_name(o.c.kv_dtype), o.c.heads, o.c.kv_heads,
+           o.c.head_dim, shape,
            o.workloads[0].from_npy ? "inputs from .npy files" : "synthetic workloads",
            o.params.block_size, o.params.segment_size, (double)o.params.threshold,
            o.params.gqa_mode == PBSA_GQA_SHARED_PER_KV_GROUP ? "shared GQA permutation"

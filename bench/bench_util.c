@@ -81,7 +81,7 @@ static int parse_common_option(const char *program, const char *arg, const char 
                                bench_common_options *o)
 {
     static const char *const with_value[] = {
-        "--device",  "--lengths", "--dtype",  "--kv-dtype",    "--heads", "--kv-heads",
+        "--device",   "--lengths", "--dtype",  "--kv-dtype",    "--heads", "--kv-heads",
         "--head-dim", "--repeats", "--warmup", "--max-seconds", "--json",  "--seed"};
     if (strcmp(arg, "--portable") == 0) {
         o->portable = 1;

@@ -139,9 +139,10 @@ static int write_metadata(const char *path, const pbs_options *o, const char *wo
     json_int(&w, "input_set", 0);
     json_string(&w, "dtype", bench_dtype_name(o->c.dtype));
     json_string(&w, "kv_dtype", bench_dtype_name(o->c.kv_dtype));
-    json_string(&w, "npy_note", o->c.dtype == PBSA_DTYPE_BF16 || o->c.kv_dtype == PBSA_DTYPE_BF16
-                                    ? "'<u2' arrays hold bfloat16 bits"
-                                    : "plain floating-point arrays");
+    json_string(&w, "npy_note",
+                o->c.dtype == PBSA_DTYPE_BF16 || o->c.kv_dtype == PBSA_DTYPE_BF16
+                    ? "'<u2' arrays hold bfloat16 bits"
+                    : "plain floating-point arrays");
     json_int(&w, "batch", 1);
     json_int(&w, "heads", o->c.heads);
     json_int(&w, "kv_heads", o->c.kv_heads);

@@ -241,8 +241,8 @@ void workload_fill_k(const workload_kv_head *h, void *out)
 void workload_fill_v(const workload_kv_head *h, void *out)
 {
     uint64_t rng = stream(h->seed, STREAM_V, h->kv_head);
-    tensor_random(out, h->shape.kv_dtype, (size_t)h->shape.seq * (size_t)h->shape.head_dim,
-                  1.0f, &rng);
+    tensor_random(out, h->shape.kv_dtype, (size_t)h->shape.seq * (size_t)h->shape.head_dim, 1.0f,
+                  &rng);
 }
 
 void workload_fill_q(const workload_kv_head *h, int q_head, void *out)

@@ -594,15 +594,16 @@ typedef enum pbsa_config_source {
  * Which configuration a call of kernel kind on ctx uses for dtype, head_dim, block_size (the PBS
  * logical block; ignored for the dense kinds) and causal (ignored for PBSA_KERNEL_SCORES), and
  * where it comes from. dtype is that of K and V: a call whose q or o has another dtype runs,
- * and is tuned, as one of its K/V dtype throughout (tuning files key entries by it). description (may be NULL when capacity is 0) receives a NUL-terminated
- * text such as "block_m=64 block_n=64 wg_rows=8 wg_cols=16 kchunk=16 vchunk=16 unroll_qk=16
- * unroll_pv=16 (user tuning file /home/me/.config/pbsattn/tuning/NVIDIA_H100.txt, line 9)",
- * truncated to capacity bytes. source (may be NULL) receives the source. Nothing is compiled or
+ * and is tuned, as one of its K/V dtype throughout (tuning files key entries by it).
+ * description (may be NULL when capacity is 0) receives a NUL-terminated text such as
+ * "block_m=64 block_n=64 wg_rows=8 wg_cols=16 kchunk=16 vchunk=16 unroll_qk=16 unroll_pv=16
+ * (user tuning file /home/me/.config/pbsattn/tuning/NVIDIA_H100.txt, line 9)", truncated to
+ * capacity bytes. source (may be NULL) receives the source. Nothing is compiled or
  * enqueued.
  * Tensor cores: where dense or sparse attention runs on the tensor-core kernel
  * (pbsa_context_uses_tensor_cores(); f16 and bf16, head dims 64, 80, 96, 112, 128 and 192,
- * sparse blocks 64 and 128, K and V rows assumed 16-byte aligned), PBSA_KERNEL_DENSE and PBSA_KERNEL_SPARSE give the
- * source PBSA_CONFIG_TENSOR_CORES and a text "tensor-core kernel warps=4 groups=2 keys=64
+ * sparse blocks 64 and 128, K and V rows assumed 16-byte aligned), PBSA_KERNEL_DENSE and
+ * PBSA_KERNEL_SPARSE give the source PBSA_CONFIG_TENSOR_CORES and a text "tensor-core kernel warps=4 groups=2 keys=64
  * stages=2 (heuristic default); the portable kernel would use block_m=... (...)".
  * PBSA_KERNEL_DENSE_MMA and PBSA_KERNEL_SPARSE_MMA give the tensor-core configuration alone
  * ("warps=4 groups=2 keys=64 stages=2 (heuristic default)") with its own source, for calls that

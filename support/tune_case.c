@@ -340,10 +340,11 @@ static int check_dense(tune_case *c, char *reason, size_t capacity)
 {
     /* A square case and a chunked-prefill one (queries the last positions of the keys). */
     const conformance_case cases[2] = {
-        {"tune_square", {c->key.dtype, c->key.dtype, c->key.dtype}, 1, CHECK_HEADS, CHECK_KV_HEADS, DENSE_CHECK_SEQ,
-         DENSE_CHECK_SEQ, c->key.head_dim, c->key.causal, TENSOR_BHSD},
-        {"tune_prefill", {c->key.dtype, c->key.dtype, c->key.dtype}, 1, CHECK_HEADS, CHECK_KV_HEADS, 77, DENSE_CHECK_SEQ,
-         c->key.head_dim, c->key.causal, TENSOR_BHSD},
+        {"tune_square", {c->key.dtype, c->key.dtype, c->key.dtype}, 1, CHECK_HEADS,
+         CHECK_KV_HEADS, DENSE_CHECK_SEQ, DENSE_CHECK_SEQ, c->key.head_dim, c->key.causal,
+         TENSOR_BHSD},
+        {"tune_prefill", {c->key.dtype, c->key.dtype, c->key.dtype}, 1, CHECK_HEADS,
+         CHECK_KV_HEADS, 77, DENSE_CHECK_SEQ, c->key.head_dim, c->key.causal, TENSOR_BHSD},
     };
     for (int i = 0; i < 2; i++) {
         conformance_result r;

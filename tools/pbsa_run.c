@@ -20,7 +20,8 @@ enum { EXIT_RUN_FAILED = 1, EXIT_BAD_INPUT = 2, EXIT_NO_DEVICE = 3 };
 
 static void usage(FILE *to)
 {
-    fprintf(to,
+    fprintf(
+        to,
         "usage: pbsa-run [options] Q.npy K.npy V.npy\n"
         "Runs dense or PBS attention on one OpenCL device and writes its outputs as .npy files.\n"
         "\n"

@@ -790,8 +790,7 @@ static void print_table(const options *o, const key_result *results, int count)
         if (pbsa_tuning_key_max_tile(&r->key))
             snprintf(block, sizeof block, "%d", r->key.block);
         printf("%-10s %-5s %4d %5s %6d %6d ", pbsa_kernel_kind_name(kind),
-               pbsa_dtype_name(r->key.dtype), r->key.head_dim, block, r->key.causal,
-               r->tried);
+               pbsa_dtype_name(r->key.dtype), r->key.head_dim, block, r->key.causal, r->tried);
         if (!r->done) {
             printf("failed: %s\n", r->error[0] ? r->error : "not tuned");
             continue;

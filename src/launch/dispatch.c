@@ -10,8 +10,8 @@ enum { ORIGIN_CAPACITY = 4200, MAX_FILES = 8 };
 
 static const char *const flash_files[] = {"common.cl", "sequence.cl", "flash_tile.cl"};
 
-static bool flash_options(char *options, size_t capacity, const pbsa_dtypes *dtypes,
-                          int head_dim, int causal, const pbsa_kernel_config *config)
+static bool flash_options(char *options, size_t capacity, const pbsa_dtypes *dtypes, int head_dim,
+                          int causal, const pbsa_kernel_config *config)
 {
     return pbsa_flash_options(options, capacity, dtypes, head_dim, causal, &config->flash);
 }
@@ -87,8 +87,8 @@ static bool wgmma_available(const pbsa_context *ctx)
     return ctx->use_tensor_cores && ctx->use_wgmma;
 }
 
-static bool wgmma_options(char *options, size_t capacity, const pbsa_dtypes *dtypes,
-                          int head_dim, int causal, const pbsa_kernel_config *config)
+static bool wgmma_options(char *options, size_t capacity, const pbsa_dtypes *dtypes, int head_dim,
+                          int causal, const pbsa_kernel_config *config)
 {
     return mma_options(options, capacity, dtypes, head_dim, causal, config) &&
            pbsa_append_option(options, capacity, " -DWGMMA=1");
@@ -175,8 +175,8 @@ bool pbsa_dispatch_pick(const pbsa_context *ctx, pbsa_tile_role role, const pbsa
                         int head_dim, int block, int causal, int alignment, pbsa_dispatch *out)
 {
     for (size_t i = 0; i < FAMILY_COUNT; i++)
-        if (pbsa_dispatch_family(ctx, families[i], role, dtypes, head_dim, block, causal,
-                                 alignment, out, NULL, 0))
+        if (pbsa_dispatch_family(ctx, families[i], role, dtypes, head_dim, block, causal, alignment,
+                                 out, NULL, 0))
             return true;
     return false;
 }

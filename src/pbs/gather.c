@@ -20,8 +20,8 @@ int pbsa_pbs_prepare_gather(pbsa_context *ctx, const char *fn, const pbsa_pbs_pl
     k_perm->offset = plan->layout.start[PBSA_REGION_K_PERM] * per_word;
     v_perm->offset = plan->layout.start[PBSA_REGION_V_PERM] * per_word;
     char options[128] = "";
-    pbsa_append_option(options, sizeof options, "-DELEMENT_BYTES=%zu -DHEAD_DIM=%d",
-                       element_bytes, plan->head_dim);
+    pbsa_append_option(options, sizeof options, "-DELEMENT_BYTES=%zu -DHEAD_DIM=%d", element_bytes,
+                       plan->head_dim);
     cl_kernel kernel;
     int status = pbsa_get_kernel(ctx, gather_files, 1, options, "pbs_gather_kv", &kernel);
     if (status != PBSA_SUCCESS)

@@ -186,8 +186,8 @@ static int check_sequence_methods(pbsa_context *ctx, const char *fn, pbsa_pbs_pl
                          "variable-length or paged calls",
                          fn);
     pbsa_config_source source;
-    pbsa_score_method method = pbsa_dispatch_score_method(ctx, p->dtypes.kv, p->head_dim, p->block,
-                                                          &source, NULL, 0);
+    pbsa_score_method method =
+        pbsa_dispatch_score_method(ctx, p->dtypes.kv, p->head_dim, p->block, &source, NULL, 0);
     if (method == PBSA_SCORE_CLBLAST &&
         (source == PBSA_CONFIG_FORCED || source == PBSA_CONFIG_ENVIRONMENT))
         return pbsa_fail(ctx, PBSA_ERROR_INVALID_VALUE,
@@ -248,9 +248,9 @@ int pbsa_pbs_plan_make(pbsa_context *ctx, const char *fn, const pbsa_tensor *q,
                                     qk_align, &pl.scores);
     pl.scores_reduce = pl.scores;
     if (found && pl.scores.family != &pbsa_portable_family)
-        found = pbsa_dispatch_family(ctx, &pbsa_portable_family, PBSA_ROLE_SCORES, &pl.dtypes,
-                                     pl.head_dim, pl.block, 0, qk_align, &pl.scores_reduce, NULL,
-                                     0);
+        found =
+            pbsa_dispatch_family(ctx, &pbsa_portable_family, PBSA_ROLE_SCORES, &pl.dtypes,
+                                 pl.head_dim, pl.block, 0, qk_align, &pl.scores_reduce, NULL, 0);
     if (!found || !pbsa_dispatch_pick(ctx, PBSA_ROLE_SPARSE, &pl.dtypes, pl.head_dim, pl.block,
                                       p.causal, kv_align, &pl.sparse))
         return pbsa_fail(ctx, PBSA_ERROR_UNSUPPORTED_DEVICE,
@@ -285,8 +285,8 @@ int pbsa_pbs_plan_make(pbsa_context *ctx, const char *fn, const pbsa_tensor *q,
     /* Both fit in local memory, so in an int. */
     pl.sort_size = (int)sort_size;
     pl.select_size = (int)select_size;
-    pl.score_method = pbsa_dispatch_score_method(ctx, pl.dtypes.kv, pl.head_dim, pl.block, NULL,
-                                                 NULL, 0);
+    pl.score_method =
+        pbsa_dispatch_score_method(ctx, pl.dtypes.kv, pl.head_dim, pl.block, NULL, NULL, 0);
     pl.kv_method = (pbsa_kv_method)method_of(ctx->pbs_methods.kv, ctx->env.kv_method);
     status = check_sequence_methods(ctx, fn, &pl);
     if (status != PBSA_SUCCESS)

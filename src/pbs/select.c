@@ -48,9 +48,8 @@ int pbsa_pbs_prepare_selection(pbsa_context *ctx, const char *fn, const pbsa_pbs
     const size_t select_wg = (size_t)plan->select_wg;
     char options[256] = "";
     pbsa_append_option(options, sizeof options,
-                       "-DHEAD_DIM=%d -DSELECT_SIZE=%d -DSELECT_WG=%zu -DCAUSAL=%d",
-                       plan->head_dim, plan->select_size,
-                       select_wg, plan->params.causal ? 1 : 0);
+                       "-DHEAD_DIM=%d -DSELECT_SIZE=%d -DSELECT_WG=%zu -DCAUSAL=%d", plan->head_dim,
+                       plan->select_size, select_wg, plan->params.causal ? 1 : 0);
     cl_kernel kernel;
     int status = pbsa_get_kernel(ctx, select_files, 3, options, "pbs_find_sink", &kernel);
     if (status != PBSA_SUCCESS)

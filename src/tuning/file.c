@@ -575,8 +575,8 @@ char *pbsa_tuning_format(const pbsa_tuning_file *file)
         char config[256];
         pbsa_tuning_format_config(e->key.kind, &e->config, config, sizeof config);
         append(&b, "entry kernel=%s dtype=%s head_dim=%d block=%d causal=%d %s",
-               pbsa_kernel_kind_name(e->key.kind), pbsa_dtype_name(e->key.dtype),
-               e->key.head_dim, e->key.block, e->key.causal, config);
+               pbsa_kernel_kind_name(e->key.kind), pbsa_dtype_name(e->key.dtype), e->key.head_dim,
+               e->key.block, e->key.causal, config);
         append_decimal(&b, "ms", e->ms);
         append_decimal(&b, "default_ms", e->default_ms);
         if (e->seq > 0)
