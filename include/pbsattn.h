@@ -603,8 +603,9 @@ typedef enum pbsa_config_source {
  * Tensor cores: where dense or sparse attention runs on the tensor-core kernel
  * (pbsa_context_uses_tensor_cores(); f16 and bf16, head dims 64, 80, 96, 112, 128 and 192,
  * sparse blocks 64 and 128, K and V rows assumed 16-byte aligned), PBSA_KERNEL_DENSE and
- * PBSA_KERNEL_SPARSE give the source PBSA_CONFIG_TENSOR_CORES and a text "tensor-core kernel warps=4 groups=2 keys=64
- * stages=2 (heuristic default); the portable kernel would use block_m=... (...)".
+ * PBSA_KERNEL_SPARSE give the source PBSA_CONFIG_TENSOR_CORES and a text "tensor-core kernel
+ * warps=4 groups=2 keys=64 stages=2 (heuristic default); the portable kernel would use
+ * block_m=... (...)".
  * PBSA_KERNEL_DENSE_MMA and PBSA_KERNEL_SPARSE_MMA give the tensor-core configuration alone
  * ("warps=4 groups=2 keys=64 stages=2 (heuristic default)") with its own source, for calls that
  * run on it; PBSA_KERNEL_DENSE_WGMMA and PBSA_KERNEL_SPARSE_WGMMA likewise for contexts on the
