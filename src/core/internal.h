@@ -152,15 +152,16 @@ int pbsa_check_pages_consecutive(const pbsa_context *ctx, const char *fn, const 
  * them), written to out[0..3); returns their count. */
 int pbsa_sequence_spans(const pbsa_sequences *s, pbsa_span *out);
 
-/* Checks q [B,Hq,Sq,D] and k [B,Hkv,Skv,D]: agreeing dtypes, batch and head dim, a supported head
- * dim, Hq a multiple of Hkv, Sq <= Skv; or, with varlen and paged (either may be NULL), their
- * rules (pbsa_check_sequences()). Fills *seqs. */
+/* Checks q [B,Hq,Sq,D] and k [B,Hkv,Skv,D] (each of any dtype): agreeing batch and head dim, a
+ * supported head dim, Hq a multiple of Hkv, Sq <= Skv; or, with varlen and paged (either may be
+ * NULL), their rules (pbsa_check_sequences()). Fills *seqs. */
 int pbsa_check_query_key(const pbsa_context *ctx, const char *fn, const pbsa_tensor *q,
                          const pbsa_tensor *k, const pbsa_varlen *varlen,
                          const pbsa_paged_kv *paged, pbsa_sequences *seqs);
-/* Checks q [B,Hq,Sq,D], k and v [B,Hkv,Skv,D], o like q: agreeing shapes and dtypes, Hq a
- * multiple of Hkv, Sq <= Skv, supported head dim, no two elements of o at one address; varlen
- * and paged as pbsa_check_query_key() (v a pool of k's shape when paged). Fills *seqs. */
+/* Checks q [B,Hq,Sq,D], k and v [B,Hkv,Skv,D], o like q: agreeing shapes, k and v of one dtype
+ * (q and o of any), Hq a multiple of Hkv, Sq <= Skv, supported head dim, no two elements of o at
+ * one address; varlen and paged as pbsa_check_query_key() (v a pool of k's shape when paged).
+ * Fills *seqs. */
 int pbsa_check_attention_tensors(const pbsa_context *ctx, const char *fn, const pbsa_tensor *q,
                                  const pbsa_tensor *k, const pbsa_tensor *v, const pbsa_tensor *o,
                                  const pbsa_varlen *varlen, const pbsa_paged_kv *paged,
