@@ -79,7 +79,7 @@ static void usage(FILE *to)
             "                      mixed; bench/workload.h describes them)\n"
             "  --q, --k, --v PATH  captured activations instead: Q [1, Hq, S, D], K and V\n"
             "                      [1, Hkv, S, D] in pbsa-run's .npy format ('<f4', '<f2', or\n"
-            "                      '<u2' holding bfloat16 bits); they set the shape and dtype,\n"
+            "                      '<u2' holding bfloat16 bits); they set the shape and dtypes,\n"
             "                      and a length below S takes the first positions\n"
             "  --block N           PBS block size: 16, 32, 64 or 128 (default 128)\n"
             "  --segment N         permutation segment, a multiple of --block (default 256)\n"

@@ -85,14 +85,15 @@ int pbs_head_pattern(const pbs_workload *w, int h);
 
 /* ---- pbs_inputs.c ---------------------------------------------------------------------------- */
 
-/* Loads --q/--k/--v and checks them against each other and against the options given (dtype,
- * heads, kv-heads, head-dim, lengths); fills in what was not given. Returns 0, or 2 after a
+/* Loads --q/--k/--v and checks them against each other and against the options given (dtype
+ * from Q, kv-dtype from K, which V shares, heads, kv-heads, head-dim, lengths); fills in what was
+ * not given. Returns 0, or 2 after a
  * message. */
 int pbs_npy_load(const char *program, pbs_options *o);
 void pbs_npy_free(pbs_npy_inputs *in);
 
 /* Uploads the first seq positions of every head of the .npy inputs into q, k and v (each
- * [1, H, seq, D] in the options' dtype). */
+ * [1, H, seq, D] in the options' dtype, K and V in their kv_dtype). */
 cl_int pbs_npy_upload(const pbs_options *o, cl_command_queue queue, int64_t seq, cl_mem q,
                       cl_mem k, cl_mem v);
 

@@ -38,7 +38,7 @@ int pbs_npy_load(const char *program, pbs_options *o)
 {
     pbs_npy_inputs *in = &o->npy;
     char err[256];
-    pbsa_dtype dtype = PBSA_DTYPE_F32;
+    pbsa_dtype dtypes[3]; /* Q's, and K's, which V's must equal */
     for (int i = 0; i < 3; i++) {
         if (npy_load(in->path[i], &in->array[i], err, sizeof err) != 0) {
             fprintf(stderr, "%s: %s (%s): %s\n", program, in->path[i], input_names[i], err);
@@ -51,12 +51,11 @@ int pbs_npy_load(const char *program, pbs_options *o)
                     program, in->path[i], input_names[i], npy_dtype_descr(h->dtype));
             return 2;
         }
-        if (i == 0)
-            dtype = t;
+        dtypes[i] = t;
         if (h->ndim != 4 || h->shape[0] != 1 || h->shape[1] < 1 || h->shape[1] > 65536 ||
-            h->shape[2] < 1 || h->shape[2] > INT32_MAX || t != dtype) {
-            fprintf(stderr, "%s: %s (%s): needs [1, H, S, D] of Q's dtype\n", program,
-                    in->path[i], input_names[i]);
+            h->shape[2] < 1 || h->shape[2] > INT32_MAX || (i == 2 && t != dtypes[1])) {
+            fprintf(stderr, "%s: %s (%s): needs [1, H, S, D]%s\n", program, in->path[i],
+                    input_names[i], i == 2 ? " of K's dtype" : "");
             return 2;
         }
     }
@@ -73,13 +72,14 @@ int pbs_npy_load(const char *program, pbs_options *o)
         return 2;
     }
     bench_common_options *c = &o->c;
-    if ((c->dtype_given && c->dtype != dtype) || (c->kv_dtype_given && c->kv_dtype != dtype)) {
-        fprintf(stderr, "%s: --dtype %s or --kv-dtype %s disagrees with the .npy inputs (%s)\n",
-                program, bench_dtype_name(c->dtype), bench_dtype_name(c->kv_dtype),
-                bench_dtype_name(dtype));
+    if ((c->dtype_given && c->dtype != dtypes[0]) ||
+        (c->kv_dtype_given && c->kv_dtype != dtypes[1])) {
+        fprintf(stderr, "%s: --dtype or --kv-dtype disagrees with the .npy inputs (Q %s, K/V %s)\n",
+                program, bench_dtype_name(dtypes[0]), bench_dtype_name(dtypes[1]));
         return 2;
     }
-    c->dtype = c->kv_dtype = dtype;
+    c->dtype = dtypes[0];
+    c->kv_dtype = dtypes[1];
     c->dtype_given = c->kv_dtype_given = true;
     if (!agree(program, "--heads", &c->heads, q[1]) ||
         !agree(program, "--kv-heads", &c->kv_heads, k[1]) ||
@@ -110,10 +110,10 @@ cl_int pbs_npy_upload(const pbs_options *o, cl_command_queue queue, int64_t seq,
                       cl_mem k, cl_mem v)
 {
     const cl_mem to[3] = {q, k, v};
-    const size_t element = pbsa_dtype_size(o->c.dtype);
-    const size_t row = (size_t)o->c.head_dim * element;
     cl_int err = CL_SUCCESS;
     for (int i = 0; i < 3 && err == CL_SUCCESS; i++) {
+        const size_t element = pbsa_dtype_size(i == 0 ? o->c.dtype : o->c.kv_dtype);
+        const size_t row = (size_t)o->c.head_dim * element;
         const npy_array *a = &o->npy.array[i];
         const unsigned char *data = a->data;
         for (uint64_t h = 0; h < a->header.shape[1] && err == CL_SUCCESS; h++)

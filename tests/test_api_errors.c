@@ -703,25 +703,27 @@ static void test_build_failures(void **state)
     check_failure("missing source again", got, PBSA_ERROR_BUILD_FAILED, ctx, "earlier", before,
                   NULL);
 
-    /* common.cl stops with #error unless a DTYPE_ define selects the storage type. */
+    /* common.cl does not build for dtypes it has no storage for. */
     static const char *const common[] = {"common.cl"};
+    static const char unknown[] = "-DQ_DTYPE=f64 -DKV_DTYPE=f64 -DO_DTYPE=f64";
     before = logged.count;
-    got = pbsa_get_kernel(ctx, common, 1, "-DDTYPE_NONE", "anything", &kernel);
-    check_failure("no dtype", got, PBSA_ERROR_BUILD_FAILED, ctx, "pbsa_context_build_log",
+    got = pbsa_get_kernel(ctx, common, 1, unknown, "anything", &kernel);
+    check_failure("unknown dtype", got, PBSA_ERROR_BUILD_FAILED, ctx, "pbsa_context_build_log",
                   before, NULL);
     assert_null(kernel);
     const char *log = pbsa_context_build_log(ctx);
     assert_true(strlen(log) > 0);
     printf("build log of the failed build: %.200s\n", log);
     before = logged.count;
-    got = pbsa_get_kernel(ctx, common, 1, "-DDTYPE_NONE", "anything", &kernel);
-    check_failure("no dtype again", got, PBSA_ERROR_BUILD_FAILED, ctx, "earlier", before, NULL);
+    got = pbsa_get_kernel(ctx, common, 1, unknown, "anything", &kernel);
+    check_failure("unknown dtype again", got, PBSA_ERROR_BUILD_FAILED, ctx, "earlier", before, NULL);
     assert_null(kernel);
     assert_ptr_equal(pbsa_context_build_log(ctx), log);
 
     /* The same source with valid options builds; a missing kernel name is an OpenCL error. */
     before = logged.count;
-    got = pbsa_get_kernel(ctx, common, 1, "-DDTYPE_F32", "no_such_kernel", &kernel);
+    got = pbsa_get_kernel(ctx, common, 1, "-DQ_DTYPE=f32 -DKV_DTYPE=f16 -DO_DTYPE=bf16",
+                          "no_such_kernel", &kernel);
     check_failure("missing kernel name", got, CL_INVALID_KERNEL_NAME, ctx, "no_such_kernel",
                   before, NULL);
     assert_null(kernel);
