@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
 """Smoke test of pbsa-bench-pbs and the scripts that read its files, on tiny sizes:
 
- 1. two synthetic workloads at one length, JSON and CSV written, the inputs dumped to .npy;
- 2. the dumped inputs read back through --q/--k/--v: the same selection, so the same density,
-    recall and error as the synthetic run of the first workload;
+ 1. two synthetic workloads at one length, f32 queries with f16 keys and values, JSON and CSV
+    written, the inputs dumped to .npy;
+ 2. the dumped inputs read back through --q/--k/--v (their dtypes with them): the same
+    selection, so the same density, recall and error as the synthetic run of the first workload;
  3. every row of both runs present in both files, with finite times, density, recall and error,
     and the target columns; results.py, table7.py (and plot.py where matplotlib is importable)
     read the files.
@@ -25,7 +26,7 @@ sys.path.insert(0, HERE)
 import results  # noqa: E402
 
 SHAPE = ["--lengths", "512", "--heads", "2", "--kv-heads", "1", "--head-dim", "64",
-         "--dtype", "f32", "--repeats", "1", "--warmup", "1"]
+         "--dtype", "f32", "--kv-dtype", "f16", "--repeats", "1", "--warmup", "1"]
 WORKLOADS = ["mixed", "random"]
 # Finite in every row; the stage times only where PBS does not fall back to dense attention.
 REQUIRED = ("dense_ms", "pbs_ms", "speedup", "density", "density_without_permutation", "rel_l2",
@@ -100,6 +101,11 @@ def main():
                 "--k", path("inputs/k.npy"), "--v", path("inputs/v.npy"),
                 "--json", path("npy.json"), "--csv", path("npy.csv")], path("npy.log"))
     from_npy = check_files(path("npy.json"), path("npy.csv"), ["npy"])
+    for name in ("synthetic.json", "npy.json"):
+        with open(path(name)) as f:
+            doc = json.load(f)
+        check((doc.get("dtype"), doc.get("kv_dtype")) == ("f32", "f16"),
+              f"{name}: dtype {doc.get('dtype')}, kv_dtype {doc.get('kv_dtype')}")
     if synthetic and from_npy:
         a, b = synthetic[0], from_npy[0]
         for key in ("seq", "density", "density_without_permutation", "recall", "rel_l2"):
