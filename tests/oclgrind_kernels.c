@@ -3,8 +3,8 @@
  * attention of each dtype, causal and not; the PBS pipeline (scores, their statistics, the
  * segment sort, block means, selection, sparse attention through the permutation) of each dtype;
  * its materialised-K/V and CLBlast-scores variants; sparse attention without a permutation; the
- * short-sequence fallback; and variable-length calls with a paged cache, dense and PBS. Every
- * output is checked against the float64 reference.
+ * short-sequence fallback; variable-length calls with a paged cache, dense and PBS; and mixed
+ * dtypes at head dim 80, dense and PBS. Every output is checked against the float64 reference.
  * The tile configuration comes from PBSA_FLASH_CONFIG (Oclgrind has 32 KiB of local memory).
  * Exit status 0 when every call succeeds and matches. */
 #include "device.h"
@@ -18,24 +18,30 @@
 
 enum { HQ = 2, HKV = 1, D = 64, BLOCK = 16, SEGMENT = 32, GUARD = 4 };
 
+/* Every tensor in dtype t. */
+static tensor_dtypes same(pbsa_dtype t) { return (tensor_dtypes){t, t, t}; }
+
 static support_device fixture;
 static int failures;
 
 typedef struct problem {
-    pbsa_dtype dtype;
-    int q_len, kv_len, causal;
+    tensor_dtypes dtypes;
+    int head_dim, q_len, kv_len, causal;
     host_tensor q, k, v, o;
     double *ref;
 } problem;
 
-static void problem_make(problem *p, pbsa_dtype dtype, int q_len, int kv_len, int causal)
+static void problem_make(problem *p, tensor_dtypes dtypes, int head_dim, int q_len, int kv_len,
+                         int causal)
 {
-    *p = (problem){.dtype = dtype, .q_len = q_len, .kv_len = kv_len, .causal = causal};
+    *p = (problem){.dtypes = dtypes, .head_dim = head_dim, .q_len = q_len, .kv_len = kv_len,
+                   .causal = causal};
     host_tensor *t[4] = {&p->q, &p->k, &p->v, &p->o};
+    const pbsa_dtype dtype[4] = {dtypes.q, dtypes.kv, dtypes.kv, dtypes.o};
     uint64_t seed = 2024;
     for (int i = 0; i < 4; i++) {
         const int heads = i == 1 || i == 2 ? HKV : HQ, seq = i == 1 || i == 2 ? kv_len : q_len;
-        tensor_init(t[i], dtype, 1, heads, seq, D, TENSOR_BHSD, GUARD);
+        tensor_init(t[i], dtype[i], 1, heads, seq, head_dim, TENSOR_BHSD, GUARD);
         if (!t[i]->bytes) {
             fprintf(stderr, "out of memory\n");
             exit(1);
@@ -47,7 +53,7 @@ static void problem_make(problem *p, pbsa_dtype dtype, int q_len, int kv_len, in
             exit(1);
         }
     }
-    p->ref = malloc((size_t)HQ * q_len * D * sizeof *p->ref);
+    p->ref = malloc((size_t)HQ * q_len * head_dim * sizeof *p->ref);
     pbsa_host_tensor q = tensor_host_view(&p->q), k = tensor_host_view(&p->k),
                      v = tensor_host_view(&p->v);
     pbsa_dense_params params = {.causal = causal};
@@ -76,7 +82,8 @@ static void check(const char *what, problem *p, int status)
         rel = e.rel_l2;
         nonfinite = e.nonfinite;
     }
-    const double limit = p->dtype == PBSA_DTYPE_F32 ? 1e-5 : 1e-2;
+    const bool f32 = p->dtypes.kv == PBSA_DTYPE_F32 && p->dtypes.o == PBSA_DTYPE_F32;
+    const double limit = f32 ? 1e-5 : 1e-2;
     const bool ok = status == PBSA_SUCCESS && !nonfinite && rel >= 0.0 && rel <= limit &&
                     tensor_guard_damage(&p->o) == 0;
     printf("%-52s %s (rel_l2 %.1e) %s\n", what, ok ? "ok" : "FAILED", rel,
@@ -94,11 +101,11 @@ static pbsa_params pbs_params(int causal)
     return params;
 }
 
-static void run_dense(pbsa_dtype dtype, const char *name)
+static void run_dense(tensor_dtypes dtypes, int head_dim, const char *name)
 {
     for (int causal = 0; causal < 2; causal++) {
         problem p;
-        problem_make(&p, dtype, 24, 40, causal);
+        problem_make(&p, dtypes, head_dim, 24, 40, causal);
         pbsa_dense_params params = {.causal = causal};
         char what[96];
         snprintf(what, sizeof what, "%s dense%s", name, causal ? " causal" : "");
@@ -109,10 +116,10 @@ static void run_dense(pbsa_dtype dtype, const char *name)
 }
 
 /* The whole pipeline; kv_len <= SEGMENT takes the fallback. */
-static void run_pbs(pbsa_dtype dtype, const char *label, int kv_len)
+static void run_pbs(tensor_dtypes dtypes, int head_dim, const char *label, int kv_len)
 {
     problem p;
-    problem_make(&p, dtype, kv_len, kv_len, 1);
+    problem_make(&p, dtypes, head_dim, kv_len, kv_len, 1);
     pbsa_params params = pbs_params(1);
     check(label, &p, pbsa_attention(fixture.ctx, fixture.queue, &p.q.desc, &p.k.desc, &p.v.desc,
                                     &p.o.desc, &params, NULL, NULL));
@@ -123,7 +130,7 @@ static void run_pbs(pbsa_dtype dtype, const char *label, int kv_len)
 static void run_sparse_identity(void)
 {
     problem p;
-    problem_make(&p, PBSA_DTYPE_F32, 48, 48, 0);
+    problem_make(&p, same(PBSA_DTYPE_F32), D, 48, 48, 0);
     enum { NB = 48 / BLOCK };
     cl_int counts[HQ * NB], blocks[HQ * NB * NB];
     for (int r = 0; r < HQ * NB; r++) {
@@ -170,19 +177,23 @@ int main(void)
     const char *names[3] = {"f32", "f16", "bf16"};
     char label[96];
     for (int t = 0; t < 3; t++) {
-        run_dense(dtypes[t], names[t]);
+        run_dense(same(dtypes[t]), D, names[t]);
         snprintf(label, sizeof label, "%s PBS", names[t]);
-        run_pbs(dtypes[t], label, 72);
+        run_pbs(same(dtypes[t]), D, label, 72);
     }
-    run_pbs(PBSA_DTYPE_F32, "f32 PBS, short-sequence fallback", SEGMENT);
+    const tensor_dtypes llama = {PBSA_DTYPE_F32, PBSA_DTYPE_F16, PBSA_DTYPE_F32};
+    const tensor_dtypes f32_kv = {PBSA_DTYPE_BF16, PBSA_DTYPE_F32, PBSA_DTYPE_F16};
+    run_dense(llama, 80, "f32 q and o, f16 k and v, D 80");
+    run_pbs(f32_kv, 80, "bf16 q, f32 k and v, f16 o, D 80, PBS", 72);
+    run_pbs(same(PBSA_DTYPE_F32), D, "f32 PBS, short-sequence fallback", SEGMENT);
     run_sparse_identity();
     run_varlen_paged(0);
     run_varlen_paged(1);
     setenv("PBSA_KV_METHOD", "materialised", 1);
-    run_pbs(PBSA_DTYPE_F32, "f32 PBS, materialised K and V", 72);
+    run_pbs(same(PBSA_DTYPE_F32), D, "f32 PBS, materialised K and V", 72);
     unsetenv("PBSA_KV_METHOD");
     setenv("PBSA_SCORE_METHOD", "clblast", 1);
-    run_pbs(PBSA_DTYPE_F32, "f32 PBS, CLBlast scores", 72);
+    run_pbs(same(PBSA_DTYPE_F32), D, "f32 PBS, CLBlast scores", 72);
     unsetenv("PBSA_SCORE_METHOD");
     support_device_close(&fixture);
     return failures ? 1 : 0;
