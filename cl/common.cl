@@ -37,6 +37,14 @@ inline void store_element(__global storage_t *base, ulong index, float value)
 #error "define DTYPE_F32, DTYPE_F16 or DTYPE_BF16"
 #endif
 
+/* The natural log-sum-exp of a row's scaled logits, from the online softmax's running maximum m
+ * of the raw scores and sum l of exp2((s - m) * scale_log2): ln(l) + m * scale. A row that saw
+ * no key (l = 0) gets -INFINITY. */
+inline float row_lse(float m, float l, float scale_log2)
+{
+    return l > 0.0f ? (m * scale_log2 + log2(l)) * M_LN2_F : -INFINITY;
+}
+
 /* Describes where one head's rows live: element (s, d) is at base + s*stride_seq + d. */
 typedef struct head_view {
     ulong base;
