@@ -563,7 +563,7 @@ PBSA_API int pbsa_block_selection(pbsa_context *ctx, cl_command_queue queue, con
  * (plain block-sparse attention). Uses block_size, causal, gqa_mode and scale of params; counts
  * over nkb and indices outside 0..nkb-1 are the caller's error and are clamped away by the kernel
  * (never read out of bounds); repeated indices count once (see pbsa_block_list). A query row whose
- * blocks hold no visible key gets zeros.
+ * blocks hold no visible key gets zeros, and a log-sum-exp of -INFINITY when params->lse is set.
  */
 PBSA_API int pbsa_sparse_attention(pbsa_context *ctx, cl_command_queue queue, const pbsa_tensor *q,
                                    const pbsa_tensor *k, const pbsa_tensor *v, const pbsa_tensor *o,
