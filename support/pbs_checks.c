@@ -433,12 +433,15 @@ int pbs_check_sparse_over(const char *what, pbsa_context *ctx, cl_command_queue 
     size_t cells = in->rows * (size_t)in->nkb;
     pbs_int_buffer counts_buf = {0}, blocks_buf = {0}, pi_buf = {0};
     host_tensor o = {0};
+    lse_buffer lse = {0};
+    const size_t rows = in->out_count / (size_t)in->c->head_dim;
     cl_int *counts = alloc(in->rows * sizeof *counts, r);
     cl_int *blocks = alloc(cells * sizeof *blocks, r);
     cl_int *counts_after = NULL, *blocks_after = NULL;
     int32_t *ref_pi = alloc(in->pi_count * sizeof *ref_pi, r);
     double *ref = alloc(in->out_count * sizeof *ref, r);
-    if (!counts || !blocks || !ref_pi || !ref)
+    double *ref_lse = alloc(rows * sizeof *ref_lse, r);
+    if (!counts || !blocks || !ref_pi || !ref || !ref_lse)
         goto done;
     mask_to_lists(in, mask, counts, blocks);
     if (pi)
@@ -451,17 +454,27 @@ int pbs_check_sparse_over(const char *what, pbsa_context *ctx, cl_command_queue 
         (pi && pbs_int_buffer_make(&pi_buf, cl_ctx, in->pi_count, pi, r)) ||
         pbs_output_make(&o, in, cl_ctx, r))
         goto done;
+    if (lse_buffer_make(&lse, cl_ctx, rows) != CL_SUCCESS) {
+        pbs_fail(r, "cannot create the log-sum-exp buffer");
+        goto done;
+    }
+    pbsa_params params = in->params;
+    params.lse = lse.mem;
+    params.lse_offset = LSE_GUARD;
     pbsa_block_list list = {counts_buf.mem, blocks_buf.mem, PBS_GUARD, PBS_GUARD};
     cl_event done = NULL;
     if (expect_ok("pbsa_sparse_attention", ctx,
-                  pbsa_sparse_attention(ctx, queue, &in->q.desc, &in->k.desc, &in->v.desc,
-                                        &o.desc, &in->params, pi ? pi_buf.mem : NULL,
-                                        pi ? PBS_GUARD : 0, &list, &done), r) ||
+                  pbsa_sparse_attention(ctx, queue, &in->q.desc, &in->k.desc, &in->v.desc, &o.desc,
+                                        &params, pi ? pi_buf.mem : NULL, pi ? PBS_GUARD : 0, &list,
+                                        &done),
+                  r) ||
         wait_done("pbsa_sparse_attention", done, r) ||
         expect_ok("pbsa_ref_pbs_sparse_attention", NULL,
-                  pbsa_ref_pbs_sparse_attention(&in->hq, &in->hk, &in->hv, ref_pi, mask,
-                                                &in->params, ref), r) ||
-        pbs_check_output(what, &o, queue, ref, r))
+                  pbsa_ref_pbs_sparse_attention_lse(&in->hq, &in->hk, &in->hv, ref_pi, mask,
+                                                    &in->params, ref, ref_lse),
+                  r) ||
+        pbs_check_output(what, &o, queue, ref, r) ||
+        pbs_check_lse(what, &lse, in->c->dtype, queue, ref_lse, r))
         goto done;
     /* The inputs of the call are left as they were. */
     if (!(counts_after = pbs_int_buffer_read("counts", &counts_buf, queue, r)) ||
@@ -474,6 +487,8 @@ done:
     free(counts_after);
     free(blocks_after);
     free(ref);
+    free(ref_lse);
+    lse_buffer_free(&lse);
     free(ref_pi);
     free(counts);
     free(blocks);

@@ -20,7 +20,8 @@ int pbs_check_selection(pbsa_context *ctx, cl_command_queue queue, const pbs_inp
 /* Over the reference's permutation and block mask. */
 int pbs_check_sparse(pbsa_context *ctx, cl_command_queue queue, const pbs_inputs *in,
                      pbs_report *r);
-/* Over pi (NULL: identity, passed as NULL to the call) and mask (B*Hq*nqb*nkb bytes). */
+/* Over pi (NULL: identity, passed as NULL to the call) and mask (B*Hq*nqb*nkb bytes), output
+ * and log-sum-exp (-INFINITY for a row without keys). */
 int pbs_check_sparse_over(const char *what, pbsa_context *ctx, cl_command_queue queue,
                           const pbs_inputs *in, const int32_t *pi, const uint8_t *mask,
                           pbs_report *r);
