@@ -374,9 +374,11 @@ PBSA_API int pbsa_dense_attention(pbsa_context *ctx, cl_command_queue queue, con
  * params->varlen and params->paged_kv a NULL cl_mem stands for a buffer not made yet (a buffer
  * that is given is checked as the call checks it: context, size, overlap). The host offsets and
  * page table are read and checked as by the call. Nothing is compiled, enqueued, allocated or
- * written. Not foreseen: failures of the device or compiler at the call itself
+ * written; the descriptions and host arrays are only read during the call, and buffers given
+ * are only queried. Not foreseen: failures of the device or compiler at the call itself
  * (PBSA_ERROR_BUILD_FAILED, a compiled kernel's work-group limit, OpenCL errors of the enqueue).
- * Errors: those of pbsa_dense_attention()'s argument checks. Thread-safe as the call.
+ * Errors: those of pbsa_dense_attention()'s argument checks, also kept as the calling thread's
+ * last error on ctx. Thread-safe as the call.
  */
 PBSA_API int pbsa_query_dense_support(pbsa_context *ctx, const pbsa_tensor *q, const pbsa_tensor *k,
                                       const pbsa_tensor *v, const pbsa_tensor *o,
