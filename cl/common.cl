@@ -71,6 +71,14 @@ typedef DTYPE_NAME(O_DTYPE, storage) o_storage_t;
 #define KV_CODE DTYPE_NAME(KV_DTYPE, CODE)
 #endif
 
+/* The natural log-sum-exp of a row's scaled logits, from the online softmax's running maximum m
+ * of the raw scores and sum l of exp2((s - m) * scale_log2): ln(l) + m * scale. A row that saw
+ * no key (l = 0) gets -INFINITY. */
+inline float row_lse(float m, float l, float scale_log2)
+{
+    return l > 0.0f ? (m * scale_log2 + log2(l)) * M_LN2_F : -INFINITY;
+}
+
 /* Describes where one head's rows live: element (s, d) is at base + s*stride_seq + d. */
 typedef struct head_view {
     ulong base;

@@ -23,7 +23,8 @@ void dense_attention(__global const q_storage_t *q, __global const kv_storage_t 
                      ulong v_offset, ulong v_stride_batch, ulong v_stride_head, ulong v_stride_seq,
                      ulong o_offset, ulong o_stride_batch, ulong o_stride_head, ulong o_stride_seq,
                      int q_heads, int kv_heads, int max_q_len, int max_kv_len,
-                     float scale_log2, SEQUENCE_PARAMS)
+                     float scale_log2, __global float *lse, ulong lse_offset,
+                     ulong lse_stride_head, SEQUENCE_PARAMS)
 {
     __local tile_local shm;
     const int bh = get_group_id(1);
@@ -70,5 +71,9 @@ void dense_attention(__global const q_storage_t *q, __global const kv_storage_t 
         tile_keys(&shm, step % TILE_LIST_SLOTS, (step + 1) % TILE_LIST_SLOTS, &st, q, qv, q_rows, q_pos0, k, kv, v, vv,
                   scale_log2);
     }
-    tile_store(&st, o, ov, q_rows);
+    /* The log-sum-exp (lse NULL: not wanted) is [batch, heads, rows of q]: q's packed rows
+     * when varlen. */
+    const ulong lse_row0 = lse_offset + ((ulong)seq.batch * q_heads + head) * lse_stride_head +
+                           (ulong)seq.q_start + (ulong)q0;
+    tile_store(&st, o, ov, q_rows, lse, lse_row0, scale_log2);
 }

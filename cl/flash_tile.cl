@@ -487,8 +487,11 @@ inline void tile_keys(__local flash_local *shm, int slot, int next_slot, flash_s
         tile_keys_with(shm, slot, st, q, qv, q_rows, q_pos0, k, kv, v, vv, scale_log2, false);
 }
 
-/* Writes O = o / l for the work-item's rows and dims; a row that saw no key gets zeros. */
-inline void tile_store(flash_state *st, __global o_storage_t *o, head_view ov, int q_rows)
+/* Writes O = o / l for the work-item's rows and dims; a row that saw no key gets zeros. Unless
+ * lse is NULL, the first column of work-items also writes each row's log-sum-exp at
+ * lse[lse_row0 + row] (every column holds the whole l). */
+inline void tile_store(flash_state *st, __global o_storage_t *o, head_view ov, int q_rows,
+                       __global float *lse, ulong lse_row0, float scale_log2)
 {
     const int lid = get_local_id(0);
     const int ty = lid / WG_COLS, tx = lid % WG_COLS;
@@ -497,6 +500,8 @@ inline void tile_store(flash_state *st, __global o_storage_t *o, head_view ov, i
         int r = ty * TM + i;
         if (r >= q_rows)
             continue;
+        if (lse && tx == 0)
+            lse[lse_row0 + r] = row_lse(st->m[i], st->l[i], scale_log2);
         float inv = st->l[i] > 0.0f ? 1.0f / st->l[i] : 0.0f;
 #pragma unroll
         for (int e = 0; e < TD; e++)

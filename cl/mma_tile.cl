@@ -520,8 +520,11 @@ inline void tile_keys(__local tile_local *shm, int slot, int next_slot, tile_sta
 #endif
 }
 
-/* Writes O = acc / l for the lane's rows; a row that saw no key gets zeros. */
-inline void tile_store(tile_state *st, __global o_storage_t *o, head_view ov, int q_rows)
+/* Writes O = acc / l for the lane's rows; a row that saw no key gets zeros. Unless lse is NULL,
+ * the first lane of each group of 4 (which all hold the row's m and, summed, its l) also writes
+ * the row's log-sum-exp at lse[lse_row0 + row]. */
+inline void tile_store(tile_state *st, __global o_storage_t *o, head_view ov, int q_rows,
+                       __global float *lse, ulong lse_row0, float scale_log2)
 {
     /* The copy of the (empty) tile after the last one may still be in flight. */
     COPY_ASYNC_WAIT(0);
@@ -537,6 +540,8 @@ inline void tile_store(tile_state *st, __global o_storage_t *o, head_view ov, in
         const int r = st->r0 + i / 2 * 16 + i % 2 * 8;
         if (r >= q_rows)
             continue;
+        if (lse && t == 0)
+            lse[lse_row0 + r] = row_lse(st->m[i], st->l[i], scale_log2);
         const ulong row = ov.base + (ulong)r * ov.stride_seq;
 #pragma unroll
         for (int n = 0; n < HEAD_DIM / 8; n++) {

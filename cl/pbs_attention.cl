@@ -68,7 +68,8 @@ void pbs_attention(__global const q_storage_t *q, __global const kv_storage_t *k
                    int q_heads, int kv_heads, int perm_heads, int q_len, int kv_len,
                    float scale_log2, __global const int *pi, ulong pi_offset,
                    __global const int *counts, ulong counts_offset, __global const int *blocks,
-                   ulong blocks_offset, SEQUENCE_PARAMS)
+                   ulong blocks_offset, __global float *lse, ulong lse_offset,
+                   ulong lse_stride_head, SEQUENCE_PARAMS)
 {
     __local tile_local shm;
     const int bh = get_group_id(1);
@@ -126,5 +127,9 @@ void pbs_attention(__global const q_storage_t *q, __global const kv_storage_t *k
         tile_keys(&shm, step % TILE_LIST_SLOTS, (step + 1) % TILE_LIST_SLOTS, &st, q, qv, q_rows, q_pos0, k, kv, v, vv,
                   scale_log2);
     }
-    tile_store(&st, o, ov, q_rows);
+    /* The log-sum-exp (lse NULL: not wanted) is [batch, heads, rows of q]: q's packed rows
+     * when varlen. */
+    const ulong lse_row0 = lse_offset + ((ulong)seq.batch * q_heads + head) * lse_stride_head +
+                           (ulong)seq.q_start + (ulong)q0;
+    tile_store(&st, o, ov, q_rows, lse, lse_row0, scale_log2);
 }

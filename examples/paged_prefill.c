@@ -1,11 +1,13 @@
 /* What an inference engine does with pbsattn: two sequences of different lengths whose keys and
  * values live in a paged KV cache, prefilled with one PBS call on the engine's own OpenCL
- * context and queue. The engine owns everything: the context, the queue, the page pool, the page
- * table, the packed queries and the output; the library only enqueues work on them.
+ * context and queue, with each query row's log-sum-exp. The engine owns everything: the
+ * context, the queue, the page pool, the page table, the packed queries and the outputs; the
+ * library only enqueues work on them. Before making any buffer, the engine asks whether the
+ * call is supported, as its own dispatch would.
  *
  * Runs on the first OpenCL device (PBSA_DEVICE is not read: the engine picks its device), checks
- * the output against the library's float64 reference and exits 0 when they agree, 77 when there
- * is no OpenCL device, 1 on an error. */
+ * the output and the log-sum-exp against the library's float64 reference and exits 0 when they
+ * agree, 77 when there is no OpenCL device, 1 on an error. */
 #include "pbsattn.h"
 #include "pbsattn_ref.h"
 
@@ -86,10 +88,13 @@ int main(void)
 
     const size_t q_count = (size_t)total * HEADS * HEAD_DIM;
     const size_t pool_count = (size_t)POOL_PAGES * PAGE_SIZE * KV_HEADS * HEAD_DIM;
+    const size_t rows = (size_t)HEADS * total; /* log-sum-exp values: [heads, total] */
     float *q = malloc(q_count * sizeof *q), *o = malloc(q_count * sizeof *o);
     float *k = malloc(pool_count * sizeof *k), *v = malloc(pool_count * sizeof *v);
+    float *lse = malloc(rows * sizeof *lse);
     double *expected = malloc(q_count * sizeof *expected);
-    if (!q || !o || !k || !v || !expected)
+    double *expected_lse = malloc(rows * sizeof *expected_lse);
+    if (!q || !o || !k || !v || !lse || !expected || !expected_lse)
         return 1;
     unsigned seed = 12345;
     for (size_t i = 0; i < q_count; i++)
@@ -100,16 +105,6 @@ int main(void)
         v[i] = random_value(&seed);
     }
 
-    cl_mem q_mem = upload(context, q, q_count * sizeof *q);
-    cl_mem o_mem = clCreateBuffer(context, CL_MEM_READ_WRITE, q_count * sizeof *o, NULL, NULL);
-    cl_mem k_mem = upload(context, k, pool_count * sizeof *k);
-    cl_mem v_mem = upload(context, v, pool_count * sizeof *v);
-    cl_mem q_offsets_mem = upload(context, q_offsets, sizeof q_offsets);
-    cl_mem kv_offsets_mem = upload(context, kv_offsets, sizeof kv_offsets);
-    cl_mem table_mem = upload(context, table, sizeof table);
-    if (!q_mem || !o_mem || !k_mem || !v_mem || !q_offsets_mem || !kv_offsets_mem || !table_mem)
-        return 1;
-
     /* The library on the engine's context; one pbsa_context per device, kept for the engine's
      * life (it holds the compiled kernels). */
     pbsa_context *ctx;
@@ -117,26 +112,50 @@ int main(void)
         fprintf(stderr, "paged_prefill: %s\n", pbsa_context_last_error(NULL));
         return 1;
     }
-    /* Packed q and o: batch 1, seq = all tokens. The pools: batch = pages, seq = page size. */
-    pbsa_tensor qt = pbsa_tensor_bshd(q_mem, PBSA_DTYPE_F32, 1, HEADS, total, HEAD_DIM);
-    pbsa_tensor ot = pbsa_tensor_bshd(o_mem, PBSA_DTYPE_F32, 1, HEADS, total, HEAD_DIM);
-    pbsa_tensor kt = pbsa_tensor_bshd(k_mem, PBSA_DTYPE_F32, POOL_PAGES, KV_HEADS, PAGE_SIZE,
-                                      HEAD_DIM);
-    pbsa_tensor vt = pbsa_tensor_bshd(v_mem, PBSA_DTYPE_F32, POOL_PAGES, KV_HEADS, PAGE_SIZE,
-                                      HEAD_DIM);
+    /* Packed q and o: batch 1, seq = all tokens. The pools: batch = pages, seq = page size.
+     * Described before their buffers exist, for the support query. */
+    pbsa_tensor qt = pbsa_tensor_bshd(NULL, PBSA_DTYPE_F32, 1, HEADS, total, HEAD_DIM);
+    pbsa_tensor ot = qt;
+    pbsa_tensor kt =
+        pbsa_tensor_bshd(NULL, PBSA_DTYPE_F32, POOL_PAGES, KV_HEADS, PAGE_SIZE, HEAD_DIM);
+    pbsa_tensor vt = kt;
     /* The offsets and the table twice: on the host for the checks and the plan, on the device
      * for the kernels. */
-    pbsa_varlen varlen = {SEQUENCES, q_offsets, kv_offsets, q_offsets_mem, 0, kv_offsets_mem, 0};
-    pbsa_paged_kv paged = {MAX_PAGES, table, table_mem, 0};
+    pbsa_varlen varlen = {SEQUENCES, q_offsets, kv_offsets, NULL, 0, NULL, 0};
+    pbsa_paged_kv paged = {MAX_PAGES, table, NULL, 0};
     pbsa_params params = pbsa_params_default();
     params.block_size = 64; /* small blocks and segments for these short prompts */
     params.segment_size = 128;
     params.varlen = &varlen;
     params.paged_kv = &paged;
-    /* LSE: an engine that merges this prefill with attention over a cached prefix, or splits
-     * the keys, also asks for each query row's log-sum-exp here (the library's LSE output, an
-     * f32 [heads, total] buffer for a variable-length call); merging two partial results o1,
-     * lse1 and o2, lse2 of a row is o = (o1 e^lse1 + o2 e^lse2) / (e^lse1 + e^lse2). */
+    if (pbsa_query_attention_support(ctx, &qt, &kt, &vt, &ot, &params) != PBSA_SUCCESS) {
+        fprintf(stderr, "paged_prefill: not supported: %s\n", pbsa_context_last_error(ctx));
+        return 1;
+    }
+
+    cl_mem q_mem = upload(context, q, q_count * sizeof *q);
+    cl_mem o_mem = clCreateBuffer(context, CL_MEM_READ_WRITE, q_count * sizeof *o, NULL, NULL);
+    cl_mem k_mem = upload(context, k, pool_count * sizeof *k);
+    cl_mem v_mem = upload(context, v, pool_count * sizeof *v);
+    cl_mem q_offsets_mem = upload(context, q_offsets, sizeof q_offsets);
+    cl_mem kv_offsets_mem = upload(context, kv_offsets, sizeof kv_offsets);
+    cl_mem table_mem = upload(context, table, sizeof table);
+    cl_mem lse_mem = clCreateBuffer(context, CL_MEM_READ_WRITE, rows * sizeof *lse, NULL, NULL);
+    if (!q_mem || !o_mem || !k_mem || !v_mem || !q_offsets_mem || !kv_offsets_mem || !table_mem ||
+        !lse_mem)
+        return 1;
+    qt.buffer = q_mem;
+    ot.buffer = o_mem;
+    kt.buffer = k_mem;
+    vt.buffer = v_mem;
+    varlen.q_offsets_buffer = q_offsets_mem;
+    varlen.kv_offsets_buffer = kv_offsets_mem;
+    paged.page_table_buffer = table_mem;
+    /* Each query row's log-sum-exp, f32 [heads, total] for a variable-length call: what an
+     * engine needs to merge this prefill with attention over a cached prefix, or keys split in
+     * parts; two partial results o1, lse1 and o2, lse2 of a row merge into
+     * o = (o1 e^lse1 + o2 e^lse2) / (e^lse1 + e^lse2). */
+    params.lse = lse_mem;
 
     /* A workspace of the engine's own, sized for these shapes (reusable for smaller calls). */
     size_t workspace_bytes = 0;
@@ -153,6 +172,9 @@ int main(void)
         return 1;
     }
     err = clEnqueueReadBuffer(queue, o_mem, CL_TRUE, 0, q_count * sizeof *o, o, 0, NULL, NULL);
+    if (err == CL_SUCCESS)
+        err =
+            clEnqueueReadBuffer(queue, lse_mem, CL_TRUE, 0, rows * sizeof *lse, lse, 0, NULL, NULL);
     if (err != CL_SUCCESS)
         return 1;
 
@@ -164,9 +186,12 @@ int main(void)
                            kt.stride_batch, kt.stride_head, kt.stride_seq};
     pbsa_host_tensor hv = hk;
     hv.data = v;
-    status = pbsa_ref_pbs_attention(&hq, &hk, &hv, &params, expected, NULL, NULL);
+    status = pbsa_ref_pbs_attention_lse(&hq, &hk, &hv, &params, expected, NULL, NULL, expected_lse);
     if (status != PBSA_SUCCESS)
         return 1;
+    double lse_error = 0.0;
+    for (size_t r = 0; r < rows; r++)
+        lse_error = fmax(lse_error, fabs(lse[r] - expected_lse[r]));
     double error = 0.0, norm = 0.0;
     for (int h = 0; h < HEADS; h++)
         for (int t = 0; t < total; t++)
@@ -178,14 +203,14 @@ int main(void)
             }
     const double rel_l2 = sqrt(error / norm);
     printf("paged_prefill: %d sequences (%d and %d tokens) in pages of %d, PBS prefill on %s: "
-           "relative L2 error %.2e against the float64 reference\n",
+           "relative L2 error %.2e, log-sum-exp error %.2e against the float64 reference\n",
            SEQUENCES, lengths[0], lengths[1], PAGE_SIZE,
-           pbsa_context_uses_tensor_cores(ctx) ? "tensor cores" : "the portable kernels",
-           rel_l2);
+           pbsa_context_uses_tensor_cores(ctx) ? "tensor cores" : "the portable kernels", rel_l2,
+           lse_error);
 
     pbsa_context_release(ctx);
-    cl_mem buffers[] = {q_mem, o_mem, k_mem, v_mem, q_offsets_mem, kv_offsets_mem, table_mem,
-                        workspace};
+    cl_mem buffers[] = {q_mem,          o_mem,     k_mem,   v_mem,    q_offsets_mem,
+                        kv_offsets_mem, table_mem, lse_mem, workspace};
     for (size_t i = 0; i < sizeof buffers / sizeof buffers[0]; i++)
         clReleaseMemObject(buffers[i]);
     clReleaseCommandQueue(queue);
@@ -194,6 +219,8 @@ int main(void)
     free(o);
     free(k);
     free(v);
+    free(lse);
     free(expected);
-    return rel_l2 < 1e-3 ? 0 : 1;
+    free(expected_lse);
+    return rel_l2 < 1e-3 && lse_error < 1e-3 ? 0 : 1;
 }

@@ -327,6 +327,19 @@ typedef struct pbsa_dense_params {
     float scale; /* softmax scale; 0 means 1/sqrt(head_dim) */
     const pbsa_varlen *varlen;     /* NULL: an ordinary batch of equal lengths */
     const pbsa_paged_kv *paged_kv; /* NULL: k and v hold the keys in rows; set: needs varlen */
+    /* Optional output (NULL: not computed), last so that zero-initialised callers keep working:
+     * each query row's log-sum-exp of its scaled logits in the natural log, ln(sum_j exp(scale x
+     * q.k_j)) over the keys the row attends, as float from element lse_offset of the buffer:
+     * [B, Hq, Sq], or [Hq, q.seq] for a variable-length call (one value per packed row of q;
+     * rows outside every sequence are not written). A row that attends no key gets -INFINITY
+     * (only a caller's block lists can give one: see pbsa_sparse_attention()). The buffer must
+     * belong to ctx's context, hold lse_offset + q.batch x q.heads x q.seq floats, and share no
+     * byte with the inputs or o (see Memory above); otherwise the call fails, naming
+     * params->lse (PBSA_ERROR_BUFFER_TOO_SMALL, PBSA_ERROR_SIZE_OVERFLOW for an offset past
+     * 64 bits, PBSA_ERROR_WRONG_DEVICE, PBSA_ERROR_INVALID_VALUE) and writes nothing. Every
+     * kernel (portable and tensor-core) writes it; o is the same with or without it. */
+    cl_mem lse;
+    uint64_t lse_offset; /* in elements (floats) */
 } pbsa_dense_params;
 
 /*
@@ -363,6 +376,25 @@ PBSA_API int pbsa_dense_attention(pbsa_context *ctx, cl_command_queue queue, con
                                   const pbsa_tensor *k, const pbsa_tensor *v, const pbsa_tensor *o,
                                   const pbsa_dense_params *params, cl_event *event);
 
+/*
+ * Whether pbsa_dense_attention() on ctx supports a call with these arguments, for an engine's
+ * own dispatch (ggml's supports_op), before it has made any buffer: PBSA_SUCCESS when it does,
+ * else the status and the message (pbsa_context_last_error(), naming pbsa_dense_attention and
+ * the argument) that the call would give. It runs the call's own checks and kernel choice on
+ * the descriptions alone: no queue, and in q, k, v, o, params->lse and the device copies of
+ * params->varlen and params->paged_kv a NULL cl_mem stands for a buffer not made yet (a buffer
+ * that is given is checked as the call checks it: context, size, overlap). The host offsets and
+ * page table are read and checked as by the call. Nothing is compiled, enqueued, allocated or
+ * written; the descriptions and host arrays are only read during the call, and buffers given
+ * are only queried. Not foreseen: failures of the device or compiler at the call itself
+ * (PBSA_ERROR_BUILD_FAILED, a compiled kernel's work-group limit, OpenCL errors of the enqueue).
+ * Errors: those of pbsa_dense_attention()'s argument checks, also kept as the calling thread's
+ * last error on ctx. Thread-safe as the call.
+ */
+PBSA_API int pbsa_query_dense_support(pbsa_context *ctx, const pbsa_tensor *q, const pbsa_tensor *k,
+                                      const pbsa_tensor *v, const pbsa_tensor *o,
+                                      const pbsa_dense_params *params);
+
 /* ---------------------------------------------------------------------------------------------
  * Permuted Block-Sparse Attention (PBS-Attn)
  * ------------------------------------------------------------------------------------------- */
@@ -396,6 +428,12 @@ typedef struct pbsa_params {
      * and Skv_b entries of its rows (the rest are not written). */
     const pbsa_varlen *varlen;
     const pbsa_paged_kv *paged_kv; /* paged K/V cache (NULL: off; set: needs varlen) */
+    /* Optional log-sum-exp output, as pbsa_dense_params::lse says (NULL: not computed), over the
+     * keys each query row actually attends: those of its final blocks that the causal rule
+     * keeps (the dense attention's keys at the short-sequence fallback). Written by
+     * pbsa_attention() and pbsa_sparse_attention(); the other stage calls ignore it. */
+    cl_mem lse;
+    uint64_t lse_offset; /* in elements (floats) */
 } pbsa_params;
 
 /* The paper's defaults: block 128, segment 256, threshold 0.9, causal, sink block on, per query
@@ -456,6 +494,19 @@ PBSA_API int pbsa_workspace_size(pbsa_context *ctx, const pbsa_tensor *q, const 
 PBSA_API int pbsa_attention(pbsa_context *ctx, cl_command_queue queue, const pbsa_tensor *q,
                             const pbsa_tensor *k, const pbsa_tensor *v, const pbsa_tensor *o,
                             const pbsa_params *params, cl_mem workspace, cl_event *event);
+
+/*
+ * Whether pbsa_attention() on ctx supports a call with these arguments, as
+ * pbsa_query_dense_support() says for dense attention: the call's checks and dispatch decisions
+ * (the plan of every stage, or at the short-sequence fallback those of the dense call it makes,
+ * whose messages name pbsa_dense_attention), NULL cl_mem allowed for buffers not made yet, no
+ * queue, and nothing compiled, enqueued, allocated or written. The workspace is not part of the
+ * question: pbsa_workspace_size() gives its size, and the call checks the one it is given.
+ * Errors: those of pbsa_attention()'s argument checks. Thread-safe as the call.
+ */
+PBSA_API int pbsa_query_attention_support(pbsa_context *ctx, const pbsa_tensor *q,
+                                          const pbsa_tensor *k, const pbsa_tensor *v,
+                                          const pbsa_tensor *o, const pbsa_params *params);
 
 /* ---------------------------------------------------------------------------------------------
  * Tier 2: PBS stages. The pipeline's parts, for inspection, testing and engines that run stages
@@ -525,7 +576,7 @@ PBSA_API int pbsa_block_selection(pbsa_context *ctx, cl_command_queue queue, con
  * (plain block-sparse attention). Uses block_size, causal, gqa_mode and scale of params; counts
  * over nkb and indices outside 0..nkb-1 are the caller's error and are clamped away by the kernel
  * (never read out of bounds); repeated indices count once (see pbsa_block_list). A query row whose
- * blocks hold no visible key gets zeros.
+ * blocks hold no visible key gets zeros, and a log-sum-exp of -INFINITY when params->lse is set.
  */
 PBSA_API int pbsa_sparse_attention(pbsa_context *ctx, cl_command_queue queue, const pbsa_tensor *q,
                                    const pbsa_tensor *k, const pbsa_tensor *v, const pbsa_tensor *o,

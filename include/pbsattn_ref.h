@@ -58,7 +58,14 @@ PBSA_API float pbsa_ref_bf16_to_float(uint16_t b);
 PBSA_API int pbsa_ref_dense_attention(const pbsa_host_tensor *q, const pbsa_host_tensor *k,
                                       const pbsa_host_tensor *v, const pbsa_dense_params *params,
                                       double *out);
-
+/* pbsa_ref_dense_attention(), and each query row's log-sum-exp of its scaled logits in the
+ * natural log into lse (when not NULL): B*Hq*Sq doubles, [B, Hq, Sq], or [Hq, q.seq] for a
+ * variable-length call (rows outside every sequence not written), as pbsa_dense_params::lse
+ * lays them out. params->lse and lse_offset are not read. */
+PBSA_API int pbsa_ref_dense_attention_lse(const pbsa_host_tensor *q, const pbsa_host_tensor *k,
+                                          const pbsa_host_tensor *v,
+                                          const pbsa_dense_params *params, double *out,
+                                          double *lse);
 
 /*
  * PBS-Attn reference, stage by stage, with the semantics of docs (the permutation, the block
@@ -106,6 +113,13 @@ PBSA_API int pbsa_ref_pbs_sparse_attention(const pbsa_host_tensor *q, const pbsa
                                            const pbsa_host_tensor *v, const int32_t *pi,
                                            const uint8_t *mask, const pbsa_params *params,
                                            double *out);
+/* pbsa_ref_pbs_sparse_attention(), and the log-sum-exp of every query row over the keys it
+ * attends into lse (when not NULL): B*Hq*Sq doubles, [B, Hq, Sq]; -INFINITY for a row that
+ * attends no key. */
+PBSA_API int pbsa_ref_pbs_sparse_attention_lse(const pbsa_host_tensor *q, const pbsa_host_tensor *k,
+                                               const pbsa_host_tensor *v, const int32_t *pi,
+                                               const uint8_t *mask, const pbsa_params *params,
+                                               double *out, double *lse);
 
 /* The whole pipeline, including the short-sequence fallback (Skv <= s: dense attention, causal
  * as params says). pi_out ([B, Hp, Skv]) and mask_out ([B, Hq, nqb, nkb]) may be NULL; on the
@@ -121,6 +135,12 @@ PBSA_API int pbsa_ref_pbs_sparse_attention(const pbsa_host_tensor *q, const pbsa
 PBSA_API int pbsa_ref_pbs_attention(const pbsa_host_tensor *q, const pbsa_host_tensor *k,
                                     const pbsa_host_tensor *v, const pbsa_params *params,
                                     double *out, int32_t *pi_out, uint8_t *mask_out);
+/* pbsa_ref_pbs_attention(), and each query row's log-sum-exp over the keys it attends into lse
+ * (when not NULL), laid out as pbsa_ref_dense_attention_lse() says. */
+PBSA_API int pbsa_ref_pbs_attention_lse(const pbsa_host_tensor *q, const pbsa_host_tensor *k,
+                                        const pbsa_host_tensor *v, const pbsa_params *params,
+                                        double *out, int32_t *pi_out, uint8_t *mask_out,
+                                        double *lse);
 
 #ifdef __cplusplus
 }

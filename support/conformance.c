@@ -75,11 +75,13 @@ int conformance_run_dense(pbsa_context *ctx, cl_command_queue queue, const confo
     make_tensor(&k, c, c->dtypes.kv, c->kv_heads, c->kv_len);
     make_tensor(&v, c, c->dtypes.kv, c->kv_heads, c->kv_len);
     make_tensor(&o, c, c->dtypes.o, c->q_heads, c->q_len);
-    size_t out_count = (size_t)c->batch * c->q_heads * c->q_len * c->head_dim;
-    double *ref = malloc(out_count * sizeof *ref);
+    const size_t rows = (size_t)c->batch * c->q_heads * c->q_len;
+    double *ref = malloc(rows * c->head_dim * sizeof *ref);
+    double *ref_lse = malloc(rows * sizeof *ref_lse);
     host_tensor *all[4] = {&q, &k, &v, &o};
+    lse_buffer lse = {0};
     int status = PBSA_ERROR_OUT_OF_HOST_MEMORY;
-    if (!ref || !q.bytes || !k.bytes || !v.bytes || !o.bytes)
+    if (!ref || !ref_lse || !q.bytes || !k.bytes || !v.bytes || !o.bytes)
         goto done;
     /* Larger queries than keys give sharper, more realistic attention rows. */
     tensor_fill_random(&q, &rng, 2.0f);
@@ -88,26 +90,33 @@ int conformance_run_dense(pbsa_context *ctx, cl_command_queue queue, const confo
     for (int i = 0; i < 4; i++)
         if ((status = tensor_upload(all[i], cl_ctx)) != CL_SUCCESS)
             goto done;
-    pbsa_dense_params params = {.causal = c->causal};
+    if ((status = lse_buffer_make(&lse, cl_ctx, rows)) != CL_SUCCESS)
+        goto done;
+    pbsa_dense_params params = {.causal = c->causal, .lse = lse.mem, .lse_offset = LSE_GUARD};
     status = pbsa_dense_attention(ctx, queue, &q.desc, &k.desc, &v.desc, &o.desc, &params, NULL);
     result->status = status;
     if (status != PBSA_SUCCESS || (status = tensor_download(&o, queue)) != CL_SUCCESS)
         goto done;
     pbsa_host_tensor hq = tensor_host_view(&q), hk = tensor_host_view(&k),
                      hv = tensor_host_view(&v);
-    status = pbsa_ref_dense_attention(&hq, &hk, &hv, &params, ref);
-    if (status != PBSA_SUCCESS)
+    status = pbsa_ref_dense_attention_lse(&hq, &hk, &hv, &params, ref, ref_lse);
+    if (status != PBSA_SUCCESS ||
+        (status = lse_buffer_compare(&lse, queue, ref_lse, &result->lse)) != CL_SUCCESS)
         goto done;
+    result->lse_limit = lse_tolerance(&c->dtypes);
     tensor_error e = tensor_compare(&o, ref);
     result->rel_l2 = e.rel_l2;
     result->max_abs = e.max_abs;
     result->unwritten = e.nonfinite;
     result->guard_damage = e.guard_damage;
     result->passed = result->unwritten == 0 && result->guard_damage == 0 &&
-                     result->rel_l2 <= result->tolerance;
+                     result->rel_l2 <= result->tolerance &&
+                     lse_error_ok(&result->lse, result->lse_limit);
 done:
     for (int i = 0; i < 4; i++)
         tensor_free(all[i]);
+    lse_buffer_free(&lse);
     free(ref);
+    free(ref_lse);
     return status;
 }

@@ -4,6 +4,7 @@
 #define PBSA_CONFORMANCE_H
 
 #include "host_tensor.h"
+#include "lse_check.h"
 #include "pbsattn.h"
 
 typedef struct conformance_case {
@@ -21,6 +22,8 @@ typedef struct conformance_result {
     double tolerance;   /* the rel_l2 limit for the case's dtypes */
     long unwritten;     /* output elements left as the poison value (or NaN) */
     long guard_damage;  /* bytes outside the output tensor that changed */
+    lse_error lse;      /* the log-sum-exp output, requested on every case */
+    double lse_limit;   /* lse_tolerance() of the case's dtypes */
     int passed;
 } conformance_result;
 
@@ -35,7 +38,8 @@ double conformance_tolerance(pbsa_dtype dtype);
 double conformance_limit(const tensor_dtypes *dtypes);
 
 /* Runs one dense case on ctx/queue with fresh random inputs drawn from seed, against the float64
- * reference. Returns PBSA_SUCCESS when the case could be run (result says whether it passed). */
+ * reference, output and log-sum-exp. Returns PBSA_SUCCESS when the case could be run (result
+ * says whether it passed). */
 int conformance_run_dense(pbsa_context *ctx, cl_command_queue queue, const conformance_case *c,
                           unsigned long long seed, conformance_result *result);
 

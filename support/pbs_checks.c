@@ -70,11 +70,31 @@ int pbs_check_output(const char *what, const tensor_dtypes *dtypes, host_tensor 
     return 0;
 }
 
-int pbs_dense_reference(const pbs_inputs *in, double *ref, pbs_report *r)
+int pbs_check_lse(const char *what, const lse_buffer *lse, const tensor_dtypes *dtypes,
+                  cl_command_queue queue, const double *ref, pbs_report *r)
+{
+    lse_error e;
+    if (lse_buffer_compare(lse, queue, ref, &e) != CL_SUCCESS) {
+        pbs_fail(r, "%s: reading the log-sum-exp back failed", what);
+        return 1;
+    }
+    const double limit = lse_tolerance(dtypes);
+    LOG(r, "  %-44s lse max_abs %.3e (limit %.0e)\n", what, e.max_abs, limit);
+    if (!lse_error_ok(&e, limit)) {
+        pbs_fail(r,
+                 "%s: log-sum-exp max_abs %.3e (limit %.0e), %ld unwritten, %ld written "
+                 "outside the rows, %ld guard values changed",
+                 what, e.max_abs, limit, e.unwritten, e.stray, e.guard_damage);
+        return 1;
+    }
+    return 0;
+}
+
+int pbs_dense_reference(const pbs_inputs *in, double *ref, double *lse, pbs_report *r)
 {
     pbsa_dense_params dense = {.causal = in->params.causal, .scale = in->params.scale};
     return expect_ok("pbsa_ref_dense_attention", NULL,
-                     pbsa_ref_dense_attention(&in->hq, &in->hk, &in->hv, &dense, ref), r);
+                     pbsa_ref_dense_attention_lse(&in->hq, &in->hk, &in->hv, &dense, ref, lse), r);
 }
 
 /* ---- permutation ----------------------------------------------------------------------------- */
@@ -422,12 +442,15 @@ int pbs_check_sparse_over(const char *what, pbsa_context *ctx, cl_command_queue 
     size_t cells = in->rows * (size_t)in->nkb;
     pbs_int_buffer counts_buf = {0}, blocks_buf = {0}, pi_buf = {0};
     host_tensor o = {0};
+    lse_buffer lse = {0};
+    const size_t rows = in->out_count / (size_t)in->c->head_dim;
     cl_int *counts = alloc(in->rows * sizeof *counts, r);
     cl_int *blocks = alloc(cells * sizeof *blocks, r);
     cl_int *counts_after = NULL, *blocks_after = NULL;
     int32_t *ref_pi = alloc(in->pi_count * sizeof *ref_pi, r);
     double *ref = alloc(in->out_count * sizeof *ref, r);
-    if (!counts || !blocks || !ref_pi || !ref)
+    double *ref_lse = alloc(rows * sizeof *ref_lse, r);
+    if (!counts || !blocks || !ref_pi || !ref || !ref_lse)
         goto done;
     mask_to_lists(in, mask, counts, blocks);
     if (pi)
@@ -440,17 +463,27 @@ int pbs_check_sparse_over(const char *what, pbsa_context *ctx, cl_command_queue 
         (pi && pbs_int_buffer_make(&pi_buf, cl_ctx, in->pi_count, pi, r)) ||
         pbs_output_make(&o, in, cl_ctx, r))
         goto done;
+    if (lse_buffer_make(&lse, cl_ctx, rows) != CL_SUCCESS) {
+        pbs_fail(r, "cannot create the log-sum-exp buffer");
+        goto done;
+    }
+    pbsa_params params = in->params;
+    params.lse = lse.mem;
+    params.lse_offset = LSE_GUARD;
     pbsa_block_list list = {counts_buf.mem, blocks_buf.mem, PBS_GUARD, PBS_GUARD};
     cl_event done = NULL;
     if (expect_ok("pbsa_sparse_attention", ctx,
-                  pbsa_sparse_attention(ctx, queue, &in->q.desc, &in->k.desc, &in->v.desc,
-                                        &o.desc, &in->params, pi ? pi_buf.mem : NULL,
-                                        pi ? PBS_GUARD : 0, &list, &done), r) ||
+                  pbsa_sparse_attention(ctx, queue, &in->q.desc, &in->k.desc, &in->v.desc, &o.desc,
+                                        &params, pi ? pi_buf.mem : NULL, pi ? PBS_GUARD : 0, &list,
+                                        &done),
+                  r) ||
         wait_done("pbsa_sparse_attention", done, r) ||
         expect_ok("pbsa_ref_pbs_sparse_attention", NULL,
-                  pbsa_ref_pbs_sparse_attention(&in->hq, &in->hk, &in->hv, ref_pi, mask,
-                                                &in->params, ref), r) ||
-        pbs_check_output(what, &in->c->dtypes, &o, queue, ref, r))
+                  pbsa_ref_pbs_sparse_attention_lse(&in->hq, &in->hk, &in->hv, ref_pi, mask,
+                                                    &in->params, ref, ref_lse),
+                  r) ||
+        pbs_check_output(what, &in->c->dtypes, &o, queue, ref, r) ||
+        pbs_check_lse(what, &lse, &in->c->dtypes, queue, ref_lse, r))
         goto done;
     /* The inputs of the call are left as they were. */
     if (!(counts_after = pbs_int_buffer_read("counts", &counts_buf, queue, r)) ||
@@ -463,6 +496,8 @@ done:
     free(counts_after);
     free(blocks_after);
     free(ref);
+    free(ref_lse);
+    lse_buffer_free(&lse);
     free(ref_pi);
     free(counts);
     free(blocks);
@@ -523,7 +558,7 @@ static bool params_are_default(const pbsa_params *p)
 /* The reference on the device's own permutation and block lists, so that a near tie that
  * float32 broke the other way does not matter; and the density of those lists. */
 static int pipeline_reference(pbsa_context *ctx, cl_command_queue queue, const pbs_inputs *in,
-                              cl_mem workspace, double *ref, pbs_report *r)
+                              cl_mem workspace, double *ref, double *ref_lse, pbs_report *r)
 {
     const pbs_case *c = in->c;
     size_t cells = in->rows * (size_t)in->nkb;
@@ -539,11 +574,13 @@ static int pipeline_reference(pbsa_context *ctx, cl_command_queue queue, const p
     for (size_t x = 0; x < in->pi_count; x++)
         pi32[x] = pi[x];
     if (expect_ok("pbsa_ref_pbs_sparse_attention", NULL,
-                  pbsa_ref_pbs_sparse_attention(&in->hq, &in->hk, &in->hv, pi32, mask,
-                                                &in->params, ref), r) ||
+                  pbsa_ref_pbs_sparse_attention_lse(&in->hq, &in->hk, &in->hv, pi32, mask,
+                                                    &in->params, ref, ref_lse),
+                  r) ||
         expect_ok("pbsa_block_density", NULL,
-                  pbsa_block_density(c->batch, c->q_heads, c->q_len, c->kv_len, &in->params,
-                                     counts, density), r))
+                  pbsa_block_density(c->batch, c->q_heads, c->q_len, c->kv_len, &in->params, counts,
+                                     density),
+                  r))
         goto done;
     double mean = 0.0;
     for (int x = 0; x < c->batch * c->q_heads; x++) {
@@ -569,25 +606,40 @@ int pbs_check_pipeline(pbsa_context *ctx, cl_command_queue queue, const pbs_inpu
     cl_context cl_ctx = context_of(queue);
     host_tensor o = {0}, o2 = {0};
     cl_mem workspace = NULL;
+    lse_buffer lse = {0};
+    const size_t rows = in->out_count / (size_t)c->head_dim;
     double *ref = alloc(in->out_count * sizeof *ref, r);
-    if (!ref || pbs_output_make(&o, in, cl_ctx, r) || pbs_output_make(&o2, in, cl_ctx, r) ||
-        !(workspace = workspace_make(ctx, cl_ctx, in, r)))
+    double *ref_lse = alloc(rows * sizeof *ref_lse, r);
+    if (!ref || !ref_lse || pbs_output_make(&o, in, cl_ctx, r) ||
+        pbs_output_make(&o2, in, cl_ctx, r) || !(workspace = workspace_make(ctx, cl_ctx, in, r)))
         goto done;
+    if (lse_buffer_make(&lse, cl_ctx, rows) != CL_SUCCESS) {
+        pbs_fail(r, "cannot create the log-sum-exp buffer");
+        goto done;
+    }
+    pbsa_params with_lse = in->params;
+    with_lse.lse = lse.mem;
+    with_lse.lse_offset = LSE_GUARD;
     cl_event done = NULL;
     if (expect_ok("pbsa_attention", ctx,
                   pbsa_attention(ctx, queue, &in->q.desc, &in->k.desc, &in->v.desc, &o.desc,
-                                 &in->params, workspace, &done), r) ||
+                                 &with_lse, workspace, &done),
+                  r) ||
         wait_done("pbsa_attention", done, r))
         goto done;
     if (c->kv_len <= c->segment) {
         /* The short-sequence fallback is dense attention. */
-        if (pbs_dense_reference(in, ref, r) ||
+        if (pbs_dense_reference(in, ref, ref_lse, r) ||
             pbs_check_output("pbsa_attention (fallback) vs dense", &c->dtypes, &o, queue, ref,
-                             r))
+                             r) ||
+            pbs_check_lse("pbsa_attention (fallback) vs dense", &lse, &c->dtypes, queue, ref_lse,
+                          r))
             goto done;
-    } else if (pipeline_reference(ctx, queue, in, workspace, ref, r) ||
+    } else if (pipeline_reference(ctx, queue, in, workspace, ref, ref_lse, r) ||
                pbs_check_output("pbsa_attention vs reference on its lists", &c->dtypes, &o, queue,
-                                ref, r)) {
+                                ref, r) ||
+               pbs_check_lse("pbsa_attention vs reference on its lists", &lse, &c->dtypes,
+                             queue, ref_lse, r)) {
         goto done;
     }
 
@@ -602,6 +654,8 @@ int pbs_check_pipeline(pbsa_context *ctx, cl_command_queue queue, const pbs_inpu
                          &c->dtypes, &o2, queue, ref, r);
 done:
     free(ref);
+    free(ref_lse);
+    lse_buffer_free(&lse);
     tensor_free(&o);
     tensor_free(&o2);
     if (workspace)

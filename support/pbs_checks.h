@@ -9,6 +9,7 @@
 #ifndef PBSA_SUPPORT_PBS_CHECKS_H
 #define PBSA_SUPPORT_PBS_CHECKS_H
 
+#include "lse_check.h"
 #include "pbs_cases.h"
 
 int pbs_check_permutation(pbsa_context *ctx, cl_command_queue queue, const pbs_inputs *in,
@@ -19,13 +20,14 @@ int pbs_check_selection(pbsa_context *ctx, cl_command_queue queue, const pbs_inp
 /* Over the reference's permutation and block mask. */
 int pbs_check_sparse(pbsa_context *ctx, cl_command_queue queue, const pbs_inputs *in,
                      pbs_report *r);
-/* Over pi (NULL: identity, passed as NULL to the call) and mask (B*Hq*nqb*nkb bytes). */
+/* Over pi (NULL: identity, passed as NULL to the call) and mask (B*Hq*nqb*nkb bytes), output
+ * and log-sum-exp (-INFINITY for a row without keys). */
 int pbs_check_sparse_over(const char *what, pbsa_context *ctx, cl_command_queue queue,
                           const pbs_inputs *in, const int32_t *pi, const uint8_t *mask,
                           pbs_report *r);
 /* pbsa_attention() with a workspace against the reference on the device's own permutation and
- * lists (dense attention for the short-sequence fallback), then again with the library's own
- * workspace (and params NULL when they are the defaults). */
+ * lists (dense attention for the short-sequence fallback), output and log-sum-exp, then again
+ * with the library's own workspace (and params NULL when they are the defaults). */
 int pbs_check_pipeline(pbsa_context *ctx, cl_command_queue queue, const pbs_inputs *in,
                        pbs_report *r);
 
@@ -33,7 +35,11 @@ int pbs_check_pipeline(pbsa_context *ctx, cl_command_queue queue, const pbs_inpu
  * (conformance_limit()). */
 int pbs_check_output(const char *what, const tensor_dtypes *dtypes, host_tensor *o,
                      cl_command_queue queue, const double *ref, pbs_report *r);
-/* Dense attention of in's inputs on the reference, causal and scale as in's params. */
-int pbs_dense_reference(const pbs_inputs *in, double *ref, pbs_report *r);
+/* Reads lse back and compares it with ref (lse_check.h), within lse_tolerance(dtypes). */
+int pbs_check_lse(const char *what, const lse_buffer *lse, const tensor_dtypes *dtypes,
+                  cl_command_queue queue, const double *ref, pbs_report *r);
+/* Dense attention of in's inputs on the reference, causal and scale as in's params; and the
+ * log-sum-exp into lse unless NULL. */
+int pbs_dense_reference(const pbs_inputs *in, double *ref, double *lse, pbs_report *r);
 
 #endif

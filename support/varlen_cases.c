@@ -1,6 +1,7 @@
 /* Variable-length and paged conformance cases (see varlen_cases.h). */
 #include "varlen_cases.h"
 #include "conformance.h"
+#include "pbs_checks.h"
 #include "splitmix.h"
 
 #include <math.h>
@@ -323,10 +324,11 @@ static int compare_lists(const varlen_inputs *in, int b, const pbs_lists *all,
     return 0;
 }
 
-/* The reference output rows of sequence b of a PBS case, [Hq, Sq_b, D]: over the lists the
- * device chose (checked equal to those of b alone), or dense attention at the fallback. */
+/* The reference output rows of sequence b of a PBS case, [Hq, Sq_b, D], and their log-sum-exp
+ * [Hq, Sq_b]: over the lists the device chose (checked equal to those of b alone), or dense
+ * attention at the fallback. */
 static int pbs_sequence(pbsa_context *ctx, cl_command_queue queue, const varlen_inputs *in, int b,
-                        const pbs_lists *all, double *seq_ref, pbs_report *r)
+                        const pbs_lists *all, double *seq_ref, double *seq_lse, pbs_report *r)
 {
     const varlen_case *c = in->c;
     host_tensor q = {0}, k = {0}, v = {0}, o = {0};
@@ -352,9 +354,10 @@ static int pbs_sequence(pbsa_context *ctx, cl_command_queue queue, const varlen_
               !run_pbs(ctx, queue, &q.desc, &k.desc, &v.desc, &o.desc, &params, &alone, r))) &&
             !compare_lists(in, b, all, fallback ? NULL : &alone, mask, r)) {
             pbsa_dense_params dense = {.causal = c->causal};
-            int status = fallback ? pbsa_ref_dense_attention(&hq, &hk, &hv, &dense, seq_ref)
-                                  : pbsa_ref_pbs_sparse_attention(&hq, &hk, &hv, alone.pi, mask,
-                                                                  &params, seq_ref);
+            int status = fallback
+                             ? pbsa_ref_dense_attention_lse(&hq, &hk, &hv, &dense, seq_ref, seq_lse)
+                             : pbsa_ref_pbs_sparse_attention_lse(&hq, &hk, &hv, alone.pi, mask,
+                                                                 &params, seq_ref, seq_lse);
             if (status != PBSA_SUCCESS)
                 pbs_fail(r, "%s: the reference failed (%d)", c->name, status);
         }
@@ -501,51 +504,75 @@ int varlen_check(pbsa_context *ctx, cl_command_queue queue, const varlen_case *c
 {
     varlen_inputs in;
     pbs_lists all = {0};
-    double *ref = NULL, *seq_ref = NULL;
+    lse_buffer lse = {0};
+    double *ref = NULL, *seq_ref = NULL, *ref_lse = NULL, *seq_lse = NULL;
     if (varlen_inputs_make(&in, c, seed, context_of(queue), r))
         goto done;
     const size_t rows = (size_t)in.o.desc.seq, dim = (size_t)c->head_dim;
-    ref = malloc((size_t)c->q_heads * rows * dim * sizeof *ref);
-    seq_ref = malloc((size_t)c->q_heads * rows * dim * sizeof *seq_ref);
-    if (!ref || !seq_ref) {
+    const size_t lse_count = (size_t)c->q_heads * rows;
+    ref = malloc(lse_count * dim * sizeof *ref);
+    seq_ref = malloc(lse_count * dim * sizeof *seq_ref);
+    ref_lse = malloc(lse_count * sizeof *ref_lse);
+    seq_lse = malloc(lse_count * sizeof *seq_lse);
+    if (!ref || !seq_ref || !ref_lse || !seq_lse) {
         pbs_fail(r, "%s: out of host memory", c->name);
         goto done;
     }
+    if (lse_buffer_make(&lse, context_of(queue), lse_count) != CL_SUCCESS) {
+        pbs_fail(r, "%s: cannot create the log-sum-exp buffer", c->name);
+        goto done;
+    }
     /* Rows outside every sequence: NaN, left out of the comparison and checked untouched. */
-    for (size_t i = 0; i < (size_t)c->q_heads * rows * dim; i++)
+    for (size_t i = 0; i < lse_count * dim; i++)
         ref[i] = NAN;
+    for (size_t i = 0; i < lse_count; i++)
+        ref_lse[i] = NAN;
     pbsa_host_tensor hq = tensor_host_view(&in.q), hk = tensor_host_view(&in.k),
                      hv = tensor_host_view(&in.v);
+    /* The log-sum-exp is asked of the pipeline and dense calls, not of the stage calls. */
+    pbsa_dense_params dense = in.dense;
+    pbsa_params params = in.params;
+    dense.lse = params.lse = lse.mem;
+    dense.lse_offset = params.lse_offset = LSE_GUARD;
     if (!c->pbs) {
         int status = pbsa_dense_attention(ctx, queue, &in.q.desc, &in.k.desc, &in.v.desc,
-                                          &in.o.desc, &in.dense, NULL);
+                                          &in.o.desc, &dense, NULL);
         if (status != PBSA_SUCCESS) {
             pbs_fail(r, "%s: pbsa_dense_attention: status %d: %s", c->name, status,
                      pbsa_context_last_error(ctx));
             goto done;
         }
-        status = pbsa_ref_dense_attention(&hq, &hk, &hv, &in.dense, ref);
+        status = pbsa_ref_dense_attention_lse(&hq, &hk, &hv, &in.dense, ref, ref_lse);
         if (status != PBSA_SUCCESS)
             pbs_fail(r, "%s: the reference failed (%d)", c->name, status);
-    } else if (!run_pbs(ctx, queue, &in.q.desc, &in.k.desc, &in.v.desc, &in.o.desc, &in.params,
-                        &all, r)) {
+    } else if (!run_pbs(ctx, queue, &in.q.desc, &in.k.desc, &in.v.desc, &in.o.desc, &params, &all,
+                        r)) {
         for (int b = 0; b < c->count && !r->failed; b++) {
-            const size_t q_len = (size_t)c->q_lens[b];
-            if (q_len == 0 || pbs_sequence(ctx, queue, &in, b, &all, seq_ref, r))
+            const size_t q_len = (size_t)c->q_lens[b], first = (size_t)in.q_offsets[b];
+            if (q_len == 0 || pbs_sequence(ctx, queue, &in, b, &all, seq_ref, seq_lse, r))
                 continue;
-            for (int h = 0; h < c->q_heads; h++)
-                memcpy(ref + ((size_t)h * rows + (size_t)in.q_offsets[b]) * dim,
-                       seq_ref + (size_t)h * q_len * dim, q_len * dim * sizeof *ref);
+            for (int h = 0; h < c->q_heads; h++) {
+                memcpy(ref + ((size_t)h * rows + first) * dim, seq_ref + (size_t)h * q_len * dim,
+                       q_len * dim * sizeof *ref);
+                memcpy(ref_lse + (size_t)h * rows + first, seq_lse + (size_t)h * q_len,
+                       q_len * sizeof *ref_lse);
+            }
         }
     }
     if (!r->failed)
         check_output(&in, queue, ref, r);
+    const tensor_dtypes dtypes = {c->dtype, c->dtype, c->dtype};
+    if (!r->failed)
+        pbs_check_lse(c->name, &lse, &dtypes, queue, ref_lse, r);
     if (!r->failed && c->pbs)
         check_stages(ctx, queue, &in, &all, r);
 done:
     lists_free(&all);
+    lse_buffer_free(&lse);
     free(ref);
     free(seq_ref);
+    free(ref_lse);
+    free(seq_lse);
     varlen_inputs_free(&in);
     return r->failed;
 }

@@ -55,7 +55,8 @@ int varlen_sequence_alone(const varlen_inputs *in, int b, host_tensor *q, host_t
  * each sequence's permutation and block lists equal those of the sequence run alone (a sequence
  * at the short-sequence fallback: the identity and all of its blocks), and each sequence's output
  * rows against the float64 reference on those lists (dense attention for the fallback). Both:
- * every output row of a sequence written, the rows outside them and the guards untouched. PBS
+ * the log-sum-exp too ([Hq, packed rows]), every output row of a sequence written, the rows
+ * outside them and the guards untouched. PBS
  * again through the stage calls (permutation, selection into the caller's buffers, sparse
  * attention over them): the pipeline's entries and, bit for bit, its output.
  * Returns 0 when the case passed, else 1 with the reason in r. */

@@ -4,13 +4,16 @@
  * segment sort, block means, selection, sparse attention through the permutation) of each dtype;
  * its materialised-K/V and CLBlast-scores variants; sparse attention without a permutation; the
  * short-sequence fallback; variable-length calls with a paged cache, dense and PBS; and mixed
- * dtypes at head dim 80, dense and PBS. Every output is checked against the float64 reference.
+ * dtypes at head dim 80, dense and PBS. Every output, and the log-sum-exp every call also writes,
+ * is checked against the float64 reference.
  * The tile configuration comes from PBSA_FLASH_CONFIG (Oclgrind has 32 KiB of local memory).
  * Exit status 0 when every call succeeds and matches. */
 #include "device.h"
 #include "host_tensor.h"
+#include "lse_check.h"
 #include "varlen_cases.h"
 
+#include <math.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -28,7 +31,8 @@ typedef struct problem {
     tensor_dtypes dtypes;
     int head_dim, q_len, kv_len, causal;
     host_tensor q, k, v, o;
-    double *ref;
+    lse_buffer lse;
+    double *ref, *ref_lse;
 } problem;
 
 static void problem_make(problem *p, tensor_dtypes dtypes, int head_dim, int q_len, int kv_len,
@@ -54,10 +58,16 @@ static void problem_make(problem *p, tensor_dtypes dtypes, int head_dim, int q_l
         }
     }
     p->ref = malloc((size_t)HQ * q_len * head_dim * sizeof *p->ref);
+    p->ref_lse = malloc((size_t)HQ * q_len * sizeof *p->ref_lse);
+    if (lse_buffer_make(&p->lse, fixture.cl_ctx, (size_t)HQ * q_len) != CL_SUCCESS) {
+        fprintf(stderr, "cannot create the log-sum-exp buffer\n");
+        exit(1);
+    }
     pbsa_host_tensor q = tensor_host_view(&p->q), k = tensor_host_view(&p->k),
                      v = tensor_host_view(&p->v);
     pbsa_dense_params params = {.causal = causal};
-    if (!p->ref || pbsa_ref_dense_attention(&q, &k, &v, &params, p->ref) != PBSA_SUCCESS) {
+    if (!p->ref || !p->ref_lse ||
+        pbsa_ref_dense_attention_lse(&q, &k, &v, &params, p->ref, p->ref_lse) != PBSA_SUCCESS) {
         fprintf(stderr, "reference failed\n");
         exit(1);
     }
@@ -69,15 +79,20 @@ static void problem_free(problem *p)
     tensor_free(&p->k);
     tensor_free(&p->v);
     tensor_free(&p->o);
+    lse_buffer_free(&p->lse);
     free(p->ref);
+    free(p->ref_lse);
 }
 
-/* Reads o back and compares it with dense attention, which PBS keeping every block equals. */
+/* Reads o and the log-sum-exp back and compares them with dense attention, which PBS keeping
+ * every block equals. */
 static void check(const char *what, problem *p, int status)
 {
     double rel = -1.0;
     long nonfinite = 0;
-    if (status == PBSA_SUCCESS && tensor_download(&p->o, fixture.queue) == CL_SUCCESS) {
+    lse_error lse = {.max_abs = INFINITY};
+    if (status == PBSA_SUCCESS && tensor_download(&p->o, fixture.queue) == CL_SUCCESS &&
+        lse_buffer_compare(&p->lse, fixture.queue, p->ref_lse, &lse) == CL_SUCCESS) {
         const tensor_error e = tensor_compare(&p->o, p->ref);
         rel = e.rel_l2;
         nonfinite = e.nonfinite;
@@ -85,15 +100,17 @@ static void check(const char *what, problem *p, int status)
     const bool f32 = p->dtypes.kv == PBSA_DTYPE_F32 && p->dtypes.o == PBSA_DTYPE_F32;
     const double limit = f32 ? 1e-5 : 1e-2;
     const bool ok = status == PBSA_SUCCESS && !nonfinite && rel >= 0.0 && rel <= limit &&
-                    tensor_guard_damage(&p->o) == 0;
-    printf("%-52s %s (rel_l2 %.1e) %s\n", what, ok ? "ok" : "FAILED", rel,
+                    tensor_guard_damage(&p->o) == 0 && lse_error_ok(&lse, lse_tolerance(&p->dtypes));
+    printf("%-52s %s (rel_l2 %.1e, lse %.1e) %s\n", what, ok ? "ok" : "FAILED", rel, lse.max_abs,
            status ? pbsa_context_last_error(fixture.ctx) : "");
     failures += !ok;
 }
 
-static pbsa_params pbs_params(int causal)
+static pbsa_params pbs_params(const problem *p, int causal)
 {
     pbsa_params params = pbsa_params_default();
+    params.lse = p->lse.mem;
+    params.lse_offset = LSE_GUARD;
     params.block_size = BLOCK;
     params.segment_size = SEGMENT;
     params.threshold = 1.0f; /* every block: the result is dense attention */
@@ -106,7 +123,7 @@ static void run_dense(tensor_dtypes dtypes, int head_dim, const char *name)
     for (int causal = 0; causal < 2; causal++) {
         problem p;
         problem_make(&p, dtypes, head_dim, 24, 40, causal);
-        pbsa_dense_params params = {.causal = causal};
+        pbsa_dense_params params = {.causal = causal, .lse = p.lse.mem, .lse_offset = LSE_GUARD};
         char what[96];
         snprintf(what, sizeof what, "%s dense%s", name, causal ? " causal" : "");
         check(what, &p, pbsa_dense_attention(fixture.ctx, fixture.queue, &p.q.desc, &p.k.desc,
@@ -120,7 +137,7 @@ static void run_pbs(tensor_dtypes dtypes, int head_dim, const char *label, int k
 {
     problem p;
     problem_make(&p, dtypes, head_dim, kv_len, kv_len, 1);
-    pbsa_params params = pbs_params(1);
+    pbsa_params params = pbs_params(&p, 1);
     check(label, &p, pbsa_attention(fixture.ctx, fixture.queue, &p.q.desc, &p.k.desc, &p.v.desc,
                                     &p.o.desc, &params, NULL, NULL));
     problem_free(&p);
@@ -144,7 +161,7 @@ static void run_sparse_identity(void)
     cl_mem blocks_mem = clCreateBuffer(fixture.cl_ctx, CL_MEM_READ_ONLY | CL_MEM_COPY_HOST_PTR,
                                        sizeof blocks, blocks, &err_blocks);
     pbsa_block_list list = {counts_mem, blocks_mem, 0, 0};
-    pbsa_params params = pbs_params(0);
+    pbsa_params params = pbs_params(&p, 0);
     int status = err_counts || err_blocks
                      ? PBSA_ERROR_OUT_OF_HOST_MEMORY
                      : pbsa_sparse_attention(fixture.ctx, fixture.queue, &p.q.desc, &p.k.desc,

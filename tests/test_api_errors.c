@@ -33,7 +33,7 @@ typedef struct tracked_buffer {
     unsigned char *expected;
 } tracked_buffer;
 
-enum { BUFFER_Q, BUFFER_K, BUFFER_V, BUFFER_O, BUFFER_SHARED, BUFFER_COUNT };
+enum { BUFFER_Q, BUFFER_K, BUFFER_V, BUFFER_O, BUFFER_SHARED, BUFFER_LSE, BUFFER_COUNT };
 
 static support_device fixture;
 static tracked_buffer buffers[BUFFER_COUNT];
@@ -437,6 +437,26 @@ static void test_params(void **state)
     }
 }
 
+/* The log-sum-exp output: a buffer too small for its offset and extent, an offset past 64 bits,
+ * a buffer of another context, memory shared with o or an input. */
+static void test_lse(void **state)
+{
+    (void)state;
+    dense_args a = valid_args();
+    a.params.lse = buffers[BUFFER_LSE].mem;
+    a.params.lse_offset = 1; /* the buffer holds B x HQ x SQ floats */
+    expect_dense("lse one past the end", &a, PBSA_ERROR_BUFFER_TOO_SMALL, "params->lse");
+    a.params.lse_offset = UINT64_MAX - 4;
+    expect_dense("lse offset overflows", &a, PBSA_ERROR_SIZE_OVERFLOW, "params->lse");
+    a = valid_args();
+    a.params.lse = foreign_buffer;
+    expect_dense("lse of another context", &a, PBSA_ERROR_WRONG_DEVICE, "params->lse");
+    a.params.lse = a.o.buffer;
+    expect_dense("lse in o", &a, PBSA_ERROR_INVALID_VALUE, "params->lse");
+    a.params.lse = a.k.buffer;
+    expect_dense("lse in k", &a, PBSA_ERROR_INVALID_VALUE, "params->lse overlaps k");
+}
+
 static void test_foreign_context(void **state)
 {
     (void)state;
@@ -816,6 +836,7 @@ int main(void)
     failed |= create_tracked(&buffers[BUFFER_V], KV_ELEMENTS * f, 3, false);
     failed |= create_tracked(&buffers[BUFFER_O], Q_ELEMENTS * f, 0, true);
     failed |= create_tracked(&buffers[BUFFER_SHARED], 2 * Q_ELEMENTS * f, 4, false);
+    failed |= create_tracked(&buffers[BUFFER_LSE], B * HQ * SQ * f, 0, true);
     failed |= open_foreign_context();
     if (failed) {
         fprintf(stderr, "cannot create the test buffers\n");
@@ -834,6 +855,7 @@ int main(void)
         cmocka_unit_test(test_buffer_too_small),
         cmocka_unit_test(test_overlap),
         cmocka_unit_test(test_params),
+        cmocka_unit_test(test_lse),
         cmocka_unit_test(test_foreign_context),
         cmocka_unit_test(test_error_state),
         cmocka_unit_test(test_context_create),

@@ -21,11 +21,16 @@ static void run_case(void **state)
     if (status != PBSA_SUCCESS)
         fail_msg("%s: status %d (%s): %s", c->name, status, pbsa_status_string(status),
                  pbsa_context_last_error(fixture.ctx));
-    printf("%-36s rel_l2 %.3e (limit %.0e) max_abs %.3e unwritten %ld guard %ld\n", c->name,
-           r.rel_l2, r.tolerance, r.max_abs, r.unwritten, r.guard_damage);
+    printf("%-36s rel_l2 %.3e (limit %.0e) max_abs %.3e unwritten %ld guard %ld | lse max_abs "
+           "%.3e (limit %.0e) unwritten %ld guard %ld\n",
+           c->name, r.rel_l2, r.tolerance, r.max_abs, r.unwritten, r.guard_damage, r.lse.max_abs,
+           r.lse_limit, r.lse.unwritten, r.lse.guard_damage);
     assert_int_equal(r.unwritten, 0);
     assert_int_equal(r.guard_damage, 0);
     assert_true(r.rel_l2 <= r.tolerance);
+    assert_int_equal(r.lse.unwritten, 0);
+    assert_int_equal(r.lse.guard_damage, 0);
+    assert_true(r.lse.max_abs <= r.lse_limit);
 }
 
 int main(void)

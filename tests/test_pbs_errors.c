@@ -304,6 +304,77 @@ static void test_small_workspace(void **state)
     pbs_inputs_free(&in);
 }
 
+/* The log-sum-exp output of pbsa_attention() (the pipeline and the short-sequence fallback) and
+ * pbsa_sparse_attention(): too small for its offset, an offset past 64 bits, a buffer of another
+ * context, memory shared with o; each named params->lse, nothing written. */
+static void test_lse_errors(void **state)
+{
+    (void)state;
+    static const pbs_case shapes[] = {
+        {"f32_lse_pipeline", F32, 1, 2, 1, 150, 150, 64, 32, 64, 0.9f, 1, 1, PER, 0},
+        {"f32_lse_fallback", F32, 1, 2, 1, 50, 50, 64, 16, 64, 0.9f, 1, 1, PER, 0},
+    };
+    cl_int err;
+    cl_context foreign = clCreateContext(NULL, 1, &fixture.device, NULL, NULL, &err);
+    assert_int_equal(err, CL_SUCCESS);
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+        pbs_inputs in;
+        pbs_test_inputs(&in, &shapes[s]);
+        const size_t rows = in.out_count / (size_t)shapes[s].head_dim;
+        cl_mem lse = poisoned_buffer(rows * sizeof(float));
+        cl_mem foreign_lse = clCreateBuffer(foreign, CL_MEM_READ_WRITE, rows * 4, NULL, &err);
+        assert_int_equal(err, CL_SUCCESS);
+        host_tensor o;
+        pbs_test_output(&o, &in);
+        pbs_int_buffer counts = pbs_test_int_buffer(in.rows);
+        pbs_int_buffer blocks = pbs_test_int_buffer(in.rows * (size_t)in.nkb);
+        pbsa_block_list list = {counts.mem, blocks.mem, PBS_GUARD, PBS_GUARD};
+        size_t sizes[2];
+        cl_mem outputs[2] = {o.desc.buffer, lse};
+        unsigned char *before[2] = {snapshot(outputs[0], &sizes[0]),
+                                    snapshot(outputs[1], &sizes[1])};
+        const struct {
+            const char *what;
+            cl_mem buffer;
+            uint64_t offset;
+            int status;
+        } bad[] = {
+            {"lse one element short", lse, 1, PBSA_ERROR_BUFFER_TOO_SMALL},
+            {"lse offset overflows", lse, UINT64_MAX - 4, PBSA_ERROR_SIZE_OVERFLOW},
+            {"lse of another context", foreign_lse, 0, PBSA_ERROR_WRONG_DEVICE},
+            {"lse in o", o.desc.buffer, 0, PBSA_ERROR_INVALID_VALUE},
+        };
+        for (size_t b = 0; b < sizeof bad / sizeof bad[0]; b++) {
+            pbsa_params p = in.params;
+            p.lse = bad[b].buffer;
+            p.lse_offset = bad[b].offset;
+            char what[128];
+            snprintf(what, sizeof what, "%s: pbsa_attention, %s", shapes[s].name, bad[b].what);
+            expect_failure(what,
+                           pbsa_attention(fixture.ctx, fixture.queue, &in.q.desc, &in.k.desc,
+                                          &in.v.desc, &o.desc, &p, NULL, NULL),
+                           bad[b].status, "params->lse");
+            snprintf(what, sizeof what, "%s: pbsa_sparse_attention, %s", shapes[s].name,
+                     bad[b].what);
+            expect_failure(what,
+                           pbsa_sparse_attention(fixture.ctx, fixture.queue, &in.q.desc, &in.k.desc,
+                                                 &in.v.desc, &o.desc, &p, NULL, 0, &list, NULL),
+                           bad[b].status, "params->lse");
+        }
+        for (int x = 0; x < 2; x++) {
+            expect_untouched(shapes[s].name, outputs[x], before[x]);
+            free(before[x]);
+        }
+        clReleaseMemObject(lse);
+        clReleaseMemObject(foreign_lse);
+        tensor_free(&o);
+        pbs_int_buffer_free(&counts);
+        pbs_int_buffer_free(&blocks);
+        pbs_inputs_free(&in);
+    }
+    clReleaseContext(foreign);
+}
+
 /* ---- nothing enqueued on error --------------------------------------------------------------- */
 
 /* A kernel of the last stage that fails to build leaves nothing enqueued: every kernel (and
@@ -381,6 +452,7 @@ int main(void)
         cmocka_unit_test(test_bad_params),
         cmocka_unit_test(test_kv_dtypes),
         cmocka_unit_test(test_small_workspace),
+        cmocka_unit_test(test_lse_errors),
         cmocka_unit_test(test_build_failure_enqueues_nothing),
     };
     return pbs_test_main("pbs_errors", NULL, 0, tests, sizeof tests / sizeof tests[0]);

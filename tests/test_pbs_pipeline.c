@@ -44,7 +44,7 @@ static void test_dense_cases(void **state)
         double *ref = test_alloc(in.out_count * sizeof *ref);
         printf("%s\n", shapes[s].name);
         pbs_report r = pbs_test_report();
-        pbs_test_expect(pbs_dense_reference(&in, ref, &r) ||
+        pbs_test_expect(pbs_dense_reference(&in, ref, NULL, &r) ||
                             pbs_check_output("pbsa_attention vs dense", &shapes[s].dtypes, &o,
                                              fixture.queue, ref, &r),
                         &r);

@@ -907,6 +907,102 @@ static void test_pbs_sparse_empty_mask(void **state)
     free_case(&c);
 }
 
+/* The log-sum-exp outputs: their definition on a hand-checked case and against a direct sum,
+ * unchanged outputs, PBS keeping every block equal to dense, -INFINITY for a row without keys,
+ * and a varlen call's rows equal to each sequence alone, the rows outside left unwritten. */
+static void test_lse(void **state)
+{
+    (void)state;
+    float qd[2] = {1, 0}, kd[4] = {1, 0, 0, 1}, vd[4] = {1, 2, 3, 4};
+    pbsa_host_tensor q = {.data = qd,
+                          .dtype = PBSA_DTYPE_F32,
+                          .batch = 1,
+                          .heads = 1,
+                          .seq = 1,
+                          .head_dim = 2,
+                          .stride_batch = 2,
+                          .stride_head = 2,
+                          .stride_seq = 2};
+    pbsa_host_tensor k = q, v = q;
+    k.data = kd;
+    v.data = vd;
+    k.seq = v.seq = 2;
+    k.stride_batch = k.stride_head = v.stride_batch = v.stride_head = 4;
+    pbsa_dense_params one = {.causal = 0, .scale = 1.0f};
+    double out[2], lse;
+    assert_int_equal(pbsa_ref_dense_attention_lse(&q, &k, &v, &one, out, &lse), PBSA_SUCCESS);
+    assert_true(fabs(lse - log(exp(1.0) + 1.0)) < 1e-15);
+
+    pbs_case c = make_case(901, 1, 2, 1, 300, 300);
+    const size_t n = out_count(&c.q.t), rows = n / 64;
+    double *o1 = alloc_doubles(n), *o2 = alloc_doubles(n);
+    double *l1 = alloc_doubles(rows), *l2 = alloc_doubles(rows);
+    pbsa_dense_params dense = {.causal = 1, .scale = 0.2f};
+    assert_int_equal(pbsa_ref_dense_attention_lse(&c.q.t, &c.k.t, &c.v.t, &dense, o1, l1),
+                     PBSA_SUCCESS);
+    assert_int_equal(pbsa_ref_dense_attention(&c.q.t, &c.k.t, &c.v.t, &dense, o2), PBSA_SUCCESS);
+    assert_memory_equal(o1, o2, n * sizeof *o1);
+    for (int64_t h = 0; h < 2; h++)
+        for (int64_t i = 0; i < 300; i += 37) {
+            double sum = 0.0;
+            for (int64_t j = 0; j <= i; j++) {
+                double dot = 0.0;
+                for (int64_t d = 0; d < 64; d++)
+                    dot +=
+                        pbsa_ref_element(&c.q.t, 0, h, i, d) * pbsa_ref_element(&c.k.t, 0, 0, j, d);
+                sum += exp(dot * (double)0.2f);
+            }
+            assert_true(fabs(l1[h * 300 + i] - log(sum)) < 1e-12);
+        }
+    pbsa_params p = make_params(32, 128, 1.0f, 1);
+    p.scale = 0.2f;
+    assert_int_equal(pbsa_ref_pbs_attention_lse(&c.q.t, &c.k.t, &c.v.t, &p, o2, NULL, NULL, l2),
+                     PBSA_SUCCESS);
+    assert_close(l2, l1, rows, 1e-12);
+
+    /* Only the last query block has a block (key block 0): the others have no key. */
+    int32_t pi[2 * 300];
+    uint8_t mask[2 * 10 * 10] = {0};
+    for (int x = 0; x < 2 * 300; x++)
+        pi[x] = x % 300;
+    mask[9 * 10] = mask[(10 + 9) * 10] = 1;
+    assert_int_equal(
+        pbsa_ref_pbs_sparse_attention_lse(&c.q.t, &c.k.t, &c.v.t, pi, mask, &p, o2, l2),
+        PBSA_SUCCESS);
+    assert_true(l2[0] == -INFINITY && l2[300 + 287] == -INFINITY);
+    assert_true(isfinite(l2[299]) && isfinite(l2[300 + 299]));
+
+    /* Two sequences packed from row 1 of 302: rows 0 and 301 are outside both. */
+    owned_tensor pq = random_bhsd(&(uint64_t){5}, 1, 2, 302, 64, 1.0f);
+    const int32_t q_offsets[3] = {1, 101, 301}, kv_offsets[3] = {0, 100, 300};
+    pbsa_varlen varlen = {2, q_offsets, kv_offsets, NULL, 0, NULL, 0};
+    pbsa_dense_params vd_params = {.causal = 1, .varlen = &varlen};
+    double *vo = alloc_doubles(2 * 302 * 64), *vl = alloc_doubles(2 * 302);
+    for (int x = 0; x < 2 * 302; x++)
+        vl[x] = NAN;
+    assert_int_equal(pbsa_ref_dense_attention_lse(&pq.t, &c.k.t, &c.v.t, &vd_params, vo, vl),
+                     PBSA_SUCCESS);
+    assert_true(isnan(vl[0]) && isnan(vl[301]) && isnan(vl[302]) && isnan(vl[603]));
+    pbsa_host_tensor q2 = pq.t, k2 = c.k.t, v2 = c.v.t;
+    q2.data = pq.data + 101 * 64;
+    q2.seq = 200;
+    k2.data = c.k.data + 100 * 64;
+    v2.data = c.v.data + 100 * 64;
+    k2.seq = v2.seq = 200;
+    pbsa_dense_params causal = {.causal = 1};
+    assert_int_equal(pbsa_ref_dense_attention_lse(&q2, &k2, &v2, &causal, o2, l2), PBSA_SUCCESS);
+    for (int64_t h = 0; h < 2; h++)
+        assert_close(vl + h * 302 + 101, l2 + h * 200, 200, 0.0);
+    free(vo);
+    free(vl);
+    free_tensor(&pq);
+    free(o1);
+    free(o2);
+    free(l1);
+    free(l2);
+    free_case(&c);
+}
+
 static void expect_invalid(const pbs_case *c, const pbsa_params *p, int expected)
 {
     double out[4] = {0};
@@ -1121,6 +1217,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_varlen_and_paged),
+        cmocka_unit_test(test_lse),
         cmocka_unit_test(test_half_known_values),
         cmocka_unit_test(test_half_round_trip),
         cmocka_unit_test(test_bf16_known_values),

@@ -63,8 +63,11 @@ static void dense_case(run *x, const conformance_case *c, outcome *o)
         snprintf(o->detail, sizeof o->detail, "status %d: %s", status,
                  pbsa_context_last_error(x->dev->ctx));
     else
-        snprintf(o->detail, sizeof o->detail, "max_abs %.3e, %ld unwritten, %ld guard bytes",
-                 r.max_abs, r.unwritten, r.guard_damage);
+        snprintf(o->detail, sizeof o->detail,
+                 "max_abs %.3e, %ld unwritten, %ld guard bytes; lse max_abs %.1e (limit %.0e), "
+                 "%ld unwritten, %ld guard",
+                 r.max_abs, r.unwritten, r.guard_damage, r.lse.max_abs, r.lse_limit,
+                 r.lse.unwritten, r.lse.guard_damage);
 }
 
 static void pbs_case_run(run *x, enum stage s, const pbs_case *c, outcome *o)

@@ -41,10 +41,12 @@ class ContextOptions(ctypes.Structure):
                 ("disable_kernel_cache", ctypes.c_int)]
 
 
-# varlen and paged_kv: pointers to pbsa_varlen and pbsa_paged_kv, NULL (off) from Python.
+# varlen and paged_kv: pointers to pbsa_varlen and pbsa_paged_kv, NULL (off) from Python; lse:
+# the log-sum-exp output buffer, NULL (not computed) from Python.
 class DenseParams(ctypes.Structure):
     _fields_ = [("causal", ctypes.c_int), ("scale", ctypes.c_float),
-                ("varlen", c_void_p), ("paged_kv", c_void_p)]
+                ("varlen", c_void_p), ("paged_kv", c_void_p),
+                ("lse", c_void_p), ("lse_offset", c_uint64)]
 
 
 class Params(ctypes.Structure):
@@ -52,7 +54,8 @@ class Params(ctypes.Structure):
                 ("segment_size", ctypes.c_int), ("threshold", ctypes.c_float),
                 ("causal", ctypes.c_int), ("force_first_block", ctypes.c_int),
                 ("gqa_mode", ctypes.c_int), ("scale", ctypes.c_float),
-                ("varlen", c_void_p), ("paged_kv", c_void_p)]
+                ("varlen", c_void_p), ("paged_kv", c_void_p),
+                ("lse", c_void_p), ("lse_offset", c_uint64)]
 
 
 class BlockList(ctypes.Structure):

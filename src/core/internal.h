@@ -114,15 +114,28 @@ typedef struct pbsa_span {
     uint64_t begin, end;
 } pbsa_span;
 
+/* What the argument checks serve: a call, whose every buffer and queue must be given, or a
+ * support query (pbsa_query_dense_support(), pbsa_query_attention_support()), which has no
+ * queue and takes NULL for the buffers not made yet; a buffer it is given is checked as in a
+ * call. Both run the same checks otherwise, so they give the same status and message. */
+typedef enum pbsa_check_mode {
+    PBSA_CHECK_CALL,
+    PBSA_CHECK_QUERY,
+} pbsa_check_mode;
 
-/* Checks one device tensor: non-NULL buffer of ctx's context, valid dtype, positive sizes,
- * non-negative strides, every element inside the buffer (64-bit overflow-checked).
- * fn and name go into the error message ("pbsa_dense_attention: q.seq ..."). */
-int pbsa_check_tensor(const pbsa_context *ctx, const char *fn, const char *name,
-                      const pbsa_tensor *t);
-/* Checks that buffer (of ctx) holds count cl_ints from element offset (name goes into messages). */
+/* Checks one device tensor: non-NULL buffer of ctx's context (NULL passes in a query), valid
+ * dtype, positive sizes, non-negative strides, every element inside the buffer (64-bit
+ * overflow-checked). fn and name go into the error message ("pbsa_dense_attention: q.seq ..."). */
+int pbsa_check_tensor(const pbsa_context *ctx, const char *fn, pbsa_check_mode mode,
+                      const char *name, const pbsa_tensor *t);
+/* Checks that buffer (of ctx) holds count 4-byte elements (cl_int or float) from element offset
+ * (name goes into messages). */
 int pbsa_check_int_buffer(const pbsa_context *ctx, const char *fn, const char *name,
                           cl_mem buffer, uint64_t offset, uint64_t count);
+/* Checks the log-sum-exp output of a call on q (lse NULL: none wanted): a buffer of ctx with
+ * room for q.batch x q.heads x q.seq floats from element offset; messages name params->lse. */
+int pbsa_check_lse(const pbsa_context *ctx, const char *fn, const pbsa_tensor *q, cl_mem lse,
+                   uint64_t offset);
 /* Checks that the queue belongs to ctx's context and device. */
 int pbsa_check_queue(const pbsa_context *ctx, const char *fn, cl_command_queue queue);
 /* The sequences of a call, checked (src/core/sequences.c): an ordinary batch of equal lengths,
@@ -142,8 +155,8 @@ int pbsa_sequence_kv_len(const pbsa_sequences *s, int b);
  * pbsa_check_query_key() checks first) against q and k, whose own checks passed, and
  * fills *out: offsets within the tensors and non-decreasing, every sequence's queries no more
  * than its keys, pages in range and enough of them, device copies large enough. */
-int pbsa_check_sequences(const pbsa_context *ctx, const char *fn, const pbsa_tensor *q,
-                         const pbsa_tensor *k, const pbsa_varlen *varlen,
+int pbsa_check_sequences(const pbsa_context *ctx, const char *fn, pbsa_check_mode mode,
+                         const pbsa_tensor *q, const pbsa_tensor *k, const pbsa_varlen *varlen,
                          const pbsa_paged_kv *paged, pbsa_sequences *out);
 /* Checks that a paged pool tensor's pages are consecutive runs of rows. */
 int pbsa_check_pages_consecutive(const pbsa_context *ctx, const char *fn, const char *name,
@@ -155,31 +168,33 @@ int pbsa_sequence_spans(const pbsa_sequences *s, pbsa_span *out);
 /* Checks q [B,Hq,Sq,D] and k [B,Hkv,Skv,D] (each of any dtype): agreeing batch and head dim, a
  * supported head dim, Hq a multiple of Hkv, Sq <= Skv; or, with varlen and paged (either may be
  * NULL), their rules (pbsa_check_sequences()). Fills *seqs. */
-int pbsa_check_query_key(const pbsa_context *ctx, const char *fn, const pbsa_tensor *q,
-                         const pbsa_tensor *k, const pbsa_varlen *varlen,
+int pbsa_check_query_key(const pbsa_context *ctx, const char *fn, pbsa_check_mode mode,
+                         const pbsa_tensor *q, const pbsa_tensor *k, const pbsa_varlen *varlen,
                          const pbsa_paged_kv *paged, pbsa_sequences *seqs);
 /* Checks q [B,Hq,Sq,D], k and v [B,Hkv,Skv,D], o like q: agreeing shapes, k and v of one dtype
  * (q and o of any), Hq a multiple of Hkv, Sq <= Skv, supported head dim, no two elements of o at
  * one address; varlen and paged as pbsa_check_query_key() (v a pool of k's shape when paged).
  * Fills *seqs. */
-int pbsa_check_attention_tensors(const pbsa_context *ctx, const char *fn, const pbsa_tensor *q,
-                                 const pbsa_tensor *k, const pbsa_tensor *v, const pbsa_tensor *o,
-                                 const pbsa_varlen *varlen, const pbsa_paged_kv *paged,
-                                 pbsa_sequences *seqs);
+int pbsa_check_attention_tensors(const pbsa_context *ctx, const char *fn, pbsa_check_mode mode,
+                                 const pbsa_tensor *q, const pbsa_tensor *k, const pbsa_tensor *v,
+                                 const pbsa_tensor *o, const pbsa_varlen *varlen,
+                                 const pbsa_paged_kv *paged, pbsa_sequences *seqs);
 /* Whether head_dim is one the kernels are built for: those of PBSA_HEAD_DIMS. */
 bool pbsa_head_dim_supported(int64_t head_dim);
 #define PBSA_HEAD_DIMS "64, 80, 96, 112, 128, 192 or 256"
 
 /* ---- memory shared between arguments (src/core/overlap.c) ---- */
 
-
+/* The span of the log-sum-exp output of a call on q (checked by pbsa_check_lse(); lse NULL: a
+ * span without a buffer). */
+pbsa_span pbsa_lse_span(const pbsa_tensor *q, cl_mem lse, uint64_t offset);
 /* The span of a checked tensor, first to last element. */
 pbsa_span pbsa_tensor_span(const char *name, const pbsa_tensor *t);
 /* The span of count cl_ints at element offset of buffer (checked by pbsa_check_int_buffer()). */
 pbsa_span pbsa_int_span(const char *name, cl_mem buffer, uint64_t offset, uint64_t count);
 /* Fails (PBSA_ERROR_INVALID_VALUE, naming both) when an output shares a byte with another output
- * or an input, through the same buffer, a sub-buffer of it, or the same host memory. At most 8
- * spans in all. */
+ * or an input, through the same buffer, a sub-buffer of it, or the same host memory. A span
+ * without a buffer (a support query's) meets nothing. At most 12 spans in all. */
 int pbsa_check_disjoint(const pbsa_context *ctx, const char *fn, const pbsa_span *outputs,
                         int output_count, const pbsa_span *inputs, int input_count);
 
@@ -233,6 +248,9 @@ float pbsa_scale_log2(float scale);
 /* What the kernels are told of the sequences (the parameters SEQUENCE_PARAMS of cl/sequence.cl):
  * the device offsets and page table (NULL buffers when absent), max_pages, page_size, varlen. */
 void pbsa_arg_sequences(pbsa_kernel_args *args, const pbsa_sequences *s);
+/* The log-sum-exp output of a call on q, as the attention kernels take it: the buffer (NULL:
+ * not wanted), its element offset and the elements per query head (q.seq). */
+void pbsa_arg_lse(pbsa_kernel_args *args, cl_mem lse, uint64_t offset, const pbsa_tensor *q);
 /* The offset and the three strides of t, as four ulong arguments. */
 void pbsa_arg_tensor_layout(pbsa_kernel_args *args, const pbsa_tensor *t);
 /* Appends the -D options that select the storage of q, of k and v and of o in cl/common.cl

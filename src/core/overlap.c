@@ -5,6 +5,7 @@
  * tensors that interleave without sharing an element still count as overlapping. */
 #include "core/internal.h"
 
+#include <stdbool.h>
 #include <stdint.h>
 
 pbsa_span pbsa_int_span(const char *name, cl_mem buffer, uint64_t offset, uint64_t count)
@@ -14,14 +15,19 @@ pbsa_span pbsa_int_span(const char *name, cl_mem buffer, uint64_t offset, uint64
 }
 
 /* Where the bytes of a span live: a root buffer and a range in it, or (root NULL) a range of host
- * addresses. */
+ * addresses; nowhere (absent) for a span without a buffer. */
 typedef struct placed_span {
     cl_mem root;
     uint64_t begin, end;
+    bool absent;
 } placed_span;
 
 static cl_int place(const pbsa_span *s, placed_span *out)
 {
+    if (!s->buffer) {
+        *out = (placed_span){.absent = true};
+        return CL_SUCCESS;
+    }
     cl_mem parent = NULL;
     size_t origin = 0;
     cl_int err = clGetMemObjectInfo(s->buffer, CL_MEM_ASSOCIATED_MEMOBJECT, sizeof parent,
@@ -38,13 +44,13 @@ static cl_int place(const pbsa_span *s, placed_span *out)
     if (err != CL_SUCCESS)
         return err;
     const uint64_t base = origin + (host ? (uint64_t)(uintptr_t)host : 0);
-    *out = (placed_span){host ? NULL : root, base + s->begin, base + s->end};
+    *out = (placed_span){host ? NULL : root, base + s->begin, base + s->end, false};
     return CL_SUCCESS;
 }
 
 static bool spans_meet(const placed_span *a, const placed_span *b)
 {
-    return a->root == b->root && a->begin < b->end && b->begin < a->end;
+    return !a->absent && !b->absent && a->root == b->root && a->begin < b->end && b->begin < a->end;
 }
 
 int pbsa_check_disjoint(const pbsa_context *ctx, const char *fn, const pbsa_span *outputs,

@@ -55,9 +55,19 @@ int pbsa_check_pages_consecutive(const pbsa_context *ctx, const char *fn, const 
     return PBSA_SUCCESS;
 }
 
+/* A device copy of a host array: count cl_ints from offset of buffer, which a query may leave
+ * NULL (not made yet). */
+static int check_copy(const pbsa_context *ctx, const char *fn, pbsa_check_mode mode,
+                      const char *name, cl_mem buffer, uint64_t offset, uint64_t count)
+{
+    if (!buffer && mode == PBSA_CHECK_QUERY)
+        return PBSA_SUCCESS;
+    return pbsa_check_int_buffer(ctx, fn, name, buffer, offset, count);
+}
+
 /* The page table: long enough for every sequence, every page it uses inside the pool. */
-static int check_pages(const pbsa_context *ctx, const char *fn, const pbsa_tensor *k,
-                       const pbsa_paged_kv *paged, const pbsa_sequences *s)
+static int check_pages(const pbsa_context *ctx, const char *fn, pbsa_check_mode mode,
+                       const pbsa_tensor *k, const pbsa_paged_kv *paged, const pbsa_sequences *s)
 {
     if (paged->max_pages < 1)
         return pbsa_fail(ctx, PBSA_ERROR_INVALID_VALUE, "%s: paged_kv->max_pages = %d must be >= 1",
@@ -83,14 +93,13 @@ static int check_pages(const pbsa_context *ctx, const char *fn, const pbsa_tenso
                                  "] = %d is not a page of k (0 .. k.batch - 1 = %" PRId64 ")",
                                  fn, b, j, (int)row[j], k->batch - 1);
     }
-    return pbsa_check_int_buffer(ctx, fn, "paged_kv->page_table_buffer", paged->page_table_buffer,
-                                 paged->page_table_offset,
-                                 (uint64_t)s->batch * (uint64_t)paged->max_pages);
+    return check_copy(ctx, fn, mode, "paged_kv->page_table_buffer", paged->page_table_buffer,
+                      paged->page_table_offset, (uint64_t)s->batch * (uint64_t)paged->max_pages);
 }
 
-static int check_varlen(const pbsa_context *ctx, const char *fn, const pbsa_tensor *q,
-                        const pbsa_tensor *k, const pbsa_varlen *varlen, bool paged,
-                        pbsa_sequences *s)
+static int check_varlen(const pbsa_context *ctx, const char *fn, pbsa_check_mode mode,
+                        const pbsa_tensor *q, const pbsa_tensor *k, const pbsa_varlen *varlen,
+                        bool paged, pbsa_sequences *s)
 {
     if (varlen->batch < 1)
         return pbsa_fail(ctx, PBSA_ERROR_INVALID_VALUE, "%s: varlen->batch = %d must be >= 1", fn,
@@ -127,26 +136,25 @@ static int check_varlen(const pbsa_context *ctx, const char *fn, const pbsa_tens
     if (s->q_len == 0)
         return pbsa_fail(ctx, PBSA_ERROR_INVALID_VALUE, "%s: varlen: no sequence has a query", fn);
     const uint64_t entries = (uint64_t)batch + 1;
-    status = pbsa_check_int_buffer(ctx, fn, "varlen->q_offsets_buffer", varlen->q_offsets_buffer,
-                                   varlen->q_offsets_offset, entries);
+    status = check_copy(ctx, fn, mode, "varlen->q_offsets_buffer", varlen->q_offsets_buffer,
+                        varlen->q_offsets_offset, entries);
     if (status == PBSA_SUCCESS)
-        status = pbsa_check_int_buffer(ctx, fn, "varlen->kv_offsets_buffer",
-                                       varlen->kv_offsets_buffer, varlen->kv_offsets_offset,
-                                       entries);
+        status = check_copy(ctx, fn, mode, "varlen->kv_offsets_buffer", varlen->kv_offsets_buffer,
+                            varlen->kv_offsets_offset, entries);
     return status;
 }
 
-int pbsa_check_sequences(const pbsa_context *ctx, const char *fn, const pbsa_tensor *q,
-                         const pbsa_tensor *k, const pbsa_varlen *varlen,
+int pbsa_check_sequences(const pbsa_context *ctx, const char *fn, pbsa_check_mode mode,
+                         const pbsa_tensor *q, const pbsa_tensor *k, const pbsa_varlen *varlen,
                          const pbsa_paged_kv *paged, pbsa_sequences *out)
 {
     pbsa_sequences s = {varlen, paged, (int)q->batch, (int)q->seq, (int)k->seq, 0};
     if (varlen) {
         if (paged)
             s.page_size = (int)k->seq;
-        int status = check_varlen(ctx, fn, q, k, varlen, paged != NULL, &s);
+        int status = check_varlen(ctx, fn, mode, q, k, varlen, paged != NULL, &s);
         if (status == PBSA_SUCCESS && paged)
-            status = check_pages(ctx, fn, k, paged, &s);
+            status = check_pages(ctx, fn, mode, k, paged, &s);
         if (status != PBSA_SUCCESS)
             return status;
     }

@@ -34,12 +34,12 @@ static bool last_element(const pbsa_tensor *t, uint64_t *out)
     return true;
 }
 
-int pbsa_check_tensor(const pbsa_context *ctx, const char *fn, const char *name,
-                      const pbsa_tensor *t)
+int pbsa_check_tensor(const pbsa_context *ctx, const char *fn, pbsa_check_mode mode,
+                      const char *name, const pbsa_tensor *t)
 {
     if (!t)
         return pbsa_fail(ctx, PBSA_ERROR_NULL_ARGUMENT, "%s: %s is NULL", fn, name);
-    if (!t->buffer)
+    if (!t->buffer && mode == PBSA_CHECK_CALL)
         return pbsa_fail(ctx, PBSA_ERROR_NULL_ARGUMENT, "%s: %s.buffer is NULL", fn, name);
     size_t element_size = pbsa_dtype_size(t->dtype);
     if (element_size == 0)
@@ -63,6 +63,8 @@ int pbsa_check_tensor(const pbsa_context *ctx, const char *fn, const char *name,
         mul_overflows(bytes, element_size, &bytes))
         return pbsa_fail(ctx, PBSA_ERROR_SIZE_OVERFLOW,
                          "%s: %s: offset + strides x sizes overflows 64 bits", fn, name);
+    if (!t->buffer)
+        return PBSA_SUCCESS; /* a query's description of a buffer not made yet */
 
     cl_context owner = NULL;
     size_t buffer_bytes = 0;
@@ -104,6 +106,26 @@ int pbsa_check_int_buffer(const pbsa_context *ctx, const char *fn, const char *n
         return pbsa_fail(ctx, PBSA_ERROR_BUFFER_TOO_SMALL,
                          "%s: %s needs %" PRIu64 " bytes but has %zu", fn, name, end * 4, size);
     return PBSA_SUCCESS;
+}
+
+/* The log-sum-exp values of a call on q: one per query row of every head. q was checked: each
+ * size is below 2^31, so the product fits. */
+static uint64_t lse_count(const pbsa_tensor *q)
+{
+    return (uint64_t)q->batch * (uint64_t)q->heads * (uint64_t)q->seq;
+}
+
+int pbsa_check_lse(const pbsa_context *ctx, const char *fn, const pbsa_tensor *q, cl_mem lse,
+                   uint64_t offset)
+{
+    if (!lse)
+        return PBSA_SUCCESS;
+    return pbsa_check_int_buffer(ctx, fn, "params->lse", lse, offset, lse_count(q));
+}
+
+pbsa_span pbsa_lse_span(const pbsa_tensor *q, cl_mem lse, uint64_t offset)
+{
+    return pbsa_int_span("params->lse", lse, offset, lse_count(q));
 }
 
 pbsa_span pbsa_tensor_span(const char *name, const pbsa_tensor *t)
@@ -174,13 +196,13 @@ static int check_no_self_overlap(const pbsa_context *ctx, const char *fn, const 
     return PBSA_SUCCESS;
 }
 
-int pbsa_check_query_key(const pbsa_context *ctx, const char *fn, const pbsa_tensor *q,
-                         const pbsa_tensor *k, const pbsa_varlen *varlen,
+int pbsa_check_query_key(const pbsa_context *ctx, const char *fn, pbsa_check_mode mode,
+                         const pbsa_tensor *q, const pbsa_tensor *k, const pbsa_varlen *varlen,
                          const pbsa_paged_kv *paged, pbsa_sequences *seqs)
 {
-    int status = pbsa_check_tensor(ctx, fn, "q", q);
+    int status = pbsa_check_tensor(ctx, fn, mode, "q", q);
     if (status == PBSA_SUCCESS)
-        status = pbsa_check_tensor(ctx, fn, "k", k);
+        status = pbsa_check_tensor(ctx, fn, mode, "k", k);
     if (status != PBSA_SUCCESS)
         return status;
     /* q and k may differ in dtype: every kernel reads each tensor in its own. */
@@ -207,19 +229,19 @@ int pbsa_check_query_key(const pbsa_context *ctx, const char *fn, const pbsa_ten
                          "%s: q.seq = %" PRId64 " exceeds k.seq = %" PRId64
                          " (queries are the last q.seq positions)",
                          fn, q->seq, k->seq);
-    return pbsa_check_sequences(ctx, fn, q, k, varlen, paged, seqs);
+    return pbsa_check_sequences(ctx, fn, mode, q, k, varlen, paged, seqs);
 }
 
-int pbsa_check_attention_tensors(const pbsa_context *ctx, const char *fn, const pbsa_tensor *q,
-                                 const pbsa_tensor *k, const pbsa_tensor *v, const pbsa_tensor *o,
-                                 const pbsa_varlen *varlen, const pbsa_paged_kv *paged,
-                                 pbsa_sequences *seqs)
+int pbsa_check_attention_tensors(const pbsa_context *ctx, const char *fn, pbsa_check_mode mode,
+                                 const pbsa_tensor *q, const pbsa_tensor *k, const pbsa_tensor *v,
+                                 const pbsa_tensor *o, const pbsa_varlen *varlen,
+                                 const pbsa_paged_kv *paged, pbsa_sequences *seqs)
 {
-    int status = pbsa_check_query_key(ctx, fn, q, k, varlen, paged, seqs);
+    int status = pbsa_check_query_key(ctx, fn, mode, q, k, varlen, paged, seqs);
     if (status == PBSA_SUCCESS)
-        status = pbsa_check_tensor(ctx, fn, "v", v);
+        status = pbsa_check_tensor(ctx, fn, mode, "v", v);
     if (status == PBSA_SUCCESS)
-        status = pbsa_check_tensor(ctx, fn, "o", o);
+        status = pbsa_check_tensor(ctx, fn, mode, "o", o);
     if (status != PBSA_SUCCESS)
         return status;
     const char *names[4] = {"q", "k", "v", "o"};

@@ -57,6 +57,13 @@ void pbsa_arg_tensor_layout(pbsa_kernel_args *args, const pbsa_tensor *t)
     pbsa_arg_u64(args, (uint64_t)t->stride_seq);
 }
 
+void pbsa_arg_lse(pbsa_kernel_args *args, cl_mem lse, uint64_t offset, const pbsa_tensor *q)
+{
+    pbsa_arg_mem(args, lse); /* NULL: a NULL pointer, which the kernels test */
+    pbsa_arg_u64(args, lse ? offset : 0);
+    pbsa_arg_u64(args, (uint64_t)q->seq);
+}
+
 void pbsa_arg_sequences(pbsa_kernel_args *args, const pbsa_sequences *s)
 {
     /* Absent buffers are NULL pointers in the kernel, which never reads them. */

@@ -1,7 +1,9 @@
 /* PBS stage 3 (cl/pbs_attention.cl) and the whole pipeline: pbsa_attention(), its workspace and
- * what can be read back from it. The pipeline reads K and V through pi (gather) or, with the
- * materialised method, from K' and V' copied by src/pbs/gather.c; the stage call
- * pbsa_sparse_attention() has no workspace and always gathers. */
+ * what can be read back from it, and pbsa_query_attention_support(), which runs the pipeline's
+ * checks and dispatch decisions without building or enqueueing. The pipeline reads K and V
+ * through pi (gather) or, with the materialised method, from K' and V' copied by
+ * src/pbs/gather.c; the stage call pbsa_sparse_attention() has no workspace and always gathers. */
+#include "dense/attention.h"
 #include "pbs/plan.h"
 
 #include <inttypes.h>
@@ -45,6 +47,7 @@ int pbsa_pbs_prepare_sparse(pbsa_context *ctx, const char *fn, const pbsa_pbs_pl
     pbsa_arg_u64(&a, blocks->counts_offset);
     pbsa_arg_mem(&a, blocks->blocks);
     pbsa_arg_u64(&a, blocks->blocks_offset);
+    pbsa_arg_lse(&a, plan->params.lse, plan->params.lse_offset, q);
     pbsa_arg_sequences(&a, &plan->seqs);
     size_t tiles = (size_t)plan->q_blocks * ((size_t)plan->block / rows);
     size_t global[2] = {tiles * wg, (size_t)plan->batch * (size_t)plan->q_heads};
@@ -59,14 +62,18 @@ int pbsa_sparse_attention(pbsa_context *ctx, cl_command_queue queue, const pbsa_
 {
     static const char fn[] = "pbsa_sparse_attention";
     pbsa_pbs_plan plan;
-    int status = pbsa_pbs_begin(ctx, fn, queue, event, q, k, true, v, o, params, &plan);
+    int status =
+        pbsa_pbs_begin(ctx, fn, PBSA_CHECK_CALL, queue, event, q, k, true, v, o, params, &plan);
     if (status == PBSA_SUCCESS && pi)
         status = pbsa_pbs_check_pi(ctx, fn, &plan, pi, pi_offset);
     if (status == PBSA_SUCCESS)
         status = pbsa_pbs_check_block_list(ctx, fn, &plan, blocks);
+    if (status == PBSA_SUCCESS)
+        status = pbsa_check_lse(ctx, fn, q, plan.params.lse, plan.params.lse_offset);
     if (status == PBSA_SUCCESS) {
         const uint64_t *count = plan.layout.count;
-        const pbsa_span output = pbsa_tensor_span("o", o);
+        const pbsa_span outputs[2] = {pbsa_tensor_span("o", o),
+                                      pbsa_lse_span(q, plan.params.lse, plan.params.lse_offset)};
         pbsa_span inputs[9] = {
             pbsa_tensor_span("q", q),
             pbsa_tensor_span("k", k),
@@ -79,7 +86,7 @@ int pbsa_sparse_attention(pbsa_context *ctx, cl_command_queue queue, const pbsa_
         };
         int input_count = pi ? 6 : 5;
         input_count += pbsa_sequence_spans(&plan.seqs, inputs + input_count);
-        status = pbsa_check_disjoint(ctx, fn, &output, 1, inputs, input_count);
+        status = pbsa_check_disjoint(ctx, fn, outputs, 2, inputs, input_count);
     }
     if (status != PBSA_SUCCESS)
         return status;
@@ -102,7 +109,7 @@ int pbsa_workspace_size(pbsa_context *ctx, const pbsa_tensor *q, const pbsa_tens
     if (!bytes)
         return pbsa_fail(ctx, PBSA_ERROR_NULL_ARGUMENT, "%s: bytes is NULL", fn);
     pbsa_pbs_plan plan;
-    int status = pbsa_pbs_plan_make(ctx, fn, q, k, NULL, NULL, params, &plan);
+    int status = pbsa_pbs_plan_make(ctx, fn, PBSA_CHECK_CALL, q, k, NULL, NULL, params, &plan);
     if (status != PBSA_SUCCESS)
         return status;
     if (plan.layout.total > SIZE_MAX / 4)
@@ -111,31 +118,73 @@ int pbsa_workspace_size(pbsa_context *ctx, const pbsa_tensor *q, const pbsa_tens
     return PBSA_SUCCESS;
 }
 
+/* The dense attention call of a PBS call at the short-sequence fallback. */
+static pbsa_dense_params fallback_params(const pbsa_pbs_plan *plan)
+{
+    const pbsa_params *p = &plan->params;
+    return (pbsa_dense_params){.causal = p->causal,
+                               .scale = plan->scale,
+                               .varlen = p->varlen,
+                               .paged_kv = p->paged_kv,
+                               .lse = p->lse,
+                               .lse_offset = p->lse_offset};
+}
+
+/* The outputs of pbsa_attention() past its fallback (o, the log-sum-exp and the caller's
+ * workspace, NULL when none) share no memory with each other or the inputs. */
+static int check_outputs(pbsa_context *ctx, const char *fn, const pbsa_pbs_plan *plan,
+                         const pbsa_tensor *q, const pbsa_tensor *k, const pbsa_tensor *v,
+                         const pbsa_tensor *o, cl_mem workspace)
+{
+    const pbsa_params *p = &plan->params;
+    int status = pbsa_check_lse(ctx, fn, q, p->lse, p->lse_offset);
+    if (status != PBSA_SUCCESS)
+        return status;
+    const pbsa_span outputs[3] = {pbsa_tensor_span("o", o), pbsa_lse_span(q, p->lse, p->lse_offset),
+                                  pbsa_int_span("workspace", workspace, 0, plan->layout.total)};
+    pbsa_span inputs[6] = {pbsa_tensor_span("q", q), pbsa_tensor_span("k", k),
+                           pbsa_tensor_span("v", v)};
+    const int input_count = 3 + pbsa_sequence_spans(&plan->seqs, inputs + 3);
+    return pbsa_check_disjoint(ctx, fn, outputs, 3, inputs, input_count);
+}
+
+int pbsa_query_attention_support(pbsa_context *ctx, const pbsa_tensor *q, const pbsa_tensor *k,
+                                 const pbsa_tensor *v, const pbsa_tensor *o,
+                                 const pbsa_params *params)
+{
+    static const char fn[] = "pbsa_attention";
+    pbsa_pbs_plan plan;
+    int status =
+        pbsa_pbs_begin(ctx, fn, PBSA_CHECK_QUERY, NULL, NULL, q, k, true, v, o, params, &plan);
+    if (status != PBSA_SUCCESS)
+        return status;
+    if (plan.fallback) {
+        const pbsa_dense_params dense = fallback_params(&plan);
+        pbsa_dense_call call;
+        return pbsa_dense_check(ctx, "pbsa_dense_attention", PBSA_CHECK_QUERY, NULL, q, k, v, o,
+                                &dense, &call);
+    }
+    return check_outputs(ctx, fn, &plan, q, k, v, o, NULL);
+}
+
 int pbsa_attention(pbsa_context *ctx, cl_command_queue queue, const pbsa_tensor *q,
                    const pbsa_tensor *k, const pbsa_tensor *v, const pbsa_tensor *o,
                    const pbsa_params *params, cl_mem workspace, cl_event *event)
 {
     static const char fn[] = "pbsa_attention";
     pbsa_pbs_plan plan;
-    int status = pbsa_pbs_begin(ctx, fn, queue, event, q, k, true, v, o, params, &plan);
+    int status =
+        pbsa_pbs_begin(ctx, fn, PBSA_CHECK_CALL, queue, event, q, k, true, v, o, params, &plan);
     if (status != PBSA_SUCCESS)
         return status;
     if (plan.fallback) {
-        pbsa_dense_params dense = {.causal = plan.params.causal, .scale = plan.scale,
-                                   .varlen = plan.params.varlen,
-                                   .paged_kv = plan.params.paged_kv};
+        const pbsa_dense_params dense = fallback_params(&plan);
         return pbsa_dense_attention(ctx, queue, q, k, v, o, &dense, event);
     }
     cl_mem ws = NULL;
     status = pbsa_pbs_workspace_acquire(ctx, fn, &plan, workspace, &ws);
-    if (status == PBSA_SUCCESS) {
-        const pbsa_span outputs[2] = {pbsa_tensor_span("o", o),
-                                      pbsa_int_span("workspace", ws, 0, plan.layout.total)};
-        pbsa_span inputs[6] = {pbsa_tensor_span("q", q), pbsa_tensor_span("k", k),
-                               pbsa_tensor_span("v", v)};
-        const int input_count = 3 + pbsa_sequence_spans(&plan.seqs, inputs + 3);
-        status = pbsa_check_disjoint(ctx, fn, outputs, workspace ? 2 : 1, inputs, input_count);
-    }
+    if (status == PBSA_SUCCESS)
+        status = check_outputs(ctx, fn, &plan, q, k, v, o, workspace);
     if (status != PBSA_SUCCESS) {
         if (ws)
             clReleaseMemObject(ws);
@@ -178,7 +227,7 @@ int pbsa_workspace_read(pbsa_context *ctx, cl_command_queue queue, const pbsa_te
     pbsa_pbs_plan plan;
     int status = pbsa_check_queue(ctx, fn, queue);
     if (status == PBSA_SUCCESS)
-        status = pbsa_pbs_plan_make(ctx, fn, q, k, NULL, NULL, params, &plan);
+        status = pbsa_pbs_plan_make(ctx, fn, PBSA_CHECK_CALL, q, k, NULL, NULL, params, &plan);
     if (status == PBSA_SUCCESS)
         status = pbsa_pbs_check_workspace(ctx, fn, &plan, workspace);
     if (status != PBSA_SUCCESS)

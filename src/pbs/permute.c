@@ -127,7 +127,8 @@ int pbsa_permutation(pbsa_context *ctx, cl_command_queue queue, const pbsa_tenso
 {
     static const char fn[] = "pbsa_permutation";
     pbsa_pbs_plan plan;
-    int status = pbsa_pbs_begin(ctx, fn, queue, event, q, k, false, NULL, NULL, params, &plan);
+    int status = pbsa_pbs_begin(ctx, fn, PBSA_CHECK_CALL, queue, event, q, k, false, NULL, NULL,
+                                params, &plan);
     if (status == PBSA_SUCCESS)
         status = pbsa_pbs_check_pi(ctx, fn, &plan, pi, pi_offset);
     cl_mem ws = NULL;

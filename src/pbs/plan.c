@@ -198,9 +198,9 @@ static int check_sequence_methods(pbsa_context *ctx, const char *fn, pbsa_pbs_pl
     return PBSA_SUCCESS;
 }
 
-int pbsa_pbs_plan_make(pbsa_context *ctx, const char *fn, const pbsa_tensor *q,
-                       const pbsa_tensor *k, const pbsa_tensor *v, const pbsa_tensor *o,
-                       const pbsa_params *params, pbsa_pbs_plan *plan)
+int pbsa_pbs_plan_make(pbsa_context *ctx, const char *fn, pbsa_check_mode mode,
+                       const pbsa_tensor *q, const pbsa_tensor *k, const pbsa_tensor *v,
+                       const pbsa_tensor *o, const pbsa_params *params, pbsa_pbs_plan *plan)
 {
     pbsa_params p = params ? *params : pbsa_params_default();
     int status = check_params(ctx, fn, &p);
@@ -208,9 +208,9 @@ int pbsa_pbs_plan_make(pbsa_context *ctx, const char *fn, const pbsa_tensor *q,
         return status;
     /* The stage calls before the attention have no v and o. */
     pbsa_pbs_plan pl = {0};
-    status = v || o ? pbsa_check_attention_tensors(ctx, fn, q, k, v, o, p.varlen, p.paged_kv,
+    status = v || o ? pbsa_check_attention_tensors(ctx, fn, mode, q, k, v, o, p.varlen, p.paged_kv,
                                                    &pl.seqs)
-                    : pbsa_check_query_key(ctx, fn, q, k, p.varlen, p.paged_kv, &pl.seqs);
+                    : pbsa_check_query_key(ctx, fn, mode, q, k, p.varlen, p.paged_kv, &pl.seqs);
     if (status != PBSA_SUCCESS)
         return status;
 
@@ -341,8 +341,8 @@ int pbsa_pbs_workspace_acquire(pbsa_context *ctx, const char *fn, const pbsa_pbs
     return PBSA_SUCCESS;
 }
 
-int pbsa_pbs_begin(pbsa_context *ctx, const char *fn, cl_command_queue queue, cl_event *event,
-                   const pbsa_tensor *q, const pbsa_tensor *k, bool reads_values,
+int pbsa_pbs_begin(pbsa_context *ctx, const char *fn, pbsa_check_mode mode, cl_command_queue queue,
+                   cl_event *event, const pbsa_tensor *q, const pbsa_tensor *k, bool reads_values,
                    const pbsa_tensor *v, const pbsa_tensor *o, const pbsa_params *params,
                    pbsa_pbs_plan *plan)
 {
@@ -353,6 +353,7 @@ int pbsa_pbs_begin(pbsa_context *ctx, const char *fn, cl_command_queue queue, cl
     pbsa_clear_error(ctx);
     if (reads_values && (!v || !o))
         return pbsa_fail(ctx, PBSA_ERROR_NULL_ARGUMENT, "%s: %s is NULL", fn, v ? "o" : "v");
-    int status = pbsa_check_queue(ctx, fn, queue);
-    return status == PBSA_SUCCESS ? pbsa_pbs_plan_make(ctx, fn, q, k, v, o, params, plan) : status;
+    int status = mode == PBSA_CHECK_CALL ? pbsa_check_queue(ctx, fn, queue) : PBSA_SUCCESS;
+    return status == PBSA_SUCCESS ? pbsa_pbs_plan_make(ctx, fn, mode, q, k, v, o, params, plan)
+                                  : status;
 }

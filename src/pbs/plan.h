@@ -77,16 +77,17 @@ typedef struct pbsa_pbs_plan {
 void pbsa_pbs_force_methods(pbsa_context *ctx, const pbsa_pbs_methods *methods);
 
 /* Validates params (NULL: defaults) and the shapes of q and k (v and o too when not NULL), and
- * fills plan. fn names the public function in error messages. */
-int pbsa_pbs_plan_make(pbsa_context *ctx, const char *fn, const pbsa_tensor *q,
-                       const pbsa_tensor *k, const pbsa_tensor *v, const pbsa_tensor *o,
-                       const pbsa_params *params, pbsa_pbs_plan *plan);
+ * fills plan, with the dispatch decisions. fn names the public function in error messages; mode
+ * says whether buffers may be missing (a support query). */
+int pbsa_pbs_plan_make(pbsa_context *ctx, const char *fn, pbsa_check_mode mode,
+                       const pbsa_tensor *q, const pbsa_tensor *k, const pbsa_tensor *v,
+                       const pbsa_tensor *o, const pbsa_params *params, pbsa_pbs_plan *plan);
 
-/* The common start of the public PBS calls: checks ctx and queue, clears the calling thread's
- * error and *event (either may be NULL), requires v and o when the call reads values, then makes
- * the plan as pbsa_pbs_plan_make() does. */
-int pbsa_pbs_begin(pbsa_context *ctx, const char *fn, cl_command_queue queue, cl_event *event,
-                   const pbsa_tensor *q, const pbsa_tensor *k, bool reads_values,
+/* The common start of the public PBS calls and of pbsa_query_attention_support(): checks ctx and
+ * (a call) queue, clears the calling thread's error and *event (either may be NULL), requires v
+ * and o when the call reads values, then makes the plan as pbsa_pbs_plan_make() does. */
+int pbsa_pbs_begin(pbsa_context *ctx, const char *fn, pbsa_check_mode mode, cl_command_queue queue,
+                   cl_event *event, const pbsa_tensor *q, const pbsa_tensor *k, bool reads_values,
                    const pbsa_tensor *v, const pbsa_tensor *o, const pbsa_params *params,
                    pbsa_pbs_plan *plan);
 

@@ -31,10 +31,10 @@ static void load_rows(const pbsa_host_tensor *t, int64_t b, int64_t h, int64_t r
             dst[s * t->head_dim + d] = pbsa_ref_element(t, b, h, s, d);
 }
 
-/* out[0..D) = softmax(q . k[j] * scale over j < count) weighted sum of v[j].
- * logits is scratch of at least count doubles. */
-static void attend_prefix(const double *q_row, const double *k_rows, const double *v_rows,
-                          int64_t count, int64_t dim, double scale, double *logits, double *out)
+/* out[0..D) = softmax(q . k[j] * scale over j < count) weighted sum of v[j]; returns the
+ * log-sum-exp of those logits. logits is scratch of at least count doubles. */
+static double attend_prefix(const double *q_row, const double *k_rows, const double *v_rows,
+                            int64_t count, int64_t dim, double scale, double *logits, double *out)
 {
     double max_logit = -INFINITY;
     for (int64_t j = 0; j < count; j++) {
@@ -56,17 +56,25 @@ static void attend_prefix(const double *q_row, const double *k_rows, const doubl
     }
     for (int64_t d = 0; d < dim; d++)
         out[d] /= sum;
+    return max_logit + log(sum);
 }
 
 int pbsa_ref_dense_attention(const pbsa_host_tensor *q, const pbsa_host_tensor *k,
                              const pbsa_host_tensor *v, const pbsa_dense_params *params,
                              double *out)
 {
+    return pbsa_ref_dense_attention_lse(q, k, v, params, out, NULL);
+}
+
+int pbsa_ref_dense_attention_lse(const pbsa_host_tensor *q, const pbsa_host_tensor *k,
+                                 const pbsa_host_tensor *v, const pbsa_dense_params *params,
+                                 double *out, double *lse)
+{
     if (params && params->paged_kv && !params->varlen)
         return PBSA_ERROR_INVALID_VALUE;
     if (params && params->varlen) {
         int status = pbsa_ref_check_tensor(v);
-        return status == PBSA_SUCCESS ? pbsa_ref_varlen_dense(q, k, v, params, out) : status;
+        return status == PBSA_SUCCESS ? pbsa_ref_varlen_dense(q, k, v, params, out, lse) : status;
     }
     int status = check_shapes(q, k, v);
     if (status != PBSA_SUCCESS)
@@ -99,8 +107,11 @@ int pbsa_ref_dense_attention(const pbsa_host_tensor *q, const pbsa_host_tensor *
                     int64_t count = causal ? i + skv - sq + 1 : skv;
                     for (int64_t d = 0; d < dim; d++)
                         q_row[d] = pbsa_ref_element(q, b, h, i, d);
-                    double *o_row = out + ((b * q->heads + h) * sq + i) * dim;
-                    attend_prefix(q_row, k_rows, v_rows, count, dim, scale, logits, o_row);
+                    const int64_t row = (b * q->heads + h) * sq + i;
+                    const double row_lse = attend_prefix(q_row, k_rows, v_rows, count, dim, scale,
+                                                         logits, out + row * dim);
+                    if (lse)
+                        lse[row] = row_lse;
                 }
             }
         }

@@ -477,26 +477,43 @@ static int64_t gather_keys(const pbs_shape *sh, int64_t qi, const int32_t *pi_ro
     return count;
 }
 
-/* out[0..D) = softmax-weighted sum of v over the given keys; 0 when there is no key. */
-static void attend_keys(const pbs_shape *sh, const sparse_scratch *w, int64_t count, double *out)
+/* out[0..D) = softmax-weighted sum of v over the given keys; 0 when there is no key. Returns
+ * the log-sum-exp of their logits (-INFINITY for no key). */
+static double attend_keys(const pbs_shape *sh, const sparse_scratch *w, int64_t count, double *out)
 {
     for (int64_t d = 0; d < sh->dim; d++)
         out[d] = 0.0;
     if (count == 0)
-        return;
-    for (int64_t t = 0; t < count; t++)
-        w->logits[t] = dot(w->q_row, w->k_rows + w->keys[t] * sh->dim, sh->dim) * sh->scale;
-    softmax(w->logits, count);
+        return -INFINITY;
+    double max_logit = -INFINITY;
     for (int64_t t = 0; t < count; t++) {
-        const double *v_row = w->v_rows + w->keys[t] * sh->dim;
-        for (int64_t d = 0; d < sh->dim; d++)
-            out[d] += w->logits[t] * v_row[d];
+        w->logits[t] = dot(w->q_row, w->k_rows + w->keys[t] * sh->dim, sh->dim) * sh->scale;
+        max_logit = fmax(max_logit, w->logits[t]);
     }
+    double sum = 0.0;
+    for (int64_t t = 0; t < count; t++) {
+        const double p = exp(w->logits[t] - max_logit); /* the largest term is exp(0) */
+        const double *v_row = w->v_rows + w->keys[t] * sh->dim;
+        sum += p;
+        for (int64_t d = 0; d < sh->dim; d++)
+            out[d] += p * v_row[d];
+    }
+    for (int64_t d = 0; d < sh->dim; d++)
+        out[d] /= sum;
+    return max_logit + log(sum);
 }
 
 int pbsa_ref_pbs_sparse_attention(const pbsa_host_tensor *q, const pbsa_host_tensor *k,
                                   const pbsa_host_tensor *v, const int32_t *pi,
                                   const uint8_t *mask, const pbsa_params *params, double *out)
+{
+    return pbsa_ref_pbs_sparse_attention_lse(q, k, v, pi, mask, params, out, NULL);
+}
+
+int pbsa_ref_pbs_sparse_attention_lse(const pbsa_host_tensor *q, const pbsa_host_tensor *k,
+                                      const pbsa_host_tensor *v, const int32_t *pi,
+                                      const uint8_t *mask, const pbsa_params *params, double *out,
+                                      double *lse)
 {
     pbs_shape sh;
     int status = get_shape(q, k, v, params, &sh);
@@ -532,7 +549,10 @@ int pbsa_ref_pbs_sparse_attention(const pbsa_host_tensor *q, const pbsa_host_ten
                         mask + ((b * sh.q_heads + h) * sh.nqb + qi / sh.block) * sh.nkb;
                     int64_t count = gather_keys(&sh, qi, pi_row, mask_row, w.keys);
                     load_row(q, b, h, qi, w.q_row);
-                    attend_keys(&sh, &w, count, out + ((b * sh.q_heads + h) * sh.sq + qi) * sh.dim);
+                    const int64_t row = (b * sh.q_heads + h) * sh.sq + qi;
+                    const double row_lse = attend_keys(&sh, &w, count, out + row * sh.dim);
+                    if (lse)
+                        lse[row] = row_lse;
                 }
             }
         }
@@ -553,10 +573,10 @@ done:
  * allows. */
 static int dense_fallback(const pbs_shape *sh, const pbsa_host_tensor *q, const pbsa_host_tensor *k,
                           const pbsa_host_tensor *v, const pbsa_params *params, double *out,
-                          int32_t *pi, uint8_t *mask)
+                          int32_t *pi, uint8_t *mask, double *lse)
 {
     pbsa_dense_params dense = {.causal = sh->causal, .scale = params->scale};
-    int status = pbsa_ref_dense_attention(q, k, v, &dense, out);
+    int status = pbsa_ref_dense_attention_lse(q, k, v, &dense, out, lse);
     if (status != PBSA_SUCCESS)
         return status;
     for (int64_t row = 0; row < sh->batch * sh->perm_heads; row++)
@@ -573,12 +593,20 @@ int pbsa_ref_pbs_attention(const pbsa_host_tensor *q, const pbsa_host_tensor *k,
                            const pbsa_host_tensor *v, const pbsa_params *params, double *out,
                            int32_t *pi_out, uint8_t *mask_out)
 {
+    return pbsa_ref_pbs_attention_lse(q, k, v, params, out, pi_out, mask_out, NULL);
+}
+
+int pbsa_ref_pbs_attention_lse(const pbsa_host_tensor *q, const pbsa_host_tensor *k,
+                               const pbsa_host_tensor *v, const pbsa_params *params, double *out,
+                               int32_t *pi_out, uint8_t *mask_out, double *lse)
+{
     if (params && params->varlen) {
         int status = check_params(params);
         if (status == PBSA_SUCCESS)
             status = pbsa_ref_check_tensor(v);
-        return status == PBSA_SUCCESS ? pbsa_ref_varlen_pbs(q, k, v, params, out, pi_out, mask_out)
-                                      : status;
+        return status == PBSA_SUCCESS
+                   ? pbsa_ref_varlen_pbs(q, k, v, params, out, pi_out, mask_out, lse)
+                   : status;
     }
     pbs_shape sh;
     int status = get_shape(q, k, v, params, &sh);
@@ -598,13 +626,13 @@ int pbsa_ref_pbs_attention(const pbsa_host_tensor *q, const pbsa_host_tensor *k,
     }
 
     if (sh.skv <= sh.segment) {
-        status = dense_fallback(&sh, q, k, v, params, out, pi, mask);
+        status = dense_fallback(&sh, q, k, v, params, out, pi, mask, lse);
     } else {
         status = pbsa_ref_pbs_permutation(q, k, params, pi, NULL);
         if (status == PBSA_SUCCESS)
             status = pbsa_ref_pbs_block_mask(q, k, pi, params, mask, NULL);
         if (status == PBSA_SUCCESS)
-            status = pbsa_ref_pbs_sparse_attention(q, k, v, pi, mask, params, out);
+            status = pbsa_ref_pbs_sparse_attention_lse(q, k, v, pi, mask, params, out, lse);
     }
     if (status == PBSA_SUCCESS) {
         if (pi_out)

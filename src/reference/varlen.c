@@ -107,7 +107,7 @@ static void sequence_tensors_free(sequence_tensors *s)
 }
 
 /* Copies a sequence's output [1, Hq, q_len, D] into rows first.. of the packed output
- * [1, Hq, total, D]. */
+ * [1, Hq, total, D] (D 1: its log-sum-exp). */
 static void scatter_rows(const double *seq_out, int64_t heads, int64_t q_len, int64_t dim,
                          int64_t first, int64_t total, double *out)
 {
@@ -117,7 +117,8 @@ static void scatter_rows(const double *seq_out, int64_t heads, int64_t q_len, in
 }
 
 int pbsa_ref_varlen_dense(const pbsa_host_tensor *q, const pbsa_host_tensor *k,
-                          const pbsa_host_tensor *v, const pbsa_dense_params *params, double *out)
+                          const pbsa_host_tensor *v, const pbsa_dense_params *params, double *out,
+                          double *lse)
 {
     int64_t max_q, max_kv;
     int status = pbsa_ref_check_tensor(q);
@@ -130,8 +131,9 @@ int pbsa_ref_varlen_dense(const pbsa_host_tensor *q, const pbsa_host_tensor *k,
     if (!out)
         return PBSA_ERROR_NULL_ARGUMENT;
     double *seq_out = malloc((size_t)(q->heads * max_q * q->head_dim) * sizeof *seq_out);
-    if (!seq_out)
-        return PBSA_ERROR_OUT_OF_HOST_MEMORY;
+    double *seq_lse = malloc((size_t)(q->heads * max_q) * sizeof *seq_lse);
+    if (!seq_out || !seq_lse)
+        status = PBSA_ERROR_OUT_OF_HOST_MEMORY;
     pbsa_dense_params alone = {.causal = params->causal, .scale = params->scale};
     const pbsa_varlen *varlen = params->varlen;
     for (int32_t b = 0; b < varlen->batch && status == PBSA_SUCCESS; b++) {
@@ -141,18 +143,22 @@ int pbsa_ref_varlen_dense(const pbsa_host_tensor *q, const pbsa_host_tensor *k,
         sequence_tensors s;
         status = sequence_tensors_make(q, k, v, varlen, params->paged_kv, b, &s);
         if (status == PBSA_SUCCESS)
-            status = pbsa_ref_dense_attention(&s.q, &s.k, &s.v, &alone, seq_out);
-        if (status == PBSA_SUCCESS)
+            status = pbsa_ref_dense_attention_lse(&s.q, &s.k, &s.v, &alone, seq_out, seq_lse);
+        if (status == PBSA_SUCCESS) {
             scatter_rows(seq_out, q->heads, q_len, q->head_dim, varlen->q_offsets[b], q->seq, out);
+            if (lse)
+                scatter_rows(seq_lse, q->heads, q_len, 1, varlen->q_offsets[b], q->seq, lse);
+        }
         sequence_tensors_free(&s);
     }
     free(seq_out);
+    free(seq_lse);
     return status;
 }
 
 int pbsa_ref_varlen_pbs(const pbsa_host_tensor *q, const pbsa_host_tensor *k,
                         const pbsa_host_tensor *v, const pbsa_params *params, double *out,
-                        int32_t *pi_out, uint8_t *mask_out)
+                        int32_t *pi_out, uint8_t *mask_out, double *lse)
 {
     int64_t max_q, max_kv;
     int status = pbsa_ref_check_tensor(q);
@@ -171,7 +177,8 @@ int pbsa_ref_varlen_pbs(const pbsa_host_tensor *q, const pbsa_host_tensor *k,
     double *seq_out = malloc((size_t)(heads * max_q * dim) * sizeof *seq_out);
     int32_t *seq_pi = malloc((size_t)(perm_heads * max_kv) * sizeof *seq_pi);
     uint8_t *seq_mask = malloc((size_t)(heads * nqb * nkb));
-    if (!seq_out || !seq_pi || !seq_mask)
+    double *seq_lse = malloc((size_t)(heads * max_q) * sizeof *seq_lse);
+    if (!seq_out || !seq_pi || !seq_mask || !seq_lse)
         status = PBSA_ERROR_OUT_OF_HOST_MEMORY;
     if (status == PBSA_SUCCESS) {
         /* Entries past a sequence's own keys and blocks: -1 and 0. */
@@ -192,11 +199,14 @@ int pbsa_ref_varlen_pbs(const pbsa_host_tensor *q, const pbsa_host_tensor *k,
         sequence_tensors s;
         status = sequence_tensors_make(q, k, v, varlen, params->paged_kv, b, &s);
         if (status == PBSA_SUCCESS)
-            status = pbsa_ref_pbs_attention(&s.q, &s.k, &s.v, &alone, seq_out, seq_pi, seq_mask);
+            status = pbsa_ref_pbs_attention_lse(&s.q, &s.k, &s.v, &alone, seq_out, seq_pi, seq_mask,
+                                                seq_lse);
         sequence_tensors_free(&s);
         if (status != PBSA_SUCCESS)
             break;
         scatter_rows(seq_out, heads, q_len, dim, varlen->q_offsets[b], q->seq, out);
+        if (lse)
+            scatter_rows(seq_lse, heads, q_len, 1, varlen->q_offsets[b], q->seq, lse);
         const int64_t own_qb = (q_len + block - 1) / block, own_kb = (kv_len + block - 1) / block;
         /* In a varlen call a short sequence's fallback is its whole segment 0: every block. */
         const int fallback = kv_len <= params->segment_size;
@@ -212,5 +222,6 @@ int pbsa_ref_varlen_pbs(const pbsa_host_tensor *q, const pbsa_host_tensor *k,
     free(seq_out);
     free(seq_pi);
     free(seq_mask);
+    free(seq_lse);
     return status;
 }

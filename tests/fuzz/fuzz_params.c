@@ -204,8 +204,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         abort();
     pbsa_sequences seqs;
     int tensors = qp && kp && vp && op
-                      ? pbsa_check_attention_tensors(dev.ctx, "fuzz", qp, kp, vp, op, NULL, NULL,
-                                                     &seqs)
+                      ? pbsa_check_attention_tensors(dev.ctx, "fuzz", PBSA_CHECK_CALL, qp, kp, vp,
+                                                     op, NULL, NULL, &seqs)
                       : PBSA_ERROR_NULL_ARGUMENT;
     bool queue_ok = queue != NULL;
     bool dense_scale_ok = isfinite(dense.scale) && dense.scale >= 0.0f;
