@@ -57,11 +57,6 @@ int pbsa_dense_attention(pbsa_context *ctx, cl_command_queue queue, const pbsa_t
     status = pbsa_dispatch_kernel(ctx, &dispatch, "dense_attention", "", &kernel, &wg, &rows);
     if (status != PBSA_SUCCESS)
         return status;
-    status = pbsa_check_group_size(ctx, fn, kernel, wg);
-    if (status != PBSA_SUCCESS) {
-        clReleaseKernel(kernel);
-        return status;
-    }
 
     pbsa_kernel_args args = {kernel, 0, CL_SUCCESS};
     pbsa_arg_mem(&args, q->buffer);
