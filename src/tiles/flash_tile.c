@@ -64,18 +64,21 @@ bool pbsa_flash_config_equal(const pbsa_flash_config *a, const pbsa_flash_config
  * heuristic's choice, and the later ones are where a call steps down when the compiled kernel
  * allows fewer work-items (src/launch/dispatch.c). Unrolling is full (0): on the H100 it ran 6%
  * faster than 4 and 2. V chunks of 8 rows fit head dim 256 into 32 KiB of local memory (the
- * OpenCL 1.2 minimum). The small rungs keep each work-item's tiles small: Mesa 22.3 (Rusticl)
- * miscompiles wide ones (4 columns of work-items at D 128). */
+ * OpenCL 1.2 minimum). Among the rungs of 32 work-items, 8 x 64 comes before 16 x 32 for D 256:
+ * output tiles of 32 columns per work-item (D 256 over 8 columns of work-items, D 128 over 4)
+ * compute wrong results on Mesa 22.3's Rusticl, which PoCL computes right. */
 static const pbsa_flash_config gpu_ladder[] = {
     {64, 64, 8, 16, 16, 16, 0, 0}, /* D 64, 128: 8x4 score and 8x8 output tiles per item */
     {64, 64, 16, 16, 16, 8, 0, 0}, /* D 256 */
     {64, 32, 16, 8, 16, 16, 0, 0}, /* D 96 */
     {32, 32, 8, 8, 16, 16, 0, 0},  {32, 32, 8, 8, 16, 8, 0, 0},  {16, 32, 4, 8, 16, 16, 0, 0},
-    {16, 32, 4, 8, 16, 8, 0, 0},   {16, 16, 4, 4, 16, 16, 0, 0}, {16, 16, 4, 4, 16, 8, 0, 0},
+    {8, 64, 2, 16, 16, 8, 0, 0},   {16, 32, 4, 8, 16, 8, 0, 0},  {16, 16, 4, 4, 16, 16, 0, 0},
+    {16, 16, 4, 4, 16, 8, 0, 0},
 };
 static const pbsa_flash_config cpu_ladder[] = {
-    {32, 32, 8, 8, 16, 16, 0, 0},  {32, 32, 8, 8, 16, 8, 0, 0},  {16, 32, 4, 8, 16, 16, 0, 0},
-    {16, 32, 4, 8, 16, 8, 0, 0},   {16, 16, 4, 4, 16, 16, 0, 0}, {16, 16, 4, 4, 16, 8, 0, 0},
+    {32, 32, 8, 8, 16, 16, 0, 0}, {32, 32, 8, 8, 16, 8, 0, 0},  {16, 32, 4, 8, 16, 16, 0, 0},
+    {8, 64, 2, 16, 16, 8, 0, 0},  {16, 32, 4, 8, 16, 8, 0, 0},  {16, 16, 4, 4, 16, 16, 0, 0},
+    {16, 16, 4, 4, 16, 8, 0, 0},
 };
 
 size_t pbsa_flash_ladder(const pbsa_device_info *info, const pbsa_flash_config **list)
