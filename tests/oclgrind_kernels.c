@@ -5,7 +5,7 @@
  * its materialised-K/V and CLBlast-scores variants; sparse attention without a permutation; the
  * short-sequence fallback; and variable-length calls with a paged cache, dense and PBS. Every
  * output is checked against the float64 reference.
- * The tile configuration comes from PBSA_FLASH_CONFIG (Oclgrind has 32 KiB of local memory).
+ * The tile configurations are those the library picks for Oclgrind's 32 KiB of local memory.
  * Exit status 0 when every call succeeds and matches. */
 #include "device.h"
 #include "host_tensor.h"
