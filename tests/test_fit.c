@@ -3,9 +3,10 @@
  * and the context gets 32 KiB of local memory (the OpenCL 1.2 minimum, Rusticl's and
  * Oclgrind's): dense attention at every head dim, 256 included, and the PBS pipeline, whose
  * helper kernels want 64 to 256 work-items, still run and match the float64 reference, with no
- * launch above 32 work-items; pbsa_fit_kernel_config() says what a call stepped down from and
- * why; a second call builds and asks nothing again; a configuration forced by PBSA_FLASH_CONFIG
- * that its kernel does not allow is refused with a message naming it. */
+ * launch above 32 work-items (also with the CLBlast scores and materialised K and V);
+ * pbsa_fit_kernel_config() says what a call stepped down from and why; a second call builds and
+ * asks nothing again; a configuration forced by PBSA_FLASH_CONFIG that its kernel does not allow
+ * is refused with a message naming it. */
 #include "conformance.h"
 #include "core/internal.h"
 #include "fault_hooks.h"
@@ -102,6 +103,15 @@ static void test_pipeline_steps_down(void **state)
     run_pipeline("f16_d256_nosink");
 }
 
+/* The variants' helpers too: gather (256), and the CLBlast scores' transposition (16 x 16), row
+ * statistics (256) and column means (64). */
+static void test_variants_step_down(void **state)
+{
+    (void)state;
+    assert_int_equal(use_clblast_and_materialised(state), 0);
+    run_pipeline("f16_defaults");
+}
+
 static void test_fit_report(void **state)
 {
     (void)state;
@@ -186,6 +196,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_dense_steps_down, capped_context, release_context),
         cmocka_unit_test_setup_teardown(test_pipeline_steps_down, capped_context,
+                                        release_context),
+        cmocka_unit_test_setup_teardown(test_variants_step_down, capped_context,
                                         release_context),
         cmocka_unit_test_setup_teardown(test_fit_report, capped_context, release_context),
         cmocka_unit_test_setup_teardown(test_fit_remembered, capped_context, release_context),
