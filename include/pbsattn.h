@@ -651,7 +651,8 @@ typedef enum pbsa_config_source {
  * "block_m=64 block_n=64 wg_rows=8 wg_cols=16 kchunk=16 vchunk=16 unroll_qk=16 unroll_pv=16
  * (user tuning file /home/me/.config/pbsattn/tuning/NVIDIA_H100.txt, line 9)", truncated to
  * capacity bytes. source (may be NULL) receives the source. Nothing is compiled or
- * enqueued.
+ * enqueued. This is the configuration a call starts from: where its compiled kernel allows fewer
+ * work-items, the call steps down to a smaller one (pbsa_fit_kernel_config() says which).
  * Tensor cores: where dense or sparse attention runs on the tensor-core kernel
  * (pbsa_context_uses_tensor_cores(); f16 and bf16, head dims 64, 80, 96, 112, 128 and 192,
  * sparse blocks 64 and 128, K and V rows assumed 16-byte aligned), PBSA_KERNEL_DENSE and
@@ -678,6 +679,35 @@ PBSA_API int pbsa_query_kernel_config(const pbsa_context *ctx, pbsa_kernel_kind 
                                       pbsa_dtype dtype, int head_dim, int block_size, int causal,
                                       char *description, size_t capacity,
                                       pbsa_config_source *source);
+
+/*
+ * The configuration a call of kind (PBSA_KERNEL_DENSE, PBSA_KERNEL_SPARSE or PBSA_KERNEL_SCORES)
+ * on ctx runs with, fitted to the compiled kernel. pbsa_query_kernel_config() reports the
+ * configuration a call starts from, checked against the device's limits; the kernel built from it
+ * may allow fewer work-items per group than the device (CL_KERNEL_WORK_GROUP_SIZE: Rusticl on
+ * llvmpipe allows 32 for every kernel), and the call then steps down through the library's
+ * smaller configurations until one fits. Here description receives the fitted configuration, its
+ * origin and, where it stepped down, from what and why: "block_m=16 block_n=32 wg_rows=4 wg_cols=8
+ * ... (heuristic default; stepped down from block_m=32 block_n=32 wg_rows=8 wg_cols=8 ...: kernel
+ * dense_attention allows 32 work-items per group)"; source receives the configuration's source,
+ * PBSA_CONFIG_HEURISTIC for a stepped-down one, PBSA_CONFIG_TENSOR_CORES for the tensor-core
+ * kernels. A configuration forced by PBSA_FLASH_CONFIG, PBSA_MMA_CONFIG or the tuner is never
+ * replaced: one that its kernel does not allow fails, naming it.
+ * This builds the kernel of each configuration it tries (the sparse kernel as pbsa_attention()
+ * runs it), once per context; calls reuse the build and the answer. Nothing is enqueued.
+ * pbsa_query_kernel_config(), pbsa_workspace_size() and the argument checks build nothing: a
+ * stepped-down configuration of the permutation scores keeps their keys per tile, so the
+ * workspace is the same.
+ * Errors: those of pbsa_query_kernel_config() (PBSA_ERROR_INVALID_VALUE also for a kind that is
+ * not a call's), PBSA_ERROR_BUILD_FAILED (pbsa_context_build_log()), and
+ * PBSA_ERROR_UNSUPPORTED_DEVICE when no configuration fits the compiled kernel or a forced one
+ * does not: the call itself would fail the same way. On error description receives "" (capacity
+ * > 0) and *source is not written.
+ * Thread-safe; the answer stays the same for the life of ctx.
+ */
+PBSA_API int pbsa_fit_kernel_config(pbsa_context *ctx, pbsa_kernel_kind kind, pbsa_dtype dtype,
+                                    int head_dim, int block_size, int causal, char *description,
+                                    size_t capacity, pbsa_config_source *source);
 
 #ifdef __cplusplus
 }

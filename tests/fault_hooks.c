@@ -300,10 +300,59 @@ REFCOUNT(cl_device_id, "device", clRetainDevice, clReleaseDevice)
 
 #define WAIT_LIST cl_uint num_events, const cl_event *wait_list, cl_event *event
 
-ENQUEUE(clEnqueueNDRangeKernel,
-        (cl_command_queue queue, cl_kernel kernel, cl_uint dims, const size_t *offset,
-         const size_t *global, const size_t *local, WAIT_LIST),
-        (queue, kernel, dims, offset, global, local, num_events, wait_list, event))
+/* ---- a device whose kernels allow fewer work-items ----------------------------------------- */
+
+static size_t group_cap, largest_group;
+static long limit_queries;
+
+void hooks_cap_kernel_group_size(size_t cap)
+{
+    pthread_mutex_lock(&lock);
+    group_cap = cap;
+    largest_group = 0;
+    limit_queries = 0;
+    pthread_mutex_unlock(&lock);
+}
+
+size_t hooks_largest_group(void)
+{
+    pthread_mutex_lock(&lock);
+    size_t n = largest_group;
+    pthread_mutex_unlock(&lock);
+    return n;
+}
+
+long hooks_kernel_limit_queries(void)
+{
+    pthread_mutex_lock(&lock);
+    long n = limit_queries;
+    pthread_mutex_unlock(&lock);
+    return n;
+}
+
+/* Records the work-group size of every launch, then enqueues as ENQUEUE() does. */
+cl_int __real_clEnqueueNDRangeKernel(cl_command_queue queue, cl_kernel kernel, cl_uint dims,
+                                     const size_t *offset, const size_t *global,
+                                     const size_t *local, WAIT_LIST);
+cl_int __wrap_clEnqueueNDRangeKernel(cl_command_queue queue, cl_kernel kernel, cl_uint dims,
+                                     const size_t *offset, const size_t *global,
+                                     const size_t *local, WAIT_LIST)
+{
+    if (should_fail(HOOKS_OPENCL, "clEnqueueNDRangeKernel", CL_OUT_OF_RESOURCES, true, true))
+        return CL_OUT_OF_RESOURCES;
+    size_t items = 1;
+    for (cl_uint d = 0; local && d < dims; d++)
+        items *= local[d];
+    pthread_mutex_lock(&lock);
+    if (items > largest_group)
+        largest_group = items;
+    pthread_mutex_unlock(&lock);
+    cl_int err = __real_clEnqueueNDRangeKernel(queue, kernel, dims, offset, global, local,
+                                               num_events, wait_list, event);
+    if (err == CL_SUCCESS && event)
+        table_add(&objects, *event, "event", 1);
+    return err;
+}
 ENQUEUE(clEnqueueTask, (cl_command_queue queue, cl_kernel kernel, WAIT_LIST),
         (queue, kernel, num_events, wait_list, event))
 ENQUEUE(clEnqueueReadBuffer,
@@ -379,11 +428,28 @@ FALLIBLE(clGetCommandQueueInfo, CL_OUT_OF_RESOURCES, true,
 FALLIBLE(clGetContextInfo, CL_OUT_OF_RESOURCES, true,
          (cl_context context, cl_context_info name, size_t size, void *value, size_t *size_ret),
          (context, name, size, value, size_ret))
-/* A kernel's work-group limit is advisory: a caller may go on and let the enqueue decide. */
-FALLIBLE(clGetKernelWorkGroupInfo, CL_OUT_OF_RESOURCES, false,
-         (cl_kernel kernel, cl_device_id device, cl_kernel_work_group_info name, size_t size,
-          void *value, size_t *size_ret),
-         (kernel, device, name, size, value, size_ret))
+/* A kernel's work-group limit is advisory: a caller may go on and let the enqueue decide. The
+ * cap of hooks_cap_kernel_group_size() applies to what it reports. */
+cl_int __real_clGetKernelWorkGroupInfo(cl_kernel kernel, cl_device_id device,
+                                       cl_kernel_work_group_info name, size_t size, void *value,
+                                       size_t *size_ret);
+cl_int __wrap_clGetKernelWorkGroupInfo(cl_kernel kernel, cl_device_id device,
+                                       cl_kernel_work_group_info name, size_t size, void *value,
+                                       size_t *size_ret)
+{
+    if (should_fail(HOOKS_OPENCL, "clGetKernelWorkGroupInfo", CL_OUT_OF_RESOURCES, false, false))
+        return CL_OUT_OF_RESOURCES;
+    cl_int err = __real_clGetKernelWorkGroupInfo(kernel, device, name, size, value, size_ret);
+    if (err == CL_SUCCESS && name == CL_KERNEL_WORK_GROUP_SIZE && size >= sizeof(size_t)) {
+        pthread_mutex_lock(&lock);
+        limit_queries++;
+        size_t *limit = value;
+        if (group_cap && *limit > group_cap)
+            *limit = group_cap;
+        pthread_mutex_unlock(&lock);
+    }
+    return err;
+}
 FALLIBLE(clGetPlatformIDs, CL_OUT_OF_HOST_MEMORY, true,
          (cl_uint capacity, cl_platform_id *platforms, cl_uint *count),
          (capacity, platforms, count))

@@ -56,4 +56,13 @@ typedef struct hooks_failure {
 
 hooks_failure hooks_last_failure(void);
 
+/* Makes CL_KERNEL_WORK_GROUP_SIZE report at most cap work-items (0: the real limit), as on a
+ * device whose compiled kernels allow fewer than its maximum (Rusticl: 32), and resets the two
+ * counters below. */
+void hooks_cap_kernel_group_size(size_t cap);
+/* The most work-items per group of a kernel launch since the cap was set. */
+size_t hooks_largest_group(void);
+/* Queries of CL_KERNEL_WORK_GROUP_SIZE since the cap was set. */
+long hooks_kernel_limit_queries(void);
+
 #endif

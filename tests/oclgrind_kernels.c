@@ -6,7 +6,7 @@
  * short-sequence fallback; variable-length calls with a paged cache, dense and PBS; and mixed
  * dtypes at head dim 80, dense and PBS. Every output, and the log-sum-exp every call also writes,
  * is checked against the float64 reference.
- * The tile configuration comes from PBSA_FLASH_CONFIG (Oclgrind has 32 KiB of local memory).
+ * The tile configurations are those the library picks for Oclgrind's 32 KiB of local memory.
  * Exit status 0 when every call succeeds and matches. */
 #include "device.h"
 #include "host_tensor.h"

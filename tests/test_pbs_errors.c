@@ -311,8 +311,8 @@ static void test_lse_errors(void **state)
 {
     (void)state;
     static const pbs_case shapes[] = {
-        {"f32_lse_pipeline", F32, 1, 2, 1, 150, 150, 64, 32, 64, 0.9f, 1, 1, PER, 0},
-        {"f32_lse_fallback", F32, 1, 2, 1, 50, 50, 64, 16, 64, 0.9f, 1, 1, PER, 0},
+        {"f32_lse_pipeline", ALL_F32, 1, 2, 1, 150, 150, 64, 32, 64, 0.9f, 1, 1, PER, 0},
+        {"f32_lse_fallback", ALL_F32, 1, 2, 1, 50, 50, 64, 16, 64, 0.9f, 1, 1, PER, 0},
     };
     cl_int err;
     cl_context foreign = clCreateContext(NULL, 1, &fixture.device, NULL, NULL, &err);

@@ -26,7 +26,8 @@ static void usage(FILE *to)
             "  --seed N           random seed of the inputs (default: the current time)\n"
             "  --portable         force the portable kernels\n"
             "  --list             print the case names and exit\n"
-            "  --filter TEXT      run only the cases whose name contains TEXT\n"
+            "  --filter TEXT      run only the cases whose name contains TEXT; given again,\n"
+            "                     those that contain any of them (at most 64)\n"
             "  --json FILE        also write the results to FILE\n");
 }
 
@@ -38,11 +39,13 @@ static const char *const stage_names[STAGE_COUNT] = {
     "dense", "pbs/permutation", "pbs/selection", "pbs/sparse", "pbs/pipeline",
     "pbs/selection_ties", "varlen"};
 
+enum { MAX_FILTERS = 64 };
+
 typedef struct run {
     support_device *dev;
     unsigned long long seed;
-    const char *filter;
-    int list, count, failures;
+    const char *filters[MAX_FILTERS];
+    int filter_count, list, count, failures;
     json_writer *json;
 } run;
 
@@ -113,12 +116,21 @@ static void varlen_case_run(run *x, const varlen_case *c, outcome *o)
         snprintf(o->detail, sizeof o->detail, "lists equal to each sequence run alone");
 }
 
-/* Runs (or lists) one case when its name passes the filter. */
+/* Whether name contains one of the filters, or there is none. */
+static bool matches(const run *x, const char *name)
+{
+    for (int i = 0; i < x->filter_count; i++)
+        if (strstr(name, x->filters[i]))
+            return true;
+    return x->filter_count == 0;
+}
+
+/* Runs (or lists) one case when its name passes the filters. */
 static void one(run *x, enum stage s, const void *c, const char *case_name)
 {
     char name[128];
     snprintf(name, sizeof name, "%s/%s", stage_names[s], case_name);
-    if (x->filter && !strstr(name, x->filter))
+    if (!matches(x, name))
         return;
     x->count++;
     if (x->list) {
@@ -170,7 +182,9 @@ static void all_cases(run *x)
 /* Exit status 1 when the filter left no case to run or list. */
 static int no_case(const run *x)
 {
-    fprintf(stderr, "pbsa-conformance: no case matches '%s'\n", x->filter);
+    fprintf(stderr, "pbsa-conformance: no case matches '%s'%s\n",
+            x->filter_count ? x->filters[0] : "",
+            x->filter_count > 1 ? " or the other filters" : "");
     return 1;
 }
 
@@ -190,7 +204,11 @@ int main(int argc, char **argv)
                 return 2;
             }
         } else if (strcmp(argv[i], "--filter") == 0 && i + 1 < argc) {
-            x.filter = argv[++i];
+            if (x.filter_count == MAX_FILTERS) {
+                fprintf(stderr, "pbsa-conformance: more than %d --filter\n", MAX_FILTERS);
+                return 2;
+            }
+            x.filters[x.filter_count++] = argv[++i];
         } else if (strcmp(argv[i], "--json") == 0 && i + 1 < argc) {
             json_path = argv[++i];
         } else if (strcmp(argv[i], "--portable") == 0) {

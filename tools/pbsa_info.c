@@ -27,12 +27,16 @@ static void usage(FILE *to)
             "every device and computed in fp32; cl_khr_fp16 arithmetic is reported), NVIDIA\n"
             "compute capability, whether the NVIDIA tensor-core path could apply, and which\n"
             "kernels run. Then, for the default device, the kernel configuration that dense\n"
-            "attention (bf16, D 128, causal) and PBS sparse attention (block 128) use, and where\n"
-            "it comes from: PBSA_FLASH_CONFIG (PBSA_MMA_CONFIG for the tensor-core kernels),\n"
-            "PBSA_TUNING_FILE, the user's tuning file written by pbsa-tune, tuning data built\n"
-            "into the library, or the heuristic default. Where the calls run on tensor cores,\n"
-            "the line names the tensor-core configuration (warps, groups, keys, stages) and its\n"
-            "source, then the portable kernel's tiles (used with PBSA_FORCE_PORTABLE=1).\n"
+            "attention (bf16, D 128 and 256, causal) and PBS sparse attention (block 128) start\n"
+            "from, and where it comes from: PBSA_FLASH_CONFIG (PBSA_MMA_CONFIG for the\n"
+            "tensor-core kernels), PBSA_TUNING_FILE, the user's tuning file written by\n"
+            "pbsa-tune, tuning data built into the library, or the heuristic default. Where the\n"
+            "calls run on tensor cores, the line names the tensor-core configuration (warps,\n"
+            "groups, keys, stages) and its source, then the portable kernel's tiles (used with\n"
+            "PBSA_FORCE_PORTABLE=1). The 'runs' line below it is the configuration the call\n"
+            "runs with after fitting it to the compiled kernel (this builds the kernels): where\n"
+            "that kernel allows fewer work-items than the configuration has, the smaller one it\n"
+            "stepped down to, and why.\n"
             "\n"
             "Exit status: 0 when at least one device is listed, 1 when there is no OpenCL\n"
             "platform or device, 2 on a usage error.\n");
@@ -165,20 +169,30 @@ static void print_tuning(void)
         static const struct {
             const char *label;
             pbsa_kernel_kind kind;
-            int block;
+            int head_dim, block;
         } calls[] = {
-            {"dense bf16 D128 causal", PBSA_KERNEL_DENSE, 0},
-            {"sparse bf16 D128 b128 causal", PBSA_KERNEL_SPARSE, 128},
+            {"dense bf16 D128 causal", PBSA_KERNEL_DENSE, 128, 0},
+            {"sparse bf16 D128 b128 causal", PBSA_KERNEL_SPARSE, 128, 128},
+            {"dense bf16 D256 causal", PBSA_KERNEL_DENSE, 256, 0},
         };
-        printf("\nkernel configurations on the default device (tuning: pbsa-tune --help):\n");
+        printf("\nkernel configurations on the default device (tuning: pbsa-tune --help); "
+               "'runs' is the one that fits the compiled kernel:\n");
         for (size_t i = 0; i < sizeof calls / sizeof calls[0]; i++) {
             char text[9000]; /* two origins on the tensor-core path */
             pbsa_config_source source;
-            if (pbsa_query_kernel_config(ctx, calls[i].kind, PBSA_DTYPE_BF16, 128, calls[i].block,
-                                         1, text, sizeof text, &source) == PBSA_SUCCESS)
-                printf("  %-30s %s\n", calls[i].label, text);
-            else
+            if (pbsa_query_kernel_config(ctx, calls[i].kind, PBSA_DTYPE_BF16, calls[i].head_dim,
+                                         calls[i].block, 1, text, sizeof text,
+                                         &source) != PBSA_SUCCESS) {
                 printf("  %-30s none: %s\n", calls[i].label, pbsa_context_last_error(ctx));
+                continue;
+            }
+            printf("  %-30s %s\n", calls[i].label, text);
+            if (pbsa_fit_kernel_config(ctx, calls[i].kind, PBSA_DTYPE_BF16, calls[i].head_dim,
+                                       calls[i].block, 1, text, sizeof text,
+                                       &source) == PBSA_SUCCESS)
+                printf("  %-30s runs %s\n", "", text);
+            else
+                printf("  %-30s runs none: %s\n", "", pbsa_context_last_error(ctx));
         }
     }
     pbsa_context_release(ctx);

@@ -93,6 +93,7 @@ void pbsa_context_release(pbsa_context *ctx)
     if (!ctx)
         return;
     pbsa_program_cache_clear(ctx);
+    pbsa_fit_clear(ctx);
     pbsa_tuning_release(ctx);
     pbsa_error_table_release(ctx);
     pthread_mutex_destroy(&ctx->lock);

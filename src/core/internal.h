@@ -10,6 +10,7 @@
 
 typedef struct pbsa_program_entry pbsa_program_entry;
 typedef struct pbsa_error_table pbsa_error_table;
+typedef struct pbsa_fit_entry pbsa_fit_entry;
 
 /* How PBS attention computes the permutation scores and reads the permuted keys and values
  * (src/pbs/plan.c). AUTO: the environment (PBSA_SCORE_METHOD, PBSA_KV_METHOD), then for the
@@ -64,8 +65,9 @@ struct pbsa_context {
     pbsa_environment env; /* read at creation */
     bool use_tensor_cores; /* the mma.sync kernels passed their probe (src/tiles/mma_probe.c) */
     bool use_wgmma;        /* and the Hopper (wgmma) tiles passed theirs */
-    pthread_mutex_t lock; /* guards programs and build_log */
+    pthread_mutex_t lock; /* guards programs, build_log and fits */
     pbsa_program_entry *programs;
+    pbsa_fit_entry *fits; /* fitted answers (src/launch/kernel_fit.c) */
     const char *build_log; /* log of the last failed build, owned by its cache entry */
     pbsa_pbs_methods pbs_methods; /* set by pbsa_pbs_force_methods() */
     struct pbsa_tuning *tuning;   /* tuning data of the device (src/tuning/tuning.c), may be NULL */
@@ -212,6 +214,34 @@ int pbsa_get_sm90a_kernel(pbsa_context *ctx, const char *const *files, size_t fi
                           const char *options, const char *kernel_name, cl_kernel *out);
 /* Frees every cached program of ctx. */
 void pbsa_program_cache_clear(pbsa_context *ctx);
+
+/* ---- kernels fitted to their compiled limits (src/launch/kernel_fit.c) ---- */
+
+/* The work-group limit of kernel as compiled for ctx's device (CL_KERNEL_WORK_GROUP_SIZE), which
+ * can be below the device's maximum (Rusticl on llvmpipe: 32 for every kernel); the device's
+ * maximum when the query fails (the limit is advisory: the enqueue decides). Its local memory
+ * (CL_KERNEL_LOCAL_MEM_SIZE) is not asked: Rusticl 22.3 reports about twice what a kernel
+ * declares, so the tiles' own byte counts are checked instead. */
+size_t pbsa_kernel_group_limit(const pbsa_context *ctx, cl_kernel kernel);
+/* The largest power of two at most preferred that kernel allows (pbsa_kernel_group_limit()). */
+size_t pbsa_fitted_group_size(const pbsa_context *ctx, cl_kernel kernel, size_t preferred);
+/* A helper kernel with a work-group size of its own: kernel_name from files built with options,
+ * and, size_define not NULL, " -D<size_define>=<size>" (for kernels that declare
+ * reqd_work_group_size or local arrays of that size). The size is preferred, or where the
+ * compiled kernel allows fewer work-items the largest power of two it allows, rebuilt with that
+ * size where it is a build option; never below minimum (PBSA_ERROR_UNSUPPORTED_DEVICE). *wg
+ * receives the size, *out the kernel (the caller releases it). The answer is remembered per
+ * context, so later calls neither rebuild nor ask again. Thread-safe. */
+int pbsa_get_fitted_kernel(pbsa_context *ctx, const char *const *files, size_t file_count,
+                           const char *options, const char *size_define, const char *kernel_name,
+                           size_t preferred, size_t minimum, cl_kernel *out, size_t *wg);
+/* The memo of fitted answers: value (size bytes) remembered under key on ctx. recall copies it
+ * out and says whether it was there; remember keeps the first answer for a key and drops the
+ * value when out of memory (the next call fits again). Thread-safe. */
+bool pbsa_fit_recall(pbsa_context *ctx, const char *key, void *value, size_t size);
+void pbsa_fit_remember(pbsa_context *ctx, const char *key, const void *value, size_t size);
+/* Forgets every answer (context release). */
+void pbsa_fit_clear(pbsa_context *ctx);
 
 /* ---- compiled programs on disk (src/launch/binary_cache.c) ---- */
 

@@ -85,11 +85,6 @@ int pbsa_dense_attention(pbsa_context *ctx, cl_command_queue queue, const pbsa_t
     status = pbsa_dispatch_kernel(ctx, &call.dispatch, "dense_attention", "", &kernel, &wg, &rows);
     if (status != PBSA_SUCCESS)
         return status;
-    status = pbsa_check_group_size(ctx, fn, kernel, wg);
-    if (status != PBSA_SUCCESS) {
-        clReleaseKernel(kernel);
-        return status;
-    }
 
     const pbsa_sequences *seqs = &call.seqs;
     pbsa_kernel_args args = {kernel, 0, CL_SUCCESS};

@@ -24,6 +24,15 @@ static void flash_work_group(const pbsa_kernel_config *config, size_t *work_item
 
 static int flash_tile_keys(const pbsa_kernel_config *config) { return config->flash.block_n; }
 
+static bool flash_rung(const pbsa_device_info *info, size_t index, pbsa_kernel_config *out)
+{
+    const pbsa_flash_config *list;
+    if (index >= pbsa_flash_ladder(info, &list))
+        return false;
+    out->flash = list[index];
+    return true;
+}
+
 const pbsa_tile_family pbsa_portable_family = {
     .name = "portable",
     .tile_files = flash_files,
@@ -35,6 +44,7 @@ const pbsa_tile_family pbsa_portable_family = {
     .options = flash_options,
     .work_group = flash_work_group,
     .tile_keys = flash_tile_keys,
+    .rung = flash_rung,
 };
 
 /* ---- the NVIDIA mma.sync tiles (cl/mma_tile.cl, src/tiles/mma_tile.c) ---- */
@@ -57,6 +67,31 @@ static void mma_work_group(const pbsa_kernel_config *config, size_t *work_items,
 
 static int mma_tile_keys(const pbsa_kernel_config *config) { return config->mma.keys; }
 
+static bool mma_list_rung(const pbsa_mma_config *list, size_t count, size_t index,
+                          pbsa_kernel_config *out)
+{
+    if (index >= count)
+        return false;
+    out->mma = list[index];
+    return true;
+}
+
+static bool mma_rung(const pbsa_device_info *info, size_t index, pbsa_kernel_config *out)
+{
+    (void)info;
+    const pbsa_mma_config *list;
+    size_t count = pbsa_mma_ladder(&list);
+    return mma_list_rung(list, count, index, out);
+}
+
+static bool wgmma_rung(const pbsa_device_info *info, size_t index, pbsa_kernel_config *out)
+{
+    (void)info;
+    const pbsa_mma_config *list;
+    size_t count = pbsa_wgmma_ladder(&list);
+    return mma_list_rung(list, count, index, out);
+}
+
 /* One query-row group per warp (the score kernels' rule); the tile count sizes the workspace, so
  * the configuration is fixed rather than tuned. */
 static const pbsa_kernel_config mma_scores = {.mma = {4, 1, 64, 1}};
@@ -74,6 +109,7 @@ static const pbsa_tile_family mma_family = {
     .options = mma_options,
     .work_group = mma_work_group,
     .tile_keys = mma_tile_keys,
+    .rung = mma_rung,
 };
 
 /* ---- Hopper's wgmma variant of the same tiles (WGMMA 1), rewritten for sm_90a ---- */
@@ -108,10 +144,12 @@ static const pbsa_tile_family wgmma_family = {
     .options = wgmma_options,
     .work_group = mma_work_group,
     .tile_keys = mma_tile_keys,
+    .rung = wgmma_rung,
     .build = pbsa_get_sm90a_kernel,
 };
 
-/* The families in the order they are tried: the first that runs a call wins. */
+/* The families in the order they are tried: the first that runs a call wins. Their row
+ * alignments do not grow along the table, so a call that one takes the later ones take too. */
 static const pbsa_tile_family *const families[] = {&wgmma_family, &mma_family,
                                                    &pbsa_portable_family};
 enum { FAMILY_COUNT = sizeof families / sizeof families[0] };
@@ -206,9 +244,15 @@ pbsa_score_method pbsa_dispatch_score_method(const pbsa_context *ctx, pbsa_dtype
     return method;
 }
 
-int pbsa_dispatch_kernel(pbsa_context *ctx, const pbsa_dispatch *d, const char *kernel_name,
-                         const char *extra_options, cl_kernel *out, size_t *work_items,
-                         size_t *rows)
+void pbsa_sparse_options(char *options, size_t capacity, int block, bool has_pi,
+                         bool materialised)
+{
+    pbsa_append_option(options, capacity, " -DLOGICAL_BLOCK=%d -DHAS_PI=%d -DMATERIALISED=%d",
+                       block, has_pi ? 1 : 0, materialised ? 1 : 0);
+}
+
+int pbsa_dispatch_build(pbsa_context *ctx, const pbsa_dispatch *d, const char *kernel_name,
+                        const char *extra_options, cl_kernel *out)
 {
     const pbsa_tile_family *f = d->family;
     const char *files[MAX_FILES];
@@ -219,9 +263,127 @@ int pbsa_dispatch_kernel(pbsa_context *ctx, const pbsa_dispatch *d, const char *
     char options[512] = "";
     f->options(options, sizeof options, &d->dtypes, d->key.head_dim, d->key.causal, &d->config);
     pbsa_append_option(options, sizeof options, "%s", extra_options);
-    f->work_group(&d->config, work_items, rows);
     return f->build ? f->build(ctx, files, count, options, kernel_name, out)
                     : pbsa_get_kernel(ctx, files, count, options, kernel_name, out);
+}
+
+static size_t work_items_of(const pbsa_dispatch *d)
+{
+    size_t items, rows;
+    d->family->work_group(&d->config, &items, &rows);
+    return items;
+}
+
+static size_t family_index(const pbsa_tile_family *family)
+{
+    size_t i = 0;
+    while (i + 1 < FAMILY_COUNT && families[i] != family)
+        i++;
+    return i;
+}
+
+/* The configuration after cur that a call of d's shapes may step down to when cur's compiled
+ * kernel allows limit work-items: in cur's family a later rung with fewer work-items, else in a
+ * later family any rung; at most limit work-items, usable for the call on the device, and for the
+ * scores with d's keys per tile. The family's and the rung's order make every step a step down,
+ * so the search ends. */
+static bool next_rung(const pbsa_context *ctx, const pbsa_dispatch *d, const pbsa_dispatch *cur,
+                      size_t limit, pbsa_dispatch *out)
+{
+    const size_t below = work_items_of(cur);
+    for (size_t i = family_index(cur->family); i < FAMILY_COUNT; i++) {
+        const pbsa_tile_family *f = families[i];
+        const pbsa_family_role *r = &f->roles[d->role];
+        if (!r->kernel_file || r->fixed || (f->available && !f->available(ctx)))
+            continue;
+        pbsa_dispatch c = {f, d->role, d->dtypes, d->key, {{0}}, PBSA_CONFIG_HEURISTIC};
+        c.key.kind = r->kind;
+        if (!pbsa_tuning_key_valid(&c.key))
+            continue;
+        for (size_t n = 0; f->rung(&ctx->info, n, &c.config); n++) {
+            const size_t items = work_items_of(&c);
+            if (items <= limit && (f != cur->family || items < below) &&
+                pbsa_tuning_config_usable(&c.config, &c.key, &ctx->info) &&
+                (d->role != PBSA_ROLE_SCORES ||
+                 f->tile_keys(&c.config) == d->family->tile_keys(&d->config))) {
+                *out = c;
+                return true;
+            }
+        }
+    }
+    return false;
+}
+
+/* What pbsa_dispatch_fit() remembers. */
+typedef struct fit_answer {
+    pbsa_dispatch dispatch;
+    char note[384];
+} fit_answer;
+
+int pbsa_dispatch_fit(pbsa_context *ctx, const pbsa_dispatch *d, const char *kernel_name,
+                      const char *extra_options, pbsa_dispatch *fitted, char *note,
+                      size_t capacity, cl_kernel *out)
+{
+    if (out)
+        *out = NULL;
+    char key[1024], text[256];
+    pbsa_tuning_format_config(d->key.kind, &d->config, text, sizeof text);
+    snprintf(key, sizeof key, "tiles|%s|%d|%d|%d|%d|%d|%s|%s|%s|%d", d->family->name, (int)d->role,
+             (int)d->key.dtype, d->key.head_dim, d->key.block, d->key.causal, text, kernel_name,
+             extra_options, (int)d->source);
+    fit_answer a = {*d, ""};
+    const bool known = pbsa_fit_recall(ctx, key, &a, sizeof a);
+    for (;;) {
+        cl_kernel kernel;
+        int status = pbsa_dispatch_build(ctx, &a.dispatch, kernel_name, extra_options, &kernel);
+        if (status != PBSA_SUCCESS)
+            return status;
+        const size_t items = work_items_of(&a.dispatch);
+        const size_t limit = known ? items : pbsa_kernel_group_limit(ctx, kernel);
+        if (items <= limit) {
+            if (!known)
+                pbsa_fit_remember(ctx, key, &a, sizeof a);
+            *fitted = a.dispatch;
+            if (capacity > 0)
+                snprintf(note, capacity, "%s", a.note);
+            if (out)
+                *out = kernel;
+            else
+                clReleaseKernel(kernel);
+            return PBSA_SUCCESS;
+        }
+        clReleaseKernel(kernel);
+        pbsa_tuning_format_config(a.dispatch.key.kind, &a.dispatch.config, text, sizeof text);
+        if (d->source == PBSA_CONFIG_FORCED || d->source == PBSA_CONFIG_ENVIRONMENT)
+            return pbsa_fail(ctx, PBSA_ERROR_UNSUPPORTED_DEVICE,
+                             "the configuration %s forced by %s has %zu work-items per group, "
+                             "but kernel %s allows %zu on this device: force a smaller one",
+                             text,
+                             d->source == PBSA_CONFIG_FORCED ? "the tuner"
+                                                             : pbsa_tuning_space_of(d->key.kind)
+                                                                   ->environment,
+                             items, kernel_name, limit);
+        if (!a.note[0])
+            snprintf(a.note, sizeof a.note,
+                     "stepped down from %s: kernel %s allows %zu work-items per group", text,
+                     kernel_name, limit);
+        if (!next_rung(ctx, d, &a.dispatch, limit, &a.dispatch))
+            return pbsa_fail(ctx, PBSA_ERROR_UNSUPPORTED_DEVICE,
+                             "kernel %s allows %zu work-items per group on this device, fewer "
+                             "than any configuration for head_dim %d has",
+                             kernel_name, limit, d->key.head_dim);
+    }
+}
+
+int pbsa_dispatch_kernel(pbsa_context *ctx, const pbsa_dispatch *d, const char *kernel_name,
+                         const char *extra_options, cl_kernel *out, size_t *work_items,
+                         size_t *rows)
+{
+    pbsa_dispatch fitted;
+    int status = pbsa_dispatch_fit(ctx, d, kernel_name, extra_options, &fitted, NULL, 0, out);
+    if (status == PBSA_SUCCESS)
+        fitted.family->work_group(&fitted.config, work_items, rows);
+    return status;
 }
 
 /* ---- pbsa_query_kernel_config() ---- */
@@ -239,11 +401,13 @@ static const pbsa_tile_family *family_of_kind(pbsa_kernel_kind kind, pbsa_tile_r
     return NULL;
 }
 
-int pbsa_query_kernel_config(const pbsa_context *ctx, pbsa_kernel_kind kind, pbsa_dtype dtype,
-                             int head_dim, int block_size, int causal, char *description,
-                             size_t capacity, pbsa_config_source *source)
+/* The checks that pbsa_query_kernel_config() and pbsa_fit_kernel_config() share: ctx and
+ * description, a known kind (its family and role; NULL family for a method), dtype, head dim and
+ * block. Clears the calling thread's error first. */
+static int check_query(const pbsa_context *ctx, const char *fn, pbsa_kernel_kind kind,
+                       pbsa_dtype dtype, int head_dim, int block_size, char *description,
+                       size_t capacity, const pbsa_tile_family **family, pbsa_tile_role *role)
 {
-    static const char fn[] = "pbsa_query_kernel_config";
     if (description && capacity > 0)
         description[0] = '\0';
     if (!ctx)
@@ -252,11 +416,9 @@ int pbsa_query_kernel_config(const pbsa_context *ctx, pbsa_kernel_kind kind, pbs
     if (!description && capacity > 0)
         return pbsa_fail(ctx, PBSA_ERROR_NULL_ARGUMENT,
                          "%s: description is NULL but capacity is %zu", fn, capacity);
-    pbsa_tile_role role = PBSA_ROLE_SCORES;
-    const pbsa_tile_family *family = family_of_kind(kind, &role);
-    const char *name = pbsa_kernel_kind_name(kind);
-    const bool method = pbsa_kernel_kind_is_method(kind);
-    if (!name || (!family && !method))
+    *role = PBSA_ROLE_SCORES;
+    *family = family_of_kind(kind, role);
+    if (!pbsa_kernel_kind_name(kind) || (!*family && !pbsa_kernel_kind_is_method(kind)))
         return pbsa_fail(ctx, PBSA_ERROR_INVALID_VALUE, "%s: kind = %d is not a pbsa_kernel_kind",
                          fn, (int)kind);
     if (!pbsa_dtype_name(dtype))
@@ -265,13 +427,39 @@ int pbsa_query_kernel_config(const pbsa_context *ctx, pbsa_kernel_kind kind, pbs
     if (!pbsa_head_dim_supported(head_dim))
         return pbsa_fail(ctx, PBSA_ERROR_UNSUPPORTED_HEAD_DIM,
                          "%s: head_dim = %d is not supported (" PBSA_HEAD_DIMS ")", fn, head_dim);
-    /* A call of these dtypes throughout; a mixed call runs where its K/V dtype would. */
-    const pbsa_dtypes dtypes = {dtype, dtype, dtype};
-    const bool dense = role == PBSA_ROLE_DENSE;
-    if (!dense && block_size != 16 && block_size != 32 && block_size != 64 && block_size != 128)
+    if (*role != PBSA_ROLE_DENSE && block_size != 16 && block_size != 32 && block_size != 64 &&
+        block_size != 128)
         return pbsa_fail(ctx, PBSA_ERROR_INVALID_VALUE,
                          "%s: block_size = %d is not supported (16, 32, 64 or 128)", fn,
                          block_size);
+    return PBSA_SUCCESS;
+}
+
+static int fail_too_small(const pbsa_context *ctx, const char *fn, int head_dim)
+{
+    return pbsa_fail(ctx, PBSA_ERROR_UNSUPPORTED_DEVICE,
+                     "%s: the device's local memory (%llu bytes) or work-group size (%zu) is "
+                     "too small for head_dim %d",
+                     fn, (unsigned long long)ctx->info.local_mem_bytes,
+                     ctx->info.max_work_group_size, head_dim);
+}
+
+int pbsa_query_kernel_config(const pbsa_context *ctx, pbsa_kernel_kind kind, pbsa_dtype dtype,
+                             int head_dim, int block_size, int causal, char *description,
+                             size_t capacity, pbsa_config_source *source)
+{
+    static const char fn[] = "pbsa_query_kernel_config";
+    pbsa_tile_role role;
+    const pbsa_tile_family *family;
+    int status = check_query(ctx, fn, kind, dtype, head_dim, block_size, description, capacity,
+                             &family, &role);
+    if (status != PBSA_SUCCESS)
+        return status;
+    const char *name = pbsa_kernel_kind_name(kind);
+    const bool method = pbsa_kernel_kind_is_method(kind);
+    const bool dense = role == PBSA_ROLE_DENSE;
+    /* A call of these dtypes throughout; a mixed call runs where its K/V dtype would. */
+    const pbsa_dtypes dtypes = {dtype, dtype, dtype};
     if (method) {
         pbsa_config_source found;
         char origin[ORIGIN_CAPACITY];
@@ -311,11 +499,7 @@ int pbsa_query_kernel_config(const pbsa_context *ctx, pbsa_kernel_kind kind, pbs
                              fn, name, family == &wgmma_family ? " through wgmma" : "",
                              family == &wgmma_family ? "128" : "64, 80, 96, 112, 128 and 192",
                              dense ? "" : ", block_size 64 and 128");
-        return pbsa_fail(ctx, PBSA_ERROR_UNSUPPORTED_DEVICE,
-                         "%s: the device's local memory (%llu bytes) or work-group size (%zu) is "
-                         "too small for head_dim %d",
-                         fn, (unsigned long long)ctx->info.local_mem_bytes,
-                         ctx->info.max_work_group_size, head_dim);
+        return fail_too_small(ctx, fn, head_dim);
     }
     char text[256];
     pbsa_tuning_format_config(kind, &d.config, text, sizeof text);
@@ -342,5 +526,56 @@ int pbsa_query_kernel_config(const pbsa_context *ctx, pbsa_kernel_kind kind, pbs
     }
     if (source)
         *source = found;
+    return PBSA_SUCCESS;
+}
+
+/* ---- pbsa_fit_kernel_config() ---- */
+
+int pbsa_fit_kernel_config(pbsa_context *ctx, pbsa_kernel_kind kind, pbsa_dtype dtype,
+                           int head_dim, int block_size, int causal, char *description,
+                           size_t capacity, pbsa_config_source *source)
+{
+    static const char fn[] = "pbsa_fit_kernel_config";
+    pbsa_tile_role role;
+    const pbsa_tile_family *family;
+    int status = check_query(ctx, fn, kind, dtype, head_dim, block_size, description, capacity,
+                             &family, &role);
+    if (status != PBSA_SUCCESS)
+        return status;
+    if (family != &pbsa_portable_family)
+        return pbsa_fail(ctx, PBSA_ERROR_INVALID_VALUE,
+                         "%s: kind = %s is not a call's kind (dense, sparse or scores)", fn,
+                         pbsa_kernel_kind_name(kind));
+    /* The first family that takes the call, as pbsa_dispatch_pick() finds it, with its origin;
+     * a call of these dtypes throughout. */
+    const pbsa_dtypes dtypes = {dtype, dtype, dtype};
+    pbsa_dispatch d;
+    char origin[ORIGIN_CAPACITY];
+    size_t i = 0;
+    while (i < FAMILY_COUNT && !pbsa_dispatch_family(ctx, families[i], role, &dtypes, head_dim,
+                                                     block_size, causal, 8, &d, origin,
+                                                     sizeof origin))
+        i++;
+    if (i == FAMILY_COUNT)
+        return fail_too_small(ctx, fn, head_dim);
+    static const char *const kernels[PBSA_ROLE_COUNT] = {"dense_attention", "pbs_attention",
+                                                         "pbs_score_stats"};
+    char extra[128] = "", note[512];
+    if (role == PBSA_ROLE_SPARSE)
+        pbsa_sparse_options(extra, sizeof extra, block_size, true, false);
+    pbsa_dispatch fitted;
+    status = pbsa_dispatch_fit(ctx, &d, kernels[role], extra, &fitted, note, sizeof note, NULL);
+    if (status != PBSA_SUCCESS)
+        return status;
+    char text[256];
+    pbsa_tuning_format_config(fitted.key.kind, &fitted.config, text, sizeof text);
+    if (capacity > 0)
+        snprintf(description, capacity, "%s%s (%s%s%s)",
+                 fitted.family == &pbsa_portable_family ? "" : "tensor-core kernel ", text,
+                 origin, note[0] ? "; " : "", note);
+    if (source)
+        *source = fitted.family != &pbsa_portable_family ? PBSA_CONFIG_TENSOR_CORES
+                  : note[0]                              ? PBSA_CONFIG_HEURISTIC
+                                                         : fitted.source;
     return PBSA_SUCCESS;
 }

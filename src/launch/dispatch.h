@@ -45,6 +45,9 @@ typedef struct pbsa_tile_family {
     void (*work_group)(const pbsa_kernel_config *config, size_t *work_items, size_t *rows);
     /* The keys of one tile (the fused scores' partial results are per tile). */
     int (*tile_keys)(const pbsa_kernel_config *config);
+    /* The index-th configuration of the family's list, largest first; false past its end. A call
+     * steps down through them when the compiled kernel allows fewer work-items. */
+    bool (*rung)(const pbsa_device_info *info, size_t index, pbsa_kernel_config *out);
     /* Builds kernel_name as pbsa_get_kernel() does. NULL: pbsa_get_kernel(). A family whose
      * program needs another step (compiled once, its binary rewritten, built again from the
      * binary) sets its own. */
@@ -96,10 +99,35 @@ pbsa_score_method pbsa_dispatch_score_method(const pbsa_context *ctx, pbsa_dtype
                                              int head_dim, int block, pbsa_config_source *source,
                                              char *origin, size_t capacity);
 
-/* kernel_name of the role's kernel built on d's tiles (extra_options appended to the family's
- * options), with its work-group size and query rows per work-group. The caller releases *out. */
+/*
+ * Fits d to the compiled kernel: builds kernel_name on d's tiles (extra_options appended to the
+ * family's options) and, where the kernel as compiled allows fewer work-items per group than the
+ * configuration has (CL_KERNEL_WORK_GROUP_SIZE), steps down to the next configuration of the
+ * family's list (then of the families after it) that is usable for the call and has at most
+ * that many work-items, and so on until one fits. The scores keep their keys per tile: the
+ * workspace holds one partial result per tile. A configuration forced by the tuner or by
+ * PBSA_FLASH_CONFIG / PBSA_MMA_CONFIG is not replaced: it fails with
+ * PBSA_ERROR_UNSUPPORTED_DEVICE, naming it. *fitted receives the configuration, note (may be NULL
+ * when capacity is 0) "" or why it stepped down ("stepped down from block_m=32 ...: kernel
+ * dense_attention allows 32 work-items per group"), and *out (may be NULL) its kernel, which the
+ * caller releases. The answer is remembered per context and key: later calls build nothing new.
+ * Thread-safe.
+ */
+int pbsa_dispatch_fit(pbsa_context *ctx, const pbsa_dispatch *d, const char *kernel_name,
+                      const char *extra_options, pbsa_dispatch *fitted, char *note,
+                      size_t capacity, cl_kernel *out);
+/* pbsa_dispatch_fit()'s kernel, with its work-group size and query rows per work-group. The
+ * caller releases *out. */
 int pbsa_dispatch_kernel(pbsa_context *ctx, const pbsa_dispatch *d, const char *kernel_name,
                          const char *extra_options, cl_kernel *out, size_t *work_items,
                          size_t *rows);
+/* kernel_name built on d's tiles as they are, not fitted: for a kernel of the program whose
+ * work-group size is not the tiles' (the scores' reduction). The caller releases *out. */
+int pbsa_dispatch_build(pbsa_context *ctx, const pbsa_dispatch *d, const char *kernel_name,
+                        const char *extra_options, cl_kernel *out);
+/* The extra options of the sparse kernel (cl/pbs_attention.cl): the logical block, whether it
+ * reads K and V through pi, and whether they are the materialised copies. */
+void pbsa_sparse_options(char *options, size_t capacity, int block, bool has_pi,
+                         bool materialised);
 
 #endif

@@ -38,8 +38,8 @@ int pbsa_enqueue_kernel(pbsa_context *ctx, const char *fn, cl_command_queue queu
                         cl_event last, cl_event *event);
 /* Fails with PBSA_ERROR_UNSUPPORTED_DEVICE when kernel, as compiled for the device, allows fewer
  * than items work-items per group (register-heavy variants can fall below the device's maximum),
- * or with the OpenCL error of the query. fn names the caller in the message. Single launches
- * (dense attention) check their kernel with it too. */
+ * or with the OpenCL error of the query. fn names the caller in the message. Kernels are fitted
+ * to their limits before (src/launch/kernel_fit.c): this is the last check of each step. */
 int pbsa_check_group_size(pbsa_context *ctx, const char *fn, cl_kernel kernel, size_t items);
 /* Appends a call step with a copy of size bytes of data. */
 int pbsa_chain_add_call(pbsa_context *ctx, const char *fn, pbsa_launch_chain *chain,

@@ -16,9 +16,8 @@ int pbsa_pbs_prepare_sparse(pbsa_context *ctx, const char *fn, const pbsa_pbs_pl
                             pbsa_launch_chain *chain)
 {
     char sparse_options[128] = "";
-    pbsa_append_option(sparse_options, sizeof sparse_options,
-                       " -DLOGICAL_BLOCK=%d -DHAS_PI=%d -DMATERIALISED=%d", plan->block, pi ? 1 : 0,
-                       materialised ? 1 : 0);
+    pbsa_sparse_options(sparse_options, sizeof sparse_options, plan->block, pi != NULL,
+                        materialised);
     cl_kernel kernel;
     size_t wg, rows;
     int status = pbsa_dispatch_kernel(ctx, &plan->sparse, "pbs_attention", sparse_options,

@@ -23,7 +23,9 @@ int pbsa_pbs_prepare_gather(pbsa_context *ctx, const char *fn, const pbsa_pbs_pl
     pbsa_append_option(options, sizeof options, "-DELEMENT_BYTES=%zu -DHEAD_DIM=%d", element_bytes,
                        plan->head_dim);
     cl_kernel kernel;
-    int status = pbsa_get_kernel(ctx, gather_files, 1, options, "pbs_gather_kv", &kernel);
+    size_t wg;
+    int status = pbsa_get_fitted_kernel(ctx, gather_files, 1, options, NULL, "pbs_gather_kv",
+                                        GATHER_WG, 1, &kernel, &wg);
     if (status != PBSA_SUCCESS)
         return status;
     pbsa_kernel_args a = {kernel, 0, CL_SUCCESS};
@@ -40,7 +42,6 @@ int pbsa_pbs_prepare_gather(pbsa_context *ctx, const char *fn, const pbsa_pbs_pl
     pbsa_arg_mem(&a, workspace);
     pbsa_arg_u64(&a, k_perm->offset);
     pbsa_arg_u64(&a, v_perm->offset);
-    size_t wg = GATHER_WG <= ctx->info.max_work_group_size ? GATHER_WG : 64;
     size_t items = (size_t)plan->kv_len * (size_t)(plan->head_dim / 4);
     size_t global[2] = {(items + wg - 1) / wg * wg, (size_t)plan->batch * (size_t)plan->perm_heads};
     size_t local[2] = {wg, 1};

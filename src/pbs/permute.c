@@ -5,7 +5,7 @@
 
 static const char *const sort_files[] = {"sequence.cl", "pbs_sort.cl"};
 
-enum { SORT_WG_MAX = 256 };
+enum { SORT_WG_MAX = 256, REDUCE_WG = 64 };
 
 static size_t round_up(size_t x, size_t to) { return (x + to - 1) / to * to; }
 
@@ -51,10 +51,12 @@ static int prepare_scores_fused(pbsa_context *ctx, const char *fn, const pbsa_pb
     if (status != PBSA_SUCCESS)
         return status;
 
-    status = pbsa_dispatch_kernel(ctx, &plan->scores_reduce, "pbs_score_stats_reduce", "",
-                                  &kernel, &reduce_wg, &rows);
+    /* The reduction's work-group is its own, not the tiles': fitted to its kernel's limit. */
+    status = pbsa_dispatch_build(ctx, &plan->scores_reduce, "pbs_score_stats_reduce", "",
+                                 &kernel);
     if (status != PBSA_SUCCESS)
         return status;
+    reduce_wg = pbsa_fitted_group_size(ctx, kernel, REDUCE_WG);
     const int stat_rows = q_rows * plan->last_rows;
     a = (pbsa_kernel_args){kernel, 0, CL_SUCCESS};
     pbsa_arg_region(&a, plan, workspace, PBSA_REGION_PARTIALS);
@@ -62,8 +64,8 @@ static int prepare_scores_fused(pbsa_context *ctx, const char *fn, const pbsa_pb
     pbsa_arg_i32(&a, stat_rows);
     pbsa_arg_f32(&a, pbsa_scale_log2(plan->scale));
     pbsa_arg_region(&a, plan, workspace, PBSA_REGION_STATS);
-    size_t reduce_global = round_up((size_t)stat_rows, 64), reduce_local = 64;
-    status = pbsa_chain_add_kernel(ctx, fn, chain, &a, 1, &reduce_global, &reduce_local);
+    size_t reduce_global = round_up((size_t)stat_rows, reduce_wg);
+    status = pbsa_chain_add_kernel(ctx, fn, chain, &a, 1, &reduce_global, &reduce_wg);
     if (status != PBSA_SUCCESS)
         return status;
 
@@ -98,10 +100,10 @@ int pbsa_pbs_prepare_permutation(pbsa_context *ctx, const char *fn, const pbsa_p
     if (sort_wg > ctx->info.max_work_group_size)
         sort_wg = ctx->info.max_work_group_size;
     char options[128] = "";
-    pbsa_append_option(options, sizeof options, "-DSORT_SIZE=%d -DSORT_WG=%zu", plan->sort_size,
-                       sort_wg);
+    pbsa_append_option(options, sizeof options, "-DSORT_SIZE=%d", plan->sort_size);
     cl_kernel kernel;
-    int status = pbsa_get_kernel(ctx, sort_files, 2, options, "pbs_segment_sort", &kernel);
+    int status = pbsa_get_fitted_kernel(ctx, sort_files, 2, options, "SORT_WG",
+                                        "pbs_segment_sort", sort_wg, 1, &kernel, &sort_wg);
     if (status != PBSA_SUCCESS)
         return status;
     pbsa_kernel_args a = {kernel, 0, CL_SUCCESS};

@@ -5,10 +5,11 @@
 #include "pbs/plan.h"
 
 #include <clblast_c.h>
+#include <stdio.h>
 
 static const char *const gemm_files[] = {"common.cl", "pbs_scores_clblast.cl"};
 
-enum { STATS_WG = 256, MEANS_WG = 64 };
+enum { MEANS_WG = 64 };
 
 static size_t round_up(size_t x, size_t to) { return (x + to - 1) / to * to; }
 
@@ -77,9 +78,38 @@ static int prepare_clblast(pbsa_context *ctx, const char *fn, const gemm_call *g
     return code == CLBlastInvalidBatchCount ? PBSA_SUCCESS : clblast_fail(ctx, fn, code);
 }
 
+/* The program's options with its two work-group sizes, both build options, fitted to their
+ * kernels: the statistics' STATS_WG (pbsa_get_fitted_kernel()) and the transposition's TILE x
+ * TILE, halved until its kernel allows it. Programs are cached, so later calls build nothing. */
+static int fit_sizes(pbsa_context *ctx, const pbsa_pbs_plan *plan, char *options, size_t capacity,
+                     size_t *tile, size_t *stats_wg)
+{
+    for (*tile = (size_t)plan->gemm_tile;; *tile /= 2) {
+        snprintf(options, capacity, "-DHEAD_DIM=%d -DTILE=%zu", plan->head_dim, *tile);
+        cl_kernel kernel;
+        int status = pbsa_get_fitted_kernel(ctx, gemm_files, 2, options, "STATS_WG",
+                                            "pbs_gemm_row_stats", (size_t)plan->gemm_stats_wg,
+                                            1, &kernel, stats_wg);
+        if (status != PBSA_SUCCESS)
+            return status;
+        clReleaseKernel(kernel);
+        pbsa_append_option(options, capacity, " -DSTATS_WG=%zu", *stats_wg);
+        status = pbsa_get_kernel(ctx, gemm_files, 2, options, "pbs_gemm_transpose", &kernel);
+        if (status != PBSA_SUCCESS)
+            return status;
+        const size_t limit = pbsa_kernel_group_limit(ctx, kernel);
+        clReleaseKernel(kernel);
+        if (*tile * *tile <= limit)
+            return PBSA_SUCCESS;
+        if (*tile == 1)
+            return pbsa_fail(ctx, PBSA_ERROR_UNSUPPORTED_DEVICE,
+                             "kernel pbs_gemm_transpose allows no work-item on this device");
+    }
+}
+
 /* Transposes rows of a tensor's heads into fp32 for the units of a chunk. */
 static int add_transpose(pbsa_context *ctx, const char *fn, const pbsa_pbs_plan *plan,
-                         const char *options, const pbsa_tensor *x, int heads_per_unit,
+                         const char *options, size_t tile, const pbsa_tensor *x, int heads_per_unit,
                          int first_unit, int units, int first_row, int rows, cl_mem workspace,
                          pbsa_pbs_region dst, pbsa_launch_chain *chain)
 {
@@ -98,7 +128,6 @@ static int add_transpose(pbsa_context *ctx, const char *fn, const pbsa_pbs_plan 
     pbsa_arg_i32(&a, rows);
     pbsa_arg_region(&a, plan, workspace, dst);
     pbsa_arg_i32(&a, heads_per_unit * rows + PBSA_GEMM_LD_PAD);
-    size_t tile = (size_t)plan->gemm_tile;
     size_t global[3] = {round_up((size_t)rows, tile), (size_t)plan->head_dim,
                         (size_t)units * (size_t)heads_per_unit};
     size_t local[3] = {tile, tile, 1};
@@ -107,16 +136,17 @@ static int add_transpose(pbsa_context *ctx, const char *fn, const pbsa_pbs_plan 
 
 /* The five steps of one chunk: transpose Q and K, GEMM, row statistics, column means. */
 static int add_chunk(pbsa_context *ctx, const char *fn, const pbsa_pbs_plan *plan,
-                     const char *options, const pbsa_tensor *q, const pbsa_tensor *k,
+                     const char *options, size_t tile, size_t stats_wg, const pbsa_tensor *q,
+                     const pbsa_tensor *k,
                      cl_mem workspace, int first_unit, int units, pbsa_launch_chain *chain)
 {
     const int group = plan->q_heads / plan->kv_heads;
     const int unit_rows = group * plan->last_rows;
-    int status = add_transpose(ctx, fn, plan, options, q, group, first_unit, units,
+    int status = add_transpose(ctx, fn, plan, options, tile, q, group, first_unit, units,
                                plan->q_len - plan->last_rows, plan->last_rows, workspace,
                                PBSA_REGION_GEMM_Q, chain);
     if (status == PBSA_SUCCESS)
-        status = add_transpose(ctx, fn, plan, options, k, 1, first_unit, units, 0,
+        status = add_transpose(ctx, fn, plan, options, tile, k, 1, first_unit, units, 0,
                                plan->key_count, workspace, PBSA_REGION_GEMM_K, chain);
     gemm_call g = gemm_of(plan, workspace, units);
     if (status == PBSA_SUCCESS)
@@ -134,13 +164,14 @@ static int add_chunk(pbsa_context *ctx, const char *fn, const pbsa_pbs_plan *pla
     pbsa_arg_i32(&a, first_unit * unit_rows);
     pbsa_arg_f32(&a, pbsa_scale_log2(plan->scale));
     pbsa_arg_region(&a, plan, workspace, PBSA_REGION_STATS);
-    size_t stats_wg = (size_t)plan->gemm_stats_wg;
     size_t stats_global = (size_t)units * (size_t)unit_rows * stats_wg;
     status = pbsa_chain_add_kernel(ctx, fn, chain, &a, 1, &stats_global, &stats_wg);
     if (status != PBSA_SUCCESS)
         return status;
 
-    status = pbsa_get_kernel(ctx, gemm_files, 2, options, "pbs_gemm_column_means", &kernel);
+    size_t means_wg;
+    status = pbsa_get_fitted_kernel(ctx, gemm_files, 2, options, NULL, "pbs_gemm_column_means",
+                                    MEANS_WG, 1, &kernel, &means_wg);
     if (status != PBSA_SUCCESS)
         return status;
     const int perms_per_unit = plan->perm_heads == plan->q_heads ? group : 1;
@@ -154,9 +185,9 @@ static int add_chunk(pbsa_context *ctx, const char *fn, const pbsa_pbs_plan *pla
     pbsa_arg_i32(&a, first_unit * perms_per_unit);
     pbsa_arg_f32(&a, pbsa_scale_log2(plan->scale));
     pbsa_arg_region(&a, plan, workspace, PBSA_REGION_SCORES);
-    size_t global[2] = {round_up((size_t)plan->key_count, MEANS_WG),
+    size_t global[2] = {round_up((size_t)plan->key_count, means_wg),
                         (size_t)units * (size_t)perms_per_unit};
-    size_t local[2] = {MEANS_WG, 1};
+    size_t local[2] = {means_wg, 1};
     return pbsa_chain_add_kernel(ctx, fn, chain, &a, 2, global, local);
 }
 
@@ -164,15 +195,17 @@ int pbsa_pbs_prepare_scores_clblast(pbsa_context *ctx, const char *fn, const pbs
                                     const pbsa_tensor *q, const pbsa_tensor *k,
                                     cl_mem workspace, pbsa_launch_chain *chain)
 {
-    char options[256] = "";
-    pbsa_append_option(options, sizeof options, "-DHEAD_DIM=%d -DTILE=%d -DSTATS_WG=%d",
-                       plan->head_dim, plan->gemm_tile, plan->gemm_stats_wg);
+    char options[256];
+    size_t tile, stats_wg;
+    int status = fit_sizes(ctx, plan, options, sizeof options, &tile, &stats_wg);
     const gemm_call probe = gemm_of(plan, workspace, 0);
-    int status = prepare_clblast(ctx, fn, &probe, chain->queue);
+    if (status == PBSA_SUCCESS)
+        status = prepare_clblast(ctx, fn, &probe, chain->queue);
     const int units = plan->batch * plan->kv_heads;
     for (int first = 0; first < units && status == PBSA_SUCCESS; first += plan->gemm_units) {
         int count = units - first < plan->gemm_units ? units - first : plan->gemm_units;
-        status = add_chunk(ctx, fn, plan, options, q, k, workspace, first, count, chain);
+        status = add_chunk(ctx, fn, plan, options, tile, stats_wg, q, k, workspace, first, count,
+                           chain);
     }
     return status;
 }

@@ -3,6 +3,9 @@
 
 static const char *const select_files[] = {"common.cl", "sequence.cl", "pbs_select.cl"};
 
+/* The work-group size of the sink and means kernels where their kernels allow it. */
+enum { HELPER_WG = 64 };
+
 static size_t round_up(size_t x, size_t to) { return (x + to - 1) / to * to; }
 
 /* Block means of x: of the queries, or (keys set) of the keys read through pi, stored
@@ -14,7 +17,9 @@ static int prepare_means(pbsa_context *ctx, const char *fn, const pbsa_pbs_plan 
                          pbsa_pbs_region means, pbsa_launch_chain *chain)
 {
     cl_kernel kernel;
-    int status = pbsa_get_kernel(ctx, select_files, 3, options, "pbs_block_means", &kernel);
+    size_t wg;
+    int status = pbsa_get_fitted_kernel(ctx, select_files, 3, options, NULL, "pbs_block_means",
+                                        HELPER_WG, 1, &kernel, &wg);
     if (status != PBSA_SUCCESS)
         return status;
     /* Key means read the KV head of each permutation head: one per group in per-query-head mode. */
@@ -34,9 +39,9 @@ static int prepare_means(pbsa_context *ctx, const char *fn, const pbsa_pbs_plan 
     pbsa_arg_i32(&a, keys);
     pbsa_arg_region(&a, plan, workspace, means);
     pbsa_arg_sequences(&a, &plan->seqs);
-    size_t global[2] = {round_up((size_t)blocks * (size_t)plan->head_dim, 64),
+    size_t global[2] = {round_up((size_t)blocks * (size_t)plan->head_dim, wg),
                         (size_t)plan->batch * (size_t)out_heads};
-    size_t local[2] = {64, 1};
+    size_t local[2] = {wg, 1};
     return pbsa_chain_add_kernel(ctx, fn, chain, &a, 2, global, local);
 }
 
@@ -45,15 +50,25 @@ int pbsa_pbs_prepare_selection(pbsa_context *ctx, const char *fn, const pbsa_pbs
                                uint64_t pi_offset, const pbsa_block_list *out,
                                cl_mem workspace, pbsa_launch_chain *chain)
 {
-    const size_t select_wg = (size_t)plan->select_wg;
+    /* The selection's work-group size is a build option of the program, which the sink and
+     * the means share: it is fitted first. */
     char options[256] = "";
-    pbsa_append_option(options, sizeof options,
-                       "-DHEAD_DIM=%d -DSELECT_SIZE=%d -DSELECT_WG=%zu -DCAUSAL=%d", plan->head_dim,
-                       plan->select_size, select_wg, plan->params.causal ? 1 : 0);
-    cl_kernel kernel;
-    int status = pbsa_get_kernel(ctx, select_files, 3, options, "pbs_find_sink", &kernel);
+    pbsa_append_option(options, sizeof options, "-DHEAD_DIM=%d -DSELECT_SIZE=%d -DCAUSAL=%d",
+                       plan->head_dim, plan->select_size, plan->params.causal ? 1 : 0);
+    cl_kernel select_kernel, kernel;
+    size_t select_wg, sink_wg;
+    int status = pbsa_get_fitted_kernel(ctx, select_files, 3, options, "SELECT_WG",
+                                        "pbs_select_blocks", (size_t)plan->select_wg, 8,
+                                        &select_kernel, &select_wg);
     if (status != PBSA_SUCCESS)
         return status;
+    pbsa_append_option(options, sizeof options, " -DSELECT_WG=%zu", select_wg);
+    status = pbsa_get_fitted_kernel(ctx, select_files, 3, options, NULL, "pbs_find_sink",
+                                    HELPER_WG, 1, &kernel, &sink_wg);
+    if (status != PBSA_SUCCESS) {
+        clReleaseKernel(select_kernel);
+        return status;
+    }
     pbsa_kernel_args a = {kernel, 0, CL_SUCCESS};
     pbsa_arg_mem(&a, pi);
     pbsa_arg_u64(&a, pi_offset);
@@ -65,21 +80,19 @@ int pbsa_pbs_prepare_selection(pbsa_context *ctx, const char *fn, const pbsa_pbs
     pbsa_arg_region(&a, plan, workspace, PBSA_REGION_SINK);
     pbsa_arg_sequences(&a, &plan->seqs);
     size_t perm_rows = (size_t)plan->batch * (size_t)plan->perm_heads;
-    size_t sink_global = perm_rows * 64, sink_local = 64;
-    status = pbsa_chain_add_kernel(ctx, fn, chain, &a, 1, &sink_global, &sink_local);
+    size_t sink_global = perm_rows * sink_wg;
+    status = pbsa_chain_add_kernel(ctx, fn, chain, &a, 1, &sink_global, &sink_wg);
     if (status == PBSA_SUCCESS)
         status = prepare_means(ctx, fn, plan, options, q, plan->q_heads, plan->q_blocks, 0, pi,
                                pi_offset, workspace, PBSA_REGION_Q_MEANS, chain);
     if (status == PBSA_SUCCESS)
         status = prepare_means(ctx, fn, plan, options, k, plan->perm_heads, plan->k_blocks, 1, pi,
                                pi_offset, workspace, PBSA_REGION_K_MEANS, chain);
-    if (status != PBSA_SUCCESS)
+    if (status != PBSA_SUCCESS) {
+        clReleaseKernel(select_kernel);
         return status;
-
-    status = pbsa_get_kernel(ctx, select_files, 3, options, "pbs_select_blocks", &kernel);
-    if (status != PBSA_SUCCESS)
-        return status;
-    a = (pbsa_kernel_args){kernel, 0, CL_SUCCESS};
+    }
+    a = (pbsa_kernel_args){select_kernel, 0, CL_SUCCESS};
     pbsa_arg_region(&a, plan, workspace, PBSA_REGION_Q_MEANS);
     pbsa_arg_region(&a, plan, workspace, PBSA_REGION_K_MEANS);
     pbsa_arg_region(&a, plan, workspace, PBSA_REGION_SINK);

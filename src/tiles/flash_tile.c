@@ -60,25 +60,40 @@ bool pbsa_flash_config_equal(const pbsa_flash_config *a, const pbsa_flash_config
            full_unroll(a->unroll_pv, a->vchunk) == full_unroll(b->unroll_pv, b->vchunk);
 }
 
+/* Candidates from the largest to the smallest per device class; the first valid one is the
+ * heuristic's choice, and the later ones are where a call steps down when the compiled kernel
+ * allows fewer work-items (src/launch/dispatch.c). Unrolling is full (0): on the H100 it ran 6%
+ * faster than 4 and 2. V chunks of 8 rows fit head dim 256 into 32 KiB of local memory (the
+ * OpenCL 1.2 minimum). Among the rungs of 32 work-items, 8 x 64 comes before 16 x 32 for D 256:
+ * output tiles of 32 columns per work-item (D 256 over 8 columns of work-items, D 128 over 4)
+ * compute wrong results on Mesa 22.3's Rusticl, which PoCL computes right. */
+static const pbsa_flash_config gpu_ladder[] = {
+    {64, 64, 8, 16, 16, 16, 0, 0}, /* D 64, 128: 8x4 score and 8x8 output tiles per item */
+    {64, 64, 16, 16, 16, 8, 0, 0}, /* D 256 */
+    {64, 32, 16, 8, 16, 16, 0, 0}, /* D 96 */
+    {64, 64, 16, 4, 16, 16, 0, 0}, /* D 80, 112: 4x16 score and 4x20 or 4x28 output tiles */
+    {32, 32, 8, 8, 16, 16, 0, 0},  {32, 32, 8, 8, 16, 8, 0, 0},  {16, 32, 4, 8, 16, 16, 0, 0},
+    {8, 64, 2, 16, 16, 8, 0, 0},   {16, 32, 4, 8, 16, 8, 0, 0},  {16, 16, 4, 4, 16, 16, 0, 0},
+    {16, 16, 4, 4, 16, 8, 0, 0},
+};
+static const pbsa_flash_config cpu_ladder[] = {
+    {32, 32, 8, 8, 16, 16, 0, 0}, {32, 32, 8, 8, 16, 8, 0, 0},  {16, 32, 4, 8, 16, 16, 0, 0},
+    {8, 64, 2, 16, 16, 8, 0, 0},  {16, 32, 4, 8, 16, 8, 0, 0},  {16, 16, 4, 4, 16, 16, 0, 0},
+    {16, 16, 4, 4, 16, 8, 0, 0},
+};
+
+size_t pbsa_flash_ladder(const pbsa_device_info *info, const pbsa_flash_config **list)
+{
+    *list = info->is_gpu ? gpu_ladder : cpu_ladder;
+    return info->is_gpu ? sizeof gpu_ladder / sizeof gpu_ladder[0]
+                        : sizeof cpu_ladder / sizeof cpu_ladder[0];
+}
+
 pbsa_flash_config pbsa_flash_config_heuristic(const pbsa_device_info *info, int head_dim,
                                               int max_tile)
 {
-    /* Candidates from the largest to the smallest; the first that is valid wins. Unrolling is
-     * full (0): on the H100 it ran 6% faster than 4 and 2. */
-    static const pbsa_flash_config gpu[] = {
-        {64, 64, 8, 16, 16, 16, 0, 0},  /* D 64, 128: 8x4 score and 8x8 output tiles per item */
-        {64, 64, 16, 16, 16, 8, 0, 0},  /* D 256 */
-        {64, 32, 16, 8, 16, 16, 0, 0},  /* D 96 */
-        {64, 64, 16, 4, 16, 16, 0, 0},  /* D 80, 112: 4x16 score and 4x20 or 4x28 output tiles */
-        {32, 32, 8, 8, 16, 16, 0, 0},
-        {16, 16, 4, 4, 16, 16, 0, 0},
-    };
-    static const pbsa_flash_config cpu[] = {
-        {32, 32, 8, 8, 16, 16, 0, 0},
-        {16, 16, 4, 4, 16, 16, 0, 0},
-    };
-    const pbsa_flash_config *list = info->is_gpu ? gpu : cpu;
-    size_t count = info->is_gpu ? sizeof gpu / sizeof gpu[0] : sizeof cpu / sizeof cpu[0];
+    const pbsa_flash_config *list;
+    size_t count = pbsa_flash_ladder(info, &list);
     for (size_t i = 0; i < count; i++)
         if (pbsa_flash_config_fits(&list[i], max_tile) &&
             pbsa_flash_config_valid(&list[i], head_dim, info))

@@ -28,7 +28,11 @@ bool pbsa_flash_config_valid(const pbsa_flash_config *config, int head_dim,
 bool pbsa_flash_config_fits(const pbsa_flash_config *config, int max_tile);
 /* Two configurations that build the same kernel (unrolling 0 and full compare equal). */
 bool pbsa_flash_config_equal(const pbsa_flash_config *a, const pbsa_flash_config *b);
-/* The built-in rule: the first valid configuration of a per-device-class list whose tiles divide
+/* The per-device-class list of configurations, largest first: the heuristic's candidates and the
+ * rungs a call steps down through when the compiled kernel allows fewer work-items. Sets *list and
+ * returns its length. */
+size_t pbsa_flash_ladder(const pbsa_device_info *info, const pbsa_flash_config **list);
+/* The built-in rule: the first valid configuration of pbsa_flash_ladder() whose tiles divide
  * max_tile. Check the result with pbsa_flash_config_valid() (a tiny device may have none). */
 pbsa_flash_config pbsa_flash_config_heuristic(const pbsa_device_info *info, int head_dim,
                                               int max_tile);

@@ -54,11 +54,19 @@ static pbsa_mma_config first_valid(const pbsa_mma_config *list, size_t count,
     return list[count - 1];
 }
 
+/* The fastest on an H100 first. */
+static const pbsa_mma_config mma_ladder[] = {{4, 2, 64, 2}, {4, 1, 64, 2}, {4, 1, 32, 2}};
+
+size_t pbsa_mma_ladder(const pbsa_mma_config **list)
+{
+    *list = mma_ladder;
+    return sizeof mma_ladder / sizeof mma_ladder[0];
+}
+
 pbsa_mma_config pbsa_mma_config_heuristic(const pbsa_device_info *info, int head_dim, int block)
 {
-    static const pbsa_mma_config list[] = {{4, 2, 64, 2}, {4, 1, 64, 2}, {4, 1, 32, 2}};
-    return first_valid(list, sizeof list / sizeof list[0], pbsa_mma_config_valid, info, head_dim,
-                       block);
+    return first_valid(mma_ladder, sizeof mma_ladder / sizeof mma_ladder[0],
+                       pbsa_mma_config_valid, info, head_dim, block);
 }
 
 /* ---- the wgmma variant (WGMMA 1): whole warpgroups, unpadded tiles of 64 keys ---- */
@@ -79,12 +87,19 @@ bool pbsa_wgmma_config_valid(const pbsa_mma_config *c, int head_dim, const pbsa_
            wgmma_local_bytes(c, head_dim) <= info->local_mem_bytes;
 }
 
+/* Two warpgroups share each K/V tile; one where a block has 64 rows. */
+static const pbsa_mma_config wgmma_ladder[] = {{8, 1, 64, 2}, {4, 1, 64, 2}};
+
+size_t pbsa_wgmma_ladder(const pbsa_mma_config **list)
+{
+    *list = wgmma_ladder;
+    return sizeof wgmma_ladder / sizeof wgmma_ladder[0];
+}
+
 pbsa_mma_config pbsa_wgmma_config_heuristic(const pbsa_device_info *info, int head_dim, int block)
 {
-    /* Two warpgroups share each K/V tile; one where a block has 64 rows. */
-    static const pbsa_mma_config list[] = {{8, 1, 64, 2}, {4, 1, 64, 2}};
-    return first_valid(list, sizeof list / sizeof list[0], pbsa_wgmma_config_valid, info, head_dim,
-                       block);
+    return first_valid(wgmma_ladder, sizeof wgmma_ladder / sizeof wgmma_ladder[0],
+                       pbsa_wgmma_config_valid, info, head_dim, block);
 }
 
 bool pbsa_mma_options(char *options, size_t capacity, const pbsa_dtypes *dtypes, int head_dim,

@@ -33,6 +33,11 @@ bool pbsa_mma_config_valid(const pbsa_mma_config *config, int head_dim,
  * kernel; 0 for the dense kernel: no limit). */
 bool pbsa_mma_config_fits(const pbsa_mma_config *config, int block);
 bool pbsa_mma_config_equal(const pbsa_mma_config *a, const pbsa_mma_config *b);
+/* The lists the heuristics of the two variants choose from, largest first, which are also the
+ * rungs a call steps down through when the compiled kernel allows fewer work-items. Set *list and
+ * return its length. */
+size_t pbsa_mma_ladder(const pbsa_mma_config **list);
+size_t pbsa_wgmma_ladder(const pbsa_mma_config **list);
 /* The built-in rule: the first of a short list (the fastest on an H100 first) that fits the
  * device and block. Check the result with pbsa_mma_config_valid() (a tiny device may have
  * none). */
