@@ -42,7 +42,7 @@ class ContextOptions(ctypes.Structure):
 
 
 # varlen and paged_kv: pointers to pbsa_varlen and pbsa_paged_kv, NULL (off) from Python; lse:
-# the log-sum-exp output buffer, NULL (not computed) from Python.
+# the log-sum-exp output buffer (Context's lse=True).
 class DenseParams(ctypes.Structure):
     _fields_ = [("causal", ctypes.c_int), ("scale", ctypes.c_float),
                 ("varlen", c_void_p), ("paged_kv", c_void_p),
@@ -96,10 +96,12 @@ _signatures = {
     "pbsa_sparse_attention": (ctypes.c_int, [c_void_p, c_void_p, _P(Tensor), _P(Tensor),
                                              _P(Tensor), _P(Tensor), _P(Params), c_void_p,
                                              c_uint64, _P(BlockList), c_void_p]),
-    "pbsa_ref_dense_attention": (ctypes.c_int, [_P(HostTensor), _P(HostTensor), _P(HostTensor),
-                                                _P(DenseParams), c_void_p]),
-    "pbsa_ref_pbs_attention": (ctypes.c_int, [_P(HostTensor), _P(HostTensor), _P(HostTensor),
-                                              _P(Params), c_void_p, c_void_p, c_void_p]),
+    "pbsa_ref_dense_attention_lse": (ctypes.c_int, [_P(HostTensor), _P(HostTensor),
+                                                    _P(HostTensor), _P(DenseParams), c_void_p,
+                                                    c_void_p]),
+    "pbsa_ref_pbs_attention_lse": (ctypes.c_int, [_P(HostTensor), _P(HostTensor), _P(HostTensor),
+                                                  _P(Params), c_void_p, c_void_p, c_void_p,
+                                                  c_void_p]),
 }
 for _name, (_restype, _argtypes) in _signatures.items():
     _function = getattr(lib, _name)

@@ -130,24 +130,30 @@ class Context:
 
     # ---- calls ----------------------------------------------------------------------------------
 
-    def dense_attention(self, q, k, v, *, causal=True, scale=0.0, bf16=False, out=None):
-        """Dense attention O = softmax(Q K^T * scale [+ causal mask]) V; returns O like Q."""
+    def dense_attention(self, q, k, v, *, causal=True, scale=0.0, bf16=False, out=None,
+                        lse=False):
+        """Dense attention O = softmax(Q K^T * scale [+ causal mask]) V; returns O like Q, or
+        with lse=True (O, LSE), LSE float32 [B, Hq, Sq]: each query row's log-sum-exp (natural
+        log) of its scaled logits."""
         with _Call(self, bf16) as call:
             tq, tk, tv = call.input("q", q), call.input("k", k), call.input("v", v)
             to = call.output("out", out, q.shape, q.dtype, tensor=True)
             params = _native.DenseParams(causal=int(bool(causal)), scale=float(scale))
+            tlse = call.lse(params, q, lse)
             call.run(lib.pbsa_dense_attention, self._ctx, self._queue, tq, tk, tv, to, params,
                      None)
-            return call.result(to)
+            return (call.result(to), call.result(tlse)) if lse else call.result(to)
 
-    def attention(self, q, k, v, *, bf16=False, out=None, **params):
-        """PBS attention, the whole pipeline (params: see pbs_params); returns O like Q."""
+    def attention(self, q, k, v, *, bf16=False, out=None, lse=False, **params):
+        """PBS attention, the whole pipeline (params: see pbs_params); returns O like Q, or with
+        lse=True (O, LSE) as dense_attention does, over the keys each row attends."""
         p = pbs_params(**params)
         with _Call(self, bf16) as call:
             tq, tk, tv = call.input("q", q), call.input("k", k), call.input("v", v)
             to = call.output("out", out, q.shape, q.dtype, tensor=True)
+            tlse = call.lse(p, q, lse)
             call.run(lib.pbsa_attention, self._ctx, self._queue, tq, tk, tv, to, p, None, None)
-            return call.result(to)
+            return (call.result(to), call.result(tlse)) if lse else call.result(to)
 
     def permutation(self, q, k, *, bf16=False, out=None, **params):
         """Stage 1: the segmented key permutation pi, int32 [B, Hp, Skv] (Hp = Hq per head,
@@ -270,6 +276,15 @@ class _Call:
             self.buffers.append(mem)
             operand = _Operand(host, mem, 0, host)
         return self._describe(name, operand) if tensor else operand
+
+    def lse(self, params, q, wanted):
+        """When wanted, a float32 [B, Hq, Sq] output for the log-sum-exp of q's rows, set in
+        params (DenseParams or Params); else None."""
+        if not wanted:
+            return None
+        operand = self.output("lse", None, q.shape[:3], np.float32)
+        params.lse, params.lse_offset = operand.mem, operand.offset
+        return operand
 
     def _describe(self, name, operand):
         b, h, s, d = operand.array.shape

@@ -21,18 +21,30 @@ def _host(name, array, bf16):
     return array, tensor
 
 
-def dense_attention(q, k, v, *, causal=True, scale=0.0, bf16=False):
-    """Dense attention in float64 with the semantics of Context.dense_attention."""
+def _lse(q, wanted):
+    """Room for the log-sum-exp of q's rows, float64 [B, Hq, Sq], when wanted, else None."""
+    return np.empty(q.shape[:3], np.float64) if wanted else None
+
+
+def _address(array):
+    return array.ctypes.data if array is not None else None
+
+
+def dense_attention(q, k, v, *, causal=True, scale=0.0, bf16=False, lse=False):
+    """Dense attention in float64 with the semantics of Context.dense_attention: out, or
+    (out, lse) with lse=True."""
     (q, tq), (k, tk), (v, tv) = (_host(n, a, bf16) for n, a in (("q", q), ("k", k), ("v", v)))
-    out = np.empty(q.shape, np.float64)
+    out, lse_out = np.empty(q.shape, np.float64), _lse(q, lse)
     params = _native.DenseParams(causal=int(bool(causal)), scale=float(scale))
-    check(lib.pbsa_ref_dense_attention(tq, tk, tv, params, out.ctypes.data))
-    return out
+    check(lib.pbsa_ref_dense_attention_lse(tq, tk, tv, params, out.ctypes.data,
+                                           _address(lse_out)))
+    return (out, lse_out) if lse else out
 
 
-def pbs_attention(q, k, v, *, bf16=False, **params):
+def pbs_attention(q, k, v, *, bf16=False, lse=False, **params):
     """PBS attention in float64: returns (out float64 like q, pi int32 [B, Hp, Skv], mask bool
-    [B, Hq, nqb, nkb] of the selected key blocks)."""
+    [B, Hq, nqb, nkb] of the selected key blocks), and with lse=True the log-sum-exp of every
+    query row (float64 [B, Hq, Sq]) after them."""
     p = pbs_params(**params)
     (q, tq), (k, tk), (v, tv) = (_host(n, a, bf16) for n, a in (("q", q), ("k", k), ("v", v)))
     hp = q.shape[1] if p.gqa_mode == _native.GQA_PER_QUERY_HEAD else k.shape[1]
@@ -40,9 +52,10 @@ def pbs_attention(q, k, v, *, bf16=False, **params):
     out = np.empty(q.shape, np.float64)
     pi = np.empty((q.shape[0], hp, k.shape[2]), np.int32)
     mask = np.empty(q.shape[:2] + (nqb, nkb), np.uint8)
-    check(lib.pbsa_ref_pbs_attention(tq, tk, tv, ctypes.byref(p), out.ctypes.data,
-                                     pi.ctypes.data, mask.ctypes.data))
-    return out, pi, mask.astype(bool)
+    lse_out = _lse(q, lse)
+    check(lib.pbsa_ref_pbs_attention_lse(tq, tk, tv, ctypes.byref(p), out.ctypes.data,
+                                         pi.ctypes.data, mask.ctypes.data, _address(lse_out)))
+    return (out, pi, mask.astype(bool)) + ((lse_out,) if lse else ())
 
 
 def blocks_to_mask(counts, blocks):

@@ -17,6 +17,8 @@ import pbsattn
 SEED = int(os.environ.get("PBSA_TEST_SEED", time.time_ns() % 2**32))
 print(f"PBSA_TEST_SEED={SEED}")
 TOLERANCE = {"f32": 1e-5, "f16": 1e-3, "bf16": 5e-3}
+# The log-sum-exp, absolute.
+LSE_TOLERANCE = {"f32": 1e-5, "f16": 1e-4, "bf16": 1e-4}
 # Small PBS shapes: two segments of two blocks each, and a tail.
 PBS = dict(block_size=64, segment_size=128)
 
@@ -70,6 +72,12 @@ def test_dense_numpy(ctx, dtype, causal):
     values = from_bf16_bits(out) if bf16 else out
     assert not np.isnan(values).any()
     assert rel_l2(values, ref) <= TOLERANCE[dtype]
+    # Again with the log-sum-exp: the same output.
+    out_again, lse = ctx.dense_attention(q, k, v, causal=causal, bf16=bf16, lse=True)
+    np.testing.assert_array_equal(out_again, out)
+    _, ref_lse = pbsattn.reference.dense_attention(q, k, v, causal=causal, bf16=bf16, lse=True)
+    assert lse.shape == ref_lse.shape and lse.dtype == np.float32
+    assert np.abs(lse - ref_lse).max() <= LSE_TOLERANCE[dtype]
 
 
 def test_mixed_dtypes_numpy(ctx):
@@ -90,8 +98,10 @@ def test_pbs_pipeline_and_stages_numpy(ctx, gqa):
     ref_out, ref_pi, ref_mask = pbsattn.reference.pbs_attention(q, k, v, gqa=gqa, **PBS)
     assert 0 < ref_mask.mean() < 1  # the test only means something when blocks are skipped
 
-    out = ctx.attention(q, k, v, gqa=gqa, out=poisoned(q.shape, q.dtype), **PBS)
+    out, lse = ctx.attention(q, k, v, gqa=gqa, out=poisoned(q.shape, q.dtype), lse=True, **PBS)
     assert rel_l2(out, ref_out) <= TOLERANCE["f32"]
+    ref_lse = pbsattn.reference.pbs_attention(q, k, v, gqa=gqa, lse=True, **PBS)[3]
+    assert np.abs(lse - ref_lse).max() <= LSE_TOLERANCE["f32"]
 
     pi = ctx.permutation(q, k, gqa=gqa, out=np.full(ref_pi.shape, -7, np.int32), **PBS)
     np.testing.assert_array_equal(pi, ref_pi)

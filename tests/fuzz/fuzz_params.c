@@ -4,8 +4,10 @@
  * workspace. Every call must return without crashing, reading or writing out of bounds; a call
  * that fails must leave a message and no event. To keep runs fast no kernel is launched: a call
  * that could pass its checks (as pbsa_workspace_size() and the library's own tensor checks
- * predict) is skipped; pbsa_workspace_size(), pbsa_workspace_read() (a plain read) and
- * pbsa_block_density() (host only) always run. Input format: see decode below;
+ * predict) is skipped; pbsa_workspace_size(), pbsa_workspace_read() (a plain read),
+ * pbsa_block_density() (host only) and the support queries (which compile nothing) always run,
+ * and where a call fails its checks with a queue and every buffer given, its support query must
+ * have said the same status and message. Input format: see decode below;
  * tests/fuzz/make_seeds.py writes the seeds in it. */
 #include "core/internal.h"
 
@@ -159,6 +161,32 @@ static void params_field(reader *r, pbsa_params *p)
 
 /* ---- checks --------------------------------------------------------------------------------- */
 
+/* A support query's answer, kept to compare with the call's. */
+typedef struct answer {
+    int status;
+    char message[1024];
+} answer;
+
+static answer query_answer(int status)
+{
+    answer a = {status, ""};
+    snprintf(a.message, sizeof a.message, "%s", pbsa_context_last_error(dev.ctx));
+    if (status != PBSA_SUCCESS && a.message[0] == '\0')
+        abort();
+    return a;
+}
+
+/* A failed call whose every buffer and queue were given answers as its support query did. */
+static void expect_answer(int status, const answer *query, bool comparable, const char *call)
+{
+    if (comparable &&
+        (status != query->status || strcmp(pbsa_context_last_error(dev.ctx), query->message))) {
+        fprintf(stderr, "%s failed with %d (%s), its support query said %d (%s)\n", call, status,
+                pbsa_context_last_error(dev.ctx), query->status, query->message);
+        abort();
+    }
+}
+
 /* A call that was expected to fail (or did fail) must leave a message and no event. */
 static void expect_failed(int status, cl_event event, const char *call)
 {
@@ -213,16 +241,25 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                     blocks == dev.buffers[4];
     bool pi_bad = !pi || pi == dev.buffers[4];
 
+    const answer dense_query =
+        query_answer(pbsa_query_dense_support(dev.ctx, qp, kp, vp, op, &dense));
+    const answer pbs_query =
+        query_answer(pbsa_query_attention_support(dev.ctx, qp, kp, vp, op, pp));
+    const bool comparable =
+        queue_ok && qp && kp && vp && op && q.buffer && k.buffer && v.buffer && o.buffer;
+
     cl_event event = NULL;
     int status;
     if (!queue_ok || tensors != PBSA_SUCCESS || !dense_scale_ok) {
         status = pbsa_dense_attention(dev.ctx, queue, qp, kp, vp, op, &dense, &event);
         expect_failed(status, event, "pbsa_dense_attention");
+        expect_answer(status, &dense_query, comparable, "pbsa_dense_attention");
     }
     bool attention_fails = !queue_ok || plan != PBSA_SUCCESS || tensors != PBSA_SUCCESS;
     if (attention_fails) {
         status = pbsa_attention(dev.ctx, queue, qp, kp, vp, op, pp, workspace, &event);
         expect_failed(status, event, "pbsa_attention");
+        expect_answer(status, &pbs_query, comparable, "pbsa_attention");
         status = pbsa_sparse_attention(dev.ctx, queue, qp, kp, vp, op, pp, pi, pi_offset, lp,
                                        &event);
         expect_failed(status, event, "pbsa_sparse_attention");
