@@ -506,6 +506,6 @@ inline void tile_store(flash_state *st, __global o_storage_t *o, head_view ov, i
 #pragma unroll
         for (int e = 0; e < TD; e++)
             store_o(o, ov.base + (ulong)r * ov.stride_seq + dim_base(tx, e / 4) + e % 4,
-                          st->o[i][e] * inv);
+                    st->o[i][e] * inv);
     }
 }

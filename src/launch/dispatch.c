@@ -328,9 +328,10 @@ int pbsa_dispatch_fit(pbsa_context *ctx, const pbsa_dispatch *d, const char *ker
         *out = NULL;
     char key[1024], text[256];
     pbsa_tuning_format_config(d->key.kind, &d->config, text, sizeof text);
-    snprintf(key, sizeof key, "tiles|%s|%d|%d|%d|%d|%d|%s|%s|%s|%d", d->family->name, (int)d->role,
-             (int)d->key.dtype, d->key.head_dim, d->key.block, d->key.causal, text, kernel_name,
-             extra_options, (int)d->source);
+    /* Every dtype is part of the key: the kernel built, and so its limit, depends on each. */
+    snprintf(key, sizeof key, "tiles|%s|%d|%d,%d,%d|%d|%d|%d|%s|%s|%s|%d", d->family->name,
+             (int)d->role, (int)d->dtypes.q, (int)d->dtypes.kv, (int)d->dtypes.o, d->key.head_dim,
+             d->key.block, d->key.causal, text, kernel_name, extra_options, (int)d->source);
     fit_answer a = {*d, ""};
     const bool known = pbsa_fit_recall(ctx, key, &a, sizeof a);
     for (;;) {
