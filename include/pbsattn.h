@@ -356,8 +356,8 @@ typedef struct pbsa_dense_params {
  * f16 or bf16, as the probabilities are, and a q beyond f16's range meets f16 K/V as infinity),
  * and f32 K and V never run on them: they run on the portable kernels in fp32, whatever q and o
  * are.
- * params NULL means causal with the default scale. params->varlen and params->paged_kv: a variable-length batch and a paged cache
- * (see pbsa_varlen and pbsa_paged_kv); the grid is that of the longest sequence. Their errors:
+ * params NULL means causal with the default scale. params->varlen and params->paged_kv: a
+ * variable-length batch and a paged cache (see pbsa_varlen and pbsa_paged_kv); the grid is that of the longest sequence. Their errors:
  * PBSA_ERROR_NULL_ARGUMENT (a host array or device buffer missing), PBSA_ERROR_INVALID_VALUE
  * (offsets negative, decreasing or past the tensor, a page index outside the pool, a page table
  * too short for a sequence, pages that are not runs of rows, paged_kv without varlen),

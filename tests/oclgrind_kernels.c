@@ -100,7 +100,8 @@ static void check(const char *what, problem *p, int status)
     const bool f32 = p->dtypes.kv == PBSA_DTYPE_F32 && p->dtypes.o == PBSA_DTYPE_F32;
     const double limit = f32 ? 1e-5 : 1e-2;
     const bool ok = status == PBSA_SUCCESS && !nonfinite && rel >= 0.0 && rel <= limit &&
-                    tensor_guard_damage(&p->o) == 0 && lse_error_ok(&lse, lse_tolerance(&p->dtypes));
+                    tensor_guard_damage(&p->o) == 0 &&
+                    lse_error_ok(&lse, lse_tolerance(&p->dtypes));
     printf("%-52s %s (rel_l2 %.1e, lse %.1e) %s\n", what, ok ? "ok" : "FAILED", rel, lse.max_abs,
            status ? pbsa_context_last_error(fixture.ctx) : "");
     failures += !ok;

@@ -736,7 +736,8 @@ static void test_build_failures(void **state)
     printf("build log of the failed build: %.200s\n", log);
     before = logged.count;
     got = pbsa_get_kernel(ctx, common, 1, unknown, "anything", &kernel);
-    check_failure("unknown dtype again", got, PBSA_ERROR_BUILD_FAILED, ctx, "earlier", before, NULL);
+    check_failure("unknown dtype again", got, PBSA_ERROR_BUILD_FAILED, ctx, "earlier", before,
+                  NULL);
     assert_null(kernel);
     assert_ptr_equal(pbsa_context_build_log(ctx), log);
 
