@@ -357,13 +357,13 @@ typedef struct pbsa_dense_params {
  * and f32 K and V never run on them: they run on the portable kernels in fp32, whatever q and o
  * are.
  * params NULL means causal with the default scale. params->varlen and params->paged_kv: a
- * variable-length batch and a paged cache (see pbsa_varlen and pbsa_paged_kv); the grid is that of the longest sequence. Their errors:
- * PBSA_ERROR_NULL_ARGUMENT (a host array or device buffer missing), PBSA_ERROR_INVALID_VALUE
- * (offsets negative, decreasing or past the tensor, a page index outside the pool, a page table
- * too short for a sequence, pages that are not runs of rows, paged_kv without varlen),
- * PBSA_ERROR_SHAPE_MISMATCH (q.batch or, not paged, k.batch not 1; a sequence with more queries
- * than keys), PBSA_ERROR_BUFFER_TOO_SMALL (a device copy shorter than its host array); the
- * message names the argument, and nothing is enqueued.
+ * variable-length batch and a paged cache (see pbsa_varlen and pbsa_paged_kv); the grid is that of
+ * the longest sequence. Their errors: PBSA_ERROR_NULL_ARGUMENT (a host array or device buffer
+ * missing), PBSA_ERROR_INVALID_VALUE (offsets negative, decreasing or past the tensor, a page index
+ * outside the pool, a page table too short for a sequence, pages that are not runs of rows,
+ * paged_kv without varlen), PBSA_ERROR_SHAPE_MISMATCH (q.batch or, not paged, k.batch not 1; a
+ * sequence with more queries than keys), PBSA_ERROR_BUFFER_TOO_SMALL (a device copy shorter than
+ * its host array); the message names the argument, and nothing is enqueued.
  * The work is enqueued on queue, which must belong to the context and device of ctx. If event is
  * not NULL it receives an event of the enqueued work that the caller must release.
  * Errors: PBSA_ERROR_NULL_ARGUMENT, PBSA_ERROR_INVALID_VALUE, PBSA_ERROR_SHAPE_MISMATCH,
