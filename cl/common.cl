@@ -49,9 +49,9 @@ inline float load_element_as(__global const void *base, int dtype, ulong index)
                       : dtype == 1 ? f16_load(base, index) : bf16_load(base, index);
 }
 
-/* The attention tensors' storage: q_storage_t, load_q(), load_q4(), kv_storage_t, load_kv(),
- * load_kv4(), o_storage_t and store_o(). Programs whose kernels take the dtype as an argument
- * define no dtypes. */
+/* The attention tensors' storage: q_storage_t, load_q(), load_q4(), kv_storage_t (whose loads
+ * are the tiles' own), o_storage_t and store_o(). Programs whose kernels take the dtype as an
+ * argument define no dtypes. */
 #define DTYPE_NAME_(dtype, name) dtype##_##name
 #define DTYPE_NAME(dtype, name) DTYPE_NAME_(dtype, name)
 #ifdef KV_DTYPE
@@ -60,8 +60,6 @@ typedef DTYPE_NAME(KV_DTYPE, storage) kv_storage_t;
 typedef DTYPE_NAME(O_DTYPE, storage) o_storage_t;
 #define load_q DTYPE_NAME(Q_DTYPE, load)
 #define load_q4 DTYPE_NAME(Q_DTYPE, load4)
-#define load_kv DTYPE_NAME(KV_DTYPE, load)
-#define load_kv4 DTYPE_NAME(KV_DTYPE, load4)
 #define store_o DTYPE_NAME(O_DTYPE, store)
 /* Codes for preprocessor tests (Q_CODE == KV_CODE: q needs no conversion to k's type). */
 #define f32_CODE 0
