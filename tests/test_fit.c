@@ -100,7 +100,6 @@ static void test_pipeline_steps_down(void **state)
 {
     (void)state;
     run_pipeline("f16_defaults");
-    run_pipeline("f16_d256_nosink");
 }
 
 /* The variants' helpers too: gather (256), and the CLBlast scores' transposition (16 x 16), row
