@@ -75,23 +75,22 @@
  * that is to hide it; f32 and f16 are converted as they load. bf16 rows are read as uint2 when
  * the head view keeps them 8-byte aligned (aligned is the same in every work-item), else element
  * by element. Q and K/V each use their own dtype's (q_raw4, kv_raw4 and their functions). */
-typedef float4 f32_raw4;
-inline bool f32_raw_aligned(head_view view) { (void)view; return true; }
-inline float4 f32_load_raw4(__global const float *base, ulong index, bool aligned)
-{
-    (void)aligned;
-    return f32_load4(base, index);
-}
-inline float4 f32_raw_float4(float4 r) { return r; }
-
-typedef float4 f16_raw4;
-inline bool f16_raw_aligned(head_view view) { (void)view; return true; }
-inline float4 f16_load_raw4(__global const half *base, ulong index, bool aligned)
-{
-    (void)aligned;
-    return f16_load4(base, index);
-}
-inline float4 f16_raw_float4(float4 r) { return r; }
+#define CONVERTED_RAW4(name)                                                                   \
+    typedef float4 name##_raw4;                                                                \
+    inline bool name##_raw_aligned(head_view view)                                             \
+    {                                                                                          \
+        (void)view;                                                                            \
+        return true;                                                                           \
+    }                                                                                          \
+    inline float4 name##_load_raw4(__global const name##_storage *base, ulong index,           \
+                                   bool aligned)                                               \
+    {                                                                                          \
+        (void)aligned;                                                                         \
+        return name##_load4(base, index);                                                      \
+    }                                                                                          \
+    inline float4 name##_raw_float4(float4 r) { return r; }
+CONVERTED_RAW4(f32)
+CONVERTED_RAW4(f16)
 
 typedef uint2 bf16_raw4;
 inline bool bf16_raw_aligned(head_view view) { return ((view.base | view.stride_seq) & 3) == 0; }
