@@ -111,6 +111,30 @@ static cl_mem poisoned_buffer(size_t bytes)
     return mem;
 }
 
+/* Poisoned outputs of every call on one set of inputs, large enough for any block size down to
+ * 16: o, pi, the block lists and a workspace. */
+typedef struct call_outputs {
+    cl_mem o, pi, workspace;
+    pbsa_block_list list;
+} call_outputs;
+
+static call_outputs outputs_make(const pbs_inputs *in)
+{
+    const size_t big = 4 * (in->out_count + in->pi_count + 64 * 64 * 8);
+    call_outputs b = {poisoned_buffer(big), poisoned_buffer(big), poisoned_buffer(16 << 20),
+                      {poisoned_buffer(big), poisoned_buffer(big), 0, 0}};
+    return b;
+}
+
+static void outputs_free(call_outputs *b)
+{
+    clReleaseMemObject(b->o);
+    clReleaseMemObject(b->pi);
+    clReleaseMemObject(b->workspace);
+    clReleaseMemObject(b->list.counts);
+    clReleaseMemObject(b->list.blocks);
+}
+
 static void test_bad_params(void **state)
 {
     (void)state;
@@ -119,10 +143,9 @@ static void test_bad_params(void **state)
     pbs_inputs in;
     pbs_test_inputs(&in, &shape);
     /* Outputs large enough for any of the parameter sets below (block 16 at most). */
-    const size_t big = 4 * (in.out_count + in.pi_count + 64 * 64 * 8);
-    cl_mem o = poisoned_buffer(big), pi = poisoned_buffer(big), counts = poisoned_buffer(big),
-           blocks = poisoned_buffer(big), workspace = poisoned_buffer(16 << 20);
-    pbsa_block_list list = {counts, blocks, 0, 0};
+    call_outputs b = outputs_make(&in);
+    cl_mem o = b.o, pi = b.pi, workspace = b.workspace;
+    pbsa_block_list list = b.list;
 
     pbsa_params p = in.params;
     p.segment_size = 48; /* not a multiple of the block (32) */
@@ -163,11 +186,7 @@ static void test_bad_params(void **state)
     expect_bad_params("chunked offset 50, block 32", &in, &in.params, "k.seq", true, o, pi, &list,
                       workspace);
 
-    clReleaseMemObject(o);
-    clReleaseMemObject(pi);
-    clReleaseMemObject(counts);
-    clReleaseMemObject(blocks);
-    clReleaseMemObject(workspace);
+    outputs_free(&b);
     pbs_inputs_free(&in);
 }
 
@@ -180,10 +199,8 @@ static void test_kv_dtypes(void **state)
                                    0.9f, 1, 1, PER, 0};
     pbs_inputs in;
     pbs_test_inputs(&in, &shape);
-    const size_t big = 4 * (in.out_count + in.pi_count + 64 * 64 * 8);
-    cl_mem o = poisoned_buffer(big), pi = poisoned_buffer(big), counts = poisoned_buffer(big),
-           blocks = poisoned_buffer(big), workspace = poisoned_buffer(16 << 20);
-    pbsa_block_list list = {counts, blocks, 0, 0};
+    call_outputs b = outputs_make(&in);
+    cl_mem o = b.o, pi = b.pi, counts = b.list.counts;
     const pbsa_tensor *q = &in.q.desc, *k = &in.k.desc;
     pbsa_tensor v = in.v.desc; /* f16 halves the bytes: the buffer stays large enough */
     v.dtype = PBSA_DTYPE_F16;
@@ -199,22 +216,18 @@ static void test_kv_dtypes(void **state)
                    mismatch, needle);
     expect_failure("pbsa_attention with a workspace",
                    pbsa_attention(fixture.ctx, fixture.queue, q, k, &v, &out, &in.params,
-                                  workspace, NULL),
+                                  b.workspace, NULL),
                    mismatch, needle);
     expect_failure("pbsa_sparse_attention",
                    pbsa_sparse_attention(fixture.ctx, fixture.queue, q, k, &v, &out, &in.params,
-                                         pi, 0, &list, NULL),
+                                         pi, 0, &b.list, NULL),
                    mismatch, needle);
     cl_mem all[3] = {o, pi, counts};
     for (int x = 0; x < 3; x++) {
         expect_untouched("a call with k and v of different dtypes", all[x], before[x]);
         free(before[x]);
     }
-    clReleaseMemObject(o);
-    clReleaseMemObject(pi);
-    clReleaseMemObject(counts);
-    clReleaseMemObject(blocks);
-    clReleaseMemObject(workspace);
+    outputs_free(&b);
     pbs_inputs_free(&in);
 }
 
