@@ -75,5 +75,5 @@ void dense_attention(__global const q_storage_t *q, __global const kv_storage_t 
      * when varlen. */
     const ulong lse_row0 = lse_offset + ((ulong)seq.batch * q_heads + head) * lse_stride_head +
                            (ulong)seq.q_start + (ulong)q0;
-    tile_store(&st, o, ov, q_rows, lse, lse_row0, scale_log2);
+    tile_store(&shm, &st, o, ov, q_rows, lse, lse_row0, scale_log2);
 }

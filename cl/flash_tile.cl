@@ -488,10 +488,12 @@ inline void tile_keys(__local flash_local *shm, int slot, int next_slot, flash_s
 
 /* Writes O = o / l for the work-item's rows and dims; a row that saw no key gets zeros. Unless
  * lse is NULL, the first column of work-items also writes each row's log-sum-exp at
- * lse[lse_row0 + row] (every column holds the whole l). */
-inline void tile_store(flash_state *st, __global o_storage_t *o, head_view ov, int q_rows,
-                       __global float *lse, ulong lse_row0, float scale_log2)
+ * lse[lse_row0 + row] (every column holds the whole l). This tile has nothing left in shm. */
+inline void tile_store(__local tile_local *shm, flash_state *st, __global o_storage_t *o,
+                       head_view ov, int q_rows, __global float *lse, ulong lse_row0,
+                       float scale_log2)
 {
+    (void)shm;
     const int lid = get_local_id(0);
     const int ty = lid / WG_COLS, tx = lid % WG_COLS;
 #pragma unroll

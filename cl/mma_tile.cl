@@ -70,15 +70,16 @@
 /* The output is rescaled only when a row's maximum grows by more than this, in log2 units of
  * the scaled scores. */
 #define RESCALE_SLACK 8.0f
-#if MMA_STAGES != 1 && MMA_STAGES != 2 && !(WGMMA && MMA_STAGES == 3)
-#error "MMA_STAGES is 1 or 2, or 3 with WGMMA"
+#if MMA_STAGES != 1 && MMA_STAGES != 2 && !(WGMMA && (MMA_STAGES == 3 || MMA_STAGES == 4))
+#error "MMA_STAGES is 1 or 2, or 3 or 4 with WGMMA"
 #endif
 /* MMA_STAGES 3 double-buffers the tiles: the next tile's K and V load into the second buffers
- * while this tile is computed, with one barrier per tile; the key lists then take three slots,
- * so that a warp still reading this tile's positions never meets the lists of the tile after
- * next. */
+ * while this tile is computed, with one barrier per tile. MMA_STAGES 4 keeps one buffer of each
+ * but defers each tile's P.V to the next tile, where the tensor cores run it during that tile's
+ * softmax; V of a tile then loads after its last barrier. Both need three slots of key lists, so
+ * that a warp still reading a tile's lists never meets those of the tile after next. */
 #define TILE_BUFFERS (MMA_STAGES == 3 ? 2 : 1)
-#define TILE_LIST_SLOTS (MMA_STAGES == 3 ? 3 : 2)
+#define TILE_LIST_SLOTS (MMA_STAGES >= 3 ? 3 : 2)
 
 #define TILE_ROWS (16 * MMA_WARPS * MMA_GROUPS)
 #define TILE_KEYS BN
@@ -128,6 +129,10 @@ typedef struct tile_state {
     float l[LANE_ROWS];                     /* this lane's share of each row's sum */
     int r0;                                 /* the lane's first row in the query tile */
     int buffer;                             /* the K/V buffers of the current tile */
+#if WGMMA && MMA_STAGES == 4
+    uint p[PART_KEYS / 16][4]; /* the previous tile's probabilities, whose P.V is pending */
+    bool pending;              /* whether that P.V is still to be issued (uniform) */
+#endif
 } tile_state;
 
 inline __local int *tile_key_rows(__local tile_local *shm, int slot)
@@ -156,6 +161,9 @@ inline void tile_begin(tile_state *st, __global const q_storage_t *q, head_view 
     const int g = lane / 4, t = lane % 4;
     st->r0 = warp * 16 * MMA_GROUPS + g;
     st->buffer = 0;
+#if WGMMA && MMA_STAGES == 4
+    st->pending = false;
+#endif
 #pragma unroll
     for (int group = 0; group < MMA_GROUPS; group++) {
         const int r = st->r0 + 16 * group;
@@ -223,7 +231,10 @@ inline void tile_fetch(__local tile_local *shm, int slot, __global const kv_stor
                        head_view kv, __global const kv_storage_t *v, head_view vv)
 {
     copy_rows(shm->k, shm->key_row[slot], k, kv);
-#if MMA_STAGES != 2
+#if MMA_STAGES == 4
+    /* An empty group stands for the V copy that precedes each later K copy. */
+    COPY_ASYNC_COMMIT();
+#elif MMA_STAGES != 2
     copy_rows(shm->v, shm->key_row[slot], v, vv);
 #endif
 }
@@ -239,16 +250,19 @@ inline bool warp_any(bool p)
 }
 
 /* Online softmax of the raw scores s of keys key0.. (positions in key_pos), first part: masks
- * them, updates each row's running maximum and rescales the output when that maximum moves;
- * tile_probabilities() then turns them into probabilities relative to that maximum. Element e of a fragment is in row h = e / 2. Absent keys have position
+ * them and updates each row's running maximum and sum; when a maximum moves, returns true and
+ * the factor alpha by which tile_rescale() must then scale the output (the caller picks when:
+ * with MMA_STAGES 4 a P.V may still be adding to it); tile_probabilities() then turns the scores
+ * into probabilities relative to the new maximum. Element e of a fragment is in row h = e / 2. Absent keys have position
  * INT_MAX, which the causal test also rejects. The maximum is taken on the raw scores and
  * scale_log2 (the softmax scale times log2(e)) multiplies the difference inside the exponent,
  * exp2((s - m) * scale_log2): one subtraction and one multiplication per score, as scaling first
  * and subtracting after would be, but no scaled score is ever formed, so every logit fp32 holds
  * works (s * scale_log2 overflows above 2.4e38), and a score equal to the maximum gets exactly 1
  * (a fused s * c - m * c would not: m * c is rounded separately). */
-inline void tile_softmax(tile_state *st, float s[MMA_GROUPS][PART_KEYS / 8][4],
-                         __local const int *key_pos, int q_pos0, float scale_log2)
+inline bool tile_softmax(tile_state *st, float s[MMA_GROUPS][PART_KEYS / 8][4],
+                         __local const int *key_pos, int q_pos0, float scale_log2,
+                         float alpha[LANE_ROWS])
 {
     const int t = get_local_id(0) % 4;
     float row_max[LANE_ROWS];
@@ -286,23 +300,30 @@ inline void tile_softmax(tile_state *st, float s[MMA_GROUPS][PART_KEYS / 8][4],
      * units): below that, probabilities relative to the old maximum stay under 2^RESCALE_SLACK,
      * far from overflow, and l is summed against the same maximum. Most steps then skip the
      * rescale; the branch is uniform across the warp. */
-    if (warp_any(moved)) {
+    if (!warp_any(moved))
+        return false;
 #pragma unroll
-        for (int i = 0; i < LANE_ROWS; i++) {
-            const float new_max =
-                (row_max[i] - st->m[i]) * scale_log2 > RESCALE_SLACK ? row_max[i] : st->m[i];
-            /* Rows that have seen no visible key keep -inf; use 0 so no inf - inf appears. */
-            const float alpha =
-                exp2_ftz((st->m[i] - (new_max == -INFINITY ? 0.0f : new_max)) * scale_log2);
-            st->m[i] = new_max;
-            st->l[i] *= alpha;
-#pragma unroll
-            for (int n = 0; n < HEAD_DIM / 8; n++) {
-                st->acc[i / 2][n][i % 2 * 2] *= alpha;
-                st->acc[i / 2][n][i % 2 * 2 + 1] *= alpha;
-            }
-        }
+    for (int i = 0; i < LANE_ROWS; i++) {
+        const float new_max =
+            (row_max[i] - st->m[i]) * scale_log2 > RESCALE_SLACK ? row_max[i] : st->m[i];
+        /* Rows that have seen no visible key keep -inf; use 0 so no inf - inf appears. */
+        alpha[i] = exp2_ftz((st->m[i] - (new_max == -INFINITY ? 0.0f : new_max)) * scale_log2);
+        st->m[i] = new_max;
+        st->l[i] *= alpha[i];
     }
+    return true;
+}
+
+/* Scales the output rows by the factors tile_softmax() returned. */
+inline void tile_rescale(tile_state *st, const float alpha[LANE_ROWS])
+{
+#pragma unroll
+    for (int i = 0; i < LANE_ROWS; i++)
+#pragma unroll
+        for (int n = 0; n < HEAD_DIM / 8; n++) {
+            st->acc[i / 2][n][i % 2 * 2] *= alpha[i];
+            st->acc[i / 2][n][i % 2 * 2 + 1] *= alpha[i];
+        }
 }
 
 /* The probabilities of 16-key step j of the masked scores s, packed in pairs as the A fragments
@@ -356,48 +377,69 @@ inline void tile_scores(__local tile_local *shm, const tile_state *st, int key0,
     WGMMA_HOLD_SCORES(s[0]);
 }
 
-/* O += P.V for the BN keys from key0 of the staged V tile, s their masked scores: per 16 keys,
- * the probabilities (tile_probabilities) and one product per 64 head dims. With WGMMA_INTERLEAVE
- * each step's products are issued as soon as its probabilities are ready, so the tensor cores
- * work on step j while the next step's exponentials are computed. */
-#ifndef WGMMA_INTERLEAVE
-#define WGMMA_INTERLEAVE 1
-#endif
-inline void tile_values(__local tile_local *shm, tile_state *st, int key0,
-                        float s[MMA_GROUPS][PART_KEYS / 8][4], float scale_log2)
+/* The descriptor of the staged V tile from key key0, as P.V reads it. */
+inline ulong values_desc(__local tile_local *shm, const tile_state *st, int key0)
 {
-    const ulong desc = wgmma_desc(tile_v(shm, st->buffer), CORE_KEYS_STEP, CORE_DIMS_STEP) +
-                       (ulong)(key0 / 8 * CORE_KEYS_STEP / 16);
-    uint p[MMA_GROUPS][PART_KEYS / 16][4];
-#if !WGMMA_INTERLEAVE
+    return wgmma_desc(tile_v(shm, st->buffer), CORE_KEYS_STEP, CORE_DIMS_STEP) +
+           (ulong)(key0 / 8 * CORE_KEYS_STEP / 16);
+}
+
+/* Issues O += P.V for 16-key step j of the V tile that desc describes, p the step's
+ * probabilities: one product per 64 head dims. */
+inline void values_step(ulong desc, tile_state *st, const uint p[4], int j)
+{
 #pragma unroll
-    for (int j = 0; j < PART_KEYS / 16; j++)
-        tile_probabilities(st, s, j, scale_log2, p);
-    WGMMA_FENCE();
-#endif
-#pragma unroll
-    for (int j = 0; j < PART_KEYS / 16; j++) {
-#if WGMMA_INTERLEAVE
-        tile_probabilities(st, s, j, scale_log2, p);
-        WGMMA_FENCE();
-#endif
-#pragma unroll
-        for (int n = 0; n < HEAD_DIM / 64; n++)
-            WGMMA_M64N64K16(st->acc[0] + 8 * n, p[0][j],
-                            desc + (ulong)((j * 2 * CORE_KEYS_STEP + n * 8 * CORE_DIMS_STEP) / 16),
-                            1, 1);
-#if WGMMA_INTERLEAVE
-        WGMMA_COMMIT();
-#endif
-    }
-#if !WGMMA_INTERLEAVE
-    WGMMA_COMMIT();
-#endif
+    for (int n = 0; n < HEAD_DIM / 64; n++)
+        WGMMA_M64N64K16(st->acc[0] + 8 * n, p,
+                        desc + (ulong)((j * 2 * CORE_KEYS_STEP + n * 8 * CORE_DIMS_STEP) / 16), 1,
+                        1);
+}
+
+/* Waits for the issued P.V products. The accumulators and the probabilities they read from
+ * registers are held until then, so that the compiler neither reads the one nor reuses the
+ * other's registers while the tensor cores still use them. */
+inline void values_wait(tile_state *st, uint p[PART_KEYS / 16][4])
+{
     WGMMA_WAIT_ALL();
 #pragma unroll
     for (int n = 0; n < HEAD_DIM / 64; n++)
         WGMMA_HOLD32(st->acc[0] + 8 * n);
+#pragma unroll
+    for (int j = 0; j < PART_KEYS / 16; j++)
+        WGMMA_HOLD_A(p[j]);
 }
+
+/* O += P.V for the BN keys from key0 of the staged V tile, s their masked scores: per 16 keys,
+ * the probabilities (tile_probabilities) and their products, issued as soon as they are ready,
+ * so that the tensor cores work on step j while the next step's exponentials are computed. */
+inline void tile_values(__local tile_local *shm, tile_state *st, int key0,
+                        float s[MMA_GROUPS][PART_KEYS / 8][4], float scale_log2)
+{
+    const ulong desc = values_desc(shm, st, key0);
+    uint p[MMA_GROUPS][PART_KEYS / 16][4];
+#pragma unroll
+    for (int j = 0; j < PART_KEYS / 16; j++) {
+        tile_probabilities(st, s, j, scale_log2, p);
+        WGMMA_FENCE();
+        values_step(desc, st, p[0][j], j);
+        WGMMA_COMMIT();
+    }
+    values_wait(st, p[0]);
+}
+
+#if MMA_STAGES == 4
+/* Issues the previous tile's P.V, deferred to this tile (its V is staged); values_wait() ends
+ * it. */
+inline void values_issue_pending(__local tile_local *shm, tile_state *st)
+{
+    const ulong desc = values_desc(shm, st, 0);
+    WGMMA_FENCE();
+#pragma unroll
+    for (int j = 0; j < PART_KEYS / 16; j++)
+        values_step(desc, st, st->p[j], j);
+    WGMMA_COMMIT();
+}
+#endif
 #else
 /* s = Q.K^T of the lane's rows and keys key0.. of the staged K tile (unscaled). Lane i addresses
  * row i % 8 of 8x8 matrix i / 8: keys nb*8.., dims 8*(i / 8).. give the two B fragments of two
@@ -469,6 +511,40 @@ inline void tile_keys(__local tile_local *shm, int slot, int next_slot, tile_sta
 {
     /* Q is held in registers since tile_begin(). */
     (void)q, (void)qv, (void)q_rows;
+    float alpha[LANE_ROWS];
+#if MMA_STAGES == 4
+    /* This tile's K has arrived; the previous tile's V may still be in flight. */
+    COPY_ASYNC_WAIT(1);
+    FENCE_PROXY_ASYNC();
+    barrier(CLK_LOCAL_MEM_FENCE);
+    float s[MMA_GROUPS][PART_KEYS / 8][4];
+    tile_scores(shm, st, 0, s);
+    /* The previous tile's V has arrived and every warp is done with this K: the next K may come,
+     * and the previous tile's P.V runs on the tensor cores during this tile's softmax. */
+    copies_arrived();
+    barrier(CLK_LOCAL_MEM_FENCE);
+    copy_rows(shm->k, shm->key_row[next_slot], k, kv);
+    if (st->pending)
+        values_issue_pending(shm, st);
+    const bool moved = tile_softmax(st, s, shm->key_pos[slot], q_pos0, scale_log2, alpha);
+    uint p[MMA_GROUPS][PART_KEYS / 16][4];
+#pragma unroll
+    for (int j = 0; j < PART_KEYS / 16; j++)
+        tile_probabilities(st, s, j, scale_log2, p);
+    if (st->pending)
+        values_wait(st, st->p);
+    if (moved)
+        tile_rescale(st, alpha);
+#pragma unroll
+    for (int j = 0; j < PART_KEYS / 16; j++)
+#pragma unroll
+        for (int r = 0; r < 4; r++)
+            st->p[j][r] = p[0][j][r];
+    st->pending = true;
+    /* Every warp is done with the previous V: this tile's may come. */
+    barrier(CLK_LOCAL_MEM_FENCE);
+    copy_rows(shm->v, shm->key_row[slot], v, vv);
+#else
     copies_arrived();
     barrier(CLK_LOCAL_MEM_FENCE);
 #if MMA_STAGES == 3
@@ -477,7 +553,8 @@ inline void tile_keys(__local tile_local *shm, int slot, int next_slot, tile_sta
     copy_rows(tile_v(shm, 1 - st->buffer), shm->key_row[next_slot], v, vv);
     float s[MMA_GROUPS][PART_KEYS / 8][4];
     tile_scores(shm, st, 0, s);
-    tile_softmax(st, s, shm->key_pos[slot], q_pos0, scale_log2);
+    if (tile_softmax(st, s, shm->key_pos[slot], q_pos0, scale_log2, alpha))
+        tile_rescale(st, alpha);
     tile_values(shm, st, 0, s, scale_log2);
     st->buffer = 1 - st->buffer;
 #else
@@ -488,7 +565,9 @@ inline void tile_keys(__local tile_local *shm, int slot, int next_slot, tile_sta
     for (int part = 0; part < BN / PART_KEYS; part++) {
         float s[MMA_GROUPS][PART_KEYS / 8][4];
         tile_scores(shm, st, part * PART_KEYS, s);
-        tile_softmax(st, s, shm->key_pos[slot] + part * PART_KEYS, q_pos0, scale_log2);
+        if (tile_softmax(st, s, shm->key_pos[slot] + part * PART_KEYS, q_pos0, scale_log2,
+                         alpha))
+            tile_rescale(st, alpha);
 #if !WGMMA
         uint p[MMA_GROUPS][PART_KEYS / 16][4];
 #pragma unroll
@@ -518,14 +597,28 @@ inline void tile_keys(__local tile_local *shm, int slot, int next_slot, tile_sta
     copy_rows(shm->v, shm->key_row[next_slot], v, vv);
 #endif
 #endif
+#endif
 }
 
 /* Writes O = acc / l for the lane's rows; a row that saw no key gets zeros. Unless lse is NULL,
  * the first lane of each group of 4 (which all hold the row's m and, summed, its l) also writes
- * the row's log-sum-exp at lse[lse_row0 + row]. */
-inline void tile_store(tile_state *st, __global o_storage_t *o, head_view ov, int q_rows,
-                       __global float *lse, ulong lse_row0, float scale_log2)
+ * the row's log-sum-exp at lse[lse_row0 + row]. With MMA_STAGES 4 it first runs the last tile's
+ * deferred P.V from shm; every work-item of the group calls it. */
+inline void tile_store(__local tile_local *shm, tile_state *st, __global o_storage_t *o,
+                       head_view ov, int q_rows, __global float *lse, ulong lse_row0,
+                       float scale_log2)
 {
+#if MMA_STAGES != 4
+    (void)shm;
+#else
+    /* The last tile's P.V, once its V has arrived. */
+    copies_arrived();
+    barrier(CLK_LOCAL_MEM_FENCE);
+    if (st->pending) {
+        values_issue_pending(shm, st);
+        values_wait(st, st->p);
+    }
+#endif
     /* The copy of the (empty) tile after the last one may still be in flight. */
     COPY_ASYNC_WAIT(0);
     const int t = get_local_id(0) % 4;

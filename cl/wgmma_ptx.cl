@@ -21,13 +21,16 @@
  * publishes them. */
 #define FENCE_PROXY_ASYNC() asm volatile(SM90A "fence.proxy.async.shared::cta;" ::: "memory")
 
-/* Ties 4 or 32 accumulators to an empty asm placed after WGMMA_WAIT_ALL(): their next use
+/* Ties 16 or 32 accumulators to an empty asm placed after WGMMA_WAIT_ALL(): their next use
  * depends on it, so it stays after the wait. */
 #define ACC4(x) "+f"((x)[0]), "+f"((x)[1]), "+f"((x)[2]), "+f"((x)[3])
 #define ACC16(d) ACC4((d)[0]), ACC4((d)[1]), ACC4((d)[2]), ACC4((d)[3])
 #define ACC32(d) ACC16(d), ACC16((d) + 4)
 #define WGMMA_HOLD16(d) asm volatile("" : ACC16(d) :: "memory")
 #define WGMMA_HOLD32(d) asm volatile("" : ACC32(d) :: "memory")
+/* The same for the 4 registers of an A operand read from registers. */
+#define WGMMA_HOLD_A(a)                                                                            \
+    asm volatile("" : "+r"((a)[0]), "+r"((a)[1]), "+r"((a)[2]), "+r"((a)[3]) :: "memory")
 
 /* d (64 rows x 64 columns, 32 floats a thread in 8 blocks of 4) += a (64x16, the thread's 4
  * registers of A fragments) . B (16x64 from local memory, described by desc). TRANS_B 0: B's
