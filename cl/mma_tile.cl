@@ -131,7 +131,6 @@ typedef struct tile_state {
     int buffer;                             /* the K/V buffers of the current tile */
 #if WGMMA && MMA_STAGES == 4
     uint p[PART_KEYS / 16][4]; /* the previous tile's probabilities, whose P.V is pending */
-    bool pending;              /* whether that P.V is still to be issued (uniform) */
 #endif
 } tile_state;
 
@@ -162,7 +161,13 @@ inline void tile_begin(tile_state *st, __global const q_storage_t *q, head_view 
     st->r0 = warp * 16 * MMA_GROUPS + g;
     st->buffer = 0;
 #if WGMMA && MMA_STAGES == 4
-    st->pending = false;
+    /* Before the first tile, a P.V of zeros (tile_fetch() zeroes V) stands for the pending one:
+     * every tile issues and waits for one unconditionally, so that the compiler sees the
+     * products' registers untouched between each product and its wait (a conditional product
+     * makes ptxas serialise every wgmma of the kernel). */
+#pragma unroll
+    for (int j = 0; j < PART_KEYS / 16; j++)
+        st->p[j][0] = st->p[j][1] = st->p[j][2] = st->p[j][3] = 0u;
 #endif
 #pragma unroll
     for (int group = 0; group < MMA_GROUPS; group++) {
@@ -232,7 +237,10 @@ inline void tile_fetch(__local tile_local *shm, int slot, __global const kv_stor
 {
     copy_rows(shm->k, shm->key_row[slot], k, kv);
 #if MMA_STAGES == 4
-    /* An empty group stands for the V copy that precedes each later K copy. */
+    /* V of zeros for the first tile's P.V of zero probabilities (tile_begin()), and an empty
+     * group for the V copy that precedes each later K copy. */
+    for (int i = get_local_id(0); i < BN * KP / 8; i += TILE_WORK_ITEMS)
+        shm->v[i] = (uint4)(0u);
     COPY_ASYNC_COMMIT();
 #elif MMA_STAGES != 2
     copy_rows(shm->v, shm->key_row[slot], v, vv);
@@ -524,15 +532,13 @@ inline void tile_keys(__local tile_local *shm, int slot, int next_slot, tile_sta
     copies_arrived();
     barrier(CLK_LOCAL_MEM_FENCE);
     copy_rows(shm->k, shm->key_row[next_slot], k, kv);
-    if (st->pending)
-        values_issue_pending(shm, st);
+    values_issue_pending(shm, st);
     const bool moved = tile_softmax(st, s, shm->key_pos[slot], q_pos0, scale_log2, alpha);
     uint p[MMA_GROUPS][PART_KEYS / 16][4];
 #pragma unroll
     for (int j = 0; j < PART_KEYS / 16; j++)
         tile_probabilities(st, s, j, scale_log2, p);
-    if (st->pending)
-        values_wait(st, st->p);
+    values_wait(st, st->p);
     if (moved)
         tile_rescale(st, alpha);
 #pragma unroll
@@ -540,7 +546,6 @@ inline void tile_keys(__local tile_local *shm, int slot, int next_slot, tile_sta
 #pragma unroll
         for (int r = 0; r < 4; r++)
             st->p[j][r] = p[0][j][r];
-    st->pending = true;
     /* Every warp is done with the previous V: this tile's may come. */
     barrier(CLK_LOCAL_MEM_FENCE);
     copy_rows(shm->v, shm->key_row[slot], v, vv);
@@ -614,10 +619,8 @@ inline void tile_store(__local tile_local *shm, tile_state *st, __global o_stora
     /* The last tile's P.V, once its V has arrived. */
     copies_arrived();
     barrier(CLK_LOCAL_MEM_FENCE);
-    if (st->pending) {
-        values_issue_pending(shm, st);
-        values_wait(st, st->p);
-    }
+    values_issue_pending(shm, st);
+    values_wait(st, st->p);
 #endif
     /* The copy of the (empty) tile after the last one may still be in flight. */
     COPY_ASYNC_WAIT(0);
