@@ -70,16 +70,19 @@
 /* The output is rescaled only when a row's maximum grows by more than this, in log2 units of
  * the scaled scores. */
 #define RESCALE_SLACK 8.0f
-#if MMA_STAGES != 1 && MMA_STAGES != 2 && !(WGMMA && (MMA_STAGES == 3 || MMA_STAGES == 4))
-#error "MMA_STAGES is 1 or 2, or 3 or 4 with WGMMA"
+#if MMA_STAGES != 1 && MMA_STAGES != 2 && !(WGMMA && MMA_STAGES >= 3 && MMA_STAGES <= 5)
+#error "MMA_STAGES is 1 or 2, or 3, 4 or 5 with WGMMA"
 #endif
 /* MMA_STAGES 3 double-buffers the tiles: the next tile's K and V load into the second buffers
  * while this tile is computed, with one barrier per tile. MMA_STAGES 4 keeps one buffer of each
  * but defers each tile's P.V to the next tile, where the tensor cores run it during that tile's
  * softmax; V of a tile then loads after its last barrier. Both need three slots of key lists, so
- * that a warp still reading a tile's lists never meets those of the tile after next. */
+ * that a warp still reading a tile's lists never meets those of the tile after next.
+ * MMA_STAGES 5 stages the next tile through registers: each work-item loads its pieces of the
+ * next K and V from global memory as this tile starts and stores them to the one buffer of each
+ * after this tile's last barrier, so that the loads' latency hides behind the whole tile. */
 #define TILE_BUFFERS (MMA_STAGES == 3 ? 2 : 1)
-#define TILE_LIST_SLOTS (MMA_STAGES >= 3 ? 3 : 2)
+#define TILE_LIST_SLOTS (MMA_STAGES == 3 || MMA_STAGES == 4 ? 3 : 2)
 
 #define TILE_ROWS (16 * MMA_WARPS * MMA_GROUPS)
 #define TILE_KEYS BN
@@ -199,6 +202,22 @@ inline void tile_begin(tile_state *st, __global const q_storage_t *q, head_view 
  * are a fixed count apart: unrolled, their index arithmetic folds into constants. */
 #define COPY_PIECES (BN * HEAD_DIM / 8)
 #define COPY_ROUNDS ((COPY_PIECES + TILE_WORK_ITEMS - 1) / TILE_WORK_ITEMS)
+
+/* Where 16-byte piece i of a tile goes: key n, dims d.., at tile[return value]. */
+inline int tile_piece(int i, int *n, int *d)
+{
+#if WGMMA
+    /* Piece i is core matrix i / 8's row i % 8: key group, dims chunk, key. */
+    *n = i / HEAD_DIM * 8 + i % 8;
+    *d = i / 8 % (HEAD_DIM / 8) * 8;
+    return i;
+#else
+    *n = i / (HEAD_DIM / 8);
+    *d = i % (HEAD_DIM / 8) * 8;
+    return (*n * KP + *d) / 8;
+#endif
+}
+
 inline void copy_rows(__local uint4 *tile, __local const int *rows,
                       __global const kv_storage_t *x, head_view xv)
 {
@@ -207,20 +226,53 @@ inline void copy_rows(__local uint4 *tile, __local const int *rows,
         const int i = get_local_id(0) + round * TILE_WORK_ITEMS;
         if (COPY_PIECES % TILE_WORK_ITEMS != 0 && i >= COPY_PIECES)
             break;
-#if WGMMA
-        /* 16-byte piece i is core matrix i / 8's row i % 8: key group, dims chunk, key. */
-        const int n = i / HEAD_DIM * 8 + i % 8, d = i / 8 % (HEAD_DIM / 8) * 8;
-        const int slot = i;
-#else
-        const int n = i / (HEAD_DIM / 8), d = i % (HEAD_DIM / 8) * 8;
-        const int slot = (n * KP + d) / 8;
-#endif
+        int n, d;
+        const int slot = tile_piece(i, &n, &d);
         const int row = rows[n];
         const ulong source = xv.base + (ulong)max(row, 0) * xv.stride_seq + d;
         COPY_ASYNC16(local_address(&tile[slot]), x + source, row >= 0 ? 16u : 0u);
     }
     COPY_ASYNC_COMMIT();
 }
+
+#if MMA_STAGES == 5
+/* A work-item's pieces of one tensor's tile, held in registers between load and store. */
+typedef struct staged_rows {
+    uint4 piece[COPY_ROUNDS];
+} staged_rows;
+
+/* Loads the work-item's pieces of rows (as copy_rows() lays them out; absent keys as zeros). */
+inline void load_rows(staged_rows *r, __local const int *rows, __global const kv_storage_t *x,
+                      head_view xv)
+{
+#pragma unroll
+    for (int round = 0; round < COPY_ROUNDS; round++) {
+        const int i = get_local_id(0) + round * TILE_WORK_ITEMS;
+        if (COPY_PIECES % TILE_WORK_ITEMS != 0 && i >= COPY_PIECES)
+            break;
+        int n, d;
+        (void)tile_piece(i, &n, &d);
+        const int row = rows[n];
+        const ulong source = xv.base + (ulong)max(row, 0) * xv.stride_seq + d;
+        const uint4 piece = *(__global const uint4 *)(x + source);
+        r->piece[round] = row >= 0 ? piece : (uint4)(0u);
+    }
+}
+
+/* Stores what load_rows() loaded into tile; the products see it after FENCE_PROXY_ASYNC() and a
+ * barrier. */
+inline void store_rows(__local uint4 *tile, const staged_rows *r)
+{
+#pragma unroll
+    for (int round = 0; round < COPY_ROUNDS; round++) {
+        const int i = get_local_id(0) + round * TILE_WORK_ITEMS;
+        if (COPY_PIECES % TILE_WORK_ITEMS != 0 && i >= COPY_PIECES)
+            break;
+        int n, d;
+        tile[tile_piece(i, &n, &d)] = r->piece[round];
+    }
+}
+#endif
 
 /* Waits for this work-item's copies and makes them visible to the products; a barrier follows. */
 inline void copies_arrived(void)
@@ -235,6 +287,13 @@ inline void copies_arrived(void)
 inline void tile_fetch(__local tile_local *shm, int slot, __global const kv_storage_t *k,
                        head_view kv, __global const kv_storage_t *v, head_view vv)
 {
+#if MMA_STAGES == 5
+    staged_rows first;
+    load_rows(&first, shm->key_row[slot], k, kv);
+    store_rows(shm->k, &first);
+    load_rows(&first, shm->key_row[slot], v, vv);
+    store_rows(shm->v, &first);
+#else
     copy_rows(shm->k, shm->key_row[slot], k, kv);
 #if MMA_STAGES == 4
     /* V of zeros for the first tile's P.V of zero probabilities (tile_begin()), and an empty
@@ -244,6 +303,7 @@ inline void tile_fetch(__local tile_local *shm, int slot, __global const kv_stor
     COPY_ASYNC_COMMIT();
 #elif MMA_STAGES != 2
     copy_rows(shm->v, shm->key_row[slot], v, vv);
+#endif
 #endif
 }
 
@@ -549,6 +609,22 @@ inline void tile_keys(__local tile_local *shm, int slot, int next_slot, tile_sta
     /* Every warp is done with the previous V: this tile's may come. */
     barrier(CLK_LOCAL_MEM_FENCE);
     copy_rows(shm->v, shm->key_row[slot], v, vv);
+#elif MMA_STAGES == 5
+    /* This tile, stored by every work-item, is visible to the products; the next one loads into
+     * registers while it is computed, and is stored once every warp is done with it. */
+    FENCE_PROXY_ASYNC();
+    barrier(CLK_LOCAL_MEM_FENCE);
+    staged_rows next_k, next_v;
+    load_rows(&next_k, shm->key_row[next_slot], k, kv);
+    load_rows(&next_v, shm->key_row[next_slot], v, vv);
+    float s[MMA_GROUPS][PART_KEYS / 8][4];
+    tile_scores(shm, st, 0, s);
+    if (tile_softmax(st, s, shm->key_pos[slot], q_pos0, scale_log2, alpha))
+        tile_rescale(st, alpha);
+    tile_values(shm, st, 0, s, scale_log2);
+    barrier(CLK_LOCAL_MEM_FENCE);
+    store_rows(shm->k, &next_k);
+    store_rows(shm->v, &next_v);
 #else
     copies_arrived();
     barrier(CLK_LOCAL_MEM_FENCE);

@@ -75,14 +75,15 @@ static size_t wgmma_local_bytes(const pbsa_mma_config *c, int head_dim)
 {
     /* struct tile_local with WGMMA: K and V rows of head_dim 16-bit elements, no padding; stages
      * 3 keeps two buffers of each, and stages 3 and 4 three list slots. */
-    const size_t buffers = c->stages == 3 ? 2 : 1, slots = c->stages >= 3 ? 3 : 2;
+    const size_t buffers = c->stages == 3 ? 2 : 1,
+                 slots = c->stages == 3 || c->stages == 4 ? 3 : 2;
     return (size_t)c->keys * ((size_t)head_dim * 4 * buffers + 8 * slots);
 }
 
 bool pbsa_wgmma_config_valid(const pbsa_mma_config *c, int head_dim, const pbsa_device_info *info)
 {
     return (either(c->warps, 4, 8) || c->warps == 12) && c->groups == 1 &&
-           either(c->keys, 32, 64) && c->stages >= 1 && c->stages <= 4 &&
+           either(c->keys, 32, 64) && c->stages >= 1 && c->stages <= 5 &&
            head_dim == 128 && 32 * (size_t)c->warps <= info->max_work_group_size &&
            wgmma_local_bytes(c, head_dim) <= info->local_mem_bytes;
 }
