@@ -22,7 +22,8 @@
 # default: both), DEADLINE, TESTS_LIMIT (seconds for meson test, default 300), TUNE_BUDGET (seconds of
 # pbsa-tune, 0 to skip), PBSREF (the authors' code), and PBS_LENGTHS, PBS_LONG (the mixed-only
 # length, empty to skip), PBS_WORKLOADS (default mixed,vertical,random), DENSE_LENGTHS,
-# SDPA_LENGTHS.
+# SDPA_LENGTHS, WGMMA_CONFIGS (on Hopper, the wgmma configurations checked and timed; empty to
+# skip).
 set -u -o pipefail
 
 OUT=${OUT:-./out}
@@ -37,6 +38,7 @@ PBS_WORKLOADS=${PBS_WORKLOADS:-mixed,vertical,random}
 DENSE_LENGTHS=${DENSE_LENGTHS:-8192,16384,32768,65536}
 SDPA_LENGTHS=${SDPA_LENGTHS:-8192,16384,32768,65536,131072}
 TUNE_BUDGET=${TUNE_BUDGET:-100}
+WGMMA_CONFIGS=${WGMMA_CONFIGS-8,1,64,2 8,1,64,4 8,1,64,5}
 PBSREF=${PBSREF:-.pbsref}
 TESTS_LIMIT=${TESTS_LIMIT:-300}
 LOGS=$WORK/logs
@@ -123,6 +125,12 @@ if [ "$BUILT" -eq 1 ]; then
         grep -q "tensor-core path:     wgmma"; then
         PBSA_WGMMA=1 run_step conformance-wgmma conformance.log 60 10 \
             "$BUILD_DIR/tools/pbsa-conformance"
+        # Each wgmma configuration timed below, forced: the cases it runs (head dim 128).
+        for config in $WGMMA_CONFIGS; do
+            PBSA_WGMMA=1 PBSA_MMA_CONFIG=$config run_step "conformance-wgmma-$config" \
+                conformance.log 40 10 "$BUILD_DIR/tools/pbsa-conformance" --filter d128 \
+                --filter defaults
+        done
     fi
 
     # ---- pbsa-tune, then the tuned configurations against the heuristic defaults -------------
@@ -150,10 +158,10 @@ if [ "$BUILT" -eq 1 ]; then
         --lengths "$DENSE_LENGTHS" --check always --json "$DENSE_JSON"
 
     # ---- on Hopper, the opt-in wgmma tiles beside mma.sync at 32K, in each configuration of
-    # bench/NOTES.md (w2: 8 warps, 64 keys; w3: double-buffered 32-key tiles, 8 or 12 warps) ----
+    # WGMMA_CONFIGS (bench/NOTES.md: w2 stages 2, the default; w4 stages 4; w5 stages 5) ----
     if PBSA_WGMMA=1 "$BUILD_DIR/tools/pbsa-info" 2>/dev/null |
         grep -q "tensor-core path:     wgmma"; then
-        for config in ${WGMMA_CONFIGS:-8,1,64,2 8,1,32,3 12,1,32,3}; do
+        for config in $WGMMA_CONFIGS; do
             PBSA_WGMMA=1 PBSA_MMA_CONFIG=$config run_step "bench-dense-wgmma-$config" \
                 bench-dense.log 60 20 "$BUILD_DIR/bench/pbsa-bench-dense" --dtype bf16 \
                 --heads 32 --kv-heads 32 --head-dim 128 --batch 1 --causal 1 --lengths 32768 \
