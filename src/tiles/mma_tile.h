@@ -43,7 +43,7 @@ size_t pbsa_wgmma_ladder(const pbsa_mma_config **list);
  * none). */
 pbsa_mma_config pbsa_mma_config_heuristic(const pbsa_device_info *info, int head_dim, int block);
 /* The wgmma variant (cl/mma_tile.cl with WGMMA 1, contexts whose wgmma probe passed): whether it
- * accepts config for head_dim (warps 4, 8 or 12, groups 1, keys 32 or 64, stages 1, 2 or 3, head
+ * accepts config for head_dim (warps 4, 8 or 12, groups 1, keys 32 or 64, stages 1 to 5, head
  * dim 128: at 64 it computed wrong results on the H200, cause not found) on the device, and its heuristic default, as for pbsa_mma_config_valid() and
  * pbsa_mma_config_heuristic(). Its calls' configurations are looked up under the kinds
  * PBSA_KERNEL_DENSE_WGMMA and PBSA_KERNEL_SPARSE_WGMMA. */
