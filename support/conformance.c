@@ -9,10 +9,6 @@
 /* Elements of poisoned space before and after every output tensor, checked after each run. */
 enum { GUARD_ELEMENTS = 64 };
 
-#define F32 PBSA_DTYPE_F32
-#define F16 PBSA_DTYPE_F16
-#define BF16 PBSA_DTYPE_BF16
-
 const conformance_case conformance_dense_cases[] = {
     {"f32_d64_s1", ALL_F32, 1, 2, 2, 1, 1, 64, 1, TENSOR_BHSD},
     {"f32_d64_s7_gqa4", ALL_F32, 1, 4, 1, 7, 7, 64, 1, TENSOR_BHSD},

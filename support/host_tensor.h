@@ -21,10 +21,13 @@ void tensor_random(void *data, pbsa_dtype dtype, size_t count, float amplitude, 
 typedef struct tensor_dtypes {
     pbsa_dtype q, kv, o;
 } tensor_dtypes;
-/* Every tensor in one dtype, for the case tables. */
-#define ALL_F32 {PBSA_DTYPE_F32, PBSA_DTYPE_F32, PBSA_DTYPE_F32}
-#define ALL_F16 {PBSA_DTYPE_F16, PBSA_DTYPE_F16, PBSA_DTYPE_F16}
-#define ALL_BF16 {PBSA_DTYPE_BF16, PBSA_DTYPE_BF16, PBSA_DTYPE_BF16}
+/* Short dtype names for the case tables, and every tensor in one dtype. */
+#define F32 PBSA_DTYPE_F32
+#define F16 PBSA_DTYPE_F16
+#define BF16 PBSA_DTYPE_BF16
+#define ALL_F32 {F32, F32, F32}
+#define ALL_F16 {F16, F16, F16}
+#define ALL_BF16 {BF16, BF16, BF16}
 
 typedef enum tensor_layout {
     TENSOR_BHSD,   /* contiguous, after `guard` poison elements and followed by as many */

@@ -8,9 +8,6 @@
 
 #define PER PBSA_GQA_PER_QUERY_HEAD
 #define SHARED PBSA_GQA_SHARED_PER_KV_GROUP
-#define F32 PBSA_DTYPE_F32
-#define F16 PBSA_DTYPE_F16
-#define BF16 PBSA_DTYPE_BF16
 
 /* Segment counts 0, 1 (with and without a tail), 2 and many; lengths that are not a multiple of
  * the block; GQA 4:1 in both modes; batch 2; chunked prefill; every dtype and mixed ones; every

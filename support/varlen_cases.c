@@ -11,9 +11,6 @@
 
 #define PER PBSA_GQA_PER_QUERY_HEAD
 #define SHARED PBSA_GQA_SHARED_PER_KV_GROUP
-#define F32 PBSA_DTYPE_F32
-#define F16 PBSA_DTYPE_F16
-#define BF16 PBSA_DTYPE_BF16
 
 /* 1 to 8 sequences of unequal lengths; chunked prefill (fewer queries than keys); a sequence
  * shorter than one block, one exactly at the short-sequence fallback (Skv = segment) and one

@@ -17,9 +17,6 @@
 /* Short names for the case tables of the tests. */
 #define PER PBSA_GQA_PER_QUERY_HEAD
 #define SHARED PBSA_GQA_SHARED_PER_KV_GROUP
-#define F32 PBSA_DTYPE_F32
-#define F16 PBSA_DTYPE_F16
-#define BF16 PBSA_DTYPE_BF16
 
 extern support_device fixture;
 extern unsigned long long run_seed;
