@@ -70,8 +70,8 @@
 /* The output is rescaled only when a row's maximum grows by more than this, in log2 units of
  * the scaled scores. */
 #define RESCALE_SLACK 8.0f
-#if MMA_STAGES != 1 && MMA_STAGES != 2 && !(WGMMA && MMA_STAGES >= 3 && MMA_STAGES <= 5)
-#error "MMA_STAGES is 1 or 2, or 3, 4 or 5 with WGMMA"
+#if MMA_STAGES != 1 && MMA_STAGES != 2 && !(WGMMA && MMA_STAGES >= 3 && MMA_STAGES <= 6)
+#error "MMA_STAGES is 1 or 2, or 3 to 6 with WGMMA"
 #endif
 /* MMA_STAGES 3 double-buffers the tiles: the next tile's K and V load into the second buffers
  * while this tile is computed, with one barrier per tile. MMA_STAGES 4 keeps one buffer of each
@@ -80,7 +80,11 @@
  * that a warp still reading a tile's lists never meets those of the tile after next.
  * MMA_STAGES 5 stages the next tile through registers: each work-item loads its pieces of the
  * next K and V from global memory as this tile starts and stores them to the one buffer of each
- * after this tile's last barrier, so that the loads' latency hides behind the whole tile. */
+ * after this tile's last barrier, so that the loads' latency hides behind the whole tile.
+ * MMA_STAGES 6 is MMA_STAGES 5 with the warpgroups taking turns: each issues its Q.K^T only
+ * once the one before has issued its own, so that the tensor cores run one warpgroup's products
+ * while the one before computes its softmax, instead of all warpgroups computing their softmax
+ * at once with the tensor cores idle. */
 #define TILE_BUFFERS (MMA_STAGES == 3 ? 2 : 1)
 #define TILE_LIST_SLOTS (MMA_STAGES == 3 || MMA_STAGES == 4 ? 3 : 2)
 
@@ -235,7 +239,7 @@ inline void copy_rows(__local uint4 *tile, __local const int *rows,
     COPY_ASYNC_COMMIT();
 }
 
-#if MMA_STAGES == 5
+#if MMA_STAGES >= 5
 /* A work-item's pieces of one tensor's tile, held in registers between load and store. */
 typedef struct staged_rows {
     uint4 piece[COPY_ROUNDS];
@@ -287,7 +291,7 @@ inline void copies_arrived(void)
 inline void tile_fetch(__local tile_local *shm, int slot, __global const kv_storage_t *k,
                        head_view kv, __global const kv_storage_t *v, head_view vv)
 {
-#if MMA_STAGES == 5
+#if MMA_STAGES >= 5
     staged_rows first;
     load_rows(&first, shm->key_row[slot], k, kv);
     store_rows(shm->k, &first);
@@ -430,8 +434,8 @@ inline void tile_probabilities(tile_state *st, float s[MMA_GROUPS][PART_KEYS / 8
 #define WGMMA_SCORES WGMMA_M64N32K16
 #define WGMMA_HOLD_SCORES WGMMA_HOLD16
 #endif
-inline void tile_scores(__local tile_local *shm, const tile_state *st, int key0,
-                        float s[MMA_GROUPS][PART_KEYS / 8][4])
+inline void scores_issue(__local tile_local *shm, const tile_state *st, int key0,
+                         float s[MMA_GROUPS][PART_KEYS / 8][4])
 {
     const ulong desc = wgmma_desc(tile_k(shm, st->buffer), CORE_DIMS_STEP, CORE_KEYS_STEP) +
                        (ulong)(key0 / 8 * CORE_KEYS_STEP / 16);
@@ -441,9 +445,38 @@ inline void tile_scores(__local tile_local *shm, const tile_state *st, int key0,
         WGMMA_SCORES(s[0], st->q[0][kb], desc + (ulong)(kb * 2 * CORE_DIMS_STEP / 16),
                      kb > 0 ? 1 : 0, 0);
     WGMMA_COMMIT();
+}
+
+/* Waits for the products scores_issue() issued. */
+inline void scores_wait(float s[MMA_GROUPS][PART_KEYS / 8][4])
+{
     WGMMA_WAIT_ALL();
     WGMMA_HOLD_SCORES(s[0]);
 }
+
+inline void tile_scores(__local tile_local *shm, const tile_state *st, int key0,
+                        float s[MMA_GROUPS][PART_KEYS / 8][4])
+{
+    scores_issue(shm, st, key0, s);
+    scores_wait(s);
+}
+
+#if MMA_STAGES == 6
+/* The warpgroups' turns (MMA_STAGES 6): warpgroup g > 0 waits at named barrier g until
+ * warpgroup g - 1 has arrived there (256 work-items in all, the two warpgroups); barrier 0 is
+ * barrier()'s. */
+inline void turn_wait(int warpgroup)
+{
+    if (warpgroup > 0)
+        asm volatile("bar.sync %0, 256;" ::"r"(warpgroup) : "memory");
+}
+
+inline void turn_pass(int warpgroup)
+{
+    if (warpgroup + 1 < MMA_WARPS / 4)
+        asm volatile("bar.arrive %0, 256;" ::"r"(warpgroup + 1) : "memory");
+}
+#endif
 
 /* The descriptor of the staged V tile from key key0, as P.V reads it. */
 inline ulong values_desc(__local tile_local *shm, const tile_state *st, int key0)
@@ -609,7 +642,7 @@ inline void tile_keys(__local tile_local *shm, int slot, int next_slot, tile_sta
     /* Every warp is done with the previous V: this tile's may come. */
     barrier(CLK_LOCAL_MEM_FENCE);
     copy_rows(shm->v, shm->key_row[slot], v, vv);
-#elif MMA_STAGES == 5
+#elif MMA_STAGES >= 5
     /* This tile, stored by every work-item, is visible to the products; the next one loads into
      * registers while it is computed, and is stored once every warp is done with it. */
     FENCE_PROXY_ASYNC();
@@ -618,7 +651,15 @@ inline void tile_keys(__local tile_local *shm, int slot, int next_slot, tile_sta
     load_rows(&next_k, shm->key_row[next_slot], k, kv);
     load_rows(&next_v, shm->key_row[next_slot], v, vv);
     float s[MMA_GROUPS][PART_KEYS / 8][4];
+#if MMA_STAGES == 6
+    const int warpgroup = get_local_id(0) / 128;
+    turn_wait(warpgroup);
+    scores_issue(shm, st, 0, s);
+    turn_pass(warpgroup);
+    scores_wait(s);
+#else
     tile_scores(shm, st, 0, s);
+#endif
     if (tile_softmax(st, s, shm->key_pos[slot], q_pos0, scale_log2, alpha))
         tile_rescale(st, alpha);
     tile_values(shm, st, 0, s, scale_log2);

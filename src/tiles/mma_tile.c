@@ -83,7 +83,7 @@ static size_t wgmma_local_bytes(const pbsa_mma_config *c, int head_dim)
 bool pbsa_wgmma_config_valid(const pbsa_mma_config *c, int head_dim, const pbsa_device_info *info)
 {
     return (either(c->warps, 4, 8) || c->warps == 12) && c->groups == 1 &&
-           either(c->keys, 32, 64) && c->stages >= 1 && c->stages <= 5 &&
+           either(c->keys, 32, 64) && c->stages >= 1 && c->stages <= 6 &&
            head_dim == 128 && 32 * (size_t)c->warps <= info->max_work_group_size &&
            wgmma_local_bytes(c, head_dim) <= info->local_mem_bytes;
 }

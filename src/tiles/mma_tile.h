@@ -15,8 +15,10 @@ typedef struct pbsa_mma_config {
     int groups; /* MMA_GROUPS: groups of 16 query rows per warp, which share each K/V fragment */
     int keys;   /* BN: keys per tile */
     int stages; /* MMA_STAGES: 1 loads a tile's K and V between tiles; 2 overlaps their loads
-                   with the products (V during Q.K^T, the next K during P.V); 3 (wgmma only)
-                   double-buffers them (the next tile's K and V during this tile) */
+                   with the products (V during Q.K^T, the next K during P.V); wgmma only: 3
+                   double-buffers them (the next tile's K and V during this tile), 4 defers each
+                   tile's P.V to the next tile, 5 stages the next tile through registers, 6 is
+                   5 with the warpgroups taking turns at Q.K^T (cl/mma_tile.cl) */
 } pbsa_mma_config;
 
 /* Local memory (bytes) the kernel declares for config and head_dim. */
@@ -43,7 +45,7 @@ size_t pbsa_wgmma_ladder(const pbsa_mma_config **list);
  * none). */
 pbsa_mma_config pbsa_mma_config_heuristic(const pbsa_device_info *info, int head_dim, int block);
 /* The wgmma variant (cl/mma_tile.cl with WGMMA 1, contexts whose wgmma probe passed): whether it
- * accepts config for head_dim (warps 4, 8 or 12, groups 1, keys 32 or 64, stages 1 to 5, head
+ * accepts config for head_dim (warps 4, 8 or 12, groups 1, keys 32 or 64, stages 1 to 6, head
  * dim 128: at 64 it computed wrong results on the H200, cause not found) on the device, and its heuristic default, as for pbsa_mma_config_valid() and
  * pbsa_mma_config_heuristic(). Its calls' configurations are looked up under the kinds
  * PBSA_KERNEL_DENSE_WGMMA and PBSA_KERNEL_SPARSE_WGMMA. */
