@@ -222,18 +222,35 @@ inline int tile_piece(int i, int *n, int *d)
 #endif
 }
 
+/* Sets *i to the work-item's piece in copy round round; false past the tile's last piece (never
+ * when the work-items divide the pieces). */
+inline bool round_piece(int round, int *i)
+{
+    *i = get_local_id(0) + round * TILE_WORK_ITEMS;
+    return COPY_PIECES % TILE_WORK_ITEMS == 0 || *i < COPY_PIECES;
+}
+
+/* Where piece i of the keys listed in rows comes from in x (element offset); sets *slot to its
+ * place in the tile (tile_piece()) and *row to its key's source row, -1 when absent (the offset
+ * then points at row 0). */
+inline ulong piece_source(int i, __local const int *rows, head_view xv, int *slot, int *row)
+{
+    int n, d;
+    *slot = tile_piece(i, &n, &d);
+    *row = rows[n];
+    return xv.base + (ulong)max(*row, 0) * xv.stride_seq + d;
+}
+
 inline void copy_rows(__local uint4 *tile, __local const int *rows,
                       __global const kv_storage_t *x, head_view xv)
 {
 #pragma unroll
     for (int round = 0; round < COPY_ROUNDS; round++) {
-        const int i = get_local_id(0) + round * TILE_WORK_ITEMS;
-        if (COPY_PIECES % TILE_WORK_ITEMS != 0 && i >= COPY_PIECES)
+        int i;
+        if (!round_piece(round, &i))
             break;
-        int n, d;
-        const int slot = tile_piece(i, &n, &d);
-        const int row = rows[n];
-        const ulong source = xv.base + (ulong)max(row, 0) * xv.stride_seq + d;
+        int slot, row;
+        const ulong source = piece_source(i, rows, xv, &slot, &row);
         COPY_ASYNC16(local_address(&tile[slot]), x + source, row >= 0 ? 16u : 0u);
     }
     COPY_ASYNC_COMMIT();
@@ -251,13 +268,11 @@ inline void load_rows(staged_rows *r, __local const int *rows, __global const kv
 {
 #pragma unroll
     for (int round = 0; round < COPY_ROUNDS; round++) {
-        const int i = get_local_id(0) + round * TILE_WORK_ITEMS;
-        if (COPY_PIECES % TILE_WORK_ITEMS != 0 && i >= COPY_PIECES)
+        int i;
+        if (!round_piece(round, &i))
             break;
-        int n, d;
-        (void)tile_piece(i, &n, &d);
-        const int row = rows[n];
-        const ulong source = xv.base + (ulong)max(row, 0) * xv.stride_seq + d;
+        int slot, row;
+        const ulong source = piece_source(i, rows, xv, &slot, &row);
         const uint4 piece = *(__global const uint4 *)(x + source);
         r->piece[round] = row >= 0 ? piece : (uint4)(0u);
     }
@@ -269,8 +284,8 @@ inline void store_rows(__local uint4 *tile, const staged_rows *r)
 {
 #pragma unroll
     for (int round = 0; round < COPY_ROUNDS; round++) {
-        const int i = get_local_id(0) + round * TILE_WORK_ITEMS;
-        if (COPY_PIECES % TILE_WORK_ITEMS != 0 && i >= COPY_PIECES)
+        int i;
+        if (!round_piece(round, &i))
             break;
         int n, d;
         tile[tile_piece(i, &n, &d)] = r->piece[round];
