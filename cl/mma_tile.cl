@@ -413,6 +413,15 @@ inline void tile_rescale(tile_state *st, const float alpha[LANE_ROWS])
         }
 }
 
+/* tile_softmax() with the output rescaled at once, as every schedule but MMA_STAGES 4's does. */
+inline void tile_softmax_now(tile_state *st, float s[MMA_GROUPS][PART_KEYS / 8][4],
+                             __local const int *key_pos, int q_pos0, float scale_log2)
+{
+    float alpha[LANE_ROWS];
+    if (tile_softmax(st, s, key_pos, q_pos0, scale_log2, alpha))
+        tile_rescale(st, alpha);
+}
+
 /* The probabilities of 16-key step j of the masked scores s, packed in pairs as the A fragments
  * of P.V: a fragment's row-h pair of key block nb becomes register (nb % 2) * 2 + h of step
  * nb / 2. Adds them to the lane's row sums. */
@@ -627,7 +636,6 @@ inline void tile_keys(__local tile_local *shm, int slot, int next_slot, tile_sta
 {
     /* Q is held in registers since tile_begin(). */
     (void)q, (void)qv, (void)q_rows;
-    float alpha[LANE_ROWS];
 #if MMA_STAGES == 4
     /* This tile's K has arrived; the previous tile's V may still be in flight. */
     COPY_ASYNC_WAIT(1);
@@ -641,6 +649,7 @@ inline void tile_keys(__local tile_local *shm, int slot, int next_slot, tile_sta
     barrier(CLK_LOCAL_MEM_FENCE);
     copy_rows(shm->k, shm->key_row[next_slot], k, kv);
     values_issue_pending(shm, st);
+    float alpha[LANE_ROWS];
     const bool moved = tile_softmax(st, s, shm->key_pos[slot], q_pos0, scale_log2, alpha);
     uint p[MMA_GROUPS][PART_KEYS / 16][4];
 #pragma unroll
@@ -675,8 +684,7 @@ inline void tile_keys(__local tile_local *shm, int slot, int next_slot, tile_sta
 #else
     tile_scores(shm, st, 0, s);
 #endif
-    if (tile_softmax(st, s, shm->key_pos[slot], q_pos0, scale_log2, alpha))
-        tile_rescale(st, alpha);
+    tile_softmax_now(st, s, shm->key_pos[slot], q_pos0, scale_log2);
     tile_values(shm, st, 0, s, scale_log2);
     barrier(CLK_LOCAL_MEM_FENCE);
     store_rows(shm->k, &next_k);
@@ -690,8 +698,7 @@ inline void tile_keys(__local tile_local *shm, int slot, int next_slot, tile_sta
     copy_rows(tile_v(shm, 1 - st->buffer), shm->key_row[next_slot], v, vv);
     float s[MMA_GROUPS][PART_KEYS / 8][4];
     tile_scores(shm, st, 0, s);
-    if (tile_softmax(st, s, shm->key_pos[slot], q_pos0, scale_log2, alpha))
-        tile_rescale(st, alpha);
+    tile_softmax_now(st, s, shm->key_pos[slot], q_pos0, scale_log2);
     tile_values(shm, st, 0, s, scale_log2);
     st->buffer = 1 - st->buffer;
 #else
@@ -702,9 +709,7 @@ inline void tile_keys(__local tile_local *shm, int slot, int next_slot, tile_sta
     for (int part = 0; part < BN / PART_KEYS; part++) {
         float s[MMA_GROUPS][PART_KEYS / 8][4];
         tile_scores(shm, st, part * PART_KEYS, s);
-        if (tile_softmax(st, s, shm->key_pos[slot] + part * PART_KEYS, q_pos0, scale_log2,
-                         alpha))
-            tile_rescale(st, alpha);
+        tile_softmax_now(st, s, shm->key_pos[slot] + part * PART_KEYS, q_pos0, scale_log2);
 #if !WGMMA
         uint p[MMA_GROUPS][PART_KEYS / 16][4];
 #pragma unroll
