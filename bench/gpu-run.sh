@@ -23,7 +23,7 @@
 # pbsa-tune, 0 to skip), PBSREF (the authors' code), and PBS_LENGTHS, PBS_LONG (the mixed-only
 # length, empty to skip), PBS_WORKLOADS (default mixed,vertical,random), DENSE_LENGTHS,
 # SDPA_LENGTHS, WGMMA_CONFIGS (on Hopper, the wgmma configurations checked and timed; empty to
-# skip).
+# skip). On Hopper the default path is wgmma; mma.sync (PBSA_WGMMA=0) is checked and timed beside.
 set -u -o pipefail
 
 OUT=${OUT:-./out}
@@ -38,7 +38,7 @@ PBS_WORKLOADS=${PBS_WORKLOADS:-mixed,vertical,random}
 DENSE_LENGTHS=${DENSE_LENGTHS:-8192,16384,32768,65536}
 SDPA_LENGTHS=${SDPA_LENGTHS:-8192,16384,32768,65536,131072}
 TUNE_BUDGET=${TUNE_BUDGET:-100}
-WGMMA_CONFIGS=${WGMMA_CONFIGS-8,1,64,2 8,1,64,4 8,1,64,5}
+WGMMA_CONFIGS=${WGMMA_CONFIGS-8,1,64,2 8,1,64,5 8,1,64,6}
 PBSREF=${PBSREF:-.pbsref}
 TESTS_LIMIT=${TESTS_LIMIT:-300}
 LOGS=$WORK/logs
@@ -101,6 +101,9 @@ fi
 [ "${STEP_STATUS[-1]}" -eq 0 ] && run_step build build.log 240 10 ninja -C "$BUILD_DIR"
 BUILT=0
 [ "${STEP_STATUS[-1]}" -eq 0 ] && BUILT=1
+WGMMA=0
+[ "$BUILT" -eq 1 ] && "$BUILD_DIR/tools/pbsa-info" 2>/dev/null |
+    grep -q "tensor-core path:     wgmma" && WGMMA=1
 
 PBS_JSON=$OUT/$PREFIX-pbs-bf16.json
 PBS_CSV=$OUT/$PREFIX-pbs-bf16.csv
@@ -120,14 +123,13 @@ if [ "$BUILT" -eq 1 ]; then
     run_step conformance-portable conformance.log 60 10 "$BUILD_DIR/tools/pbsa-conformance" --portable
     PBSA_FORCE_PORTABLE=1 run_step pbs-portable test.log 120 30 \
         meson test -C "$BUILD_DIR" --no-rebuild --print-errorlogs pbs_attention pbs_pipeline
-    # On Hopper the opt-in wgmma tiles must pass the same cases as the mma.sync ones.
-    if PBSA_WGMMA=1 "$BUILD_DIR/tools/pbsa-info" 2>/dev/null |
-        grep -q "tensor-core path:     wgmma"; then
-        PBSA_WGMMA=1 run_step conformance-wgmma conformance.log 60 10 \
+    # On Hopper, where wgmma is the default, the mma.sync tiles must pass the same cases.
+    if [ "$WGMMA" -eq 1 ]; then
+        PBSA_WGMMA=0 run_step conformance-mma-sync conformance.log 60 10 \
             "$BUILD_DIR/tools/pbsa-conformance"
         # Each wgmma configuration timed below, forced: the cases it runs (head dim 128).
         for config in $WGMMA_CONFIGS; do
-            PBSA_WGMMA=1 PBSA_MMA_CONFIG=$config run_step "conformance-wgmma-$config" \
+            PBSA_MMA_CONFIG=$config run_step "conformance-wgmma-$config" \
                 conformance.log 40 10 "$BUILD_DIR/tools/pbsa-conformance" --filter d128 \
                 --filter defaults
         done
@@ -157,12 +159,15 @@ if [ "$BUILT" -eq 1 ]; then
         --dtype bf16 --heads 32 --kv-heads 32 --head-dim 128 --batch 1 --causal 1 \
         --lengths "$DENSE_LENGTHS" --check always --json "$DENSE_JSON"
 
-    # ---- on Hopper, the opt-in wgmma tiles beside mma.sync at 32K, in each configuration of
-    # WGMMA_CONFIGS (bench/NOTES.md: w2 stages 2, the default; w4 stages 4; w5 stages 5) ----
-    if PBSA_WGMMA=1 "$BUILD_DIR/tools/pbsa-info" 2>/dev/null |
-        grep -q "tensor-core path:     wgmma"; then
+    # ---- on Hopper, mma.sync beside the default wgmma tiles, and the wgmma tiles at 32K in
+    # each configuration of WGMMA_CONFIGS (bench/NOTES.md: w6 stages 6, the default) ----------
+    if [ "$WGMMA" -eq 1 ]; then
+        PBSA_WGMMA=0 run_step bench-dense-mma-sync bench-dense.log 120 30 \
+            "$BUILD_DIR/bench/pbsa-bench-dense" --dtype bf16 --heads 32 --kv-heads 32 \
+            --head-dim 128 --batch 1 --causal 1 --lengths "$DENSE_LENGTHS" --check always \
+            --json "$WORK/$PREFIX-dense-mma-sync-bf16.json"
         for config in $WGMMA_CONFIGS; do
-            PBSA_WGMMA=1 PBSA_MMA_CONFIG=$config run_step "bench-dense-wgmma-$config" \
+            PBSA_MMA_CONFIG=$config run_step "bench-dense-wgmma-$config" \
                 bench-dense.log 60 20 "$BUILD_DIR/bench/pbsa-bench-dense" --dtype bf16 \
                 --heads 32 --kv-heads 32 --head-dim 128 --batch 1 --causal 1 --lengths 32768 \
                 --check always --json "$WORK/$PREFIX-dense-wgmma-$config-bf16.json"
@@ -174,6 +179,9 @@ if [ "$BUILT" -eq 1 ]; then
         --preset llama3-8b --dtype bf16 --workload "$PBS_WORKLOADS" \
         --lengths "$PBS_LENGTHS" --dump-inputs "$WORK/inputs" --dump-length all \
         --json "$PBS_JSON" --csv "$PBS_CSV"
+    [ "$WGMMA" -eq 1 ] && PBSA_WGMMA=0 run_step bench-pbs-mma-sync bench-pbs.log 60 20 \
+        "$BUILD_DIR/bench/pbsa-bench-pbs" --preset llama3-8b --dtype bf16 --workload mixed \
+        --lengths 32768 --json "$WORK/$PREFIX-pbs-mma-sync-bf16.json"
 
     # ---- PyTorch SDPA, the same shape ------------------------------------------------------
     if python3 -c 'import torch' >/dev/null 2>&1; then
@@ -267,15 +275,19 @@ for r in doc.get("results", []):
           f"{num(r.get('rel_l2_check'), '9.2e')} {check} {r.get('error', '')}")
 EOF
     echo
-    for f in "$WORK/$PREFIX"-dense-wgmma-*-bf16.json; do
+    for f in "$WORK/$PREFIX"-dense-mma-sync-bf16.json "$WORK/$PREFIX"-dense-wgmma-*-bf16.json; do
         [ -f "$f" ] && python3 - "$f" <<'EOF'
 import json, os, sys
-config = os.path.basename(sys.argv[1]).split("-wgmma-")[1].rsplit("-bf16", 1)[0]
+name = os.path.basename(sys.argv[1]).split("-dense-")[1].rsplit("-bf16", 1)[0]
+how = ("mma.sync (PBSA_WGMMA=0)" if name == "mma-sync"
+       else f"wgmma (PBSA_MMA_CONFIG={name.split('wgmma-')[1]})")
 for r in json.load(open(sys.argv[1])).get("results", []):
-    print(f"dense on wgmma (PBSA_WGMMA=1 PBSA_MMA_CONFIG={config}): seq {r['seq']} "
-          f"{r['ms_median']:.3f} ms {r['tflops']:.1f} TFLOP/s")
+    print(f"dense on {how}: seq {r['seq']} {r['ms_median']:.3f} ms {r['tflops']:.1f} TFLOP/s")
 EOF
     done
+    [ -f "$WORK/$PREFIX-pbs-mma-sync-bf16.json" ] &&
+        echo "PBS on mma.sync (PBSA_WGMMA=0):" &&
+        python3 bench/results.py summary "$WORK/$PREFIX-pbs-mma-sync-bf16.json"
     [ -f "$PBS_JSON" ] && python3 bench/results.py summary "$PBS_JSON"
     echo
     [ -f "$SDPA_JSON" ] && python3 - "$SDPA_JSON" <<'EOF'

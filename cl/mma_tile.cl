@@ -19,9 +19,11 @@
  * WGMMA 1 (Hopper, needs wgmma_ptx.cl before this file) computes the products with warpgroup
  * instructions instead: each warpgroup of 4 warps multiplies its 64 rows by a whole tile of BN
  * keys at once, Q and P as register operands and K and V read by the tensor cores straight from
- * local memory. There, K and V tiles are stored as 8x8 core matrices (8 keys x 16 bytes, 128
- * contiguous bytes) ordered key group by key group, the layout the products' descriptors read:
- * K as a k-major operand of Q.K^T, V as an n-major operand of P.V.
+ * local memory. There, K and V tiles are stored in the 128-byte-swizzle layout
+ * (swizzled_slot() of wgmma_ptx.cl) that the products' descriptors read: K as a k-major operand
+ * of Q.K^T, V as an n-major operand of P.V. Without the swizzle (8x8 core matrices, one after
+ * another) the copies into the tiles conflict on banks and the dense kernel took 1.4x as long
+ * (bench/NOTES.md).
  *
  * Tuning parameters (src/tiles/mma_tile.c declares their ranges): MMA_WARPS, MMA_GROUPS, BN and
  * MMA_STAGES. */
@@ -54,12 +56,14 @@
 #if MMA_GROUPS != 1 || MMA_WARPS % 4 != 0 || (BN != 32 && BN != 64) || HEAD_DIM % 64 != 0
 #error "WGMMA takes whole warpgroups of one row group, 32- or 64-key tiles, head dims of 64 or 128"
 #endif
-#define KP HEAD_DIM /* K and V row length in 16-bit elements: core matrices need no padding */
+#define KP HEAD_DIM /* K and V row length in 16-bit elements: the swizzle needs no padding */
+#define TILE_ALIGN 1024 /* where the swizzle pattern repeats */
 #else
 /* Keys per online-softmax step: a tile of BN keys is copied at once and computed 32 keys at a
  * time, so that the scores of two row groups fit in registers beside Q and O. */
 #define PART_KEYS 32
 #define KP (HEAD_DIM + 8) /* K and V row pitch in 16-bit elements: ldmatrix without conflicts */
+#define TILE_ALIGN 16
 #if HEAD_DIM % 16 != 0
 #error "head dims are steps of 16"
 #endif
@@ -94,7 +98,7 @@
 
 /* The keys of tile i are listed in slot i % TILE_LIST_SLOTS, so that the next tile's lists can
  * be written while this one is used. src/tiles/mma_tile.c counts these bytes. */
-typedef struct tile_local {
+typedef struct __attribute__((aligned(TILE_ALIGN))) tile_local {
     uint4 k[BN * KP / 8];
     uint4 v[BN * KP / 8];
 #if TILE_BUFFERS == 2
@@ -207,17 +211,15 @@ inline void tile_begin(tile_state *st, __global const q_storage_t *q, head_view 
 #define COPY_PIECES (BN * HEAD_DIM / 8)
 #define COPY_ROUNDS ((COPY_PIECES + TILE_WORK_ITEMS - 1) / TILE_WORK_ITEMS)
 
-/* Where 16-byte piece i of a tile goes: key n, dims d.., at tile[return value]. */
+/* Where 16-byte piece i of a tile goes: key n, dims d.., at tile[return value]. Consecutive
+ * pieces are consecutive in global memory: a row's 16-byte chunks, one row after another. */
 inline int tile_piece(int i, int *n, int *d)
 {
-#if WGMMA
-    /* Piece i is core matrix i / 8's row i % 8: key group, dims chunk, key. */
-    *n = i / HEAD_DIM * 8 + i % 8;
-    *d = i / 8 % (HEAD_DIM / 8) * 8;
-    return i;
-#else
     *n = i / (HEAD_DIM / 8);
     *d = i % (HEAD_DIM / 8) * 8;
+#if WGMMA
+    return swizzled_slot(*n, *d / 8, BN);
+#else
     return (*n * KP + *d) / 8;
 #endif
 }
@@ -445,10 +447,6 @@ inline void tile_probabilities(tile_state *st, float s[MMA_GROUPS][PART_KEYS / 8
 }
 
 #if WGMMA
-/* Bytes between core matrices of a staged tile: along the head dims, along the keys. */
-#define CORE_DIMS_STEP 128
-#define CORE_KEYS_STEP (HEAD_DIM * 16)
-
 /* s = Q.K^T of the warpgroup's 64 rows and the BN keys from key0 of the staged K tile
  * (unscaled), one product per 16 dims, each over the whole tile. */
 #if BN == 64
@@ -461,13 +459,11 @@ inline void tile_probabilities(tile_state *st, float s[MMA_GROUPS][PART_KEYS / 8
 inline void scores_issue(__local tile_local *shm, const tile_state *st, int key0,
                          float s[MMA_GROUPS][PART_KEYS / 8][4])
 {
-    const ulong desc = wgmma_desc(tile_k(shm, st->buffer), CORE_DIMS_STEP, CORE_KEYS_STEP) +
-                       (ulong)(key0 / 8 * CORE_KEYS_STEP / 16);
+    __local const uint4 *keys = tile_k(shm, st->buffer) + key0 * 8;
     WGMMA_FENCE();
 #pragma unroll
     for (int kb = 0; kb < HEAD_DIM / 16; kb++)
-        WGMMA_SCORES(s[0], st->q[0][kb], desc + (ulong)(kb * 2 * CORE_DIMS_STEP / 16),
-                     kb > 0 ? 1 : 0, 0);
+        WGMMA_SCORES(s[0], st->q[0][kb], swizzled_keys_desc(keys, BN, kb), kb > 0 ? 1 : 0, 0);
     WGMMA_COMMIT();
 }
 
@@ -502,22 +498,13 @@ inline void turn_pass(int warpgroup)
 }
 #endif
 
-/* The descriptor of the staged V tile from key key0, as P.V reads it. */
-inline ulong values_desc(__local tile_local *shm, const tile_state *st, int key0)
-{
-    return wgmma_desc(tile_v(shm, st->buffer), CORE_KEYS_STEP, CORE_DIMS_STEP) +
-           (ulong)(key0 / 8 * CORE_KEYS_STEP / 16);
-}
-
-/* Issues O += P.V for 16-key step j of the V tile that desc describes, p the step's
+/* Issues O += P.V for 16-key step j of the staged V tile from values, p the step's
  * probabilities: one product per 64 head dims. */
-inline void values_step(ulong desc, tile_state *st, const uint p[4], int j)
+inline void values_step(__local const uint4 *values, tile_state *st, const uint p[4], int j)
 {
 #pragma unroll
     for (int n = 0; n < HEAD_DIM / 64; n++)
-        WGMMA_M64N64K16(st->acc[0] + 8 * n, p,
-                        desc + (ulong)((j * 2 * CORE_KEYS_STEP + n * 8 * CORE_DIMS_STEP) / 16), 1,
-                        1);
+        WGMMA_M64N64K16(st->acc[0] + 8 * n, p, swizzled_values_desc(values, BN, j, n), 1, 1);
 }
 
 /* Waits for the issued P.V products. The accumulators and the probabilities they read from
@@ -540,13 +527,13 @@ inline void values_wait(tile_state *st, uint p[PART_KEYS / 16][4])
 inline void tile_values(__local tile_local *shm, tile_state *st, int key0,
                         float s[MMA_GROUPS][PART_KEYS / 8][4], float scale_log2)
 {
-    const ulong desc = values_desc(shm, st, key0);
+    __local const uint4 *values = tile_v(shm, st->buffer) + key0 * 8;
     uint p[MMA_GROUPS][PART_KEYS / 16][4];
 #pragma unroll
     for (int j = 0; j < PART_KEYS / 16; j++) {
         tile_probabilities(st, s, j, scale_log2, p);
         WGMMA_FENCE();
-        values_step(desc, st, p[0][j], j);
+        values_step(values, st, p[0][j], j);
         WGMMA_COMMIT();
     }
     values_wait(st, p[0]);
@@ -557,11 +544,10 @@ inline void tile_values(__local tile_local *shm, tile_state *st, int key0,
  * it. */
 inline void values_issue_pending(__local tile_local *shm, tile_state *st)
 {
-    const ulong desc = values_desc(shm, st, 0);
     WGMMA_FENCE();
 #pragma unroll
     for (int j = 0; j < PART_KEYS / 16; j++)
-        values_step(desc, st, st->p[j], j);
+        values_step(tile_v(shm, st->buffer), st, st->p[j], j);
     WGMMA_COMMIT();
 }
 #endif

@@ -56,11 +56,38 @@
                  : "r"((a)[0]), "r"((a)[1]), "r"((a)[2]), "r"((a)[3]), "l"(desc), "r"(scale_d)    \
                  : "memory")
 
-/* A local-memory matrix descriptor without swizzle: the operand is made of 8x8 core matrices of
- * 128 contiguous bytes (8 rows of 16 bytes); lead is the byte distance between core matrices
- * adjacent along the product's k dimension, stride along its m or n dimension. */
-inline ulong wgmma_desc(__local const void *start, uint lead, uint stride)
+/* K and V tiles of `rows` keys by a multiple of 64 dims (16-bit elements) in local memory, in
+ * the layout that the products read with 128-byte swizzle: the dims in groups of 64, each group
+ * `rows` rows after the one before; a row of a group is 128 bytes, eight 16-byte chunks, chunk
+ * c of row n stored at position c ^ (n % 8). Consecutive rows' same chunks thus fall in different
+ * banks, both where the copies write them and where the tensor cores read them. The pattern
+ * repeats every 8 rows (1024 bytes) from an address aligned to 1024 bytes, where tiles start.
+ * Returns the 16-byte slot of chunk c (dims 8c..8c+7) of row n. */
+inline int swizzled_slot(int n, int c, int rows)
 {
-    return (((ulong)start & 0x3FFFFul) >> 4) | ((ulong)(lead >> 4) << 16) |
-           ((ulong)(stride >> 4) << 32);
+    return c / 8 * rows * 8 + n * 8 + ((c % 8) ^ (n % 8));
+}
+
+/* A descriptor of such a tile from tile (rows 8-aligned): 128-byte swizzle (bit 62), stride
+ * 1024 bytes between groups of 8 rows, lead the bytes between 64-element groups along the
+ * product's n dimension (read only by V's products). */
+inline ulong swizzled_desc(__local const uint4 *tile, uint lead)
+{
+    return (((ulong)tile & 0x3FFFFul) >> 4) | ((ulong)(lead >> 4) << 16) |
+           ((ulong)(1024 >> 4) << 32) | 1ul << 62;
+}
+
+/* The tile as Q.K^T reads it (K-major: the dims are the product's k), dims 16 kb..16 kb+15 of
+ * every row: within a group, the hardware applies the swizzle to the start address moved by
+ * the 32 bytes of each 16 dims. */
+inline ulong swizzled_keys_desc(__local const uint4 *tile, int rows, int kb)
+{
+    return swizzled_desc(tile, 16) + (ulong)((kb / 4 * rows * 128 + kb % 4 * 32) >> 4);
+}
+
+/* The tile as P.V reads it (MN-major: the rows are the product's k), rows 16 j..16 j+15 and
+ * dims 64 g..64 g+63. */
+inline ulong swizzled_values_desc(__local const uint4 *tile, int rows, int j, int g)
+{
+    return swizzled_desc(tile, (uint)rows * 128) + (ulong)((j * 2048 + g * rows * 128) >> 4);
 }

@@ -240,13 +240,12 @@ typedef enum pbsa_tensor_core_path {
     PBSA_TENSOR_CORES_MMA_SYNC = 1, /* warp-level mma.sync (compute capability 8.0 and up) */
     PBSA_TENSOR_CORES_WGMMA = 2,    /* Hopper's warpgroup wgmma (9.0) for the attention tiles
                                        that fit it (f16/bf16, head dim 128), mma.sync for the
-                                       rest; opt-in (PBSA_WGMMA) */
+                                       rest; the default there */
 } pbsa_tensor_core_path;
 
 /* The tensor-core path of ctx. WGMMA is chosen at context creation on compute capability 9.0
- * when the environment variable PBSA_WGMMA is set (any value but "0") and a probe of the
- * instructions (built by rewriting the compiler's PTX for sm_90a) computes exactly; it is not
- * the default because its tiles have measured slower than mma.sync's so far. ctx NULL gives
+ * when a probe of the instructions (built by rewriting the compiler's PTX for sm_90a) computes
+ * exactly, unless the environment variable PBSA_WGMMA is "0" (then MMA_SYNC). ctx NULL gives
  * PBSA_TENSOR_CORES_NONE. Thread-safe. */
 PBSA_API pbsa_tensor_core_path pbsa_context_tensor_core_path(const pbsa_context *ctx);
 

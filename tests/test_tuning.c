@@ -772,13 +772,13 @@ static void test_wgmma_dispatch(void **state)
         const char *text; /* the start of the description */
     } cases[] = {
         {PBSA_KERNEL_DENSE_WGMMA, PBSA_DTYPE_BF16, 128, 0, PBSA_SUCCESS,
-         "warps=8 groups=1 keys=64 stages=2 (heuristic default)"},
+         "warps=8 groups=1 keys=64 stages=6 (heuristic default)"},
         /* 64-row blocks: one warpgroup per work-group. */
         {PBSA_KERNEL_SPARSE_WGMMA, PBSA_DTYPE_F16, 128, 64, PBSA_SUCCESS,
          "warps=4 groups=1 keys=64 stages=2 (heuristic default)"},
         {PBSA_KERNEL_DENSE_WGMMA, PBSA_DTYPE_BF16, 64, 0, PBSA_ERROR_UNSUPPORTED_DEVICE, NULL},
         {PBSA_KERNEL_DENSE, PBSA_DTYPE_BF16, 128, 0, PBSA_SUCCESS,
-         "tensor-core kernel warps=8 groups=1 keys=64 stages=2 (heuristic default)"},
+         "tensor-core kernel warps=8 groups=1 keys=64 stages=6 (heuristic default)"},
         {PBSA_KERNEL_DENSE_WGMMA, PBSA_DTYPE_BF16, 96, 0, PBSA_ERROR_UNSUPPORTED_DEVICE, NULL},
         {PBSA_KERNEL_DENSE_WGMMA, PBSA_DTYPE_F32, 128, 0, PBSA_ERROR_UNSUPPORTED_DEVICE, NULL},
         {PBSA_KERNEL_SPARSE_WGMMA, PBSA_DTYPE_BF16, 128, 32, PBSA_ERROR_UNSUPPORTED_DEVICE, NULL},
@@ -832,7 +832,7 @@ static void test_wgmma_dispatch(void **state)
     assert_int_equal(d.config.mma.warps, 8);
     assert_int_equal(d.source, PBSA_CONFIG_HEURISTIC);
     set_tile_env(ctx, "PBSA_MMA_CONFIG", NULL);
-    /* Without wgmma (not requested with PBSA_WGMMA, or no probe passed), mma.sync runs the call. */
+    /* Without wgmma (PBSA_WGMMA=0, or no probe passed), mma.sync runs the call. */
     ctx->use_wgmma = false;
     assert_true(pbsa_dispatch_pick(ctx, PBSA_ROLE_DENSE, &bf16, 128, 0, 1,
                                    pbsa_row_alignment(&t, &t), &d));

@@ -651,6 +651,29 @@ static void test_mma_rules(void **state)
     assert_non_null(strstr(options, "-DMMA_WARPS=4 -DMMA_GROUPS=1 -DBN=32 -DMMA_STAGES=2"));
 }
 
+/* What the wgmma tiles accept: whole warpgroups, 32 or 64 keys, head dim 128, and local memory
+ * for their tile, whose size the 1024-byte alignment of its swizzled layout rounds up: 32 keys
+ * take 16896 bytes of rows and lists, 17408 once rounded. */
+static void test_wgmma_rules(void **state)
+{
+    (void)state;
+    pbsa_device_info hopper = {.is_gpu = 1, .max_work_group_size = 1024, .local_mem_bytes = 49152};
+    const pbsa_mma_config w2 = {8, 1, 64, 2}, w2_32 = {8, 1, 32, 2}, w3 = {8, 1, 64, 3};
+    assert_true(pbsa_wgmma_config_valid(&w2, 128, &hopper));
+    assert_false(pbsa_wgmma_config_valid(&w2, 64, &hopper));
+    assert_false(pbsa_wgmma_config_valid(&w3, 128, &hopper)); /* two buffers: 67 KB */
+    hopper.local_mem_bytes = 17408;
+    assert_true(pbsa_wgmma_config_valid(&w2_32, 128, &hopper));
+    hopper.local_mem_bytes = 17407;
+    assert_false(pbsa_wgmma_config_valid(&w2_32, 128, &hopper));
+    static const pbsa_mma_config outside[] = {{2, 1, 64, 2}, {8, 2, 64, 2}, {8, 1, 16, 2},
+                                              {8, 1, 64, 0}, {8, 1, 64, 7}};
+    hopper.local_mem_bytes = 49152;
+    for (size_t i = 0; i < sizeof outside / sizeof outside[0]; i++)
+        if (pbsa_wgmma_config_valid(&outside[i], 128, &hopper))
+            fail_msg("outside[%zu] accepted", i);
+}
+
 /* The values of PBSA_FLASH_CONFIG and PBSA_MMA_CONFIG. */
 static void test_environment_values(void **state)
 {
@@ -745,6 +768,7 @@ int main(void)
         cmocka_unit_test(test_round_trip), cmocka_unit_test(test_builtin_files),
         cmocka_unit_test(test_neighbours), cmocka_unit_test(test_flash_head_dims),
         cmocka_unit_test(test_mma_rules),
+        cmocka_unit_test(test_wgmma_rules),
         cmocka_unit_test(test_environment_values), cmocka_unit_test(test_damage),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

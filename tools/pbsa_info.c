@@ -130,7 +130,7 @@ static void print_device(int platform_index, int device_index, int global_index,
                    ? "wgmma (sm_90a, probe passed)"
                    : path == PBSA_TENSOR_CORES_MMA_SYNC
                          ? info.nv_compute_major == 9
-                               ? "mma.sync (wgmma not requested with PBSA_WGMMA=1, or its probe failed)"
+                               ? "mma.sync (wgmma turned off with PBSA_WGMMA=0, or its probe failed)"
                                : "mma.sync (probe passed)"
                          : "not in use (probe failed, or PBSA_FORCE_PORTABLE is set)");
     } else {

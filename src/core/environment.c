@@ -38,7 +38,8 @@ void pbsa_environment_read(pbsa_environment *env)
     env->log_builds =
         read_text("PBSA_BUILD_OPTIONS", env->build_options, sizeof env->build_options);
     env->force_portable = read_switch("PBSA_FORCE_PORTABLE");
-    env->wgmma = read_switch("PBSA_WGMMA");
+    const char *wgmma = getenv("PBSA_WGMMA");
+    env->no_wgmma = wgmma && strcmp(wgmma, "0") == 0;
     const char *cache = getenv("PBSA_KERNEL_CACHE");
     if (cache && (strcmp(cache, "off") == 0 || strcmp(cache, "0") == 0))
         env->kernel_cache = -1;

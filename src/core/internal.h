@@ -42,7 +42,7 @@ typedef struct pbsa_environment {
     char build_options[1024];  /* PBSA_BUILD_OPTIONS: added to every program's build options */
     bool log_builds;           /* PBSA_BUILD_OPTIONS is set: log every build */
     bool force_portable;       /* PBSA_FORCE_PORTABLE set and not "0": no tensor-core kernels */
-    bool wgmma;                /* PBSA_WGMMA set and not "0": the wgmma tiles on Hopper */
+    bool no_wgmma;             /* PBSA_WGMMA=0: mma.sync instead of the wgmma tiles on Hopper */
     int kernel_cache;          /* PBSA_KERNEL_CACHE: -1 off or 0, 1 on or 1, else 0 (default) */
     bool tuning_off;           /* PBSA_TUNING = off, 0, no or none: no tuning files */
     char tuning_file[4096];    /* PBSA_TUNING_FILE: a tuning file read first */
@@ -78,8 +78,8 @@ struct pbsa_context {
 
 /* Sets whether ctx may use the tensor-core kernels (use_tensor_cores): a capable device, not
  * forced portable (options or ctx->env.force_portable), and a probe kernel that compiles and
- * computes exactly; and whether their tiles use wgmma (use_wgmma): compute capability 9.0, its
- * requested with PBSA_WGMMA (ctx->env.wgmma), and its own probe. */
+ * computes exactly; and whether their tiles use wgmma (use_wgmma): compute capability 9.0,
+ * not turned off with PBSA_WGMMA=0 (ctx->env.no_wgmma), and its own probe. */
 void pbsa_tensor_core_decide(pbsa_context *ctx);
 
 /* ---- errors (src/core/errors.c) ---- */

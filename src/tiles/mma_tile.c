@@ -74,10 +74,12 @@ pbsa_mma_config pbsa_mma_config_heuristic(const pbsa_device_info *info, int head
 static size_t wgmma_local_bytes(const pbsa_mma_config *c, int head_dim)
 {
     /* struct tile_local with WGMMA: K and V rows of head_dim 16-bit elements, no padding; stages
-     * 3 keeps two buffers of each, and stages 3 and 4 three list slots. */
+     * 3 keeps two buffers of each, and stages 3 and 4 three list slots; the struct is aligned to,
+     * so its size rounded up to, the swizzle's 1024 bytes. */
     const size_t buffers = c->stages == 3 ? 2 : 1,
                  slots = c->stages == 3 || c->stages == 4 ? 3 : 2;
-    return (size_t)c->keys * ((size_t)head_dim * 4 * buffers + 8 * slots);
+    const size_t bytes = (size_t)c->keys * ((size_t)head_dim * 4 * buffers + 8 * slots);
+    return (bytes + 1023) / 1024 * 1024;
 }
 
 bool pbsa_wgmma_config_valid(const pbsa_mma_config *c, int head_dim, const pbsa_device_info *info)
@@ -88,9 +90,9 @@ bool pbsa_wgmma_config_valid(const pbsa_mma_config *c, int head_dim, const pbsa_
            wgmma_local_bytes(c, head_dim) <= info->local_mem_bytes;
 }
 
-/* Two warpgroups share each K/V tile; one where a block has 64 rows. Stages 2 (w2) measured
- * fastest of the wgmma tiles on the H100 (bench/NOTES.md). */
-static const pbsa_mma_config wgmma_ladder[] = {{8, 1, 64, 2}, {4, 1, 64, 2}};
+/* Two warpgroups share each K/V tile, taking turns at Q.K^T (stages 6, w6: the fastest wgmma
+ * tile on the H100, bench/NOTES.md); one warpgroup where a block has 64 rows. */
+static const pbsa_mma_config wgmma_ladder[] = {{8, 1, 64, 6}, {4, 1, 64, 2}};
 
 size_t pbsa_wgmma_ladder(const pbsa_mma_config **list)
 {
