@@ -21,9 +21,9 @@
  * keys at once, Q and P as register operands and K and V read by the tensor cores straight from
  * local memory. There, K and V tiles are stored in the 128-byte-swizzle layout
  * (swizzled_slot() of wgmma_ptx.cl) that the products' descriptors read: K as a k-major operand
- * of Q.K^T, V as an n-major operand of P.V. Without the swizzle (8x8 core matrices, one after
- * another) the copies into the tiles conflict on banks and the dense kernel took 1.4x as long
- * (bench/NOTES.md).
+ * of Q.K^T, V as an n-major operand of P.V. A row's 16-byte chunks then come from one run of
+ * global memory; with the unswizzled layout (8x8 core matrices, one after another) staging the
+ * tiles cost more and the dense kernel took 1.4x as long (bench/NOTES.md).
  *
  * Tuning parameters (src/tiles/mma_tile.c declares their ranges): MMA_WARPS, MMA_GROUPS, BN and
  * MMA_STAGES. */
