@@ -57,7 +57,7 @@
 #error "WGMMA takes whole warpgroups of one row group, 32- or 64-key tiles, head dims of 64 or 128"
 #endif
 #define KP HEAD_DIM /* K and V row length in 16-bit elements: the swizzle needs no padding */
-#define TILE_ALIGN 1024 /* where the swizzle pattern repeats */
+#define TILE_ALIGN SWIZZLE_BYTES /* where the swizzle pattern repeats */
 #else
 /* Keys per online-softmax step: a tile of BN keys is copied at once and computed 32 keys at a
  * time, so that the scores of two row groups fit in registers beside Q and O. */

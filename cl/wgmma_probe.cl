@@ -36,8 +36,8 @@ __kernel __attribute__((reqd_work_group_size(128, 1, 1)))
 void wgmma_probe(__global const uint *a, __global const uint4 *k, __global const uint4 *v,
                  __global float *c)
 {
-    __local uint4 k_tile[PROBE_KEYS * PROBE_DIMS / 8] __attribute__((aligned(1024)));
-    __local uint4 v_tile[PROBE_KEYS * PROBE_DIMS / 8] __attribute__((aligned(1024)));
+    __local uint4 k_tile[PROBE_KEYS * PROBE_DIMS / 8] __attribute__((aligned(SWIZZLE_BYTES)));
+    __local uint4 v_tile[PROBE_KEYS * PROBE_DIMS / 8] __attribute__((aligned(SWIZZLE_BYTES)));
     probe_copy(k_tile, k);
     probe_copy(v_tile, v);
     COPY_ASYNC_COMMIT();

@@ -61,20 +61,21 @@
  * `rows` rows after the one before; a row of a group is 128 bytes, eight 16-byte chunks, chunk
  * c of row n stored at position c ^ (n % 8). Consecutive rows' same chunks thus fall in different
  * banks, both where the copies write them and where the tensor cores read them. The pattern
- * repeats every 8 rows (1024 bytes) from an address aligned to 1024 bytes, where tiles start.
- * Returns the 16-byte slot of chunk c (dims 8c..8c+7) of row n. */
+ * repeats every 8 rows (SWIZZLE_BYTES) from an address aligned to SWIZZLE_BYTES, where tiles
+ * start. Returns the 16-byte slot of chunk c (dims 8c..8c+7) of row n. */
+#define SWIZZLE_BYTES 1024
 inline int swizzled_slot(int n, int c, int rows)
 {
     return c / 8 * rows * 8 + n * 8 + ((c % 8) ^ (n % 8));
 }
 
 /* A descriptor of such a tile from tile (rows 8-aligned): 128-byte swizzle (bit 62), stride
- * 1024 bytes between groups of 8 rows, lead the bytes between 64-element groups along the
+ * SWIZZLE_BYTES between groups of 8 rows, lead the bytes between 64-element groups along the
  * product's n dimension (read only by V's products). */
 inline ulong swizzled_desc(__local const uint4 *tile, uint lead)
 {
     return (((ulong)tile & 0x3FFFFul) >> 4) | ((ulong)(lead >> 4) << 16) |
-           ((ulong)(1024 >> 4) << 32) | 1ul << 62;
+           ((ulong)(SWIZZLE_BYTES >> 4) << 32) | 1ul << 62;
 }
 
 /* The tile as Q.K^T reads it (K-major: the dims are the product's k), dims 16 kb..16 kb+15 of

@@ -75,7 +75,7 @@ static size_t wgmma_local_bytes(const pbsa_mma_config *c, int head_dim)
 {
     /* struct tile_local with WGMMA: K and V rows of head_dim 16-bit elements, no padding; stages
      * 3 keeps two buffers of each, and stages 3 and 4 three list slots; the struct is aligned to,
-     * so its size rounded up to, the swizzle's 1024 bytes. */
+     * so its size rounded up to, the swizzle's 1024 bytes (SWIZZLE_BYTES of cl/wgmma_ptx.cl). */
     const size_t buffers = c->stages == 3 ? 2 : 1,
                  slots = c->stages == 3 || c->stages == 4 ? 3 : 2;
     const size_t bytes = (size_t)c->keys * ((size_t)head_dim * 4 * buffers + 8 * slots);
