@@ -108,11 +108,16 @@ echo "== the tensor-core kernels"
 "$info" >"$dir/info.out" 2>&1 || fail "pbsa-info failed"
 if info_line "dense bf16 D128 causal" | grep -q 'tensor-core kernel warps='; then
     # The device runs them: the first session tuned them too, and a new context uses the result.
-    mma='warps=(2|4|8) groups=(1|2) keys=(32|64) stages=(1|2)'
-    grep -Eq "^entry kernel=dense_mma dtype=bf16 head_dim=128 block=0 causal=1 $mma " "$file" ||
-        fail "no dense_mma entry"
-    grep -Eq "^entry kernel=sparse_mma dtype=bf16 head_dim=128 block=128 causal=1 $mma " "$file" ||
-        fail "no sparse_mma entry"
+    # Those of the path it takes: wgmma where its probe passed, else mma.sync.
+    if grep -q 'tensor-core path: *wgmma' "$dir/info.out"; then
+        kind=wgmma mma='warps=(4|8|12) groups=1 keys=(32|64) stages=[1-7]'
+    else
+        kind=mma mma='warps=(2|4|8) groups=(1|2) keys=(32|64) stages=(1|2)'
+    fi
+    grep -Eq "^entry kernel=dense_$kind dtype=bf16 head_dim=128 block=0 causal=1 $mma " "$file" ||
+        fail "no dense_$kind entry"
+    grep -Eq "^entry kernel=sparse_$kind dtype=bf16 head_dim=128 block=128 causal=1 $mma " \
+        "$file" || fail "no sparse_$kind entry"
     info_line "dense bf16 D128 causal" | grep -Eq "tensor-core kernel $mma \(" ||
         fail "pbsa-info: no tensor-core configuration"
 else

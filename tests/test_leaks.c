@@ -150,8 +150,9 @@ static int op_workspace_size(pbsa_context *ctx)
     return status;
 }
 
-/* Set by op_context_create when its context left the tensor cores that the fixture's uses: a
- * failure inside the tensor-core probe is documented to fall back to the portable kernels. */
+/* Set by op_context_create when its context left the tensor-core path that the fixture's takes:
+ * a failure inside a probe is documented to fall back, from wgmma to mma.sync and from mma.sync
+ * to the portable kernels. */
 static bool probe_fell_back;
 
 static int op_context_create(pbsa_context *ctx)
@@ -160,8 +161,8 @@ static int op_context_create(pbsa_context *ctx)
     pbsa_context *mine = (pbsa_context *)&fixture;
     int status = pbsa_context_create(fixture.cl_ctx, fixture.device, NULL, &mine);
     assert_true(status == PBSA_SUCCESS ? mine != NULL : mine == NULL);
-    probe_fell_back = status == PBSA_SUCCESS && pbsa_context_uses_tensor_cores(fixture.ctx) &&
-                      !pbsa_context_uses_tensor_cores(mine);
+    probe_fell_back = status == PBSA_SUCCESS && pbsa_context_tensor_core_path(mine) <
+                                                    pbsa_context_tensor_core_path(fixture.ctx);
     pbsa_context_release(mine);
     return status;
 }
