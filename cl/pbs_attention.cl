@@ -35,6 +35,10 @@ inline void list_keys(__local tile_local *shm, int step, int steps, __global con
                       __global const int *perm_row, int k_blocks, int kv_len, int *block,
                       int *highest, const sequence *seq)
 {
+    /* Work-items that write no lists (the warpgroups of a tile with a producer) skip the list's
+     * read too: its latency would stall them. */
+    if (tile_lister() >= TILE_KEYS)
+        return;
     const int tiles_per_block = LOGICAL_BLOCK / TILE_KEYS;
     if (step % tiles_per_block == 0) {
         const int listed = step < steps ? list[step / tiles_per_block] : -1;
