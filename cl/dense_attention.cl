@@ -8,7 +8,7 @@ inline void list_keys(__local tile_local *shm, int step, int key_end, const sequ
 {
     __local int *rows = tile_key_rows(shm, step % TILE_LIST_SLOTS);
     __local int *positions = tile_key_positions(shm, step % TILE_LIST_SLOTS);
-    for (int n = tile_lister(); n < TILE_KEYS; n += TILE_LISTERS) {
+    for (int n = get_local_id(0); n < TILE_KEYS; n += TILE_WORK_ITEMS) {
         const int key = step * TILE_KEYS + n;
         rows[n] = key < key_end ? sequence_key_row(seq, key) : -1;
         positions[n] = key < key_end ? key : INT_MAX;
@@ -63,11 +63,11 @@ void dense_attention(__global const q_storage_t *q, __global const kv_storage_t 
     /* The lists of the next tile are written while this one is used; tile_keys starts loading
      * its keys as soon as it can. */
     list_keys(&shm, 0, key_end, &seq);
-    tile_lists_written();
+    barrier(CLK_LOCAL_MEM_FENCE);
     tile_fetch(&shm, 0, k, kv, v, vv);
     for (int step = 0; step < steps; step++) {
         list_keys(&shm, step + 1, key_end, &seq);
-        tile_lists_written();
+        barrier(CLK_LOCAL_MEM_FENCE);
         tile_keys(&shm, step % TILE_LIST_SLOTS, (step + 1) % TILE_LIST_SLOTS, &st, q, qv, q_rows, q_pos0, k, kv, v, vv,
                   scale_log2);
     }

@@ -126,20 +126,12 @@ typedef struct __attribute__((aligned(16))) flash_local {
 
 /* The interface the attention kernels are written against; cl/mma_tile.cl provides the same
  * names for the tensor-core path: tile_local, tile_state, tile_key_rows,
- * tile_key_positions, tile_lister, tile_lists_written, tile_begin, tile_fetch, tile_keys,
- * tile_store, TILE_ROWS, TILE_KEYS, TILE_WORK_ITEMS, TILE_LISTERS and TILE_LIST_SLOTS. The keys of
- * tile i are listed in slot i % TILE_LIST_SLOTS, so that the lists of the next tile can be
- * written while this one is used. */
+ * tile_key_positions, tile_begin, tile_fetch, tile_keys, tile_store, TILE_ROWS, TILE_KEYS,
+ * TILE_WORK_ITEMS and TILE_LIST_SLOTS. The keys of tile i are listed in slot
+ * i % TILE_LIST_SLOTS, so that the lists of the next tile can be written while this one is used. */
 #define TILE_ROWS BLOCK_M
 #define TILE_KEYS BLOCK_N
 #define TILE_WORK_ITEMS WG_SIZE
-
-/* The work-items that write the key lists, TILE_LISTERS of them: here every one. tile_lister()
- * is the work-item's index among them (TILE_KEYS or more for one that writes none); every
- * work-item calls tile_lists_written() after writing, before the lists are read. */
-#define TILE_LISTERS TILE_WORK_ITEMS
-inline int tile_lister(void) { return get_local_id(0); }
-inline void tile_lists_written(void) { barrier(CLK_LOCAL_MEM_FENCE); }
 typedef flash_local tile_local;
 #define TILE_LIST_SLOTS 2
 

@@ -74,8 +74,8 @@
 /* The output is rescaled only when a row's maximum grows by more than this, in log2 units of
  * the scaled scores. */
 #define RESCALE_SLACK 8.0f
-#if MMA_STAGES != 1 && MMA_STAGES != 2 && !(WGMMA && MMA_STAGES >= 3 && MMA_STAGES <= 7)
-#error "MMA_STAGES is 1 or 2, or 3 to 7 with WGMMA"
+#if MMA_STAGES != 1 && MMA_STAGES != 2 && !(WGMMA && MMA_STAGES >= 3 && MMA_STAGES <= 6)
+#error "MMA_STAGES is 1 or 2, or 3 to 6 with WGMMA"
 #endif
 /* MMA_STAGES 3 double-buffers the tiles: the next tile's K and V load into the second buffers
  * while this tile is computed, with one barrier per tile. MMA_STAGES 4 keeps one buffer of each
@@ -88,68 +88,13 @@
  * MMA_STAGES 6 is MMA_STAGES 5 with the warpgroups taking turns: each issues its Q.K^T only
  * once the one before has issued its own, so that the tensor cores run one warpgroup's products
  * while the one before computes its softmax, instead of all warpgroups computing their softmax
- * at once with the tensor cores idle.
- * MMA_STAGES 7 takes the staging off the warpgroups: two more warps, the producer, list the
- * keys and stage every tile, K through their registers (loaded while the warpgroups compute the
- * tile before) and V with cp.async. The warpgroups and the producer meet only at named
- * barriers, one per buffer and direction (K_FULL ...), so the next K is stored as soon as every
- * warpgroup's Q.K^T is done with this one, during their softmax, and no warpgroup waits for
- * another except at its turn for Q.K^T, as in MMA_STAGES 6. */
-#define TILE_PRODUCER (MMA_STAGES == 7)
+ * at once with the tensor cores idle. */
 #define TILE_BUFFERS (MMA_STAGES == 3 ? 2 : 1)
 #define TILE_LIST_SLOTS (MMA_STAGES == 3 || MMA_STAGES == 4 ? 3 : 2)
 
 #define TILE_ROWS (16 * MMA_WARPS * MMA_GROUPS)
 #define TILE_KEYS BN
-/* The producer's warps (MMA_STAGES 7): two, so that each of their work-items holds 64 registers
- * of the next K beside the tile state that every work-item keeps. */
-#define PRODUCER_WARPS (TILE_PRODUCER ? 2 : 0)
-#define TILE_WORK_ITEMS (32 * (MMA_WARPS + PRODUCER_WARPS))
-
-#if TILE_PRODUCER
-/* The producer is the warps after the warpgroups; they alone write the key lists and copy. */
-#define TILE_LISTERS (32 * PRODUCER_WARPS)
-#define COPY_ITEMS TILE_LISTERS
-inline bool tile_is_producer(void) { return get_local_id(0) >= 32 * MMA_WARPS; }
-
-inline int tile_lister(void)
-{
-    return tile_is_producer() ? (int)get_local_id(0) - 32 * MMA_WARPS : TILE_KEYS;
-}
-
-/* Named barriers, after those of the warpgroups' turns (1 .. warpgroups - 1). Of every
- * work-item: a tile's K or V is full once the producer stored it, empty once every warpgroup
- * is done with it; the side that fills or empties arrives, the other waits. Of the producer
- * alone: LISTS_WRITTEN. */
-#define K_FULL (MMA_WARPS / 4)
-#define K_EMPTY (K_FULL + 1)
-#define V_FULL (K_FULL + 2)
-#define V_EMPTY (K_FULL + 3)
-#define LISTS_WRITTEN (K_FULL + 4)
-
-inline void named_wait(int id)
-{
-    asm volatile("bar.sync %0, %1;" ::"r"(id), "r"(TILE_WORK_ITEMS) : "memory");
-}
-
-inline void named_arrive(int id)
-{
-    asm volatile("bar.arrive %0, %1;" ::"r"(id), "r"(TILE_WORK_ITEMS) : "memory");
-}
-
-/* The producer reads its lists next; the warpgroups see them after K_FULL. */
-inline void tile_lists_written(void)
-{
-    if (tile_is_producer())
-        asm volatile("bar.sync %0, %1;" ::"r"(LISTS_WRITTEN), "r"(TILE_LISTERS) : "memory");
-}
-#else
-/* Every work-item writes key lists and copies tiles. */
-#define TILE_LISTERS TILE_WORK_ITEMS
-#define COPY_ITEMS TILE_WORK_ITEMS
-inline int tile_lister(void) { return get_local_id(0); }
-inline void tile_lists_written(void) { barrier(CLK_LOCAL_MEM_FENCE); }
-#endif
+#define TILE_WORK_ITEMS (32 * MMA_WARPS)
 
 /* The keys of tile i are listed in slot i % TILE_LIST_SLOTS, so that the next tile's lists can
  * be written while this one is used. src/tiles/mma_tile.c counts these bytes. */
@@ -264,7 +209,7 @@ inline void tile_begin(tile_state *st, __global const q_storage_t *q, head_view 
  * keys become zeros, so that their probability 0 meets a finite V. The pieces of a work-item
  * are a fixed count apart: unrolled, their index arithmetic folds into constants. */
 #define COPY_PIECES (BN * HEAD_DIM / 8)
-#define COPY_ROUNDS ((COPY_PIECES + COPY_ITEMS - 1) / COPY_ITEMS)
+#define COPY_ROUNDS ((COPY_PIECES + TILE_WORK_ITEMS - 1) / TILE_WORK_ITEMS)
 
 /* Where 16-byte piece i of a tile goes: key n, dims d.., at tile[return value]. Consecutive
  * pieces are consecutive in global memory: a row's 16-byte chunks, one row after another. */
@@ -280,11 +225,11 @@ inline int tile_piece(int i, int *n, int *d)
 }
 
 /* Sets *i to the work-item's piece in copy round round; false past the tile's last piece (never
- * when the copying work-items divide the pieces). The producer's lanes number its pieces. */
+ * when the work-items divide the pieces). */
 inline bool round_piece(int round, int *i)
 {
-    *i = get_local_id(0) % COPY_ITEMS + round * COPY_ITEMS;
-    return COPY_PIECES % COPY_ITEMS == 0 || *i < COPY_PIECES;
+    *i = get_local_id(0) + round * TILE_WORK_ITEMS;
+    return COPY_PIECES % TILE_WORK_ITEMS == 0 || *i < COPY_PIECES;
 }
 
 /* Where piece i of the keys listed in rows comes from in x (element offset); sets *slot to its
@@ -363,16 +308,7 @@ inline void copies_arrived(void)
 inline void tile_fetch(__local tile_local *shm, int slot, __global const kv_storage_t *k,
                        head_view kv, __global const kv_storage_t *v, head_view vv)
 {
-#if TILE_PRODUCER
-    if (!tile_is_producer())
-        return;
-    staged_rows first;
-    load_rows(&first, shm->key_row[slot], k, kv);
-    store_rows(shm->k, &first);
-    FENCE_PROXY_ASYNC();
-    named_arrive(K_FULL);
-    copy_rows(shm->v, shm->key_row[slot], v, vv);
-#elif MMA_STAGES >= 5
+#if MMA_STAGES >= 5
     staged_rows first;
     load_rows(&first, shm->key_row[slot], k, kv);
     store_rows(shm->k, &first);
@@ -545,8 +481,8 @@ inline void tile_scores(__local tile_local *shm, const tile_state *st, int key0,
     scores_wait(s);
 }
 
-#if MMA_STAGES >= 6
-/* The warpgroups' turns (MMA_STAGES 6 and 7): warpgroup g > 0 waits at named barrier g until
+#if MMA_STAGES == 6
+/* The warpgroups' turns (MMA_STAGES 6): warpgroup g > 0 waits at named barrier g until
  * warpgroup g - 1 has arrived there (256 work-items in all, the two warpgroups); barrier 0 is
  * barrier()'s. */
 inline void turn_wait(int warpgroup)
@@ -602,46 +538,6 @@ inline void tile_values(__local tile_local *shm, tile_state *st, int key0,
     }
     values_wait(st, p[0]);
 }
-
-#if TILE_PRODUCER
-/* The producer's part of a tile, while the warpgroups compute the one listed before next_slot:
- * loads the next tile's K into registers, publishes this tile's V (copied during the tile
- * before), stores the next K once every warpgroup's Q.K^T is done with this one and starts
- * copying the next V once their P.V are. */
-inline void tile_produce(__local tile_local *shm, int next_slot, __global const kv_storage_t *k,
-                         head_view kv, __global const kv_storage_t *v, head_view vv)
-{
-    staged_rows next_k;
-    load_rows(&next_k, shm->key_row[next_slot], k, kv);
-    copies_arrived();
-    named_arrive(V_FULL);
-    named_wait(K_EMPTY);
-    store_rows(shm->k, &next_k);
-    FENCE_PROXY_ASYNC();
-    named_arrive(K_FULL);
-    named_wait(V_EMPTY);
-    copy_rows(shm->v, shm->key_row[next_slot], v, vv);
-}
-
-/* A warpgroup's part of the tile listed in slot: each buffer is waited for just before its
- * products and released just after them. */
-inline void tile_consume(__local tile_local *shm, int slot, tile_state *st, int q_pos0,
-                         float scale_log2)
-{
-    const int warpgroup = get_local_id(0) / 128;
-    float s[MMA_GROUPS][PART_KEYS / 8][4];
-    named_wait(K_FULL);
-    turn_wait(warpgroup);
-    scores_issue(shm, st, 0, s);
-    turn_pass(warpgroup);
-    scores_wait(s);
-    named_arrive(K_EMPTY);
-    tile_softmax_now(st, s, shm->key_pos[slot], q_pos0, scale_log2);
-    named_wait(V_FULL);
-    tile_values(shm, st, 0, s, scale_log2);
-    named_arrive(V_EMPTY);
-}
-#endif
 
 #if MMA_STAGES == 4
 /* Issues the previous tile's P.V, deferred to this tile (its V is staged); values_wait() ends
@@ -756,11 +652,6 @@ inline void tile_keys(__local tile_local *shm, int slot, int next_slot, tile_sta
     /* Every warp is done with the previous V: this tile's may come. */
     barrier(CLK_LOCAL_MEM_FENCE);
     copy_rows(shm->v, shm->key_row[slot], v, vv);
-#elif TILE_PRODUCER
-    if (tile_is_producer())
-        tile_produce(shm, next_slot, k, kv, v, vv);
-    else
-        tile_consume(shm, slot, st, q_pos0, scale_log2);
 #elif MMA_STAGES >= 5
     /* This tile, stored by every work-item, is visible to the products; the next one loads into
      * registers while it is computed, and is stored once every warp is done with it. */
@@ -845,18 +736,7 @@ inline void tile_store(__local tile_local *shm, tile_state *st, __global o_stora
                        head_view ov, int q_rows, __global float *lse, ulong lse_row0,
                        float scale_log2)
 {
-#if TILE_PRODUCER
-    /* The tile after the last one, of no keys, was produced too: its barriers are met, so that
-     * none is left half passed. */
-    if (tile_is_producer()) {
-        copies_arrived();
-        named_arrive(V_FULL);
-        return;
-    }
-    named_wait(K_FULL);
-    named_wait(V_FULL);
-    (void)shm;
-#elif MMA_STAGES != 4
+#if MMA_STAGES != 4
     (void)shm;
 #else
     /* The last tile's P.V, once its V has arrived. */

@@ -35,10 +35,6 @@ inline void list_keys(__local tile_local *shm, int step, int steps, __global con
                       __global const int *perm_row, int k_blocks, int kv_len, int *block,
                       int *highest, const sequence *seq)
 {
-    /* Work-items that write no lists (the warpgroups of a tile with a producer) skip the list's
-     * read too: its latency would stall them. */
-    if (tile_lister() >= TILE_KEYS)
-        return;
     const int tiles_per_block = LOGICAL_BLOCK / TILE_KEYS;
     if (step % tiles_per_block == 0) {
         const int listed = step < steps ? list[step / tiles_per_block] : -1;
@@ -50,7 +46,7 @@ inline void list_keys(__local tile_local *shm, int step, int steps, __global con
     const bool block_ok = j >= 0;
     __local int *rows = tile_key_rows(shm, step % TILE_LIST_SLOTS);
     __local int *positions = tile_key_positions(shm, step % TILE_LIST_SLOTS);
-    for (int n = tile_lister(); n < TILE_KEYS; n += TILE_LISTERS) {
+    for (int n = get_local_id(0); n < TILE_KEYS; n += TILE_WORK_ITEMS) {
         const int p = p0 + n;
         int key = -1;
         if (block_ok && p < kv_len) {
@@ -122,12 +118,12 @@ void pbs_attention(__global const q_storage_t *q, __global const kv_storage_t *k
      * written while this one is used; tile_keys starts loading its keys as soon as it can. */
     int block = -1, highest = -1;
     list_keys(&shm, 0, steps, list, perm_row, k_blocks, own_kv_len, &block, &highest, &seq);
-    tile_lists_written();
+    barrier(CLK_LOCAL_MEM_FENCE);
     tile_fetch(&shm, 0, k, kv, v, vv);
     for (int step = 0; step < steps; step++) {
         list_keys(&shm, step + 1, steps, list, perm_row, k_blocks, own_kv_len, &block, &highest,
                   &seq);
-        tile_lists_written();
+        barrier(CLK_LOCAL_MEM_FENCE);
         tile_keys(&shm, step % TILE_LIST_SLOTS, (step + 1) % TILE_LIST_SLOTS, &st, q, qv, q_rows, q_pos0, k, kv, v, vv,
                   scale_log2);
     }

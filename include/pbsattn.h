@@ -621,10 +621,10 @@ typedef enum pbsa_kernel_kind {
     PBSA_KERNEL_SCORES_METHOD = 5,
     /* Hopper's wgmma variant of the tensor-core kernels (pbsa_context_tensor_core_path()): the
      * same parameters as the _MMA kinds (and PBSA_MMA_CONFIG), 4, 8 or 12 warps of one row
-     * group, 32- or 64-key tiles, stages 1 to 7 (3: double-buffered tiles; 4: each tile's P.V
+     * group, 32- or 64-key tiles, stages 1 to 6 (3: double-buffered tiles; 4: each tile's P.V
      * overlaps the next tile's softmax; 5: the next tile staged through registers; 6: 5 with
-     * the warpgroups taking turns, so that one's products overlap another's softmax; 7: 6 with
-     * two more warps in the work-group that stage the tiles alone), head dim 128. */
+     * the warpgroups taking turns, so that one's products overlap another's softmax), head dim
+     * 128. */
     PBSA_KERNEL_DENSE_WGMMA = 6,
     PBSA_KERNEL_SPARSE_WGMMA = 7,
 } pbsa_kernel_kind;

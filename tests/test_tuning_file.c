@@ -658,34 +658,16 @@ static void test_wgmma_rules(void **state)
 {
     (void)state;
     pbsa_device_info hopper = {.is_gpu = 1, .max_work_group_size = 1024, .local_mem_bytes = 49152};
-    const pbsa_mma_config w2 = {8, 1, 64, 2}, w2_32 = {8, 1, 32, 2}, w3 = {8, 1, 64, 3},
-                          w7 = {8, 1, 64, 7};
+    const pbsa_mma_config w2 = {8, 1, 64, 2}, w2_32 = {8, 1, 32, 2}, w3 = {8, 1, 64, 3};
     assert_true(pbsa_wgmma_config_valid(&w2, 128, &hopper));
     assert_false(pbsa_wgmma_config_valid(&w2, 64, &hopper));
     assert_false(pbsa_wgmma_config_valid(&w3, 128, &hopper)); /* two buffers: 67 KB */
-    /* Stages 7 adds the producer's two warps to the work-group. */
-    assert_int_equal(pbsa_mma_work_items(&w2), 256);
-    assert_int_equal(pbsa_mma_work_items(&w7), 320);
-    assert_int_equal(pbsa_mma_register_limit(&w2), 255);
-    assert_int_equal(pbsa_mma_register_limit(&w7), 200);
-    char options[512] = "";
-    pbsa_dtypes bf16 = {PBSA_DTYPE_BF16, PBSA_DTYPE_BF16, PBSA_DTYPE_BF16};
-    assert_true(pbsa_mma_options(options, sizeof options, &bf16, 128, 1, &w7));
-    assert_non_null(strstr(options, " -cl-nv-maxrregcount=200"));
-    options[0] = '\0';
-    assert_true(pbsa_mma_options(options, sizeof options, &bf16, 128, 1, &w2));
-    assert_null(strstr(options, "maxrregcount"));
-    assert_true(pbsa_wgmma_config_valid(&w7, 128, &hopper));
-    hopper.max_work_group_size = 256;
-    assert_true(pbsa_wgmma_config_valid(&w2, 128, &hopper));
-    assert_false(pbsa_wgmma_config_valid(&w7, 128, &hopper));
-    hopper.max_work_group_size = 1024;
     hopper.local_mem_bytes = 17408;
     assert_true(pbsa_wgmma_config_valid(&w2_32, 128, &hopper));
     hopper.local_mem_bytes = 17407;
     assert_false(pbsa_wgmma_config_valid(&w2_32, 128, &hopper));
     static const pbsa_mma_config outside[] = {{2, 1, 64, 2}, {8, 2, 64, 2}, {8, 1, 16, 2},
-                                              {8, 1, 64, 0}, {8, 1, 64, 8}};
+                                              {8, 1, 64, 0}, {8, 1, 64, 7}};
     hopper.local_mem_bytes = 49152;
     for (size_t i = 0; i < sizeof outside / sizeof outside[0]; i++)
         if (pbsa_wgmma_config_valid(&outside[i], 128, &hopper))

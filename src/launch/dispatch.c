@@ -61,7 +61,7 @@ static bool mma_options(char *options, size_t capacity, const pbsa_dtypes *dtype
 
 static void mma_work_group(const pbsa_kernel_config *config, size_t *work_items, size_t *rows)
 {
-    *work_items = pbsa_mma_work_items(&config->mma);
+    *work_items = 32 * (size_t)config->mma.warps;
     *rows = 16 * (size_t)config->mma.warps * (size_t)config->mma.groups;
 }
 

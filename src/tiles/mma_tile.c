@@ -11,12 +11,6 @@ size_t pbsa_mma_local_bytes(const pbsa_mma_config *c, int head_dim)
 
 static bool either(int value, int a, int b) { return value == a || value == b; }
 
-size_t pbsa_mma_work_items(const pbsa_mma_config *c)
-{
-    /* Stages 7 (wgmma) adds the two warps of its producer (PRODUCER_WARPS of cl/mma_tile.cl). */
-    return 32 * ((size_t)c->warps + (c->stages == 7 ? 2 : 0));
-}
-
 bool pbsa_mma_config_head_dim(int head_dim)
 {
     return head_dim == 64 || head_dim == 80 || head_dim == 96 || head_dim == 112 ||
@@ -32,7 +26,7 @@ bool pbsa_mma_config_valid(const pbsa_mma_config *c, int head_dim, const pbsa_de
      * registers of a thread and spill. */
     if (c->groups == 2 && head_dim > 128)
         return false;
-    return pbsa_mma_work_items(c) <= info->max_work_group_size &&
+    return 32 * (size_t)c->warps <= info->max_work_group_size &&
            pbsa_mma_local_bytes(c, head_dim) <= info->local_mem_bytes;
 }
 
@@ -91,8 +85,8 @@ static size_t wgmma_local_bytes(const pbsa_mma_config *c, int head_dim)
 bool pbsa_wgmma_config_valid(const pbsa_mma_config *c, int head_dim, const pbsa_device_info *info)
 {
     return (either(c->warps, 4, 8) || c->warps == 12) && c->groups == 1 &&
-           either(c->keys, 32, 64) && c->stages >= 1 && c->stages <= 7 &&
-           head_dim == 128 && pbsa_mma_work_items(c) <= info->max_work_group_size &&
+           either(c->keys, 32, 64) && c->stages >= 1 && c->stages <= 6 &&
+           head_dim == 128 && 32 * (size_t)c->warps <= info->max_work_group_size &&
            wgmma_local_bytes(c, head_dim) <= info->local_mem_bytes;
 }
 
@@ -112,26 +106,12 @@ pbsa_mma_config pbsa_wgmma_config_heuristic(const pbsa_device_info *info, int he
                        pbsa_wgmma_config_valid, info, head_dim, block);
 }
 
-int pbsa_mma_register_limit(const pbsa_mma_config *c)
-{
-    /* An SM's 65536 registers, allocated to a thread in steps of 8, at most 255. */
-    const size_t limit = 65536 / pbsa_mma_work_items(c) / 8 * 8;
-    return limit < 255 ? (int)limit : 255;
-}
-
 bool pbsa_mma_options(char *options, size_t capacity, const pbsa_dtypes *dtypes, int head_dim,
                       int causal, const pbsa_mma_config *c)
 {
-    const int registers = pbsa_mma_register_limit(c);
     return pbsa_append_dtype_options(options, capacity, dtypes) &&
            pbsa_append_option(options, capacity,
                               " -DHEAD_DIM=%d -DCAUSAL=%d -DMMA_WARPS=%d -DMMA_GROUPS=%d"
                               " -DBN=%d -DMMA_STAGES=%d",
-                              head_dim, causal ? 1 : 0, c->warps, c->groups, c->keys,
-                              c->stages) &&
-           /* NVIDIA's compiler does not bound a thread's registers by the kernel's required
-            * work-group size: unbounded, a work-group of more than 256 work-items may not fit
-            * (bench/NOTES.md). */
-           (registers == 255 ||
-            pbsa_append_option(options, capacity, " -cl-nv-maxrregcount=%d", registers));
+                              head_dim, causal ? 1 : 0, c->warps, c->groups, c->keys, c->stages);
 }

@@ -11,20 +11,16 @@
 /* The tuning parameters of cl/mma_tile.cl, passed to it as -D options. src/tuning/space.c
  * declares them (names in tuning files, value ranges, values the tuner tries). */
 typedef struct pbsa_mma_config {
-    int warps;  /* MMA_WARPS: the warps that compute, 32 work-items each (a work-group has
-                   pbsa_mma_work_items()) */
+    int warps;  /* MMA_WARPS: work-items per work-group, in warps of 32 */
     int groups; /* MMA_GROUPS: groups of 16 query rows per warp, which share each K/V fragment */
     int keys;   /* BN: keys per tile */
     int stages; /* MMA_STAGES: 1 loads a tile's K and V between tiles; 2 overlaps their loads
                    with the products (V during Q.K^T, the next K during P.V); wgmma only: 3
                    double-buffers them (the next tile's K and V during this tile), 4 defers each
                    tile's P.V to the next tile, 5 stages the next tile through registers, 6 is
-                   5 with the warpgroups taking turns at Q.K^T, 7 is 6 with two more warps that
-                   stage the tiles alone (cl/mma_tile.cl) */
+                   5 with the warpgroups taking turns at Q.K^T (cl/mma_tile.cl) */
 } pbsa_mma_config;
 
-/* The work-items of a work-group of config: 32 per warp, the producer's warps included. */
-size_t pbsa_mma_work_items(const pbsa_mma_config *config);
 /* Local memory (bytes) the kernel declares for config and head_dim. */
 size_t pbsa_mma_local_bytes(const pbsa_mma_config *config, int head_dim);
 /* The head dims of the mma.sync tiles: 64, 80, 96, 112, 128 and 192 (256 needs more registers
@@ -49,18 +45,14 @@ size_t pbsa_wgmma_ladder(const pbsa_mma_config **list);
  * none). */
 pbsa_mma_config pbsa_mma_config_heuristic(const pbsa_device_info *info, int head_dim, int block);
 /* The wgmma variant (cl/mma_tile.cl with WGMMA 1, contexts whose wgmma probe passed): whether it
- * accepts config for head_dim (warps 4, 8 or 12, groups 1, keys 32 or 64, stages 1 to 7, head
+ * accepts config for head_dim (warps 4, 8 or 12, groups 1, keys 32 or 64, stages 1 to 6, head
  * dim 128: at 64 it computed wrong results on the H200, cause not found) on the device, and its heuristic default, as for pbsa_mma_config_valid() and
  * pbsa_mma_config_heuristic(). Its calls' configurations are looked up under the kinds
  * PBSA_KERNEL_DENSE_WGMMA and PBSA_KERNEL_SPARSE_WGMMA. */
 bool pbsa_wgmma_config_valid(const pbsa_mma_config *config, int head_dim,
                              const pbsa_device_info *info);
 pbsa_mma_config pbsa_wgmma_config_heuristic(const pbsa_device_info *info, int head_dim, int block);
-/* The registers a work-item of config may use so that a work-group fits an SM's 65536: at
- * most 255, 200 for the 320 work-items of stages 7. */
-int pbsa_mma_register_limit(const pbsa_mma_config *config);
-/* Writes the build options of a tensor-core kernel variant (dtypes, head dim, causal, config;
- * with more than 256 work-items, the register limit as NVIDIA's -cl-nv-maxrregcount). */
+/* Writes the build options of a tensor-core kernel variant (dtypes, head dim, causal, config). */
 bool pbsa_mma_options(char *options, size_t capacity, const pbsa_dtypes *dtypes, int head_dim,
                       int causal, const pbsa_mma_config *config);
 

@@ -95,7 +95,7 @@ static const int unroll_steps[] = {1, 2, 4, 8, 16, 32, 64};
 static const int warp_steps[] = {2, 4, 8, 12};
 static const int group_steps[] = {1, 2};
 static const int key_steps[] = {32, 64};
-static const int stage_steps[] = {1, 2, 3, 4, 5, 6, 7};
+static const int stage_steps[] = {1, 2, 3, 4, 5, 6};
 static const int choice_steps[] = {0, 1};
 
 #define STEPS(array) array, (int)(sizeof array / sizeof array[0])
