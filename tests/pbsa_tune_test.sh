@@ -110,7 +110,7 @@ if info_line "dense bf16 D128 causal" | grep -q 'tensor-core kernel warps='; the
     # The device runs them: the first session tuned them too, and a new context uses the result.
     # Those of the path it takes: wgmma where its probe passed, else mma.sync.
     if grep -q 'tensor-core path: *wgmma' "$dir/info.out"; then
-        kind=wgmma mma='warps=(4|8|12) groups=1 keys=(32|64) stages=[1-7]'
+        kind=wgmma mma='warps=(4|8|12) groups=1 keys=(32|64) stages=[1-6]'
     else
         kind=mma mma='warps=(2|4|8) groups=(1|2) keys=(32|64) stages=(1|2)'
     fi
